@@ -1,0 +1,58 @@
+# amtops — `make demo` runs the main job, `make test` runs every test with
+# the real peers it needs (installed and started by scripts/).
+
+GO        ?= go
+BIN       := bin
+TOOLS     := $(CURDIR)/.tools
+PEERS     := $(CURDIR)/.peers
+DEMO_ARGS ?=
+BENCH     ?= .
+
+# Pinned code generators: proto-check fails when the committed code drifts.
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build test lint proto proto-check demo bench clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./server/cmd/amtops-server ./server/cmd/amtopsctl ./agent/cmd/amtops-agent ./internal/amtsim/cmd/amtsim
+
+test:
+	scripts/test.sh
+
+lint: $(TOOLS)/staticcheck
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(TOOLS)/staticcheck ./...
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
+
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO)
+
+$(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO_GRPC)
+
+proto: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	scripts/deps.sh protoc
+	protoc -I proto -I /usr/include \
+	  --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --go_out=proto --go_opt=paths=source_relative \
+	  --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+	  proto/amtops/v1/*.proto
+
+proto-check: proto
+	@git diff --exit-code -- proto/ || (echo "generated code is out of date: run make proto and commit"; exit 1)
+
+demo:
+	$(GO) run ./scripts/demo $(DEMO_ARGS)
+
+bench:
+	scripts/test.sh --bench '$(BENCH)'
+
+clean:
+	rm -rf $(BIN) $(PEERS)

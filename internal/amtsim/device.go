@@ -1,0 +1,307 @@
+package amtsim
+
+import (
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// nvram is what the firmware keeps in flash. A device allocates it only on
+// its first change, so an idle device costs a few hundred bytes.
+type nvram struct {
+	provState, provMode int
+	adminUser           string
+	adminHA1            [16]byte
+	users               []aclEntry // $$ system accounts are implicit (see systemAccounts)
+	nextUserHandle      int
+
+	certs          []*certEntry
+	keys           []*keyEntry
+	nextCertHandle int
+	nextKeyHandle  int
+	tlsCtxCert     int // handle of the certificate bound by AMT_TLSCredentialContext, -1 none
+	tls8023        tlsSetting
+	tlsLMS         tlsSetting
+
+	hostName, domainName string
+	clockOffset          time.Duration
+	redirState           int // 32768 none, 32769 IDE-R, 32770 SOL, 32771 both
+	listenerEnabled      bool
+	kvm, webUI           bool
+	ping, rmcpPing       bool
+	powerScheme          string // InstanceID of the active AMT_SystemPowerScheme
+	krb                  kerberos
+	dot1x                dot1x
+	wifi                 []wifiProfile
+	mebxSet              bool
+}
+
+type aclEntry struct {
+	handle      int
+	name        string // digest user; empty for a Kerberos entry
+	ha1         [16]byte
+	kerberosSID string // base64 SID for a Kerberos entry
+	access      int
+	realms      []int
+}
+
+type certEntry struct {
+	handle      int
+	der         []byte
+	cert        *x509.Certificate
+	trustedRoot bool
+	keyHandle   int // matching key pair on the device, -1 none
+}
+
+type keyEntry struct {
+	handle    int
+	priv      *rsa.PrivateKey
+	generated bool // GenerateKeyPair (key never left the device)
+}
+
+type tlsSetting struct{ enabled, mutual, acceptNonSecure bool }
+
+type kerberos struct {
+	enabled     bool
+	realm       string
+	keyVersion  int
+	masterKey   []byte
+	maxTol      int
+	configAlgs  []int
+	passphrase  bool
+	salt        string
+	iterations  int
+	configuredB bool // any Put seen, so the full instance is shown
+}
+
+type dot1x struct {
+	enabled      int // 2 enabled, 3 disabled
+	authProto    int
+	username     string
+	domain       string
+	serverName   string
+	serverCmp    int
+	availableS0  bool
+	pxeTimeout   int
+	rootHandle   int // -1 none
+	clientHandle int // -1 none
+}
+
+type wifiProfile struct {
+	instanceID, elementName, ssid string
+	priority, authMethod, encMethod int
+	pskSet                          bool
+	clientCert, caCert              int
+}
+
+// systemAccounts are firmware accounts: enumerated, readable, never removable.
+func systemAccounts() []aclEntry {
+	return []aclEntry{{handle: 1, name: "$$uns", access: 0, realms: []int{16}}}
+}
+
+func (n *nvram) clone() *nvram {
+	c := *n
+	c.users = slices.Clone(n.users)
+	for i := range c.users {
+		c.users[i].realms = slices.Clone(c.users[i].realms)
+	}
+	c.certs = slices.Clone(n.certs) // entries are immutable after creation
+	c.keys = slices.Clone(n.keys)
+	c.krb.masterKey = slices.Clone(n.krb.masterKey)
+	c.krb.configAlgs = slices.Clone(n.krb.configAlgs)
+	c.wifi = slices.Clone(n.wifi)
+	return &c
+}
+
+// live is what the listeners serve: it changes only on commit/unprovision.
+type live struct {
+	tls             bool
+	acceptNonSecure bool
+	mutual          bool
+	cert            *tls.Certificate
+	clientCAs       *x509.CertPool
+}
+
+type device struct {
+	sim  *Sim
+	idx  int
+	addr netip.Addr
+	ov   Override
+
+	mu       sync.Mutex
+	st       *nvram // nil: factory state, computed on demand
+	saved    *nvram // state at the last commit when there are uncommitted changes
+	dirty    bool
+	live     live
+	httpLn   net.Listener
+	tlsLn    net.Listener
+	conns    map[net.Conn]struct{}
+	down     bool // listener closed for a restart
+	linkDown bool // S15: the link dropped after an incompatible change
+	reqs     uint64
+	lastTa0  int64
+	stats    counters
+}
+
+type counters struct{ requests, commits, reboots, faults int }
+
+func (d *device) kind() Kind        { return d.ov.Kind }
+func (d *device) link() Link        { return d.ov.Link }
+func (d *device) version() string   { return d.ov.Version }
+func (d *device) password() string  { return d.ov.Password }
+func (d *device) major() int        { m, _ := versionMajor(d.ov.Version); return m }
+func (d *device) ident(tag string) []byte {
+	h := sha256.New()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(d.sim.cfg.Seed))
+	h.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(d.idx))
+	h.Write(b[:])
+	h.Write([]byte(tag))
+	return h.Sum(nil)
+}
+
+// uuid is the SMBIOS UUID (RFC 4122 byte order).
+func (d *device) uuid() [16]byte {
+	var u [16]byte
+	copy(u[:], d.ident("uuid"))
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
+func (d *device) uuidString() string {
+	u := d.uuid()
+	h := hex.EncodeToString(u[:])
+	return fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:])
+}
+
+func (d *device) realm() string {
+	return "Digest:" + strings.ToUpper(hex.EncodeToString(d.ident("realm")[:16]))
+}
+
+// factory is the state a device ships with (or returns to on full unprovision).
+func (d *device) factory() *nvram {
+	n := &nvram{
+		adminUser:      "admin",
+		nextUserHandle: 2,
+		nextCertHandle: 0,
+		nextKeyHandle:  0,
+		tlsCtxCert:     -1,
+		tlsLMS:         tlsSetting{acceptNonSecure: true},
+		redirState:     32768,
+		ping:           true,
+		rmcpPing:       true,
+		webUI:          false,
+		powerScheme:    "SCHEME 1",
+		krb:            kerberos{maxTol: 5},
+		dot1x:          dot1x{enabled: 3, pxeTimeout: 120, rootHandle: -1, clientHandle: -1},
+	}
+	switch d.kind() {
+	case KindInProvisioning:
+		n.provState = 1
+	case KindProvisioned:
+		n.provState, n.provMode = 2, 1
+	case KindExternal:
+		n.provState, n.provMode = 2, 1
+		n.hostName, n.domainName = fmt.Sprintf("ext%d", d.idx), "external.example"
+		n.webUI, n.redirState, n.listenerEnabled = true, 32771, true
+	}
+	pw := d.password()
+	if d.kind() == KindExternal {
+		pw = "X" + hex.EncodeToString(d.ident("external")) // never known to a client
+	}
+	n.adminHA1 = ha1("admin", d.realm(), pw)
+	switch d.link() {
+	case LinkWired8021X:
+		n.dot1x = dot1x{enabled: 2, authProto: 0, availableS0: true, pxeTimeout: 120, rootHandle: -1, clientHandle: -1,
+			username: fmt.Sprintf("amt%d", d.idx)}
+	case LinkWireless:
+		n.wifi = []wifiProfile{{instanceID: "Intel(r) AMT:WiFi Endpoint Settings site", elementName: "site", ssid: "site-wlan",
+			priority: 1, authMethod: 6, encMethod: 4, pskSet: true, clientCert: -1, caCert: -1}}
+	}
+	return n
+}
+
+// state returns the current NVRAM for reading (caller holds mu).
+func (d *device) state() *nvram {
+	if d.st == nil {
+		return d.factory()
+	}
+	return d.st
+}
+
+// write returns the NVRAM for a change, keeping the committed copy so a
+// reboot can drop uncommitted changes (caller holds mu).
+func (d *device) write() *nvram {
+	if d.st == nil {
+		d.st = d.factory()
+	}
+	if !d.dirty {
+		d.saved = d.st.clone()
+		d.dirty = true
+	}
+	return d.st
+}
+
+// touched records a successful configuration change: the first one moves a
+// pre-provisioned device into provisioning (caller holds mu).
+func (d *device) touched() {
+	if d.st != nil && d.st.provState == 0 {
+		d.st.provState = 1
+	}
+}
+
+// commit makes current state durable (caller holds mu).
+func (d *device) commit() { d.saved, d.dirty = nil, false }
+
+// revert drops uncommitted changes, as a firmware reset does (caller holds mu).
+func (d *device) revert() {
+	if d.dirty {
+		d.st = d.saved
+	}
+	d.saved, d.dirty = nil, false
+}
+
+func (n *nvram) cert(handle int) *certEntry {
+	for _, c := range n.certs {
+		if c.handle == handle {
+			return c
+		}
+	}
+	return nil
+}
+
+func (n *nvram) key(handle int) *keyEntry {
+	for _, k := range n.keys {
+		if k.handle == handle {
+			return k
+		}
+	}
+	return nil
+}
+
+func certInstanceID(h int) string { return fmt.Sprintf("Intel(r) AMT Certificate: Handle: %d", h) }
+func keyInstanceID(h int) string  { return fmt.Sprintf("Intel(r) AMT Key: Handle: %d", h) }
+
+func parseHandle(instanceID, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(instanceID, prefix)
+	if !ok {
+		return 0, false
+	}
+	var h int
+	if _, err := fmt.Sscanf(rest, "%d", &h); err != nil || fmt.Sprint(h) != rest {
+		return 0, false
+	}
+	return h, true
+}

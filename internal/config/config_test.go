@@ -1,0 +1,110 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadServer(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		env        map[string]string
+		field      string // "" means valid
+		check      func(t *testing.T, c Server)
+	}{
+		{name: "empty file is defaults", yaml: "", check: func(t *testing.T, c Server) {
+			if c.Redis.Addr != "" || c.Phase2.LeaseTTL != 2*time.Minute || c.CA.Backend != "builtin" {
+				t.Fatalf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "values", yaml: "redis:\n  addr: 127.0.0.1:6390\nphase2:\n  lease_ttl: 30s\n", check: func(t *testing.T, c Server) {
+			if c.Redis.Addr != "127.0.0.1:6390" || c.Phase2.LeaseTTL != 30*time.Second {
+				t.Fatalf("values not read: %+v", c.Redis)
+			}
+		}},
+		{name: "env overrides file", yaml: "redis:\n  addr: 127.0.0.1:6390\n",
+			env: map[string]string{"AMTOPS_REDIS_ADDR": "127.0.0.1:7000", "AMTOPS_PHASE1_CONCURRENCY": "3",
+				"AMTOPS_DIRECTORY_GROUPS_8021X": "a, b"},
+			check: func(t *testing.T, c Server) {
+				if c.Redis.Addr != "127.0.0.1:7000" || c.Phase1.Concurrency != 3 || len(c.Directory.Groups8021X) != 2 {
+					t.Fatalf("env not applied: %+v %+v", c.Redis, c.Directory.Groups8021X)
+				}
+			}},
+		{name: "unknown key", yaml: "redis:\n  adress: x\n", field: "redis.adress"},
+		{name: "bad yaml duration", yaml: "phase2:\n  lease_ttl: banana\n", field: "phase2.lease_ttl"},
+		{name: "list of structs", yaml: "networks:\n  wireless:\n  - {name: a, ssid: \"\"}\n", field: "networks.wireless[0].ssid"},
+		{name: "bad env duration", env: map[string]string{"AMTOPS_PHASE2_LEASE_TTL": "soon"}, field: "phase2.lease_ttl"},
+		{name: "bad redis addr", yaml: "redis:\n  addr: localhost\n", field: "redis.addr"},
+		{name: "short lease", yaml: "phase2:\n  lease_ttl: 1s\n", field: "phase2.lease_ttl"},
+		{name: "plain ldap", yaml: "directory:\n  url: ldap://dc1:389\n  bind_dn: a\n  base_dn: b\n  account_ou: c\n  realm: R\n", field: "directory.url"},
+		{name: "directory needs base", yaml: "directory:\n  url: ldaps://dc1\n  bind_dn: a\n  account_ou: c\n  realm: R\n", field: "directory.base_dn"},
+		{name: "bad backend", yaml: "ca:\n  backend: vault\n", field: "ca.backend"},
+		{name: "step-ca needs url", yaml: "ca:\n  backend: step-ca\n", field: "ca.step_ca.url"},
+		{name: "bad sid", yaml: "amt:\n  kerberos:\n    admin_sids: [S-1-5-21-1, bob]\n", field: "amt.kerberos.admin_sids[1]"},
+		{name: "clock tolerance", yaml: "amt:\n  kerberos:\n    max_clock_tolerance: 9\n", field: "amt.kerberos.max_clock_tolerance"},
+		{name: "system user", yaml: "amt:\n  provisioning_user: $$OsAdmin\n", field: "amt.provisioning_user"},
+		{name: "admin role", yaml: "admin:\n  tokens:\n  - {name: a, role: root, token_file: x}\n", field: "admin.tokens[0].role"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			cfg, err := LoadServer(writeFile(t, c.yaml))
+			if c.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				c.check(t, cfg)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("error %v does not name %q", err, c.field)
+			}
+			var ce *Error
+			if errors.As(err, &ce) && ce.Field != c.field {
+				t.Fatalf("field = %q, want %q", ce.Field, c.field)
+			}
+		})
+	}
+}
+
+func TestLoadAgent(t *testing.T) {
+	cases := []struct{ name, yaml, field string }{
+		{"defaults", "", ""},
+		{"ports", "amt:\n  http_port: 26992\n  tls_port: 26993\n", ""},
+		{"bad port", "amt:\n  http_port: 70000\n", "amt.http_port"},
+		{"no server", "server: \"\"\n", "server"},
+		{"bad concurrency", "concurrency: 0\n", "concurrency"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := LoadAgent(writeFile(t, c.yaml))
+			if (err == nil) != (c.field == "") || err != nil && !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("err = %v, want field %q", err, c.field)
+			}
+		})
+	}
+}
+
+func TestExampleConfigsLoad(t *testing.T) {
+	if _, err := LoadServer("../../configs/server.example.yaml"); err != nil {
+		t.Fatalf("server example: %v", err)
+	}
+	if _, err := LoadAgent("../../configs/agent.example.yaml"); err != nil {
+		t.Fatalf("agent example: %v", err)
+	}
+}

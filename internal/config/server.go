@@ -1,0 +1,298 @@
+package config
+
+import (
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Server is the site server's configuration. See configs/server.example.yaml.
+type Server struct {
+	Log         Log       `yaml:"log"`
+	Redis       Redis     `yaml:"redis"`
+	SiteKeyFile string    `yaml:"site_key_file"`
+	DataDir     string    `yaml:"data_dir"`
+	GRPC        GRPC      `yaml:"grpc"`
+	HTTP        HTTP      `yaml:"http"`
+	Phase1      Phase1    `yaml:"phase1"`
+	Phase2      Phase2    `yaml:"phase2"`
+	AMT         AMT       `yaml:"amt"`
+	CA          CA        `yaml:"ca"`
+	Directory   Directory `yaml:"directory"`
+	Networks    Networks  `yaml:"networks"`
+	Sweep       Sweep     `yaml:"sweep"`
+	Admin       Admin     `yaml:"admin"`
+}
+
+// Log selects the log level and format.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"` // json or console
+}
+
+// Redis is where the site's state and queues live. An empty Addr selects
+// an embedded, non-persistent in-process Redis for trying amtops out.
+type Redis struct {
+	Addr         string `yaml:"addr"`
+	PasswordFile string `yaml:"password_file"`
+	DB           int    `yaml:"db"`
+	KeyPrefix    string `yaml:"key_prefix"`
+}
+
+// GRPC is the agents' and administrators' endpoint.
+type GRPC struct {
+	Listen string `yaml:"listen"`
+	// Names the server certificate carries, besides the listen host.
+	Names []string `yaml:"names"`
+}
+
+// HTTP serves the CRL, the CA certificates, metrics and health.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Phase1 tunes the asynq workers that do CA and directory work (S1–S6).
+type Phase1 struct {
+	Concurrency int           `yaml:"concurrency"`
+	MaxRetry    int           `yaml:"max_retry"`
+	Timeout     time.Duration `yaml:"timeout"`
+}
+
+// Phase2 tunes the per-subnet lease queue the agents pull from.
+type Phase2 struct {
+	LeaseTTL    time.Duration `yaml:"lease_ttl"`
+	MaxAttempts int           `yaml:"max_attempts"`
+	LongPoll    time.Duration `yaml:"long_poll"`
+	JobDeadline time.Duration `yaml:"job_deadline"`
+	ReapEvery   time.Duration `yaml:"reap_every"`
+}
+
+// AMT is what the controllers get: the provisioning account the agents
+// connect with and the settings of S9, S10.
+type AMT struct {
+	ProvisioningUser string `yaml:"provisioning_user"`
+	// The provisioning password is read from this file, or from
+	// $AMTOPS_PROVISIONING_PASSWORD when empty.
+	ProvisioningPasswordFile string      `yaml:"provisioning_password_file"`
+	KeyOnDevice              bool        `yaml:"key_on_device"`
+	MutualTLS                bool        `yaml:"mutual_tls"`
+	Settings                 AMTSettings `yaml:"settings"`
+	Kerberos                 Kerberos    `yaml:"kerberos"`
+}
+
+// AMTSettings are the site's AMT settings (S9).
+type AMTSettings struct {
+	IDERedirection bool   `yaml:"ide_redirection"`
+	SerialOverLAN  bool   `yaml:"serial_over_lan"`
+	KVM            bool   `yaml:"kvm"`
+	PingResponse   bool   `yaml:"ping_response"`
+	WebUI          bool   `yaml:"web_ui"`
+	PowerScheme    string `yaml:"power_scheme"`
+}
+
+// Kerberos controls S10's Kerberos step; it needs a directory.
+type Kerberos struct {
+	Enabled bool `yaml:"enabled"`
+	// Minutes of clock skew AMT accepts (at most 5).
+	MaxClockTolerance int `yaml:"max_clock_tolerance"`
+	// Windows SIDs of the users and groups that may use AMT with Kerberos.
+	AdminSIDs []string `yaml:"admin_sids"`
+}
+
+// CA selects the certificate authority backend.
+type CA struct {
+	Backend       string        `yaml:"backend"` // builtin or step-ca
+	ServerProfile string        `yaml:"server_profile"`
+	ClientProfile string        `yaml:"client_profile"`
+	Validity      time.Duration `yaml:"validity"`
+	StepCA        StepCA        `yaml:"step_ca"`
+}
+
+// StepCA is an external smallstep step-ca with a JWK provisioner.
+type StepCA struct {
+	URL          string `yaml:"url"`
+	RootFile     string `yaml:"root_file"`
+	Provisioner  string `yaml:"provisioner"`
+	CAConfigFile string `yaml:"ca_config_file"` // ca.json, for the encrypted provisioner key
+	PasswordFile string `yaml:"password_file"`  // the provisioner password
+}
+
+// Directory is Active Directory; an empty URL means no directory: S4–S6
+// are skipped and Kerberos stays off.
+type Directory struct {
+	URL           string        `yaml:"url"`
+	StartTLS      bool          `yaml:"start_tls"`
+	CAFile        string        `yaml:"ca_file"`
+	BindDN        string        `yaml:"bind_dn"`
+	PasswordFile  string        `yaml:"password_file"`
+	BaseDN        string        `yaml:"base_dn"`
+	AccountOU     string        `yaml:"account_ou"`
+	AccountSuffix string        `yaml:"account_suffix"`
+	Realm         string        `yaml:"realm"`
+	AddToGroups   bool          `yaml:"add_to_groups"` // S6, off by default
+	Groups8021X   []string      `yaml:"groups_8021x"`
+	GroupsWiFi    []string      `yaml:"groups_wireless"`
+	Timeout       time.Duration `yaml:"timeout"`
+	PoolSize      int           `yaml:"pool_size"`
+}
+
+// Networks are the SP2 802.1X and wireless profiles (S3, S7).
+type Networks struct {
+	Wired8021X bool       `yaml:"wired_8021x"`
+	Wireless   []WiFiSpec `yaml:"wireless"`
+}
+
+// WiFiSpec is one wireless profile.
+type WiFiSpec struct {
+	Name     string `yaml:"name"`
+	SSID     string `yaml:"ssid"`
+	Priority int    `yaml:"priority"`
+}
+
+// Sweep is the periodic auto-provisioning sweep (S22).
+type Sweep struct {
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Admin lists the credentials AdminService accepts.
+type Admin struct {
+	Tokens []AdminToken `yaml:"tokens"`
+}
+
+// AdminToken is a bearer token with a role; the token itself is in a file.
+type AdminToken struct {
+	Name      string `yaml:"name"`
+	Role      string `yaml:"role"` // read or operate
+	TokenFile string `yaml:"token_file"`
+}
+
+// DefaultServer is the configuration with every default filled in.
+func DefaultServer() Server {
+	return Server{
+		Log:     Log{Level: "info", Format: "json"},
+		Redis:   Redis{KeyPrefix: "amtops"},
+		DataDir: "./var/server",
+		GRPC:    GRPC{Listen: "127.0.0.1:7443"},
+		HTTP:    HTTP{Listen: "127.0.0.1:7080"},
+		Phase1:  Phase1{Concurrency: 16, MaxRetry: 8, Timeout: 2 * time.Minute},
+		Phase2: Phase2{LeaseTTL: 2 * time.Minute, MaxAttempts: 5, LongPoll: 25 * time.Second,
+			JobDeadline: 10 * time.Minute, ReapEvery: 5 * time.Second},
+		AMT: AMT{ProvisioningUser: "admin",
+			Settings: AMTSettings{IDERedirection: true, SerialOverLAN: true, KVM: true, PingResponse: true,
+				WebUI: false, PowerScheme: "ON in S0"},
+			Kerberos: Kerberos{Enabled: true, MaxClockTolerance: 5}},
+		CA:        CA{Backend: "builtin", ServerProfile: "server-auth", ClientProfile: "client-auth", Validity: 365 * 24 * time.Hour},
+		Directory: Directory{AccountSuffix: "-amt", Timeout: 10 * time.Second, PoolSize: 4},
+		Sweep:     Sweep{Interval: 15 * time.Minute},
+	}
+}
+
+// LoadServer reads path (may be empty for defaults only), applies
+// AMTOPS_* environment overrides and validates.
+func LoadServer(path string) (Server, error) {
+	c := DefaultServer()
+	if err := load(path, "AMTOPS", &c); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every field; the error names the first bad one.
+func (c Server) Validate() error {
+	var k checker
+	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	k.oneOf("log.format", c.Log.Format, "json", "console")
+	k.hostPort("redis.addr", c.Redis.Addr, false)
+	k.between("redis.db", c.Redis.DB, 0, 15)
+	if c.Redis.KeyPrefix == "" || strings.ContainsAny(c.Redis.KeyPrefix, "{} ") {
+		k.fail("redis.key_prefix", c.Redis.KeyPrefix, "must be non-empty without braces or spaces")
+	}
+	k.fileExists("redis.password_file", c.Redis.PasswordFile)
+	if c.DataDir == "" {
+		k.fail("data_dir", c.DataDir, "required")
+	}
+	k.hostPort("grpc.listen", c.GRPC.Listen, true)
+	k.hostPort("http.listen", c.HTTP.Listen, true)
+	k.between("phase1.concurrency", c.Phase1.Concurrency, 1, 4096)
+	k.between("phase1.max_retry", c.Phase1.MaxRetry, 0, 100)
+	k.positive("phase1.timeout", c.Phase1.Timeout)
+	k.positive("phase2.lease_ttl", c.Phase2.LeaseTTL)
+	k.between("phase2.max_attempts", c.Phase2.MaxAttempts, 1, 100)
+	k.positive("phase2.long_poll", c.Phase2.LongPoll)
+	k.positive("phase2.job_deadline", c.Phase2.JobDeadline)
+	k.positive("phase2.reap_every", c.Phase2.ReapEvery)
+	if c.Phase2.LeaseTTL > 0 && c.Phase2.LeaseTTL < 10*time.Second {
+		k.fail("phase2.lease_ttl", c.Phase2.LeaseTTL, "must be at least 10s: agents heartbeat at a third of it")
+	}
+	if u := c.AMT.ProvisioningUser; u == "" || len(u) > 16 || strings.HasPrefix(u, "$$") {
+		k.fail("amt.provisioning_user", u, "must be 1 to 16 characters, not starting with $$")
+	}
+	k.fileExists("amt.provisioning_password_file", c.AMT.ProvisioningPasswordFile)
+	k.between("amt.kerberos.max_clock_tolerance", c.AMT.Kerberos.MaxClockTolerance, 1, 5)
+	for i, sid := range c.AMT.Kerberos.AdminSIDs {
+		if !strings.HasPrefix(sid, "S-1-") {
+			k.fail("amt.kerberos.admin_sids["+itoa(i)+"]", sid, "must be a Windows SID (S-1-…)")
+		}
+	}
+	k.oneOf("ca.backend", c.CA.Backend, "builtin", "step-ca")
+	k.positive("ca.validity", c.CA.Validity)
+	if c.CA.Backend == "step-ca" {
+		if u, err := url.Parse(c.CA.StepCA.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+			k.fail("ca.step_ca.url", c.CA.StepCA.URL, "must be an https:// URL")
+		}
+		if c.CA.StepCA.Provisioner == "" {
+			k.fail("ca.step_ca.provisioner", "", "required with ca.backend step-ca")
+		}
+		for f, v := range map[string]string{"ca.step_ca.root_file": c.CA.StepCA.RootFile,
+			"ca.step_ca.ca_config_file": c.CA.StepCA.CAConfigFile, "ca.step_ca.password_file": c.CA.StepCA.PasswordFile} {
+			if v == "" {
+				k.fail(f, "", "required with ca.backend step-ca")
+			}
+			k.fileExists(f, v)
+		}
+	}
+	if d := c.Directory; d.URL != "" {
+		u, err := url.Parse(d.URL)
+		switch {
+		case err != nil || u.Host == "":
+			k.fail("directory.url", d.URL, "must be ldaps://host[:port] or ldap://host[:port] with start_tls")
+		case u.Scheme == "ldap" && !d.StartTLS:
+			k.fail("directory.url", d.URL, "plain LDAP is refused: use ldaps:// or set directory.start_tls: true")
+		case u.Scheme != "ldap" && u.Scheme != "ldaps":
+			k.fail("directory.url", d.URL, "scheme must be ldaps or ldap")
+		}
+		for f, v := range map[string]string{"directory.bind_dn": d.BindDN, "directory.base_dn": d.BaseDN,
+			"directory.account_ou": d.AccountOU, "directory.realm": d.Realm} {
+			if v == "" {
+				k.fail(f, "", "required when directory.url is set")
+			}
+		}
+		k.fileExists("directory.ca_file", d.CAFile)
+		k.fileExists("directory.password_file", d.PasswordFile)
+		k.positive("directory.timeout", d.Timeout)
+		k.between("directory.pool_size", d.PoolSize, 1, 64)
+	}
+	for i, w := range c.Networks.Wireless {
+		if w.SSID == "" || len(w.SSID) > 32 {
+			k.fail("networks.wireless["+itoa(i)+"].ssid", w.SSID, "must be 1 to 32 characters")
+		}
+	}
+	k.positive("sweep.interval", c.Sweep.Interval)
+	for i, t := range c.Admin.Tokens {
+		k.oneOf("admin.tokens["+itoa(i)+"].role", t.Role, "read", "operate")
+		if t.TokenFile == "" {
+			k.fail("admin.tokens["+itoa(i)+"].token_file", "", "required")
+		}
+	}
+	return k.err
+}
+
+// SubnetOf parses a CIDR and names the field on error.
+func SubnetOf(field, cidr string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
+	if err != nil {
+		return p, &Error{Field: field, Value: cidr, Reason: "must be a CIDR such as 10.1.2.0/24"}
+	}
+	return p.Masked(), nil
+}

@@ -1,0 +1,185 @@
+package domain
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Status is a device's AMT status as an administrator sees it (S20).
+type Status string
+
+const (
+	StatusUnknown               Status = "unknown"
+	StatusNotSupported          Status = "not-supported"
+	StatusDetected              Status = "detected" // AMT present, credentials unknown
+	StatusNotProvisioned        Status = "not-provisioned"
+	StatusProvisioned           Status = "provisioned"
+	StatusExternallyProvisioned Status = "externally-provisioned"
+)
+
+// Statuses lists every status in display order.
+var Statuses = []Status{StatusUnknown, StatusNotSupported, StatusDetected,
+	StatusNotProvisioned, StatusProvisioned, StatusExternallyProvisioned}
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	for _, v := range Statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// ProvisioningState mirrors AMT_SetupAndConfigurationService.ProvisioningState.
+type ProvisioningState int
+
+const (
+	ProvisioningPre  ProvisioningState = 0
+	ProvisioningIn   ProvisioningState = 1
+	ProvisioningPost ProvisioningState = 2
+)
+
+// Link is how the controller is attached to the network; S15 depends on it.
+type Link string
+
+const (
+	LinkWired      Link = "wired"
+	LinkWired8021X Link = "8021x-wired"
+	LinkWireless   Link = "wireless"
+)
+
+// Device is one AMT-capable computer. ID is the AMT UUID when known,
+// otherwise an ID derived from the address until discovery learns the UUID.
+type Device struct {
+	ID          string            `json:"id"`
+	UUID        string            `json:"uuid,omitempty"`
+	HostName    string            `json:"host_name"`
+	Domain      string            `json:"domain"`
+	IP          netip.Addr        `json:"ip"`
+	Subnet      netip.Prefix      `json:"subnet"`
+	ComputerDN  string            `json:"computer_dn,omitempty"` // Windows computer object in AD
+	AMTVersion  string            `json:"amt_version,omitempty"`
+	Status      Status            `json:"status"`
+	State       ProvisioningState `json:"provisioning_state"`
+	Link        Link              `json:"link,omitempty"`
+	Collections []string          `json:"collections,omitempty"`
+	// SuppressAutoProvision keeps sweeps away from a removed device (S18).
+	SuppressAutoProvision bool `json:"suppress_auto_provision,omitempty"`
+	// RenamePending blocks provisioning until the rename or domain move
+	// completes (S19).
+	RenamePending bool      `json:"rename_pending,omitempty"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorStep string    `json:"last_error_step,omitempty"`
+	Warnings      []string  `json:"warnings,omitempty"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	ProvisionedAt time.Time `json:"provisioned_at,omitzero"`
+}
+
+// FQDN is the fully qualified name the controller gets (S8) and the
+// certificate carries (S2).
+func (d Device) FQDN() string {
+	if d.Domain == "" {
+		return d.HostName
+	}
+	return d.HostName + "." + d.Domain
+}
+
+// Validate checks the fields every operation relies on.
+func (d Device) Validate() error {
+	if d.ID == "" {
+		return fieldErr("device.id", d.ID, "must not be empty")
+	}
+	if !d.Status.Valid() {
+		return fieldErr("device.status", string(d.Status), "unknown status")
+	}
+	if d.HostName != "" {
+		if err := ValidateHostName(d.HostName); err != nil {
+			return err
+		}
+	}
+	if len(d.Domain) > 191 {
+		return fieldErr("device.domain", d.Domain, "longer than 191 characters")
+	}
+	if d.IP.IsValid() && d.Subnet.IsValid() && !d.Subnet.Contains(d.IP) {
+		return fieldErr("device.subnet", d.Subnet.String(), "does not contain device.ip "+d.IP.String())
+	}
+	return nil
+}
+
+// ValidateHostName applies AMT's host name limit (63) and DNS label rules.
+func ValidateHostName(h string) error {
+	if h == "" || len(h) > 63 {
+		return fieldErr("device.host_name", h, "must be 1 to 63 characters")
+	}
+	for _, r := range h {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return fieldErr("device.host_name", h, "only letters, digits and '-' are allowed")
+		}
+	}
+	if strings.HasPrefix(h, "-") || strings.HasSuffix(h, "-") {
+		return fieldErr("device.host_name", h, "must not start or end with '-'")
+	}
+	return nil
+}
+
+// Provisionable reports whether a provisioning job may start now, and why not.
+func (d Device) Provisionable() error {
+	switch {
+	case d.RenamePending:
+		return fmt.Errorf("device %s: %w", d.ID, ErrRenamePending)
+	case d.Status == StatusNotSupported:
+		return fmt.Errorf("device %s: %w", d.ID, ErrNotSupported)
+	case d.HostName == "":
+		return fieldErr("device.host_name", "", "required to provision "+d.ID)
+	}
+	return nil
+}
+
+// AutoProvisionable reports whether a sweep should pick the device up (S18, S19, S22).
+func (d Device) AutoProvisionable() bool {
+	return d.Status == StatusNotProvisioned && !d.SuppressAutoProvision && !d.RenamePending && d.HostName != ""
+}
+
+// Collection groups devices; AutoProvision makes sweeps provision its
+// members (S22).
+type Collection struct {
+	Name          string    `json:"name"`
+	Description   string    `json:"description,omitempty"`
+	AutoProvision bool      `json:"auto_provision"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// Validate checks a collection name: it is used in keys and command lines.
+func (c Collection) Validate() error {
+	if c.Name == "" || len(c.Name) > 64 {
+		return fieldErr("collection.name", c.Name, "must be 1 to 64 characters")
+	}
+	for _, r := range c.Name {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return fieldErr("collection.name", c.Name, "only letters, digits, '-', '_' and '.' are allowed")
+		}
+	}
+	return nil
+}
+
+// Agent is an enrolled per-subnet agent.
+type Agent struct {
+	ID            string         `json:"id"`
+	Subnets       []netip.Prefix `json:"subnets"`
+	CertSerial    string         `json:"cert_serial,omitempty"`
+	LastHeartbeat time.Time      `json:"last_heartbeat,omitzero"`
+	EnrolledAt    time.Time      `json:"enrolled_at"`
+}
+
+// Authorized reports whether the agent may act for subnet.
+func (a Agent) Authorized(subnet netip.Prefix) bool {
+	for _, s := range a.Subnets {
+		if s == subnet.Masked() {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,47 @@
+// Command amtops-server runs one replica of the amtops site server.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/logging"
+	"github.com/amtops/amtops/server"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "amtops-server:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", "", "server configuration file (YAML); empty: defaults and AMTOPS_* variables")
+	format := flag.String("log-format", "", "json or console (overrides log.format)")
+	flag.Parse()
+	cfg, err := config.LoadServer(*path)
+	if err != nil {
+		return err
+	}
+	if *format != "" {
+		cfg.Log.Format = *format
+	}
+	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	return srv.Run(ctx)
+}

@@ -1,0 +1,195 @@
+// Package server wires the amtops site server: the Redis store, the
+// phase-1 asynq worker, the phase-2 lease queue, the gRPC services for
+// agents and administrators, and the HTTP endpoints (CRL, metrics, health).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/store"
+)
+
+// Server is one site-server replica. Several may run against one Redis.
+type Server struct {
+	cfg     config.Server
+	log     zerolog.Logger
+	rdb     redis.UniversalClient
+	closeDB func()
+	store   *store.Store
+	metrics *prometheus.Registry
+	health  *health.Server
+	grpc    *grpc.Server
+	http    *http.Server
+	grpcLis net.Listener
+	httpLis net.Listener
+}
+
+// New builds a server from cfg: it connects to Redis (or starts the
+// embedded one), loads the site key and binds its listeners, so that a
+// bad address fails here rather than later.
+func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, metrics: prometheus.NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: data_dir: %w", err)
+	}
+	sealer, err := s.siteKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.openRedis(ctx); err != nil {
+		return nil, err
+	}
+	s.store = store.New(s.rdb, sealer, store.Options{Prefix: cfg.Redis.KeyPrefix})
+
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.health = health.NewServer()
+	s.grpc = grpc.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	if s.grpcLis, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
+		return nil, fmt.Errorf("server: grpc.listen: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("server: http.listen: %w", err)
+	}
+	ok = true
+	return s, nil
+}
+
+// siteKey loads the sealing key; with none configured it creates one in
+// data_dir so that a first start needs no preparation.
+func (s *Server) siteKey() (*secrets.Sealer, error) {
+	path := s.cfg.SiteKeyFile
+	if path == "" && os.Getenv(secrets.KeyEnv) == "" {
+		path = filepath.Join(s.cfg.DataDir, "site.key")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if err := secrets.WriteNewKey(path); err != nil {
+				return nil, fmt.Errorf("server: %w", err)
+			}
+			s.log.Warn().Str("path", path).Msg("created a new site key; back it up: sealed secrets cannot be read without it")
+		}
+	}
+	sealer, err := secrets.LoadKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("server: site_key_file: %w", err)
+	}
+	return sealer, nil
+}
+
+func (s *Server) openRedis(ctx context.Context) error {
+	if s.cfg.Redis.Addr == "" {
+		rdb, closeFn, err := store.Embedded(ctx, s.log)
+		if err != nil {
+			return fmt.Errorf("server: embedded redis: %w", err)
+		}
+		s.rdb, s.closeDB = rdb, closeFn
+		return nil
+	}
+	password, err := config.Secret(s.cfg.Redis.PasswordFile, "AMTOPS_REDIS_PASSWORD")
+	if err != nil {
+		return fmt.Errorf("server: redis.password_file: %w", err)
+	}
+	host, _ := os.Hostname()
+	rdb, err := store.Dial(ctx, store.DialOptions{Addrs: []string{s.cfg.Redis.Addr}, Password: password,
+		DB: s.cfg.Redis.DB, ClientName: "amtops-server-" + host})
+	if err != nil {
+		return fmt.Errorf("server: redis.addr: %w", err)
+	}
+	s.rdb, s.closeDB = rdb, func() { _ = rdb.Close() }
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address (useful when configured with port 0).
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Run serves until ctx is done, then stops every part gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("server: grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("server: http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.health.Shutdown()
+		stopped := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			s.grpc.Stop()
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return s.http.Shutdown(sctx)
+	})
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", s.cfg.Redis.Addr == "").Msg("site server running")
+	err := g.Wait()
+	s.log.Info().Msg("site server stopped")
+	return err
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.Ping(r.Context()); err != nil {
+		http.Error(w, "redis unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Close releases what New acquired; Run's caller calls it after Run.
+func (s *Server) Close() {
+	for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+	if s.closeDB != nil {
+		s.closeDB()
+	}
+}

@@ -26,30 +26,49 @@ log() { echo "samba.sh: $*" >&2; }
 
 usage() { die "usage: $0 start|stop|env DIR"; }
 
+# missing_packages prints the packages of PKGS that are not installed.
+missing_packages() {
+	local p
+	for p in "${PKGS[@]}"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+	done
+}
+
 # install_packages installs what is missing, with a policy-rc.d that exits
 # 101 so no daemon auto-starts on all interfaces; the previous policy-rc.d
-# (or its absence) is restored afterwards.
+# (or its absence) is restored afterwards, also when apt-get fails.
+POLICY=/usr/sbin/policy-rc.d
+POLICY_SAVED=""
+POLICY_TOUCHED=0
+restore_policy() {
+	[ "$POLICY_TOUCHED" = 1 ] || return 0
+	if [ -n "$POLICY_SAVED" ]; then
+		cp -p "$POLICY_SAVED" "$POLICY"
+		rm -f "$POLICY_SAVED"
+	else
+		rm -f "$POLICY"
+	fi
+	POLICY_TOUCHED=0
+}
 install_packages() {
-	if command -v samba >/dev/null && command -v samba-tool >/dev/null &&
-		command -v ldapsearch >/dev/null && command -v openssl >/dev/null; then
-		return 0
+	local missing
+	missing=$(missing_packages | tr '\n' ' ')
+	[ -n "${missing// /}" ] || return 0
+	[ "$(id -u)" = 0 ] || die "missing packages ($missing); installing needs root: apt-get install $missing"
+	if [ -e "$POLICY" ]; then
+		POLICY_SAVED=$(mktemp)
+		cp -p "$POLICY" "$POLICY_SAVED"
 	fi
-	[ "$(id -u)" = 0 ] || die "samba is not installed and installing needs root: apt-get install ${PKGS[*]}"
-	local policy=/usr/sbin/policy-rc.d saved=""
-	if [ -e "$policy" ]; then
-		saved=$(mktemp)
-		cp -p "$policy" "$saved"
-	fi
-	restore_policy() {
-		if [ -n "$saved" ]; then cp -p "$saved" "$policy"; rm -f "$saved"; else rm -f "$policy"; fi
-	}
+	POLICY_TOUCHED=1
 	trap restore_policy EXIT
-	printf '#!/bin/sh\nexit 101\n' >"$policy"
-	chmod 0755 "$policy"
-	log "installing ${PKGS[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${PKGS[@]}" >&2 ||
+	printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+	chmod 0755 "$POLICY"
+	log "installing $missing"
+	local apt=(apt-get -o DPkg::Lock::Timeout=300 -y --no-install-recommends)
+	# shellcheck disable=SC2086 # $missing is a list of package names
+	DEBIAN_FRONTEND=noninteractive "${apt[@]}" install $missing >&2 ||
 		{ DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >&2 &&
-			DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${PKGS[@]}" >&2; }
+			DEBIAN_FRONTEND=noninteractive "${apt[@]}" install $missing >&2; }
 	restore_policy
 	trap - EXIT
 }
@@ -170,8 +189,7 @@ start() {
 	local dir="$1" t0 kdcport
 	t0=$(date +%s.%N)
 	install_packages
-	mkdir -p "$dir"
-	dir=$(cd "$dir" && pwd)
+	case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 	if running "$dir"; then
 		log "already running (pid $(cat "$dir/samba.master.pid"))"
 		wait_ldaps "$dir"
@@ -182,6 +200,7 @@ start() {
 	for p in 389 636 3268 3269; do
 		port_busy "$p" && die "TCP port $p is already in use; Samba 4.17 cannot move its LDAP ports. Stop the other directory, or run in a network namespace (unshare -n) or on a loopback alias."
 	done
+	mkdir -p "$dir"
 	if [ ! -s "$dir/etc/smb.conf" ] || [ ! -e "$dir/private/sam.ldb" ] || [ ! -s "$dir/admin.pass" ] || [ ! -s "$dir/kdc.port" ]; then
 		provision "$dir"
 	else

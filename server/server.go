@@ -23,8 +23,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/directory"
+	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/phase1"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -41,6 +46,15 @@ type Server struct {
 	http    *http.Server
 	grpcLis net.Listener
 	httpLis net.Listener
+
+	queue       *store.LeaseQueue
+	ca          pki.CA
+	crl         http.Handler // the built-in CA's /crl and /ca.pem
+	dir         *directory.Client
+	provisioner *phase1.Provisioner
+	worker      *phase1.Worker
+	asynq       *asynq.Client
+	enqueuer    *phase1.Enqueuer
 }
 
 // New builds a server from cfg: it connects to Redis (or starts the
@@ -68,6 +82,16 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 	s.store = store.New(s.rdb, sealer, store.Options{Prefix: cfg.Redis.KeyPrefix})
+	s.queue = store.NewLeaseQueue(s.store, store.QueueOptions{MaxAttempts: cfg.Phase2.MaxAttempts})
+	if s.ca, err = s.buildCA(ctx, sealer); err != nil {
+		return nil, err
+	}
+	if s.dir, err = s.buildDirectory(); err != nil {
+		return nil, err
+	}
+	if err := s.buildPhase1(s.ca, s.dir, s.queue); err != nil {
+		return nil, err
+	}
 
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.health = health.NewServer()
@@ -77,6 +101,10 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)
+	if s.crl != nil {
+		mux.Handle("GET /crl", s.crl)
+		mux.Handle("GET /ca.pem", s.crl)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
@@ -153,6 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return s.worker.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.health.Shutdown()
@@ -188,6 +217,12 @@ func (s *Server) Close() {
 		if l != nil {
 			_ = l.Close()
 		}
+	}
+	if s.asynq != nil {
+		_ = s.asynq.Close()
+	}
+	if s.dir != nil {
+		_ = s.dir.Close()
 	}
 	if s.closeDB != nil {
 		s.closeDB()

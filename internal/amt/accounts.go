@@ -201,7 +201,7 @@ type KerberosSettings struct {
 	ServicePrincipalProtocol       []int
 	KeyVersion                     int
 	EncryptionAlgorithm            int
-	MasterKey                      []byte // 16 bytes; write-only on the device
+	MasterKey                      []byte // 16 bytes (RC4-HMAC) or 32 (AES-256); write-only on the device
 	MaximumClockTolerance          int
 	KrbEnabled                     bool
 	SupportedEncryptionAlgorithms  []int // read-only
@@ -256,12 +256,14 @@ func (c *Client) PutKerberosSettings(ctx context.Context, k *KerberosSettings) e
 		if k.RealmName == "" {
 			return errors.New("amt: put kerberos settings: RealmName is empty")
 		}
-		if len(k.MasterKey) != 16 {
-			return fmt.Errorf("amt: put kerberos settings: MasterKey is %d bytes, want 16", len(k.MasterKey))
-		}
+	}
+	// 16 bytes is the RC4-HMAC key every firmware takes; 32 (AES-256) only
+	// where SupportedEncryptionAlgorithms lists 2.
+	if n := len(k.MasterKey); (k.KrbEnabled || n > 0) && n != 16 && n != 32 {
+		return fmt.Errorf("amt: put kerberos settings: MasterKey is %d bytes, want 16 (or 32 for AES-256)", n)
 	}
 	if k.MaximumClockTolerance < 0 || k.MaximumClockTolerance > MaxClockTolerance {
-		return fmt.Errorf("amt: put kerberos settings: MaximumClockTolerance %d outside 0..%d", k.MaximumClockTolerance, MaxClockTolerance)
+		return fmt.Errorf("amt: put kerberos settings: MaximumClockTolerance %d outside 1..%d", k.MaximumClockTolerance, MaxClockTolerance)
 	}
 	if len(k.ServicePrincipalProtocol) != 0 && len(k.ServicePrincipalProtocol) != len(k.ServicePrincipalName) {
 		return errors.New("amt: put kerberos settings: ServicePrincipalProtocol and ServicePrincipalName differ in length")
@@ -280,8 +282,11 @@ func (c *Client) PutKerberosSettings(ctx context.Context, k *KerberosSettings) e
 	if len(k.MasterKey) > 0 {
 		in.Set("MasterKey", base64.StdEncoding.EncodeToString(k.MasterKey))
 	}
-	in.Set("MaximumClockTolerance", strconv.Itoa(k.MaximumClockTolerance))
+	if k.MaximumClockTolerance > 0 { // 0: leave the device's value
+		in.Set("MaximumClockTolerance", strconv.Itoa(k.MaximumClockTolerance))
+	}
 	in.Set("KrbEnabled", fmtBool(k.KrbEnabled))
+	in.SortFields()
 	id := k.InstanceID
 	if id == "" {
 		id = KerberosSettingsInstanceID

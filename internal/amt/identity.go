@@ -97,6 +97,7 @@ func (c *Client) PutGeneralSettings(ctx context.Context, gs *GeneralSettings) (*
 	if in.Get("RmcpPingResponseEnabled") != "" || gs.RmcpPingResponseEnabled {
 		in.Set("RmcpPingResponseEnabled", fmtBool(gs.RmcpPingResponseEnabled))
 	}
+	in.SortFields()
 	n, err := c.put(ctx, "put general settings", in)
 	if err != nil {
 		return nil, err

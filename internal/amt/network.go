@@ -75,6 +75,7 @@ func (c *Client) PutIEEE8021xSettings(ctx context.Context, s *IEEE8021xSettings)
 	if s.PxeTimeout > 0 {
 		in.Set("PxeTimeout", strconv.Itoa(s.PxeTimeout))
 	}
+	in.SortFields()
 	_, err := c.put(ctx, "put 802.1x settings", in, sel("InstanceID", s.InstanceID)...)
 	return err
 }

@@ -42,14 +42,14 @@ func (k Kind) String() string {
 type Link string
 
 const (
-	LinkWired        Link = "wired"
-	LinkWired8021X   Link = "8021x-wired"
-	LinkWireless     Link = "wireless"
-	defaultVersion        = "11.8.50"
-	defaultHTTPPort       = 16992
-	defaultTLSPort        = 16993
-	defaultNonceTTL       = 5 * time.Minute
-	defaultKeyPool        = 16
+	LinkWired       Link = "wired"
+	LinkWired8021X  Link = "8021x-wired"
+	LinkWireless    Link = "wireless"
+	defaultVersion       = "11.8.50"
+	defaultHTTPPort      = 16992
+	defaultTLSPort       = 16993
+	defaultNonceTTL      = 5 * time.Minute
+	defaultKeyPool       = 16
 )
 
 // Override changes one device's start state; zero fields keep the fleet default.

@@ -98,7 +98,7 @@ type dot1x struct {
 }
 
 type wifiProfile struct {
-	instanceID, elementName, ssid string
+	instanceID, elementName, ssid   string
 	priority, authMethod, encMethod int
 	pskSet                          bool
 	clientCert, caCert              int
@@ -155,11 +155,11 @@ type device struct {
 
 type counters struct{ requests, commits, reboots, faults int }
 
-func (d *device) kind() Kind        { return d.ov.Kind }
-func (d *device) link() Link        { return d.ov.Link }
-func (d *device) version() string   { return d.ov.Version }
-func (d *device) password() string  { return d.ov.Password }
-func (d *device) major() int        { m, _ := versionMajor(d.ov.Version); return m }
+func (d *device) kind() Kind       { return d.ov.Kind }
+func (d *device) link() Link       { return d.ov.Link }
+func (d *device) version() string  { return d.ov.Version }
+func (d *device) password() string { return d.ov.Password }
+func (d *device) major() int       { m, _ := versionMajor(d.ov.Version); return m }
 func (d *device) ident(tag string) []byte {
 	h := sha256.New()
 	var b [8]byte

@@ -105,11 +105,14 @@ type class struct {
 	name, uri string
 	id        int
 	// list returns every instance (Get selects one, Pull returns all); nil: no Get/Enumerate.
-	list    func(c *call, st *nvram) []instance
-	put     func(c *call, st *nvram, target instance) *fault
-	create  func(c *call, st *nvram) (*epr, *fault)
-	del     func(c *call, st *nvram, target instance) *fault
-	delRV   bool // Delete answers <ReturnValue> in the body (CIM_WiFiEndpointSettings)
+	list   func(c *call, st *nvram) []instance
+	put    func(c *call, st *nvram, target instance) *fault
+	create func(c *call, st *nvram) (*epr, *fault)
+	del    func(c *call, st *nvram, target instance) *fault
+	delRV  bool // Delete answers <ReturnValue> in the body (CIM_WiFiEndpointSettings)
+	// eprKeys: the keys are EPRs (associations); selectors are accepted as
+	// long as the class has a single instance.
+	eprKeys bool
 	methods map[string]method
 }
 
@@ -162,7 +165,7 @@ func (s *Sim) dispatch(d *device, req *request) result {
 		if f != nil {
 			return result{fault: f}
 		}
-		return result{action: nsTransfer + "/PutResponse", body: []*xnode{instanceNode(cls, after)}}
+		return result{action: nsTransfer + "/PutResponse", body: []*xnode{instanceNode(cls, after)}, restart: c.restart}
 	case actionCreate:
 		if cls.create == nil {
 			return result{fault: errAction(req.action)}
@@ -194,7 +197,7 @@ func (s *Sim) dispatch(d *device, req *request) result {
 		if cls.delRV {
 			body = []*xnode{tx(cls.uri, "ReturnValue", "0")}
 		}
-		return result{action: nsTransfer + "/DeleteResponse", body: body}
+		return result{action: nsTransfer + "/DeleteResponse", body: body, restart: c.restart}
 	case actionEnumerate:
 		if cls.list == nil {
 			return result{fault: errAction(req.action)}
@@ -231,7 +234,7 @@ func (s *Sim) dispatch(d *device, req *request) result {
 	}
 	ns := cls.uri
 	if m.bare {
-		ns = ""
+		ns = nsEnvelope // the GetUuid fixture's UUID sits in the default (SOAP) namespace
 	}
 	n := el(cls.uri, name+"_OUTPUT")
 	for _, p := range out {
@@ -300,7 +303,7 @@ func keyOf(in instance) []selector {
 // name a property of the class and match it; without selectors the class
 // must have exactly one instance.
 func selectOne(cls *class, all []instance, sels []selector) (instance, *fault) {
-	if len(sels) == 0 {
+	if len(sels) == 0 || (cls.eprKeys && len(all) == 1) {
 		switch len(all) {
 		case 1:
 			return all[0], nil

@@ -2,7 +2,6 @@ package amtsim
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -120,5 +119,3 @@ func tlsCredential(st *nvram, leafHandle int) (*tls.Certificate, error) {
 	}
 	return out, nil
 }
-
-var _ crypto.Signer = (*rsa.PrivateKey)(nil)

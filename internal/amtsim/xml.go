@@ -18,7 +18,7 @@ const (
 	nsCIMBinding  = "http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd"
 	nsEnumeration = "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
 	nsTransfer    = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
-	nsWSMID       = "http://schemas.dmtf.org/wbem/wsmid/wsmid.xsd"
+	nsWSMID       = "http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"
 	nsXSI         = "http://www.w3.org/2001/XMLSchema-instance"
 	nsXML         = "http://www.w3.org/XML/1998/namespace"
 
@@ -149,7 +149,6 @@ type xnode struct {
 	attrs    []xattr
 	text     string
 	kids     []*xnode
-	empty    bool // write <x></x> even when it has no text (firmware style)
 }
 
 type xattr struct{ ns, name, value string }

@@ -155,7 +155,7 @@ func (c *Client) do(ctx context.Context, fn func(*ldap.Conn) error) error {
 		err = withConn(ctx, conn, c.cfg.Timeout, fn)
 		broken := brokenConn(err)
 		c.pool.put(conn, broken)
-		if err != nil && broken && reused && attempt == 0 && ctx.Err() == nil {
+		if err != nil && broken && reused && attempt == 0 && ctx.Err() == nil && !pastDeadline(ctx) {
 			c.log.Debug().Err(err).Msg("directory connection lost, redialing")
 			continue
 		}
@@ -188,7 +188,15 @@ func toAccount(e *ldap.Entry) Account {
 // Publish creates or updates the AMT account of d (S4), resets its
 // password, registers its SPNs (S5) and, when configured, adds it to the
 // 802.1X and wireless groups (S6). Publishing again updates the same
-// object in place and returns a new password.
+// object in place and returns a new password. The account is identified by
+// its sAMAccountName (AccountNames): one found in the account OU with the
+// same cn is updated even when its description holds another AMT UUID (the
+// machine's board was replaced); one elsewhere, or with another cn, is a
+// *NameConflictError.
+//
+// Derive the key for AMT with Published.Keys (first key = the etype the
+// KDC will use). Calling Publish again changes the key: hand AMT the key
+// of the last successful call.
 func (c *Client) Publish(ctx context.Context, d Device) (Published, error) {
 	return c.publish(ctx, "publish", d, true)
 }
@@ -211,6 +219,10 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 	}
 	op = op + " " + sam + "$"
 	out := Published{Realm: c.cfg.Realm, Salt: krbkey.ComputerSalt(c.cfg.Realm, sam), SaltPrincipal: krbkey.ComputerSaltPrincipal(c.cfg.Realm, sam)}
+	// password and created outlive a retried attempt (do redials once), so
+	// an account created by a lost attempt still gets a known password.
+	var password string
+	created := false
 	err = c.do(ctx, func(conn *ldap.Conn) error {
 		winDN, err := c.resolveComputer(conn, d)
 		if err != nil {
@@ -230,8 +242,7 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 			}
 			dn = existing.DN
 		}
-		var password string
-		if existing == nil || resetPassword {
+		if password == "" && (existing == nil || resetPassword) {
 			if password, err = NewPassword(); err != nil {
 				return err
 			}
@@ -249,14 +260,11 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 					return &NameConflictError{Name: dn, HeldBy: dn}
 				}
 				existing, err = other, nil
-				if password == "" {
-					password, err = NewPassword()
-				}
 			}
 			if err != nil {
 				return err
 			}
-			out.Created = existing == nil
+			created = existing == nil
 		}
 		if existing != nil {
 			if err := c.updateAccount(conn, dn, winDN, d.UUID, password); err != nil {
@@ -276,12 +284,12 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 			return err
 		}
 		out.Account = acct
-		out.Password = secrets.Redacted(password)
 		return nil
 	})
 	if err != nil {
 		return Published{}, fail(op, err)
 	}
+	out.Password, out.Created = secrets.Redacted(password), created
 	c.log.Info().Str("op", strings.Fields(op)[0]).Str("account", out.SAMAccountName).Str("dn", out.DN).
 		Str("uuid", d.UUID).Int("kvno", out.KVNO).Bool("created", out.Created).
 		Bool("password_reset", out.Password != "").Msg("amt account published")
@@ -549,6 +557,12 @@ func (c *Client) editGroups(conn *ldap.Conn, dn string, op uint) error {
 			// already a member
 		case op == ldap.DeleteAttribute && isNotMember(err):
 			// not a member
+		case op == ldap.DeleteAttribute && ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
+			// Samba says "already deleted" when the link was removed before;
+			// check membership rather than trusting a message text.
+			if member, cerr := isMember(conn, g, dn); cerr != nil || member {
+				return fmt.Errorf("group %s: %w", g, err)
+			}
 		default:
 			return fmt.Errorf("group %s: %w", g, err)
 		}
@@ -566,4 +580,14 @@ func isNotMember(err error) bool {
 	var le *ldap.Error
 	return ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform) &&
 		errors.As(err, &le) && le.Err != nil && strings.Contains(le.Err.Error(), "00000561")
+}
+
+// isMember reports whether group lists dn in member.
+func isMember(conn *ldap.Conn, group, dn string) (bool, error) {
+	res, err := conn.Search(ldap.NewSearchRequest(group, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		1, 0, false, "(member="+ldap.EscapeFilter(dn)+")", []string{"1.1"}, nil))
+	if err != nil {
+		return false, err
+	}
+	return len(res.Entries) > 0, nil
 }

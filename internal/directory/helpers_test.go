@@ -25,7 +25,7 @@ type env struct {
 	conn *ldap.Conn
 }
 
-func newEnv(t *testing.T) env {
+func newEnv(t testing.TB) env {
 	t.Helper()
 	peer := testpeers.Samba(t)
 	return env{peer: peer, ou: peer.OU(t), conn: peer.Conn(t)}

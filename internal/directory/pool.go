@@ -156,13 +156,23 @@ func withConn(ctx context.Context, c *ldap.Conn, timeout time.Duration, fn func(
 	c.SetTimeout(timeout)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	err := fn(c)
-	if !stop() {
+	switch {
+	case !stop():
 		// ctx ended while fn ran and the connection was closed under it.
 		if err == nil {
 			err = ctx.Err()
 		} else {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
+	case err != nil && pastDeadline(ctx):
+		// The request timeout was cut to ctx's deadline and fired first.
+		c.Close()
+		err = fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
+}
+
+func pastDeadline(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }

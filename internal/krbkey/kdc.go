@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -128,9 +129,14 @@ func exchangeTCP(ctx context.Context, addr string, msg []byte) ([]byte, error) {
 	return reply, nil
 }
 
+// wrapCtx reports a failure caused by ctx as ctx's error. The socket
+// deadline equals ctx's deadline and may fire a moment before ctx does.
 func wrapCtx(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }

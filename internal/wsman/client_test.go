@@ -220,7 +220,7 @@ func TestReturnValue(t *testing.T) {
 func TestEnumerateFollowsContext(t *testing.T) {
 	replies := [][]byte{
 		readFixture(t, "cim/chip/enumerate.xml"),
-		readFixture(t, "cim/chip/pull.xml"),       // context D4020000…, no EndOfSequence
+		readFixture(t, "cim/chip/pull.xml"),              // context D4020000…, no EndOfSequence
 		readFixture(t, "cim/software/identity/pull.xml"), // EndOfSequence
 	}
 	i := 0
@@ -315,25 +315,18 @@ func TestContextCancel(t *testing.T) {
 
 func TestChunkedReply(t *testing.T) {
 	body := readFixture(t, "cim/software/identity/pull.xml")
-	srv := newAMTServer("admin", "pw", func(w http.ResponseWriter, _ []byte) {
-		w.Header().Set("Content-Type", "application/soap+xml; charset=UTF-8")
-		f := w.(http.Flusher)
-		for i := 0; i < len(body); i += 100 {
-			_, _ = w.Write(body[i:min(i+100, len(body))])
-			f.Flush() // no Content-Length: net/http sends chunks
-		}
-	})
-	srv.handle = func(w http.ResponseWriter, b []byte) {
+	srv := newAMTServer("admin", "pw", func(w http.ResponseWriter, b []byte) {
 		if strings.Contains(string(b), "/Enumerate<") {
 			reply(w, http.StatusOK, readFixture(t, "cim/software/identity/enumerate.xml"))
 			return
 		}
+		// no Content-Length and explicit flushes: net/http sends chunks
 		w.Header().Set("Content-Type", "application/soap+xml; charset=UTF-8")
 		for i := 0; i < len(body); i += 100 {
 			_, _ = w.Write(body[i:min(i+100, len(body))])
 			w.(http.Flusher).Flush()
 		}
-	}
+	})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	items, err := newClient(t, hs, "admin", "pw").Enumerate(context.Background(), wsman.CIMSchema+"CIM_SoftwareIdentity")

@@ -3,6 +3,7 @@ package wsman
 import (
 	"bytes"
 	"encoding/xml"
+	"sort"
 	"strconv"
 )
 
@@ -110,6 +111,13 @@ func (in *Instance) SetAll(name string, values ...string) {
 		}
 	}
 	in.Fields = out
+}
+
+// SortFields orders properties by name (byte order, stable for arrays), the
+// order AMT itself uses in every instance it returns; its schemas are
+// sequences, so properties added to an instance must not land at the end.
+func (in *Instance) SortFields() {
+	sort.SliceStable(in.Fields, func(i, j int) bool { return in.Fields[i].Name < in.Fields[j].Name })
 }
 
 // InstanceFromNode turns a decoded instance element into an Instance that can

@@ -7,12 +7,14 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -159,6 +161,9 @@ func (d *Dispatcher) Waiting() int {
 // at least Margin before ctx's deadline, so the caller's RPC never times
 // out while a lease is being handed over.
 func (d *Dispatcher) Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]store.Leased, error) {
+	if len(subnets) == 0 {
+		return nil, fmt.Errorf("dispatch: lease: %w", domain.InvalidField("subnets", "", "at least one subnet is required"))
+	}
 	wait = min(wait, d.opts.MaxWait)
 	end := d.opts.Clock().Add(wait)
 	if dl, ok := ctx.Deadline(); ok {

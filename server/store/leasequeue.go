@@ -320,6 +320,57 @@ func (q *LeaseQueue) Extend(ctx context.Context, subnet netip.Prefix, jobID, tok
 	return deadline, nil
 }
 
+// LeaseRef names one lease for ExtendMany.
+type LeaseRef struct {
+	Subnet netip.Prefix
+	JobID  string
+	Token  string
+}
+
+// ExtendMany extends many leases in one pipelined round trip (an agent's
+// batched heartbeat). errs[i] is nil, domain.ErrLeaseLost or
+// ErrAlreadyCompleted (wrapped) for refs[i]; err is set only when the
+// round trip itself failed.
+func (q *LeaseQueue) ExtendMany(ctx context.Context, refs []LeaseRef, ttl time.Duration) (deadline time.Time, errs []error, err error) {
+	if ttl <= 0 {
+		return time.Time{}, nil, fmt.Errorf("store: extend leases: %w", domain.InvalidField("ttl", ttl.String(), "must be positive"))
+	}
+	deadline = time.UnixMilli(ms(q.s.now().Add(ttl)))
+	errs = make([]error, len(refs))
+	cmds := make([]*redis.Cmd, len(refs))
+	_, err = q.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, r := range refs {
+			if e := errors.Join(checkSubnet(r.Subnet), checkJobID(r.JobID)); e != nil {
+				errs[i] = fmt.Errorf("store: extend lease: %w", e)
+				continue
+			}
+			sn := r.Subnet.Masked()
+			// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT.
+			cmds[i] = extendScript.Eval(ctx, p, []string{q.jobKey(sn, r.JobID), q.leasedKey(sn)},
+				r.Token, ms(deadline), r.JobID)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return time.Time{}, nil, fmt.Errorf("store: extend leases: %w", err)
+	}
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		n, e := c.Int()
+		switch {
+		case e != nil:
+			errs[i] = fmt.Errorf("store: extend lease %s: %w", refs[i].JobID, e)
+		case n == 0:
+			errs[i] = fmt.Errorf("store: extend lease %s: %w", refs[i].JobID, domain.ErrLeaseLost)
+		case n == 2:
+			errs[i] = fmt.Errorf("store: extend lease %s: %w", refs[i].JobID, ErrAlreadyCompleted)
+		}
+	}
+	return deadline, errs, nil
+}
+
 // completeScript: ARGV token, now, retention ms, id. 1 ok, 0 lost, 2 already.
 var completeScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 's')

@@ -2,12 +2,45 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/amtops/amtops/agent"
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/logging"
 )
 
 func main() {
-	// The agent lands with the phase-2 issue; until then it only says so.
-	fmt.Fprintln(os.Stderr, "usage: amtops-agent --config agent.yaml (not yet implemented)")
-	os.Exit(2)
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "amtops-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", "agent.yaml", "configuration file")
+	format := flag.String("log-format", "", "json or console (overrides log.format)")
+	flag.Parse()
+	cfg, err := config.LoadAgent(*path)
+	if err != nil {
+		return err
+	}
+	if *format != "" {
+		cfg.Log.Format = *format
+	}
+	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return a.Run(ctx)
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -409,6 +408,3 @@ func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {
 		out = append(out, c)
 	}
 }
-
-// serialOf is a certificate's serial as step-ca and CRLs print it.
-func serialOf(n *big.Int) string { return n.String() }

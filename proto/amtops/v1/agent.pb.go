@@ -951,8 +951,11 @@ type Credentials struct {
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// S10: the new random strong admin password the device gets.
 	NewAdminPassword string `protobuf:"bytes,3,opt,name=new_admin_password,json=newAdminPassword,proto3" json:"new_admin_password,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Passwords the device may have instead of password, tried in order:
+	// a half-finished earlier attempt may have set one of them already.
+	FallbackPasswords []string `protobuf:"bytes,4,rep,name=fallback_passwords,json=fallbackPasswords,proto3" json:"fallback_passwords,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Credentials) Reset() {
@@ -1004,6 +1007,13 @@ func (x *Credentials) GetNewAdminPassword() string {
 		return x.NewAdminPassword
 	}
 	return ""
+}
+
+func (x *Credentials) GetFallbackPasswords() []string {
+	if x != nil {
+		return x.FallbackPasswords
+	}
+	return nil
 }
 
 type TLSMaterial struct {
@@ -1174,15 +1184,23 @@ func (x *Settings) GetPowerScheme() string {
 	return ""
 }
 
+// Kerberos is the AMT account's key (S10). The KDC encrypts service tickets
+// with the account's strongest etype: AMT 8 and later derive AES keys
+// themselves from passphrase, salt and iteration count; older firmware
+// takes the RC4 master key (then the account must allow RC4 only).
 type Kerberos struct {
 	state                    protoimpl.MessageState `protogen:"open.v1"`
 	Enabled                  bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
 	Realm                    string                 `protobuf:"bytes,2,opt,name=realm,proto3" json:"realm,omitempty"`
-	MasterKey                []byte                 `protobuf:"bytes,3,opt,name=master_key,json=masterKey,proto3" json:"master_key,omitempty"`
+	MasterKey                []byte                 `protobuf:"bytes,3,opt,name=master_key,json=masterKey,proto3" json:"master_key,omitempty"` // the key for encryption_type
 	KeyVersion               int32                  `protobuf:"varint,4,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
 	EncryptionType           int32                  `protobuf:"varint,5,opt,name=encryption_type,json=encryptionType,proto3" json:"encryption_type,omitempty"` // RFC 3961 etype: 23 RC4, 17 AES128, 18 AES256
 	MaxClockToleranceMinutes int32                  `protobuf:"varint,6,opt,name=max_clock_tolerance_minutes,json=maxClockToleranceMinutes,proto3" json:"max_clock_tolerance_minutes,omitempty"`
 	Acl                      []*KerberosACL         `protobuf:"bytes,7,rep,name=acl,proto3" json:"acl,omitempty"`
+	Passphrase               string                 `protobuf:"bytes,8,opt,name=passphrase,proto3" json:"passphrase,omitempty"` // the AMT account's password
+	Salt                     string                 `protobuf:"bytes,9,opt,name=salt,proto3" json:"salt,omitempty"`
+	IterationCount           int32                  `protobuf:"varint,10,opt,name=iteration_count,json=iterationCount,proto3" json:"iteration_count,omitempty"`
+	Rc4Key                   []byte                 `protobuf:"bytes,11,opt,name=rc4_key,json=rc4Key,proto3" json:"rc4_key,omitempty"` // for firmware without AES
 	unknownFields            protoimpl.UnknownFields
 	sizeCache                protoimpl.SizeCache
 }
@@ -1262,6 +1280,34 @@ func (x *Kerberos) GetMaxClockToleranceMinutes() int32 {
 func (x *Kerberos) GetAcl() []*KerberosACL {
 	if x != nil {
 		return x.Acl
+	}
+	return nil
+}
+
+func (x *Kerberos) GetPassphrase() string {
+	if x != nil {
+		return x.Passphrase
+	}
+	return ""
+}
+
+func (x *Kerberos) GetSalt() string {
+	if x != nil {
+		return x.Salt
+	}
+	return ""
+}
+
+func (x *Kerberos) GetIterationCount() int32 {
+	if x != nil {
+		return x.IterationCount
+	}
+	return 0
+}
+
+func (x *Kerberos) GetRc4Key() []byte {
+	if x != nil {
+		return x.Rc4Key
 	}
 	return nil
 }
@@ -2057,11 +2103,12 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x06Target\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x1b\n" +
 	"\thost_name\x18\x02 \x01(\tR\bhostName\x12\x16\n" +
-	"\x06domain\x18\x03 \x01(\tR\x06domain\"s\n" +
+	"\x06domain\x18\x03 \x01(\tR\x06domain\"\xa2\x01\n" +
 	"\vCredentials\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12,\n" +
-	"\x12new_admin_password\x18\x03 \x01(\tR\x10newAdminPassword\"\xd8\x01\n" +
+	"\x12new_admin_password\x18\x03 \x01(\tR\x10newAdminPassword\x12-\n" +
+	"\x12fallback_passwords\x18\x04 \x03(\tR\x11fallbackPasswords\"\xd8\x01\n" +
 	"\vTLSMaterial\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12&\n" +
 	"\x0fprivate_key_der\x18\x02 \x01(\fR\rprivateKeyDer\x12\x1b\n" +
@@ -2076,7 +2123,7 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x03kvm\x18\x03 \x01(\bR\x03kvm\x12#\n" +
 	"\rping_response\x18\x04 \x01(\bR\fpingResponse\x12\x15\n" +
 	"\x06web_ui\x18\x05 \x01(\bR\x05webUi\x12!\n" +
-	"\fpower_scheme\x18\x06 \x01(\tR\vpowerScheme\"\x8c\x02\n" +
+	"\fpower_scheme\x18\x06 \x01(\tR\vpowerScheme\"\x82\x03\n" +
 	"\bKerberos\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x14\n" +
 	"\x05realm\x18\x02 \x01(\tR\x05realm\x12\x1d\n" +
@@ -2086,7 +2133,14 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"keyVersion\x12'\n" +
 	"\x0fencryption_type\x18\x05 \x01(\x05R\x0eencryptionType\x12=\n" +
 	"\x1bmax_clock_tolerance_minutes\x18\x06 \x01(\x05R\x18maxClockToleranceMinutes\x12(\n" +
-	"\x03acl\x18\a \x03(\v2\x16.amtops.v1.KerberosACLR\x03acl\"d\n" +
+	"\x03acl\x18\a \x03(\v2\x16.amtops.v1.KerberosACLR\x03acl\x12\x1e\n" +
+	"\n" +
+	"passphrase\x18\b \x01(\tR\n" +
+	"passphrase\x12\x12\n" +
+	"\x04salt\x18\t \x01(\tR\x04salt\x12'\n" +
+	"\x0fiteration_count\x18\n" +
+	" \x01(\x05R\x0eiterationCount\x12\x17\n" +
+	"\arc4_key\x18\v \x01(\fR\x06rc4Key\"d\n" +
 	"\vKerberosACL\x12\x10\n" +
 	"\x03sid\x18\x01 \x01(\tR\x03sid\x12+\n" +
 	"\x11access_permission\x18\x02 \x01(\x05R\x10accessPermission\x12\x16\n" +

@@ -1,0 +1,368 @@
+// Package agent is the per-subnet agent runtime (C4, C6): it enrolls with
+// the site server once, keeps its client certificate renewed, long-polls
+// phase-2 jobs, runs up to Concurrency of them at once through the phase-2
+// executor, heartbeats their leases in one batched call, reports progress
+// and completes them; on shutdown it stops leasing, lets running jobs end
+// within a grace period and hands the rest back.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/amtops/amtops/agent/phase2"
+	"github.com/amtops/amtops/internal/config"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+// Config is the agent's configuration.
+type Config = config.Agent
+
+// Executor runs one phase-2 job (phase2.Executor).
+type Executor interface {
+	Run(ctx context.Context, job *pb.Phase2Job, rep phase2.Reporter) phase2.Result
+}
+
+// releaseStep, as a failed Complete's error_step, hands a job back
+// without counting the attempt; the server's api.ReleaseStep.
+const releaseStep = "agent-release"
+
+var (
+	errLeaseLost = errors.New("lease lost")
+	errCancelled = errors.New("batch cancelled")
+)
+
+// Option changes an Agent built by New.
+type Option func(*Agent)
+
+// WithExecutor replaces the phase-2 executor (tests).
+func WithExecutor(e Executor) Option { return func(a *Agent) { a.exec = e } }
+
+// WithBootstrapToken gives the enrollment token directly instead of
+// bootstrap_token_file or $AMTOPS_AGENT_BOOTSTRAP_TOKEN.
+func WithBootstrapToken(tok string) Option { return func(a *Agent) { a.token = tok } }
+
+// WithBackoff sets the retry backoff after failed calls; default 250ms to 30s.
+func WithBackoff(lo, hi time.Duration) Option {
+	return func(a *Agent) { a.backoffMin, a.backoffMax = lo, hi }
+}
+
+// WithShutdownGrace is how long running jobs may go on after Run's
+// context ends; default 30s.
+func WithShutdownGrace(d time.Duration) Option { return func(a *Agent) { a.grace = d } }
+
+// Agent is one running agent.
+type Agent struct {
+	cfg        Config
+	log        zerolog.Logger
+	exec       Executor
+	token      string
+	backoffMin time.Duration
+	backoffMax time.Duration
+	grace      time.Duration
+	roots      *x509.CertPool
+	serverName string
+
+	mu       sync.Mutex
+	cert     *tls.Certificate
+	agentID  string
+	ttl      time.Duration
+	held     map[string]*heldJob
+	inflight int
+	freed    chan struct{}
+	client   pb.AgentServiceClient
+}
+
+type heldJob struct {
+	ref    *pb.LeaseRef
+	cancel context.CancelCauseFunc
+	rep    *reporter
+}
+
+// New checks cfg and loads the server CA; it makes no network call.
+func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
+	if cfg.ServerCAFile == "" {
+		return nil, fmt.Errorf("agent: server_ca_file: required")
+	}
+	pemCA, err := os.ReadFile(cfg.ServerCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent: server_ca_file: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemCA) {
+		return nil, fmt.Errorf("agent: server_ca_file %s: no PEM certificate", cfg.ServerCAFile)
+	}
+	if cfg.StateDir == "" {
+		return nil, fmt.Errorf("agent: state_dir: required")
+	}
+	if cfg.Concurrency <= 0 {
+		return nil, fmt.Errorf("agent: concurrency %d: must be positive", cfg.Concurrency)
+	}
+	if cfg.LongPoll <= 0 {
+		cfg.LongPoll = 25 * time.Second
+	}
+	if cfg.DeviceDeadline <= 0 {
+		cfg.DeviceDeadline = 10 * time.Minute
+	}
+	name := cfg.ServerName
+	if name == "" {
+		host, _, err := net.SplitHostPort(cfg.Server)
+		if err != nil {
+			return nil, fmt.Errorf("agent: server %q: %w", cfg.Server, err)
+		}
+		name = host
+	}
+	a := &Agent{cfg: cfg, log: log, roots: roots, serverName: name, backoffMin: 250 * time.Millisecond,
+		backoffMax: 30 * time.Second, grace: 30 * time.Second, ttl: 30 * time.Second,
+		held: map[string]*heldJob{}, freed: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.exec == nil {
+		a.exec = phase2.NewExecutor(phase2.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
+			CallTimeout: cfg.AMT.CallTimeout, CommitWait: cfg.AMT.CommitWait, CommitDeadline: cfg.AMT.CommitDeadline, Log: log})
+	}
+	return a, nil
+}
+
+// ID is the agent's ID once enrolled.
+func (a *Agent) ID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.agentID
+}
+
+// Run enrolls if needed and serves jobs until ctx ends, then shuts down
+// gracefully.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.enroll(ctx); err != nil {
+		return err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: a.roots, ServerName: a.serverName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return a.cert, nil
+		}}
+	conn, err := grpc.NewClient(a.cfg.Server, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return fmt.Errorf("agent: dial %s: %w", a.cfg.Server, err)
+	}
+	defer conn.Close()
+	a.client = pb.NewAgentServiceClient(conn)
+
+	// Heartbeats and renewal outlive ctx until the jobs are drained.
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var bg errgroup.Group
+	bg.Go(func() error { a.heartbeatLoop(bgCtx); return nil })
+	bg.Go(func() error { a.renewLoop(bgCtx); return nil })
+
+	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	var jobs errgroup.Group
+	a.leaseLoop(ctx, jobsCtx, &jobs)
+
+	drained := make(chan struct{})
+	go func() { _ = jobs.Wait(); close(drained) }()
+	t := time.NewTimer(a.grace)
+	select {
+	case <-drained:
+	case <-t.C:
+		a.log.Warn().Msg("shutdown grace over, releasing running jobs")
+		stopJobs()
+		<-drained
+	}
+	t.Stop()
+	stopJobs()
+	stopBG()
+	_ = bg.Wait()
+	a.log.Info().Msg("agent stopped")
+	return nil
+}
+
+// backoff sleeps a jittered delay; false when ctx ended.
+func (a *Agent) backoff(ctx context.Context, n int) bool {
+	d := a.backoffMin << min(n, 16)
+	if d > a.backoffMax || d <= 0 {
+		d = a.backoffMax
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (a *Agent) leaseLoop(ctx, jobsCtx context.Context, jobs *errgroup.Group) {
+	fails := 0
+	for ctx.Err() == nil {
+		a.mu.Lock()
+		free := a.cfg.Concurrency - a.inflight
+		a.mu.Unlock()
+		if free <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.freed:
+			}
+			continue
+		}
+		callCtx, cancel := context.WithTimeout(ctx, a.cfg.LongPoll+5*time.Second)
+		resp, err := a.client.Lease(callCtx, &pb.LeaseRequest{MaxJobs: int32(min(free, 1000)), Wait: durationpb.New(a.cfg.LongPoll)})
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn().Err(err).Int("failures", fails+1).Msg("lease failed")
+			if !a.backoff(ctx, fails) {
+				return
+			}
+			fails++
+			continue
+		}
+		fails = 0
+		a.mu.Lock()
+		if ttl := resp.GetLeaseTtl().AsDuration(); ttl > 0 {
+			a.ttl = ttl
+		}
+		a.inflight += len(resp.GetJobs())
+		a.mu.Unlock()
+		for _, j := range resp.GetJobs() {
+			jobs.Go(func() error { a.runJob(jobsCtx, j); return nil })
+		}
+	}
+}
+
+func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
+	ref := job.GetLease()
+	log := a.log.With().Str("job", ref.GetJobId()).Str("device", job.GetDeviceId()).Logger()
+	cctx, cancel := context.WithCancelCause(jobsCtx)
+	ctx, cancelT := context.WithTimeout(cctx, a.cfg.DeviceDeadline)
+	rep := &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}
+	a.mu.Lock()
+	a.held[ref.GetJobId()] = &heldJob{ref: ref, cancel: cancel, rep: rep}
+	a.mu.Unlock()
+	defer func() {
+		cancelT()
+		cancel(nil)
+		a.mu.Lock()
+		delete(a.held, ref.GetJobId())
+		a.inflight--
+		a.mu.Unlock()
+		select {
+		case a.freed <- struct{}{}:
+		default:
+		}
+	}()
+
+	res := a.exec.Run(ctx, job, rep)
+	req := &pb.CompleteRequest{Lease: ref, Success: res.Err == nil, ErrorStep: res.ErrorStep,
+		Permanent: res.Permanent, Facts: res.Facts, Warnings: res.Warnings}
+	if res.Err != nil {
+		req.Error = res.Err.Error()
+	}
+	switch cause := context.Cause(cctx); {
+	case errors.Is(cause, errLeaseLost):
+		log.Warn().Msg("lease lost, job abandoned")
+		return
+	case errors.Is(cause, errCancelled):
+		req.Success, req.Permanent, req.ErrorStep, req.Error = false, true, "cancelled", "batch cancelled"
+	case jobsCtx.Err() != nil:
+		req = &pb.CompleteRequest{Lease: ref, ErrorStep: releaseStep, Error: "agent shutting down"}
+	}
+	// Finish even during shutdown: a short, bounded, uncancelled call.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(jobsCtx), 15*time.Second)
+	defer fcancel()
+	a.flush(fctx, ref, rep)
+	for n := 0; ; n++ {
+		resp, err := a.client.Complete(fctx, req)
+		if err == nil {
+			log.Info().Bool("success", req.Success).Str("step", req.ErrorStep).Bool("already", resp.GetAlreadyCompleted()).Msg("job completed")
+			return
+		}
+		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Internal || !a.backoff(fctx, n) {
+			log.Warn().Err(err).Msg("complete failed")
+			return
+		}
+	}
+}
+
+func (a *Agent) flush(ctx context.Context, ref *pb.LeaseRef, rep *reporter) {
+	evs := rep.take()
+	if len(evs) == 0 {
+		return
+	}
+	if _, err := a.client.ReportProgress(ctx, &pb.ReportProgressRequest{Lease: ref, Events: evs}); err != nil {
+		a.log.Warn().Str("job", ref.GetJobId()).Err(err).Msg("report progress failed")
+	}
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	for {
+		a.mu.Lock()
+		every := a.ttl / 3
+		a.mu.Unlock()
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		a.heartbeat(ctx)
+	}
+}
+
+func (a *Agent) heartbeat(ctx context.Context) {
+	a.mu.Lock()
+	held := make([]*heldJob, 0, len(a.held))
+	for _, h := range a.held {
+		held = append(held, h)
+	}
+	inflight := a.inflight
+	a.mu.Unlock()
+	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency)}
+	byID := map[string]*heldJob{}
+	for _, h := range held {
+		a.flush(ctx, h.ref, h.rep)
+		req.Leases = append(req.Leases, h.ref)
+		byID[h.ref.GetJobId()] = h
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := a.client.Heartbeat(cctx, req)
+	if err != nil {
+		a.log.Warn().Err(err).Int("leases", len(req.Leases)).Msg("heartbeat failed")
+		return
+	}
+	for _, id := range resp.GetLostJobIds() {
+		if h := byID[id]; h != nil {
+			h.cancel(errLeaseLost)
+		}
+	}
+	for _, id := range resp.GetCancelledJobIds() {
+		if h := byID[id]; h != nil {
+			h.cancel(errCancelled)
+		}
+	}
+}

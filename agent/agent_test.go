@@ -1,0 +1,163 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/amtops/amtops/agent"
+	"github.com/amtops/amtops/agent/phase2"
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api/apitest"
+)
+
+// fakeExecutor succeeds at once, except for jobs of batches named
+// "block…", which run until their context ends.
+type fakeExecutor struct {
+	mu      sync.Mutex
+	ran     map[string]int
+	started chan string
+}
+
+func (f *fakeExecutor) Run(ctx context.Context, j *pb.Phase2Job, rep phase2.Reporter) phase2.Result {
+	f.mu.Lock()
+	f.ran[j.GetLease().GetJobId()]++
+	f.mu.Unlock()
+	rep.Step(ctx, "fake", domain.OutcomeStarted, "")
+	if len(j.GetBatchId()) > 5 && j.GetBatchId()[:5] == "block" {
+		f.started <- j.GetLease().GetJobId()
+		<-ctx.Done()
+		return phase2.Result{Err: ctx.Err(), ErrorStep: "fake"}
+	}
+	rep.Step(ctx, "fake", domain.OutcomeOK, "done")
+	return phase2.Result{Facts: &pb.DeviceFacts{AmtVersion: "12.0"}}
+}
+
+// waitFor polls cond, bounded in count; it is a wait, not a timing test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 400 {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("never: %s", what)
+}
+
+func TestAgentRuntime(t *testing.T) {
+	s := apitest.Start(t, apitest.Options{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.DefaultAgent()
+	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg.Concurrency, cfg.LongPoll, cfg.DeviceDeadline = 3, time.Second, 20*time.Second
+	fx := &fakeExecutor{ran: map[string]int{}, started: make(chan string, 4)}
+	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(fx),
+		agent.WithBootstrapToken(s.Token(t, "10.1.0.0/24", "10.2.0.0/24")),
+		agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond), agent.WithShutdownGrace(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 8
+	var batches []string
+	for i := range n {
+		b := fmt.Sprintf("n%d", i)
+		subnet, ip := "10.1.0.0/24", fmt.Sprintf("10.1.0.%d", 10+i)
+		if i%2 == 1 {
+			subnet, ip = "10.2.0.0/24", fmt.Sprintf("10.2.0.%d", 10+i)
+		}
+		s.Job(t, b, subnet, ip, domain.KindProvision)
+		batches = append(batches, b)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	waitFor(t, "all jobs succeeded", func() bool {
+		for _, b := range batches {
+			if bt, err := s.Store.GetBatch(ctx, b); err != nil || bt.Succeeded != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	fx.mu.Lock()
+	for id, runs := range fx.ran {
+		if runs != 1 {
+			t.Errorf("job %s ran %d times", id, runs)
+		}
+	}
+	fx.mu.Unlock()
+	if evs, err := s.Store.Events(ctx, "dev-10-1-0-10", 20); err != nil || len(evs) < 3 {
+		t.Errorf("events = %d, %v; want the agent's steps and the completion", len(evs), err)
+	}
+	st, err := os.Stat(filepath.Join(cfg.StateDir, "agent.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("agent.key: %v, %v; want mode 0600", st, err)
+	}
+
+	// Graceful shutdown: two jobs still running past the grace period
+	// are handed back, pending and with their attempt not counted.
+	blocked := []string{
+		s.Job(t, "block1", "10.1.0.0/24", "10.1.0.100", domain.KindProvision),
+		s.Job(t, "block2", "10.2.0.0/24", "10.2.0.100", domain.KindProvision),
+	}
+	for range blocked {
+		select {
+		case <-fx.started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("blocked jobs never started")
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	done <- nil // for the cleanup
+	for i, id := range blocked {
+		p := netip.MustParsePrefix([]string{"10.1.0.0/24", "10.2.0.0/24"}[i])
+		qj, err := s.Queue.Job(ctx, p, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if qj.State != "pending" || qj.Attempts != 0 {
+			t.Errorf("%s after shutdown: state %s attempts %d, want pending 0", id, qj.State, qj.Attempts)
+		}
+	}
+
+	// A restarted agent uses its saved certificate (no token needed).
+	b, err := agent.New(cfg, zerolog.Nop(), agent.WithShutdownGrace(100*time.Millisecond),
+		agent.WithExecutor(&fakeExecutor{ran: map[string]int{}, started: make(chan string, 4)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rstop := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() { rdone <- b.Run(rctx) }()
+	waitFor(t, "restarted agent enrolled from state", func() bool { return b.ID() != "" })
+	if b.ID() != a.ID() {
+		t.Errorf("restarted agent ID %q, want %q", b.ID(), a.ID())
+	}
+	rstop()
+	<-rdone
+}

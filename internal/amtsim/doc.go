@@ -1,0 +1,53 @@
+// Package amtsim simulates a fleet of Intel AMT controllers as real WS-Man
+// servers, so the agent and end-to-end tests talk HTTP(S) + Digest + SOAP to
+// something that behaves like firmware (shapes taken from the fixtures in
+// shared/fixtures/wsman-responses, rules from shared/AMT-WSMAN.md).
+//
+// # Contract
+//
+// One process serves Config.Devices devices on consecutive loopback
+// addresses from Config.BaseIP (all of 127.0.0.0/8 routes to lo on Linux),
+// each on Config.HTTPPort (default 16992) and, once TLS is committed, on
+// Config.TLSPort (default 16993). Only POST /wsman is served.
+//
+//	cfg := amtsim.Config{Devices: 100, BaseIP: netip.MustParseAddr("127.20.0.1"),
+//		HTTPPort: 26992, TLSPort: 26993, Password: "P@ssw0rd!", Log: log}
+//	sim, err := amtsim.New(cfg)
+//	go sim.Run(ctx)            // serves until ctx is done, then closes everything
+//	<-sim.Ready()              // listeners are up
+//	st, _ := sim.Device(sim.Addrs()[0]) // deep-copied snapshot for assertions
+//
+// Start state: provisioning state 0, admin account "admin" with
+// Config.Password, TLS off, HTTP only. Config.Overrides changes single
+// devices (KindInProvisioning, KindProvisioned, KindExternal with an unknown
+// password, KindNotAMT with nothing listening; Version; Link).
+//
+// # Behaviour
+//
+//   - Identify (wsmid) is answered without authentication. Everything else
+//     needs HTTP Digest (MD5, qop=auth) with realm AMT_GeneralSettings.DigestRealm;
+//     401 carries an HTML body; a once-valid nonce older than NonceTTL gets
+//     stale="true". The device keeps only HA1 = MD5(user:realm:password), so
+//     SetAdminAclEntryEx's DigestPassword (base64 of that MD5) becomes the new
+//     secret directly.
+//   - Malformed requests, unknown resources, actions or selectors get HTTP 400
+//     with a SOAP fault (Action …/wsman/fault, Code/Subcode/Reason).
+//   - Changes are pending until AMT_SetupAndConfigurationService.CommitChanges:
+//     it sets provisioning state 2, applies TLS (the bound certificate, its key
+//     and its installed chain) and takes the device off the network for
+//     CommitDelay (connections refused). With AcceptNonSecureConnections=false
+//     the HTTP port stays closed afterwards. An injected reboot drops the
+//     changes since the last commit.
+//   - PartialUnprovision keeps host name, domain and the admin account,
+//     clears the rest and returns to state 1 with TLS off; Unprovision returns
+//     to the factory state 0 with the original provisioning password.
+//   - S15: on an 8021x-wired link, turning 802.1X off drops the link; on a
+//     wireless link, any Wi-Fi profile change drops it (DeviceState.LinkDown).
+//   - Faults (Config.Faults, see ParseFaultSpec) are drawn per authenticated
+//     request from (Seed, device, request number): deterministic at a seed.
+//
+// Firmware rules and ReturnValues are documented where they are enforced
+// (rules.go and the class files). Not simulated: Kerberos (Negotiate)
+// authentication of requests, account lockout, digest nonce-count replay
+// checks, enumeration context expiry.
+package amtsim

@@ -1,0 +1,415 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/agentca"
+	"github.com/amtops/amtops/server/store"
+)
+
+// ReleaseStep, as CompleteRequest.error_step of a failed Complete, gives
+// the job back at once without counting the attempt: an agent shutting
+// down hands back work it could not finish. (The contract has no Release
+// RPC; the agent package uses the same string.)
+const ReleaseStep = "agent-release"
+
+// Store is the part of the site database AgentService uses (store.Store).
+type Store interface {
+	ConsumeEnrollmentToken(ctx context.Context, token string) (store.Enrollment, error)
+	PutAgent(ctx context.Context, a domain.Agent) error
+	GetAgent(ctx context.Context, id string) (domain.Agent, error)
+	Heartbeat(ctx context.Context, agentID string, at time.Time) error
+	GetDevice(ctx context.Context, id string) (domain.Device, error)
+	PutDevice(ctx context.Context, d domain.Device) error
+	UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error)
+	DevicesByIP(ctx context.Context, ip netip.Addr) ([]domain.Device, error)
+	AppendEvent(ctx context.Context, e domain.OperationEvent) error
+	GetJob(ctx context.Context, batchID, jobID string) (domain.Job, error)
+	GetBatch(ctx context.Context, id string) (domain.Batch, error)
+	FinishJob(ctx context.Context, batchID, jobID string, state domain.JobState, errStep, errMsg string) (bool, error)
+	CertificatesByDevice(ctx context.Context, deviceID string) ([]domain.CertificateRecord, error)
+	UpdateCertificateStatus(ctx context.Context, serial string, st domain.CertStatus, reason domain.RevocationReason, at time.Time) (domain.CertificateRecord, error)
+	GetSecret(ctx context.Context, name string) ([]byte, error)
+	PutSecret(ctx context.Context, name string, plaintext []byte) error
+	DeleteSecret(ctx context.Context, name string) error
+}
+
+// Queue is the part of the phase-2 lease queue AgentService uses
+// (store.LeaseQueue).
+type Queue interface {
+	Extend(ctx context.Context, subnet netip.Prefix, jobID, token string, ttl time.Duration) (time.Time, error)
+	Complete(ctx context.Context, subnet netip.Prefix, jobID, token string) error
+	Release(ctx context.Context, subnet netip.Prefix, jobID, token string) error
+	Job(ctx context.Context, subnet netip.Prefix, jobID string) (store.QueueJob, error)
+}
+
+// Leaser long-polls the queue (dispatch.Dispatcher).
+type Leaser interface {
+	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]store.Leased, error)
+}
+
+// Options tunes AgentService. The zero value is usable.
+type Options struct {
+	// LeaseTTL is how long a lease lasts between heartbeats; default 60s.
+	LeaseTTL time.Duration
+	// DefaultWait is the long-poll wait when the agent names none; 25s.
+	DefaultWait time.Duration
+	// MaxAttempts ends a failed job instead of retrying it once this many
+	// leases were used; keep it equal to the queue's; default 5.
+	MaxAttempts int
+	// RetryDelay is how long a failed, retryable job waits before the
+	// reaper gives it out again; default 30s.
+	RetryDelay time.Duration
+	// Clock; default time.Now.
+	Clock func() time.Time
+	Log   zerolog.Logger
+}
+
+// AgentService implements amtops.v1.AgentService.
+type AgentService struct {
+	pb.UnimplementedAgentServiceServer
+	st   Store
+	q    Queue
+	l    Leaser
+	ca   *agentca.CA
+	opts Options
+}
+
+// NewAgentService builds the service. l is normally a dispatch.Dispatcher
+// over q.
+func NewAgentService(st Store, q Queue, l Leaser, ca *agentca.CA, o Options) *AgentService {
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 60 * time.Second
+	}
+	if o.DefaultWait <= 0 {
+		o.DefaultWait = 25 * time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = 30 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return &AgentService{st: st, q: q, l: l, ca: ca, opts: o}
+}
+
+// Register adds svc to s. The server must use ServerTLS credentials and
+// svc.UnaryInterceptor (see ServerOptions).
+func Register(s *grpc.Server, svc *AgentService) { pb.RegisterAgentServiceServer(s, svc) }
+
+// ServerTLS is the TLS configuration for the gRPC listener: the server
+// certificate from the agent CA, and client certificates verified when
+// given (Enroll comes without one; the interceptor demands one for every
+// other AgentService call).
+func ServerTLS(ca *agentca.CA, cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    ca.Pool(),
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+	}
+}
+
+// ServerOptions are the grpc.NewServer options AgentService needs: TLS
+// credentials and the authenticating interceptor.
+func ServerOptions(svc *AgentService, cert tls.Certificate) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(ServerTLS(svc.ca, cert))),
+		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor()),
+	}
+}
+
+type agentKey struct{}
+
+const servicePrefix = "/" + "amtops.v1.AgentService" + "/"
+
+// UnaryInterceptor authenticates AgentService calls: every method but
+// Enroll needs a client certificate from the agent CA naming an enrolled
+// agent. Other services' calls pass through untouched.
+func (s *AgentService) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if !strings.HasPrefix(info.FullMethod, servicePrefix) || info.FullMethod == pb.AgentService_Enroll_FullMethodName {
+			return h(ctx, req)
+		}
+		a, err := s.authenticate(ctx)
+		if err != nil {
+			s.opts.Log.Warn().Str("method", info.FullMethod).Err(err).Msg("agent call refused")
+			return nil, toStatus(err)
+		}
+		return h(context.WithValue(ctx, agentKey{}, a), req)
+	}
+}
+
+func (s *AgentService) authenticate(ctx context.Context) (domain.Agent, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return domain.Agent{}, fmt.Errorf("api: no peer: %w", domain.ErrUnauthorized)
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return domain.Agent{}, fmt.Errorf("api: client certificate required: %w", domain.ErrUnauthorized)
+	}
+	pc := ti.State.PeerCertificates
+	id, err := s.ca.VerifyAgent(pc[0], pc[1:])
+	if err != nil {
+		return domain.Agent{}, fmt.Errorf("api: %w", err)
+	}
+	a, err := s.st.GetAgent(ctx, id)
+	if errors.Is(err, domain.ErrNotFound) {
+		// Deleting an agent revokes it.
+		return domain.Agent{}, fmt.Errorf("api: agent %s is not enrolled: %w", id, domain.ErrUnauthorized)
+	}
+	return a, err
+}
+
+func agentFrom(ctx context.Context) (domain.Agent, error) {
+	a, ok := ctx.Value(agentKey{}).(domain.Agent)
+	if !ok {
+		return domain.Agent{}, status.Error(codes.Unauthenticated, "api: call not authenticated (interceptor missing)")
+	}
+	return a, nil
+}
+
+// authorize parses a subnet the agent named and checks it may serve it.
+func authorize(a domain.Agent, subnet string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return netip.Prefix{}, domain.InvalidField("subnet", subnet, "not a CIDR prefix")
+	}
+	if !a.Authorized(p) {
+		return netip.Prefix{}, fmt.Errorf("api: agent %s on subnet %s: %w", a.ID, p, domain.ErrUnauthorized)
+	}
+	return p.Masked(), nil
+}
+
+// leaseRef checks a LeaseRef and returns its subnet and the job's batch
+// and device, which the job ID carries (domain.JobID).
+func leaseRef(a domain.Agent, ref *pb.LeaseRef) (netip.Prefix, string, string, error) {
+	if ref == nil {
+		return netip.Prefix{}, "", "", domain.InvalidField("lease", "", "required")
+	}
+	p, err := authorize(a, ref.GetSubnet())
+	if err != nil {
+		return p, "", "", err
+	}
+	batch, dev, ok := cutJobID(ref.GetJobId())
+	if !ok {
+		return p, "", "", domain.InvalidField("lease.job_id", ref.GetJobId(), "not a batch:device job ID")
+	}
+	if ref.GetToken() == "" {
+		return p, "", "", domain.InvalidField("lease.token", "", "required")
+	}
+	return p, batch, dev, nil
+}
+
+// Enroll redeems a bootstrap token for a client certificate.
+func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {
+	if req.GetBootstrapToken() == "" {
+		return nil, toStatus(domain.InvalidField("bootstrap_token", "", "required"))
+	}
+	if len(req.GetCsrDer()) == 0 {
+		return nil, toStatus(domain.InvalidField("csr_der", "", "required"))
+	}
+	e, err := s.st.ConsumeEnrollmentToken(ctx, req.GetBootstrapToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	id := e.AgentID
+	if id == "" {
+		id = "agent-" + uuid.NewString()
+	}
+	cert, err := s.ca.SignAgent(req.GetCsrDer(), id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	a := domain.Agent{ID: id, Subnets: e.Subnets, CertSerial: cert.SerialNumber.String(), EnrolledAt: s.opts.Clock().UTC()}
+	if err := s.st.PutAgent(ctx, a); err != nil {
+		return nil, toStatus(err)
+	}
+	s.opts.Log.Info().Str("agent", id).Str("name", req.GetAgentName()).Int("subnets", len(a.Subnets)).Msg("agent enrolled")
+	return s.certResponse(a, cert.Raw, cert.NotAfter), nil
+}
+
+func (s *AgentService) certResponse(a domain.Agent, der []byte, notAfter time.Time) *pb.EnrollResponse {
+	subnets := make([]string, len(a.Subnets))
+	for i, p := range a.Subnets {
+		subnets[i] = p.String()
+	}
+	return &pb.EnrollResponse{AgentId: a.ID, CertificateDer: der, CaChainDer: [][]byte{s.ca.Certificate().Raw},
+		Subnets: subnets, NotAfter: timestamppb.New(notAfter)}
+}
+
+// Renew signs a new client certificate for the calling agent.
+func (s *AgentService) Renew(ctx context.Context, req *pb.RenewRequest) (*pb.EnrollResponse, error) {
+	a, err := agentFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := s.ca.SignAgent(req.GetCsrDer(), a.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	a.CertSerial = cert.SerialNumber.String()
+	if err := s.st.PutAgent(ctx, a); err != nil {
+		return nil, toStatus(err)
+	}
+	s.opts.Log.Info().Str("agent", a.ID).Time("not_after", cert.NotAfter).Msg("agent certificate renewed")
+	return s.certResponse(a, cert.Raw, cert.NotAfter), nil
+}
+
+// Lease long-polls for jobs on the agent's subnets.
+func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.LeaseResponse, error) {
+	a, err := agentFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	max := int(req.GetMaxJobs())
+	if max <= 0 || max > 1000 {
+		return nil, toStatus(domain.InvalidField("max_jobs", fmt.Sprint(max), "must be 1 to 1000"))
+	}
+	wait := s.opts.DefaultWait
+	if req.GetWait() != nil {
+		wait = req.GetWait().AsDuration()
+	}
+	resp := &pb.LeaseResponse{LeaseTtl: durationpb.New(s.opts.LeaseTTL)}
+	if len(a.Subnets) == 0 {
+		return resp, nil
+	}
+	leased, err := s.l.Lease(ctx, a.ID, a.Subnets, max, s.opts.LeaseTTL, wait)
+	for _, l := range leased {
+		job := &pb.Phase2Job{}
+		if uerr := proto.Unmarshal(l.Payload, job); uerr != nil {
+			// Leave it leased: it comes back after the TTL and ends in
+			// the dead letters, where an operator sees it.
+			s.opts.Log.Error().Str("job", l.JobID).Err(uerr).Msg("undecodable phase-2 payload")
+			continue
+		}
+		job.Lease = &pb.LeaseRef{Subnet: l.Subnet.String(), JobId: l.JobID, Token: l.Token}
+		job.Attempt = int32(l.Attempt)
+		resp.Jobs = append(resp.Jobs, job)
+	}
+	if err != nil && len(resp.Jobs) == 0 {
+		return nil, toStatus(err)
+	}
+	if err != nil {
+		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("lease partly failed")
+	}
+	return resp, nil
+}
+
+// Heartbeat extends every lease the agent still holds.
+func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	a, err := agentFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Check every lease first: one foreign subnet refuses the whole call.
+	type ref struct {
+		p            netip.Prefix
+		batch, jobID string
+		token        string
+	}
+	refs := make([]ref, 0, len(req.GetLeases()))
+	for _, l := range req.GetLeases() {
+		p, batch, _, err := leaseRef(a, l)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		refs = append(refs, ref{p, batch, l.GetJobId(), l.GetToken()})
+	}
+	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
+		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record heartbeat")
+	}
+	resp := &pb.HeartbeatResponse{}
+	cancelled := map[string]bool{}
+	for _, r := range refs {
+		if _, err := s.q.Extend(ctx, r.p, r.jobID, r.token, s.opts.LeaseTTL); err != nil {
+			if errors.Is(err, domain.ErrLeaseLost) || errors.Is(err, store.ErrAlreadyCompleted) {
+				resp.LostJobIds = append(resp.LostJobIds, r.jobID)
+				continue
+			}
+			return nil, toStatus(err)
+		}
+		c, seen := cancelled[r.batch]
+		if !seen {
+			b, err := s.st.GetBatch(ctx, r.batch)
+			c = err == nil && b.CancelRequested
+			cancelled[r.batch] = c
+		}
+		if c {
+			resp.CancelledJobIds = append(resp.CancelledJobIds, r.jobID)
+		}
+	}
+	return resp, nil
+}
+
+// ReportProgress appends the agent's step events to the device's log.
+func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgressRequest) (*pb.ReportProgressResponse, error) {
+	a, err := agentFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, _, dev, err := leaseRef(a, req.GetLease())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, ev := range req.GetEvents() {
+		if ev.GetDeviceId() != "" && ev.GetDeviceId() != dev {
+			return nil, toStatus(domain.InvalidField("events.device_id", ev.GetDeviceId(), "not the lease's device "+dev))
+		}
+		e := domain.OperationEvent{DeviceID: dev, JobID: req.GetLease().GetJobId(), Phase: 2, Step: ev.GetStep(),
+			Outcome: outcomeFromProto(ev.GetOutcome()), Detail: ev.GetDetail(), Actor: a.ID, Time: s.opts.Clock().UTC()}
+		if ev.GetTime() != nil {
+			e.Time = ev.GetTime().AsTime()
+		}
+		if err := s.st.AppendEvent(ctx, e); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	return &pb.ReportProgressResponse{}, nil
+}
+
+// SignDeviceCSR is not served yet: phase 1 always generates the key.
+func (s *AgentService) SignDeviceCSR(ctx context.Context, req *pb.SignDeviceCSRRequest) (*pb.SignDeviceCSRResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "api: key_on_device is not supported yet")
+}
+
+func outcomeFromProto(o pb.Outcome) domain.Outcome {
+	switch o {
+	case pb.Outcome_OUTCOME_STARTED:
+		return domain.OutcomeStarted
+	case pb.Outcome_OUTCOME_OK:
+		return domain.OutcomeOK
+	case pb.Outcome_OUTCOME_SKIPPED:
+		return domain.OutcomeSkipped
+	case pb.Outcome_OUTCOME_WARNING:
+		return domain.OutcomeWarning
+	case pb.Outcome_OUTCOME_FAILED:
+		return domain.OutcomeFailed
+	case pb.Outcome_OUTCOME_RETRYING:
+		return domain.OutcomeRetrying
+	}
+	return domain.OutcomeOK
+}

@@ -1,0 +1,248 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/store"
+)
+
+// pendingPasswordSecret mirrors phase1's unexported name for the admin
+// password a provisioning job sets, kept pending until phase 2 succeeds.
+func pendingPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin-pending" }
+
+// keySecret mirrors phase1's per-job private key names.
+func keySecret(jobID string, p domain.CertPurpose) string {
+	return "job/" + jobID + "/key/" + string(p)
+}
+
+// Complete records a job's result.
+//
+// The lease is proven (Extend) before any effect, so a stale token changes
+// nothing; the effects are idempotent and FinishJob counts a job once, so
+// a Complete repeated after a crash between the effects and the queue's
+// Complete is harmless; a Complete repeated after the queue's Complete
+// answers already_completed and does nothing.
+//
+// Failures: a permanent failure, or one on the last allowed attempt, ends
+// the job (FinishJob failed). Otherwise the lease is shortened to
+// RetryDelay and the reaper gives the job out again, counting the attempt
+// (and dead-lettering it at the queue's MaxAttempts, see OnDead).
+func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*pb.CompleteResponse, error) {
+	a, err := agentFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, batch, _, err := leaseRef(a, req.GetLease())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	jobID, token := req.GetLease().GetJobId(), req.GetLease().GetToken()
+	log := s.opts.Log.With().Str("agent", a.ID).Str("job", jobID).Logger()
+
+	if !req.GetSuccess() && req.GetErrorStep() == ReleaseStep {
+		err := s.q.Release(ctx, p, jobID, token)
+		if errors.Is(err, store.ErrAlreadyCompleted) {
+			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		log.Info().Msg("job released by agent")
+		return &pb.CompleteResponse{}, nil
+	}
+
+	if _, err := s.q.Extend(ctx, p, jobID, token, s.opts.LeaseTTL); err != nil {
+		if errors.Is(err, store.ErrAlreadyCompleted) {
+			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
+		}
+		return nil, toStatus(err)
+	}
+	job, err := s.st.GetJob(ctx, batch, jobID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+
+	if req.GetSuccess() {
+		if err := s.succeed(ctx, a, job, req); err != nil {
+			return nil, toStatus(err)
+		}
+		if err := s.q.Complete(ctx, p, jobID, token); err != nil {
+			if errors.Is(err, store.ErrAlreadyCompleted) {
+				return &pb.CompleteResponse{AlreadyCompleted: true}, nil
+			}
+			return nil, toStatus(err)
+		}
+		log.Info().Str("device", job.DeviceID).Msg("phase 2 succeeded")
+		return &pb.CompleteResponse{}, nil
+	}
+
+	qj, err := s.q.Job(ctx, p, jobID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	final := req.GetPermanent() || qj.Attempts >= s.opts.MaxAttempts
+	if err := s.recordFailure(ctx, a, job, req, final, qj.Attempts); err != nil {
+		return nil, toStatus(err)
+	}
+	if !final {
+		if _, err := s.q.Extend(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
+			return nil, toStatus(err)
+		}
+		log.Info().Str("device", job.DeviceID).Int("attempt", qj.Attempts).Str("step", req.GetErrorStep()).Msg("phase 2 failed, will retry")
+		return &pb.CompleteResponse{}, nil
+	}
+	if _, err := s.st.FinishJob(ctx, batch, jobID, domain.JobFailed, req.GetErrorStep(), req.GetError()); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.q.Complete(ctx, p, jobID, token); err != nil {
+		if errors.Is(err, store.ErrAlreadyCompleted) {
+			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
+		}
+		return nil, toStatus(err)
+	}
+	log.Info().Str("device", job.DeviceID).Str("step", req.GetErrorStep()).Msg("phase 2 failed")
+	return &pb.CompleteResponse{}, nil
+}
+
+func (s *AgentService) succeed(ctx context.Context, a domain.Agent, job domain.Job, req *pb.CompleteRequest) error {
+	now := s.opts.Clock().UTC()
+	f := req.GetFacts()
+	_, err := s.st.UpdateDevice(ctx, job.DeviceID, func(d *domain.Device) error {
+		switch job.Kind {
+		case domain.KindProvision, domain.KindUpdate:
+			d.Status, d.State = domain.StatusProvisioned, domain.ProvisioningPost
+			if job.Kind == domain.KindProvision || d.ProvisionedAt.IsZero() {
+				d.ProvisionedAt = now
+			}
+		case domain.KindRemoveConfig, domain.KindRemoveAll:
+			d.Status, d.State, d.ProvisionedAt = domain.StatusNotProvisioned, domain.ProvisioningPre, time.Time{}
+		}
+		applyFacts(d, f)
+		d.LastError, d.LastErrorStep = "", ""
+		d.Warnings = append([]string(nil), req.GetWarnings()...)
+		return nil
+	})
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	if job.Kind == domain.KindProvision || job.Kind == domain.KindUpdate {
+		certs, err := s.st.CertificatesByDevice(ctx, job.DeviceID)
+		if err != nil {
+			return err
+		}
+		for _, c := range certs {
+			if c.JobID == job.ID && c.Status == domain.CertIssued {
+				if _, err := s.st.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, domain.ReasonUnspecified, now); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if job.Kind == domain.KindProvision {
+		// The device now has the pending password: make it the current one.
+		pw, err := s.st.GetSecret(ctx, pendingPasswordSecret(job.DeviceID))
+		switch {
+		case err == nil:
+			if err := s.st.PutSecret(ctx, phase1.AdminPasswordSecret(job.DeviceID), pw); err != nil {
+				return err
+			}
+			if err := s.st.DeleteSecret(ctx, pendingPasswordSecret(job.DeviceID)); err != nil {
+				return err
+			}
+		case !errors.Is(err, domain.ErrNotFound):
+			return err
+		}
+	}
+	for _, purpose := range []domain.CertPurpose{domain.PurposeServerAuth, domain.Purpose8021X, domain.PurposeWireless} {
+		if err := s.st.DeleteSecret(ctx, keySecret(job.ID, purpose)); err != nil {
+			return err
+		}
+	}
+	if _, err := s.st.FinishJob(ctx, job.BatchID, job.ID, domain.JobSucceeded, "", ""); err != nil {
+		return err
+	}
+	return s.st.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
+		Outcome: domain.OutcomeOK, Detail: string(job.Kind) + " succeeded", Actor: a.ID, Time: now})
+}
+
+func (s *AgentService) recordFailure(ctx context.Context, a domain.Agent, job domain.Job, req *pb.CompleteRequest, final bool, attempt int) error {
+	now := s.opts.Clock().UTC()
+	msg := req.GetError()
+	if msg == "" {
+		msg = "failed"
+	}
+	_, err := s.st.UpdateDevice(ctx, job.DeviceID, func(d *domain.Device) error {
+		applyFacts(d, req.GetFacts())
+		d.LastError, d.LastErrorStep = msg, req.GetErrorStep()
+		return nil
+	})
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	out, detail := domain.OutcomeRetrying, fmt.Sprintf("attempt %d failed at %s: %s", attempt, req.GetErrorStep(), msg)
+	if final {
+		out = domain.OutcomeFailed
+	}
+	return s.st.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
+		Outcome: out, Detail: detail, Actor: a.ID, Time: now})
+}
+
+func applyFacts(d *domain.Device, f *pb.DeviceFacts) {
+	if f == nil {
+		return
+	}
+	if f.GetUuid() != "" && d.UUID == "" {
+		d.UUID = f.GetUuid()
+	}
+	if f.GetAmtVersion() != "" {
+		d.AMTVersion = f.GetAmtVersion()
+	}
+	if l := linkFromProto(f.GetLink()); l != "" {
+		d.Link = l
+	}
+}
+
+func linkFromProto(l pb.Link) domain.Link {
+	switch l {
+	case pb.Link_LINK_WIRED:
+		return domain.LinkWired
+	case pb.Link_LINK_WIRED_8021X:
+		return domain.LinkWired8021X
+	case pb.Link_LINK_WIRELESS:
+		return domain.LinkWireless
+	}
+	return ""
+}
+
+// OnDead records jobs the reaper dead-lettered (their leases expired
+// MaxAttempts times) as failed; wire it into dispatch.ReaperOptions.OnDead.
+func (s *AgentService) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []string) error {
+	var errs []error
+	for _, id := range jobIDs {
+		batch, _, ok := cutJobID(id)
+		if !ok {
+			continue
+		}
+		if _, err := s.st.FinishJob(ctx, batch, id, domain.JobFailed, "lease",
+			"lease expired "+strconv.Itoa(s.opts.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cutJobID splits a domain.JobID into batch and device; batch IDs hold no
+// ':' while device IDs may (ip-<IPv6>).
+func cutJobID(id string) (batch, device string, ok bool) {
+	batch, device, ok = strings.Cut(id, ":")
+	return batch, device, ok && batch != "" && device != ""
+}

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/amtops/amtops/internal/amt"
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/directory"
+	"github.com/amtops/amtops/internal/pki"
+	"github.com/amtops/amtops/internal/pki/builtin"
+	"github.com/amtops/amtops/internal/pki/stepca"
+	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/store"
+)
+
+// buildCA opens the configured certificate authority. The built-in CA
+// keeps its keys sealed in Redis, so every replica shares one CA.
+func (s *Server) buildCA(ctx context.Context, sealer *secrets.Sealer) (pki.CA, error) {
+	c := s.cfg.CA
+	if c.Backend == "step-ca" {
+		password, err := config.Secret(c.StepCA.PasswordFile, "")
+		if err != nil {
+			return nil, fmt.Errorf("server: ca.step_ca.password_file: %w", err)
+		}
+		ca, err := stepca.New(stepca.Config{URL: c.StepCA.URL, RootFile: c.StepCA.RootFile, Provisioner: c.StepCA.Provisioner,
+			CAConfigFile: c.StepCA.CAConfigFile, Password: secrets.Redacted(password), Validity: c.Validity, Log: s.log})
+		if err != nil {
+			return nil, fmt.Errorf("server: ca.step_ca: %w", err)
+		}
+		return ca, nil
+	}
+	ca, err := builtin.New(ctx, builtin.Sealed(s.store.Blobs("ca"), sealer), builtin.Config{
+		Validity: c.Validity, CRLURL: "http://" + s.cfg.HTTP.Listen + "/crl", Log: s.log})
+	if err != nil {
+		return nil, fmt.Errorf("server: built-in ca: %w", err)
+	}
+	s.crl = ca.Handler()
+	return ca, nil
+}
+
+// buildDirectory connects Active Directory, or returns nil when none is
+// configured: S4–S6 are then skipped and Kerberos stays off.
+func (s *Server) buildDirectory() (*directory.Client, error) {
+	d := s.cfg.Directory
+	if d.URL == "" {
+		s.log.Warn().Msg("no directory configured: AMT accounts, SPNs and Kerberos are skipped")
+		return nil, nil
+	}
+	password, err := config.Secret(d.PasswordFile, "AMTOPS_DIRECTORY_PASSWORD")
+	if err != nil {
+		return nil, fmt.Errorf("server: directory.password_file: %w", err)
+	}
+	dc, err := directory.New(directory.Config{URLs: []string{d.URL}, StartTLS: d.StartTLS, CAFile: d.CAFile, BindDN: d.BindDN,
+		Password: secrets.Redacted(password), BaseDN: d.BaseDN, AccountOU: d.AccountOU, AccountSuffix: d.AccountSuffix,
+		Realm: d.Realm, AddToGroups: d.AddToGroups, Groups8021X: d.Groups8021X, GroupsWiFi: d.GroupsWiFi,
+		Timeout: d.Timeout, PoolSize: d.PoolSize}, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("server: directory: %w", err)
+	}
+	return dc, nil
+}
+
+// buildPhase1 assembles the phase-1 worker and the enqueuer.
+func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueue) error {
+	provisioning, err := config.Secret(s.cfg.AMT.ProvisioningPasswordFile, "AMTOPS_PROVISIONING_PASSWORD")
+	if err != nil {
+		return fmt.Errorf("server: amt.provisioning_password_file: %w", err)
+	}
+	if provisioning == "" {
+		s.log.Warn().Msg("no AMT provisioning password (amt.provisioning_password_file or $AMTOPS_PROVISIONING_PASSWORD): provisioning jobs will fail")
+	}
+	site := phase1.Site{
+		ProvisioningUser: s.cfg.AMT.ProvisioningUser, ProvisioningPassword: provisioning,
+		KeyOnDevice: s.cfg.AMT.KeyOnDevice, MutualTLS: s.cfg.AMT.MutualTLS, Settings: s.cfg.AMT.Settings,
+		Kerberos: s.cfg.AMT.Kerberos, Networks: s.cfg.Networks, AddToGroups: s.cfg.Directory.AddToGroups,
+		JobDeadline: s.cfg.Phase2.JobDeadline,
+		NewPassword: func() (string, error) { return amt.GeneratePassword(rand.Reader) },
+	}
+	var dir phase1.Directory
+	if dc != nil {
+		dir = dc
+	}
+	host, _ := os.Hostname()
+	s.provisioner = phase1.NewProvisioner(s.store, ca, dir, q, site, "server/"+host, s.log)
+	s.worker = phase1.NewWorker(s.rdb, phase1.WorkerConfig{Concurrency: s.cfg.Phase1.Concurrency}, s.provisioner, s.provisioner, s.log)
+	s.asynq = asynq.NewClientFromRedisClient(s.rdb)
+	s.enqueuer = phase1.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
+	return nil
+}

@@ -1,0 +1,280 @@
+package phase1
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/pki/builtin"
+	"github.com/amtops/amtops/internal/pki/pkitest"
+	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/internal/testpeers"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/store"
+)
+
+var testSubnet = netip.MustParsePrefix("10.1.2.0/24")
+
+type fixture struct {
+	store *store.Store
+	queue *store.LeaseQueue
+	ca    *builtin.CA
+	prov  *Provisioner
+	n     int
+}
+
+func newFixture(t *testing.T, dir Directory, site Site) *fixture {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: testpeers.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	sealer, err := secrets.New(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(rdb, sealer, store.Options{})
+	q := store.NewLeaseQueue(st, store.QueueOptions{})
+	ca, err := builtin.New(context.Background(), &pkitest.MemStorage{}, builtin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if site.ProvisioningUser == "" {
+		site.ProvisioningUser, site.ProvisioningPassword = "admin", "P@ssw0rd!"
+		site.Settings = config.DefaultServer().AMT.Settings
+		site.Kerberos = config.Kerberos{Enabled: true, MaxClockTolerance: 5}
+		site.JobDeadline = 10 * time.Minute
+		site.NewPassword = func() (string, error) { return "N3w-Strong!pw", nil }
+	}
+	var d Directory
+	if dir != nil {
+		d = dir
+	}
+	return &fixture{store: st, queue: q, ca: ca, prov: NewProvisioner(st, ca, d, q, site, "test", zerolog.Nop())}
+}
+
+func (f *fixture) device(t *testing.T, host string) domain.Device {
+	t.Helper()
+	f.n++
+	d := domain.Device{ID: "dev-" + host, UUID: fmt.Sprintf("8c4d2e6f-0000-4000-8000-%012d", f.n), HostName: host, Domain: "amt.test",
+		IP: netip.MustParseAddr(fmt.Sprintf("10.1.2.%d", f.n)), Subnet: testSubnet, Status: domain.StatusNotProvisioned}
+	if err := f.store.PutDevice(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (f *fixture) task(t *testing.T, batch string, d domain.Device, kind domain.JobKind) Task {
+	t.Helper()
+	job := domain.Job{ID: domain.JobID(batch, d.ID), BatchID: batch, DeviceID: d.ID, Kind: kind, State: domain.JobQueued}
+	if _, err := f.store.CreateBatch(context.Background(), domain.Batch{ID: batch, Kind: kind, Origin: "admin", Total: 1}, []domain.Job{job}); err != nil {
+		t.Fatal(err)
+	}
+	return Task{JobID: job.ID, BatchID: batch, DeviceID: d.ID, Kind: kind}
+}
+
+// live counts the device's live certificates of purpose in the site
+// database and checks the CA agrees with each record.
+func (f *fixture) live(t *testing.T, deviceID string, purpose domain.CertPurpose) []domain.CertificateRecord {
+	t.Helper()
+	certs, err := f.store.CertificatesByDevice(context.Background(), deviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []domain.CertificateRecord
+	for _, c := range certs {
+		rec, err := f.ca.Lookup(context.Background(), c.Serial)
+		if err != nil {
+			t.Fatalf("CA does not know %s: %v", c.Serial, err)
+		}
+		if rec.Revoked == c.Status.Live() {
+			t.Fatalf("site and CA disagree on %s: site %s, CA revoked=%v", c.Serial, c.Status, rec.Revoked)
+		}
+		if c.Purpose == purpose && c.Status.Live() {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// leaseOne takes the device's phase-2 job from the queue and decodes it.
+func (f *fixture) leaseOne(t *testing.T) (*pb.Phase2Job, store.Leased) {
+	t.Helper()
+	got, err := f.queue.Lease(context.Background(), "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("leased %d phase-2 jobs, want 1", len(got))
+	}
+	var job pb.Phase2Job
+	if err := proto.Unmarshal(got[0].Payload, &job); err != nil {
+		t.Fatal(err)
+	}
+	return &job, got[0]
+}
+
+func TestProvisionWithoutDirectory(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	d := f.device(t, "pc01")
+	task := f.task(t, "b1", d, domain.KindProvision)
+	if err := f.prov.Handle(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	job, _ := f.leaseOne(t)
+	if job.DeviceId != d.ID || job.Kind != pb.JobKind_JOB_KIND_PROVISION || job.Target.HostName != "pc01" {
+		t.Fatalf("phase-2 job = %v", job)
+	}
+	// S2 + S7 material: the leaf names the FQDN and verifies to the root in the chain.
+	leaf, err := x509.ParseCertificate(job.Tls.CertificateDer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for i, c := range job.Tls.ChainDer {
+		cert, _ := x509.ParseCertificate(c)
+		if i == len(job.Tls.ChainDer)-1 {
+			roots.AddCert(cert)
+		} else {
+			inter.AddCert(cert)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "pc01.amt.test", Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Fatalf("server certificate does not verify: %v", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(job.Tls.PrivateKeyDer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !key.(*rsa.PrivateKey).PublicKey.Equal(leaf.PublicKey) {
+		t.Fatal("private key does not match the certificate")
+	}
+	if job.Credentials.Password != "P@ssw0rd!" || job.Credentials.NewAdminPassword != "N3w-Strong!pw" {
+		t.Fatalf("credentials: connect with provisioning account, set the new password")
+	}
+	if job.Kerberos != nil {
+		t.Fatal("Kerberos must stay off without a directory")
+	}
+	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 1 {
+		t.Fatalf("%d live server certificates, want 1", n)
+	}
+	j, _ := f.store.GetJob(ctx, "b1", task.JobID)
+	if j.State != domain.JobPhase2 {
+		t.Fatalf("job state %s, want phase2", j.State)
+	}
+	events, _ := f.store.Events(ctx, d.ID, 100)
+	seen := map[string]domain.Outcome{}
+	for _, e := range events {
+		if e.Phase != 1 {
+			t.Fatalf("event phase %d", e.Phase)
+		}
+		seen[e.Step] = e.Outcome
+	}
+	for step, want := range map[string]domain.Outcome{StepRevokeSuperseded: domain.OutcomeOK, StepIssueServerCert: domain.OutcomeOK,
+		StepPublishAccount: domain.OutcomeSkipped, StepRegisterSPNs: domain.OutcomeSkipped, StepQueuePhase2: domain.OutcomeOK} {
+		if seen[step] != want {
+			t.Errorf("oplog step %s = %q, want %q", step, seen[step], want)
+		}
+	}
+}
+
+// S1: provisioning again revokes the first server certificate (superseded).
+func TestProvisionAgainRevokesSuperseded(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	d := f.device(t, "pc02")
+	if err := f.prov.Handle(ctx, f.task(t, "b1", d, domain.KindProvision)); err != nil {
+		t.Fatal(err)
+	}
+	first := f.live(t, d.ID, domain.PurposeServerAuth)
+	if err := f.prov.Handle(ctx, f.task(t, "b2", d, domain.KindProvision)); err != nil {
+		t.Fatal(err)
+	}
+	second := f.live(t, d.ID, domain.PurposeServerAuth)
+	if len(first) != 1 || len(second) != 1 || first[0].Serial == second[0].Serial {
+		t.Fatalf("live before %v after %v: want one each, different", first, second)
+	}
+	rec, err := f.ca.Lookup(ctx, first[0].Serial)
+	if err != nil || !rec.Revoked || rec.Reason != domain.ReasonSuperseded {
+		t.Fatalf("first certificate: %+v %v, want revoked as superseded", rec, err)
+	}
+	crl, err := f.ca.CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := x509.ParseRevocationList(crl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range list.RevokedCertificateEntries {
+		found = found || e.SerialNumber.String() == first[0].Serial && e.ReasonCode == int(domain.ReasonSuperseded)
+	}
+	if !found {
+		t.Fatal("CRL does not list the superseded certificate")
+	}
+}
+
+var errCrash = errors.New("simulated crash")
+
+// Interrupted after any step, a re-run converges: one live certificate,
+// one phase-2 job, and the same sealed key and password.
+func TestProvisionCrashAfterEachStep(t *testing.T) {
+	steps := []string{StepRevokeSuperseded, StepIssueServerCert, StepIssueClientCerts, StepPublishAccount,
+		StepRegisterSPNs, StepAddToGroups, StepQueuePhase2}
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	for i, crashAt := range steps {
+		t.Run(crashAt, func(t *testing.T) {
+			d := f.device(t, fmt.Sprintf("crash%d", i))
+			task := f.task(t, fmt.Sprintf("c%d", i), d, domain.KindProvision)
+			f.prov.afterStep = func(s string) error {
+				if s == crashAt {
+					return errCrash
+				}
+				return nil
+			}
+			if err := f.prov.Handle(ctx, task); !errors.Is(err, errCrash) {
+				t.Fatalf("first run: %v, want the crash", err)
+			}
+			f.prov.afterStep = nil
+			if err := f.prov.Handle(ctx, task); err != nil {
+				t.Fatalf("re-run: %v", err)
+			}
+			if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 1 {
+				t.Fatalf("%d live server certificates after crash at %s, want 1", n, crashAt)
+			}
+			job, _ := f.leaseOne(t)
+			if job.DeviceId != d.ID {
+				t.Fatalf("leased %s", job.DeviceId)
+			}
+		})
+	}
+}
+
+func TestProvisionRefusesRenamePending(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	d := f.device(t, "pc03")
+	if _, err := f.store.UpdateDevice(ctx, d.ID, func(d *domain.Device) error { d.RenamePending = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	err := f.prov.Handle(ctx, f.task(t, "b1", d, domain.KindProvision))
+	if !errors.Is(err, domain.ErrRenamePending) || !domain.IsPermanent(err) {
+		t.Fatalf("err = %v, want permanent rename-pending", err)
+	}
+	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 0 {
+		t.Fatal("a certificate was issued for a rename-pending device")
+	}
+}

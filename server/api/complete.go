@@ -15,15 +15,6 @@ import (
 	"github.com/amtops/amtops/server/store"
 )
 
-// pendingPasswordSecret mirrors phase1's unexported name for the admin
-// password a provisioning job sets, kept pending until phase 2 succeeds.
-func pendingPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin-pending" }
-
-// keySecret mirrors phase1's per-job private key names.
-func keySecret(jobID string, p domain.CertPurpose) string {
-	return "job/" + jobID + "/key/" + string(p)
-}
-
 // Complete records a job's result.
 //
 // The lease is proven (Extend) before any effect, so a stale token changes
@@ -149,13 +140,13 @@ func (s *AgentService) succeed(ctx context.Context, a domain.Agent, job domain.J
 	}
 	if job.Kind == domain.KindProvision {
 		// The device now has the pending password: make it the current one.
-		pw, err := s.st.GetSecret(ctx, pendingPasswordSecret(job.DeviceID))
+		pw, err := s.st.GetSecret(ctx, phase1.PendingPasswordSecret(job.DeviceID))
 		switch {
 		case err == nil:
 			if err := s.st.PutSecret(ctx, phase1.AdminPasswordSecret(job.DeviceID), pw); err != nil {
 				return err
 			}
-			if err := s.st.DeleteSecret(ctx, pendingPasswordSecret(job.DeviceID)); err != nil {
+			if err := s.st.DeleteSecret(ctx, phase1.PendingPasswordSecret(job.DeviceID)); err != nil {
 				return err
 			}
 		case !errors.Is(err, domain.ErrNotFound):
@@ -163,7 +154,7 @@ func (s *AgentService) succeed(ctx context.Context, a domain.Agent, job domain.J
 		}
 	}
 	for _, purpose := range []domain.CertPurpose{domain.PurposeServerAuth, domain.Purpose8021X, domain.PurposeWireless} {
-		if err := s.st.DeleteSecret(ctx, keySecret(job.ID, purpose)); err != nil {
+		if err := s.st.DeleteSecret(ctx, phase1.KeySecret(job.ID, purpose)); err != nil {
 			return err
 		}
 	}

@@ -108,13 +108,18 @@ func NewProvisioner(st Store, ca CA, dir Directory, q Queue, site Site, actor st
 }
 
 // secret names, per job so a re-run finds what an earlier run made.
-func keySecret(jobID string, p domain.CertPurpose) string {
+// KeySecret names a job's sealed private key for purpose; the server
+// deletes it once phase 2 has installed the key.
+func KeySecret(jobID string, p domain.CertPurpose) string {
 	return "job/" + jobID + "/key/" + string(p)
 }
 func certSecret(jobID string, p domain.CertPurpose) string {
 	return "job/" + jobID + "/cert/" + string(p)
 }
-func pendingPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin-pending" }
+
+// PendingPasswordSecret names the new admin password phase 1 made; the
+// server promotes it to AdminPasswordSecret when phase 2 succeeds.
+func PendingPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin-pending" }
 
 // AdminPasswordSecret names the device's current admin password.
 func AdminPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin" }
@@ -326,7 +331,7 @@ func (r *run) issue(ctx context.Context, purpose domain.CertPurpose, profile pki
 }
 
 func (r *run) keyFor(ctx context.Context, purpose domain.CertPurpose) ([]byte, error) {
-	name := keySecret(r.t.JobID, purpose)
+	name := KeySecret(r.t.JobID, purpose)
 	if b, err := r.p.store.GetSecret(ctx, name); err == nil {
 		return b, nil
 	} else if !errors.Is(err, domain.ErrNotFound) {
@@ -541,7 +546,7 @@ func (r *run) credentials(ctx context.Context) error {
 	default:
 		return err
 	}
-	pending, err := r.p.store.GetSecret(ctx, pendingPasswordSecret(r.dev.ID))
+	pending, err := r.p.store.GetSecret(ctx, PendingPasswordSecret(r.dev.ID))
 	if err != nil && !errors.Is(err, domain.ErrNotFound) {
 		return err
 	}
@@ -551,10 +556,10 @@ func (r *run) credentials(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if created, err := r.p.store.CreateSecret(ctx, pendingPasswordSecret(r.dev.ID), []byte(pw)); err != nil {
+			if created, err := r.p.store.CreateSecret(ctx, PendingPasswordSecret(r.dev.ID), []byte(pw)); err != nil {
 				return err
 			} else if !created {
-				if pending, err = r.p.store.GetSecret(ctx, pendingPasswordSecret(r.dev.ID)); err != nil {
+				if pending, err = r.p.store.GetSecret(ctx, PendingPasswordSecret(r.dev.ID)); err != nil {
 					return err
 				}
 			} else {

@@ -3,8 +3,14 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
+	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/hibiken/asynq"
 
@@ -15,6 +21,9 @@ import (
 	"github.com/amtops/amtops/internal/pki/builtin"
 	"github.com/amtops/amtops/internal/pki/stepca"
 	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/agentca"
+	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/phase1"
 	"github.com/amtops/amtops/server/store"
 )
@@ -92,4 +101,35 @@ func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueu
 	s.asynq = asynq.NewClientFromRedisClient(s.rdb)
 	s.enqueuer = phase1.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
 	return nil
+}
+
+// buildAgentAPI opens the agent CA and builds the gRPC server with
+// AgentService, its long-poll dispatcher and the lease reaper. The gRPC
+// certificate is made fresh at each start from the agent CA, so agents
+// and administrators trust that one CA (GET /grpc-ca.pem).
+func (s *Server) buildAgentAPI(ctx context.Context) error {
+	ca, err := agentca.Open(ctx, s.store, agentca.Options{})
+	if err != nil {
+		return fmt.Errorf("server: agent ca: %w", err)
+	}
+	cert, err := ca.ServerCertificate(s.cfg.GRPC.Listen, s.cfg.GRPC.Names)
+	if err != nil {
+		return fmt.Errorf("server: grpc certificate: %w", err)
+	}
+	p2 := s.cfg.Phase2
+	s.agentCA = ca
+	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
+	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, api.Options{LeaseTTL: p2.LeaseTTL,
+		DefaultWait: p2.LongPoll, MaxAttempts: p2.MaxAttempts, Log: s.log})
+	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.agents.OnDead, Log: s.log})
+	s.grpc = grpc.NewServer(api.ServerOptions(s.agents, cert)...)
+	api.Register(s.grpc, s.agents)
+	sum := sha256.Sum256(ca.Certificate().Raw)
+	s.log.Info().Str("sha256", hex.EncodeToString(sum[:])).Msg("agent and admin CA; verify this fingerprint when you fetch /grpc-ca.pem")
+	return nil
+}
+
+func (s *Server) grpcCA(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.agentCA.CertPEM())
 }

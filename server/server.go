@@ -29,6 +29,10 @@ import (
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/agentca"
+	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/phase1"
 	"github.com/amtops/amtops/server/store"
 )
@@ -55,6 +59,12 @@ type Server struct {
 	worker      *phase1.Worker
 	asynq       *asynq.Client
 	enqueuer    *phase1.Enqueuer
+	batches     *batch.Service
+
+	agentCA    *agentca.CA
+	dispatcher *dispatch.Dispatcher
+	reaper     *dispatch.Reaper
+	agents     *api.AgentService
 }
 
 // New builds a server from cfg: it connects to Redis (or starts the
@@ -93,9 +103,13 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 
+	s.batches = batch.New(s.store, s.enqueuer, s.log)
+	if err := s.buildAgentAPI(ctx); err != nil {
+		return nil, err
+	}
+
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.health = health.NewServer()
-	s.grpc = grpc.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
 	mux := http.NewServeMux()
@@ -105,6 +119,7 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		mux.Handle("GET /crl", s.crl)
 		mux.Handle("GET /ca.pem", s.crl)
 	}
+	mux.HandleFunc("GET /grpc-ca.pem", s.grpcCA)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
@@ -182,6 +197,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return s.worker.Run(gctx) })
+	g.Go(func() error { return s.dispatcher.Run(gctx) })
+	g.Go(func() error { return s.reaper.Run(gctx) })
+	g.Go(func() error {
+		// Batches a crash left half-queued; a failure here is not fatal.
+		if err := s.batches.Recover(gctx); err != nil && gctx.Err() == nil {
+			s.log.Error().Err(err).Msg("batch recovery failed")
+		}
+		return nil
+	})
 	g.Go(func() error {
 		<-gctx.Done()
 		s.health.Shutdown()

@@ -3,8 +3,11 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/amtops/amtops/internal/config"
@@ -23,9 +26,21 @@ import (
 	"github.com/amtops/amtops/server"
 )
 
-func checkHealth(t *testing.T, addr string) {
+// checkHealth fetches the gRPC CA from the HTTP endpoint, as an agent's
+// installer or an administrator would, and asks gRPC health over TLS.
+func checkHealth(t *testing.T, addr, httpAddr string) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	resp0, err := http.Get("http://" + httpAddr + "/grpc-ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, _ := io.ReadAll(resp0.Body)
+	resp0.Body.Close()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("/grpc-ca.pem is not a PEM certificate: %q", pemBytes)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +76,7 @@ func TestServerRunsAndStops(t *testing.T) {
 			defer srv.Close()
 			done := make(chan error, 1)
 			go func() { done <- srv.Run(ctx) }()
-			checkHealth(t, srv.GRPCAddr())
+			checkHealth(t, srv.GRPCAddr(), srv.HTTPAddr())
 			cancel()
 			select {
 			case err := <-done:
@@ -97,7 +112,7 @@ func TestServerBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cmd.Process.Kill()
-		addr, sawWarning := "", false
+		addr, httpAddr, sawWarning := "", "", false
 		sc := bufio.NewScanner(stderr)
 		for addr == "" && sc.Scan() {
 			var line map[string]any
@@ -110,6 +125,7 @@ func TestServerBinary(t *testing.T) {
 			}
 			if msg == "site server running" {
 				addr, _ = line["grpc"].(string)
+				httpAddr, _ = line["http"].(string)
 			}
 		}
 		if addr == "" {
@@ -118,7 +134,7 @@ func TestServerBinary(t *testing.T) {
 		if !sawWarning {
 			t.Error("embedded redis was not announced as non-persistent")
 		}
-		checkHealth(t, addr)
+		checkHealth(t, addr, httpAddr)
 		go io.Copy(io.Discard, stderr)
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

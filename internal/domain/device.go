@@ -3,6 +3,7 @@ package domain
 import (
 	"fmt"
 	"net/netip"
+	"path"
 	"strings"
 	"time"
 )
@@ -146,10 +147,45 @@ func (d Device) AutoProvisionable() bool {
 // Collection groups devices; AutoProvision makes sweeps provision its
 // members (S22).
 type Collection struct {
-	Name          string    `json:"name"`
-	Description   string    `json:"description,omitempty"`
-	AutoProvision bool      `json:"auto_provision"`
-	CreatedAt     time.Time `json:"created_at"`
+	Name          string `json:"name"`
+	Description   string `json:"description,omitempty"`
+	AutoProvision bool   `json:"auto_provision"`
+	// Rules add every device they match, now and at each sweep (C8).
+	Rules     []CollectionRule `json:"rules,omitempty"`
+	CreatedAt time.Time        `json:"created_at"`
+}
+
+// CollectionRule matches devices by subnet and/or host-name pattern; a
+// device matches when every criterion set holds.
+type CollectionRule struct {
+	Subnet netip.Prefix `json:"subnet,omitzero"`
+	// NamePattern is a shell glob (path.Match) on the host name,
+	// compared case-insensitively as Windows names are.
+	NamePattern string `json:"name_pattern,omitempty"`
+}
+
+// Validate refuses an empty rule (it would match the whole fleet) and a
+// malformed pattern.
+func (r CollectionRule) Validate() error {
+	if !r.Subnet.IsValid() && r.NamePattern == "" {
+		return fieldErr("rule", "", "needs a subnet, a name pattern or both")
+	}
+	if _, err := path.Match(r.NamePattern, ""); err != nil {
+		return fieldErr("rule.name_pattern", r.NamePattern, "not a valid glob")
+	}
+	return nil
+}
+
+// Matches reports whether d satisfies every criterion of the rule.
+func (r CollectionRule) Matches(d Device) bool {
+	if r.Subnet.IsValid() && (!d.IP.IsValid() || !r.Subnet.Contains(d.IP)) {
+		return false
+	}
+	if r.NamePattern != "" {
+		ok, _ := path.Match(strings.ToLower(r.NamePattern), strings.ToLower(d.HostName))
+		return ok
+	}
+	return true
 }
 
 // Validate checks a collection name: it is used in keys and command lines.
@@ -160,6 +196,11 @@ func (c Collection) Validate() error {
 	for _, r := range c.Name {
 		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
 			return fieldErr("collection.name", c.Name, "only letters, digits, '-', '_' and '.' are allowed")
+		}
+	}
+	for _, r := range c.Rules {
+		if err := r.Validate(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -36,13 +36,15 @@ type Task struct {
 	BatchID  string         `json:"batch_id"`
 	DeviceID string         `json:"device_id"`
 	Kind     domain.JobKind `json:"kind"`
+	// Options are the batch's options (domain.Batch.Options), copied so
+	// the handler needs no extra read: "suppress_auto", "confirm_8021x".
+	Options map[string]string `json:"options,omitempty"`
 }
 
-// TaskID is the asynq task ID: one live phase-1 task per device and
-// operation, whichever batch asked for it. asynq scopes task IDs to a
-// queue, so one device in two queues at once is kept apart by the
-// device claim the batch layer takes, not by this ID.
-func (t Task) TaskID() string { return "p1:" + string(t.Kind) + ":" + t.DeviceID }
+// TaskID is the asynq task ID: one task per job, so re-submitting a
+// batch after a crash queues nothing twice. Two batches never work on
+// one device at once because the batch layer claims the device first.
+func (t Task) TaskID() string { return "p1:" + t.JobID }
 
 // Validate checks the payload before it is queued or run.
 func (t Task) Validate() error {

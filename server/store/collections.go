@@ -158,3 +158,33 @@ var errSkip = errors.New("skip")
 func (s *Store) Members(ctx context.Context, name string, limit int, cursor string) (DevicePage, error) {
 	return s.ListDevices(ctx, DeviceFilter{Collection: name, Limit: limit, Cursor: cursor})
 }
+
+// ApplyCollectionRules adds every device a collection's rules match. It
+// walks the whole fleet in pages, so it runs on rule changes and at
+// sweeps rather than per request.
+func (s *Store) ApplyCollectionRules(ctx context.Context, name string) (added int, err error) {
+	c, err := s.GetCollection(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("store: apply rules: %w", err)
+	}
+	if len(c.Rules) == 0 {
+		return 0, nil
+	}
+	var page DevicePage
+	for first := true; first || page.Next != ""; first = false {
+		if page, err = s.ListDevices(ctx, DeviceFilter{Limit: 1000, Cursor: page.Next}); err != nil {
+			return added, fmt.Errorf("store: apply rules of %s: %w", name, err)
+		}
+		var ids []string
+		for _, d := range page.Devices {
+			if !slices.Contains(d.Collections, name) && slices.ContainsFunc(c.Rules, func(r domain.CollectionRule) bool { return r.Matches(d) }) {
+				ids = append(ids, d.ID)
+			}
+		}
+		if err := s.AddMembers(ctx, name, ids...); err != nil {
+			return added, err
+		}
+		added += len(ids)
+	}
+	return added, nil
+}

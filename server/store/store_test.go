@@ -241,6 +241,40 @@ func TestCollections(t *testing.T) {
 		if err != nil || len(cs) != 1 || !cs[0].AutoProvision || cs[0].CreatedAt.IsZero() {
 			t.Fatalf("list %+v %v", cs, err)
 		}
+		t.Run("rules add matching devices", func(t *testing.T) {
+			for i, ip := range []string{"10.1.2.3", "10.1.9.9", "10.2.0.1"} {
+				d := device(fmt.Sprintf("r%d", i), fmt.Sprintf("LAB-PC%d", i), ip, domain.StatusNotProvisioned)
+				if err := s.PutDevice(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bad := domain.Collection{Name: "empty", Rules: []domain.CollectionRule{{}}}
+			if err := s.PutCollection(ctx, bad); err == nil || !strings.Contains(err.Error(), "rule") {
+				t.Fatalf("empty rule accepted: %v", err)
+			}
+			c := domain.Collection{Name: "wing", Rules: []domain.CollectionRule{
+				{Subnet: netip.MustParsePrefix("10.1.0.0/16"), NamePattern: "lab-pc[01]"}, {NamePattern: "pc4"}}}
+			if err := s.PutCollection(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []int{3, 0} { // r0, r1, d4; then nothing new
+				n, err := s.ApplyCollectionRules(ctx, "wing")
+				if err != nil || n != want {
+					t.Fatalf("apply: added %d, %v; want %d", n, err, want)
+				}
+			}
+			p, _ := s.Members(ctx, "wing", 0, "")
+			var ids []string
+			for _, d := range p.Devices {
+				ids = append(ids, d.ID)
+			}
+			if !slices.Equal(ids, []string{"d4", "r0", "r1"}) {
+				t.Fatalf("members %v", ids)
+			}
+			if err := s.DeleteCollection(ctx, "wing"); err != nil {
+				t.Fatal(err)
+			}
+		})
 		if err := s.DeleteCollection(ctx, "lab"); err != nil {
 			t.Fatal(err)
 		}

@@ -1,8 +1,9 @@
 // Package agent is the per-subnet agent runtime (C4, C6): it enrolls with
 // the site server once, keeps its client certificate renewed, long-polls
 // phase-2 jobs, runs up to Concurrency of them at once through the phase-2
-// executor, heartbeats their leases in one batched call, reports progress
-// and completes them; on shutdown it stops leasing, lets running jobs end
+// executor (discover jobs through the discovery sweeper), heartbeats their leases in one batched call, reports progress
+// and completes them; it sweeps its subnets every Discovery.Interval
+// (S21); on shutdown it stops leasing, lets running jobs end
 // within a grace period and hands the rest back.
 package agent
 
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/amtops/amtops/agent/discovery"
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/config"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
@@ -72,6 +75,7 @@ type Agent struct {
 	cfg        Config
 	log        zerolog.Logger
 	exec       Executor
+	sweeper    *discovery.Sweeper
 	token      string
 	backoffMin time.Duration
 	backoffMax time.Duration
@@ -82,6 +86,7 @@ type Agent struct {
 	mu       sync.Mutex
 	cert     *tls.Certificate
 	agentID  string
+	subnets  []netip.Prefix // authorised, as last told by the server
 	ttl      time.Duration
 	held     map[string]*heldJob
 	inflight int
@@ -134,9 +139,15 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	if a.sweeper, err = discovery.New(discovery.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
+		Concurrency: cfg.Discovery.Concurrency, Rate: cfg.Discovery.Rate, DialTimeout: cfg.Discovery.DialTimeout,
+		Log: log}); err != nil {
+		return nil, fmt.Errorf("agent: discovery: %w", err)
+	}
 	if a.exec == nil {
 		a.exec = phase2.NewExecutor(phase2.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
-			CallTimeout: cfg.AMT.CallTimeout, CommitWait: cfg.AMT.CommitWait, CommitDeadline: cfg.AMT.CommitDeadline, Log: log})
+			CallTimeout: cfg.AMT.CallTimeout, CommitWait: cfg.AMT.CommitWait, CommitDeadline: cfg.AMT.CommitDeadline,
+			SignCSR: a.signDeviceCSR, Log: log})
 	}
 	return a, nil
 }
@@ -172,6 +183,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var bg errgroup.Group
 	bg.Go(func() error { a.heartbeatLoop(bgCtx); return nil })
 	bg.Go(func() error { a.renewLoop(bgCtx); return nil })
+	// Sweeps stop with ctx: a half-done sweep is simply redone.
+	bg.Go(func() error { a.sweepLoop(ctx); return nil })
 
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var jobs errgroup.Group
@@ -257,7 +270,15 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
 	ref := job.GetLease()
 	log := a.log.With().Str("job", ref.GetJobId()).Str("device", job.GetDeviceId()).Logger()
 	cctx, cancel := context.WithCancelCause(jobsCtx)
+	discover := job.GetKind() == pb.JobKind_JOB_KIND_DISCOVER
 	ctx, cancelT := context.WithTimeout(cctx, a.cfg.DeviceDeadline)
+	if discover {
+		// A sweep's length follows from its size and rate (a /16 at 200
+		// connections/s takes about 11 minutes) and every probe is bounded
+		// by dial_timeout: the per-device deadline does not apply.
+		cancelT()
+		ctx, cancelT = context.WithCancel(cctx)
+	}
 	rep := &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}
 	a.mu.Lock()
 	a.held[ref.GetJobId()] = &heldJob{ref: ref, cancel: cancel, rep: rep}
@@ -275,7 +296,12 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
 		}
 	}()
 
-	res := a.exec.Run(ctx, job, rep)
+	var res phase2.Result
+	if discover {
+		res = a.runDiscover(ctx, job)
+	} else {
+		res = a.exec.Run(context.WithValue(ctx, leaseKey{}, ref), job, rep)
+	}
 	req := &pb.CompleteRequest{Lease: ref, Success: res.Err == nil, ErrorStep: res.ErrorStep,
 		Permanent: res.Permanent, Facts: res.Facts, Warnings: res.Warnings}
 	if res.Err != nil {
@@ -305,6 +331,24 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
 			return
 		}
 	}
+}
+
+// leaseKey carries a running job's lease to signDeviceCSR: the executor
+// is shared by all jobs and its SignCSR hook gets only the context.
+type leaseKey struct{}
+
+// signDeviceCSR is the executor's SignCSR (key_on_device): the server
+// signs the device's CSR for the job whose lease ctx carries.
+func (a *Agent) signDeviceCSR(ctx context.Context, csr []byte) ([]byte, [][]byte, string, error) {
+	ref, _ := ctx.Value(leaseKey{}).(*pb.LeaseRef)
+	if ref == nil || a.client == nil {
+		return nil, nil, "", errors.New("agent: sign device csr: no job lease in context")
+	}
+	resp, err := a.client.SignDeviceCSR(ctx, &pb.SignDeviceCSRRequest{Lease: ref, CsrDer: csr})
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("agent: sign device csr: %w", err)
+	}
+	return resp.GetCertificateDer(), resp.GetChainDer(), resp.GetSerial(), nil
 }
 
 func (a *Agent) flush(ctx context.Context, ref *pb.LeaseRef, rep *reporter) {

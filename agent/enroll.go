@@ -111,6 +111,9 @@ func (a *Agent) saveState(key *ecdsa.PrivateKey, resp *pb.EnrollResponse) error 
 	if err := writeFile(filepath.Join(a.cfg.StateDir, certFile), certPEM); err != nil {
 		return err
 	}
+	if err := a.saveSubnets(resp.GetSubnets()); err != nil {
+		return err
+	}
 	a.log.Info().Str("agent", resp.GetAgentId()).Strs("subnets", resp.GetSubnets()).
 		Time("not_after", resp.GetNotAfter().AsTime()).Msg("certificate saved")
 	return a.loadState()
@@ -139,7 +142,7 @@ func (a *Agent) loadState() error {
 	a.mu.Lock()
 	a.cert, a.agentID = &c, c.Leaf.Subject.CommonName
 	a.mu.Unlock()
-	return nil
+	return a.loadSubnets()
 }
 
 // renewLoop renews the certificate once two thirds of its life is gone.

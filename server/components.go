@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,11 +22,14 @@ import (
 	"github.com/amtops/amtops/internal/pki/builtin"
 	"github.com/amtops/amtops/internal/pki/stepca"
 	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/admin"
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/phase1"
 	"github.com/amtops/amtops/server/store"
+	"github.com/amtops/amtops/server/sweep"
 )
 
 // buildCA opens the configured certificate authority. The built-in CA
@@ -97,9 +101,16 @@ func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueu
 	}
 	host, _ := os.Hostname()
 	s.provisioner = phase1.NewProvisioner(s.store, ca, dir, q, site, "server/"+host, s.log)
-	s.worker = phase1.NewWorker(s.rdb, phase1.WorkerConfig{Concurrency: s.cfg.Phase1.Concurrency}, s.provisioner, s.provisioner, s.log)
 	s.asynq = asynq.NewClientFromRedisClient(s.rdb)
 	s.enqueuer = phase1.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
+	s.batches = batch.New(s.store, s.enqueuer, s.log)
+	sw, err := sweep.New(s.store, s.batches, s.asynq, sweep.Config{Interval: s.cfg.Sweep.Interval}, s.log)
+	if err != nil {
+		return fmt.Errorf("server: sweep: %w", err)
+	}
+	s.sweeper = sw
+	s.worker = phase1.NewWorker(s.rdb, phase1.WorkerConfig{Concurrency: s.cfg.Phase1.Concurrency,
+		Extra: map[string]asynq.Handler{sweep.TaskType: asynq.HandlerFunc(sw.Handle)}}, s.provisioner, s.provisioner, s.log)
 	return nil
 }
 
@@ -120,10 +131,26 @@ func (s *Server) buildAgentAPI(ctx context.Context) error {
 	s.agentCA = ca
 	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
 	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, api.Options{LeaseTTL: p2.LeaseTTL,
-		DefaultWait: p2.LongPoll, MaxAttempts: p2.MaxAttempts, Log: s.log})
+		DefaultWait: p2.LongPoll, MaxAttempts: p2.MaxAttempts, RetryDelay: p2.RetryDelay, DeviceCA: s.ca, Log: s.log})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.agents.OnDead, Log: s.log})
-	s.grpc = grpc.NewServer(api.ServerOptions(s.agents, cert)...)
+	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
+		Discoverer: discoverer{st: s.store, q: s.queue, now: time.Now}})
+	opts := append(api.ServerOptions(s.agents, cert),
+		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
+	s.grpc = grpc.NewServer(opts...)
 	api.Register(s.grpc, s.agents)
+	admin.Register(s.grpc, s.admin)
+	path, created, err := admin.Bootstrap(ctx, s.store, s.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if created {
+		s.log.Warn().Str("path", path).Msg("created the first administrator token (operate role); amtopsctl reads it with --token-file")
+	}
+	// Next to the data, for agents and amtopsctl on this machine.
+	if err := os.WriteFile(filepath.Join(s.cfg.DataDir, "grpc-ca.pem"), ca.CertPEM(), 0o644); err != nil {
+		return fmt.Errorf("server: write grpc-ca.pem: %w", err)
+	}
 	sum := sha256.Sum256(ca.Certificate().Raw)
 	s.log.Info().Str("sha256", hex.EncodeToString(sum[:])).Msg("agent and admin CA; verify this fingerprint when you fetch /grpc-ca.pem")
 	return nil

@@ -29,12 +29,14 @@ import (
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/server/admin"
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/phase1"
 	"github.com/amtops/amtops/server/store"
+	"github.com/amtops/amtops/server/sweep"
 )
 
 // Server is one site-server replica. Several may run against one Redis.
@@ -60,11 +62,13 @@ type Server struct {
 	asynq       *asynq.Client
 	enqueuer    *phase1.Enqueuer
 	batches     *batch.Service
+	sweeper     *sweep.Sweeper
 
 	agentCA    *agentca.CA
 	dispatcher *dispatch.Dispatcher
 	reaper     *dispatch.Reaper
 	agents     *api.AgentService
+	admin      *admin.Service
 }
 
 // New builds a server from cfg: it connects to Redis (or starts the
@@ -103,7 +107,6 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 
-	s.batches = batch.New(s.store, s.enqueuer, s.log)
 	if err := s.buildAgentAPI(ctx); err != nil {
 		return nil, err
 	}
@@ -198,6 +201,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.worker.Run(gctx) })
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
+	g.Go(func() error { return s.sweeper.Run(gctx) })
 	g.Go(func() error { return s.reaper.Run(gctx) })
 	g.Go(func() error {
 		// Batches a crash left half-queued; a failure here is not fatal.

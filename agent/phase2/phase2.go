@@ -32,6 +32,7 @@ const (
 	StepEnableTLS       = "enable-tls"
 	StepCommit          = "commit"
 	StepVerifyTLS       = "verify-tls"
+	StepVerifySettings  = "verify-settings"
 	StepReconnect       = "reconnect"
 	StepDetectLink      = "detect-link"
 	StepRedirection     = "redirection"
@@ -50,6 +51,7 @@ const (
 // Warning texts callers may match on.
 const (
 	WarnWirelessNotUpdated = "wireless profile not updated over a wireless link"
+	WarnConfirmed8021X     = "802.1X settings changed over an 802.1X wired link, as confirmed by the administrator"
 )
 
 // Config tunes the executor. Zero values get the defaults noted.

@@ -425,7 +425,7 @@ func TestUpdate(t *testing.T) {
 		{name: "802.1X link unconfirmed fails", link: amtsim.LinkWired8021X, kind: amtopsv1.NetworkProfile_KIND_WIRED_8021X,
 			wantErr: phase2.ErrConfirm8021X, wantLink: amtopsv1.Link_LINK_WIRED_8021X},
 		{name: "802.1X link confirmed updates", link: amtsim.LinkWired8021X, kind: amtopsv1.NetworkProfile_KIND_WIRED_8021X,
-			confirm: true, wantLink: amtopsv1.Link_LINK_WIRED_8021X,
+			confirm: true, wantLink: amtopsv1.Link_LINK_WIRED_8021X, wantWarn: phase2.WarnConfirmed8021X,
 			checkWiFi: func(t *testing.T, st amtsim.DeviceState) {
 				if !st.IEEE8021.Enabled || st.IEEE8021.ClientCertHandle < 0 || st.IEEE8021.RootCertHandle < 0 {
 					t.Errorf("802.1X %+v, want enabled with our certificates", st.IEEE8021)
@@ -442,7 +442,9 @@ func TestUpdate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := sim.Addrs()[i]
 			prov := provisionJob(t, c, a, fmt.Sprintf("up%d", i))
-			mustRun(t, newExecutor(sim), prov)
+			if got := mustRun(t, newExecutor(sim), prov).Facts.GetLink(); got != tc.wantLink {
+				t.Errorf("provisioning reported link %s, want %s", got, tc.wantLink)
+			}
 			job := updateJob(prov, []*amtopsv1.NetworkProfile{netProfile(t, c, tc.kind, "up.corp.example")}, tc.confirm)
 			rec := &recorder{}
 			res := newExecutor(sim).Run(context.Background(), job, rec)
@@ -455,12 +457,6 @@ func TestUpdate(t *testing.T) {
 					t.Errorf("a refused update changed the device")
 				}
 				return
-			}
-			if res.Err != nil && strings.Contains(res.Err.Error(), "AddWiFiSettings returned 36") {
-				// Known mismatch between internal/amt and amtsim: amt sends
-				// WiFiEndpointSettingsInput in the embedded class's namespace,
-				// amtsim looks for it in the method's. Runs once fixed.
-				t.Skip("amt/amtsim AddWiFiSettings namespace mismatch: " + res.Err.Error())
 			}
 			if res.Err != nil {
 				t.Fatalf("update: step %s: %v\n%s", res.ErrorStep, res.Err, rec.all())

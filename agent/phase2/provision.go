@@ -50,6 +50,19 @@ func (r *job) provision(ctx context.Context) error {
 	if err := r.settingsStage(ctx, false); err != nil {
 		return err
 	}
+	// The link as provisioning left it (an 802.1X profile may have just
+	// been applied): the site keeps it, so a later update can check S15
+	// before it revokes anything. Not knowing it fails nothing.
+	if err := r.step(ctx, StepDetectLink, func() (string, error) {
+		link, err := r.detectLink(ctx)
+		if err != nil {
+			return "", skipped{"link not detected: " + err.Error()}
+		}
+		r.facts.Link = link
+		return link.String(), nil
+	}); err != nil {
+		return err
+	}
 	r.facts.InstalledSerial = r.serial
 	r.facts.ProvisioningState = amt.ProvisioningStatePost
 	return nil

@@ -56,12 +56,59 @@ func (r *job) settingsStage(ctx context.Context, skipWiFi bool) error {
 	if err := r.commit(ctx); err != nil {
 		return err
 	}
-	return r.step(ctx, StepVerifyTLS, func() (string, error) {
+	if err := r.step(ctx, StepVerifyTLS, func() (string, error) {
 		if !r.conn.tls {
 			return "", skipped{"not on TLS"}
 		}
 		return r.verifyTLS(ctx, nil, committed)
-	})
+	}); err != nil {
+		return err
+	}
+	return r.step(ctx, StepVerifySettings, func() (string, error) { return r.verifySettings(ctx) })
+}
+
+// verifySettings reads back, after the commit, what the steps above
+// wrote: a reset between a write and the commit silently drops it, and a
+// device must not be reported configured with settings it does not have.
+// A mismatch is transient: the next attempt writes them again.
+func (r *job) verifySettings(ctx context.Context) (string, error) {
+	s := r.j.GetSettings()
+	var lost []string
+	rs, err := r.dev.RedirectionService(ctx)
+	if err != nil {
+		return "", err
+	}
+	if rs.EnabledState != amt.RedirectionFor(s.GetIdeRedirection(), s.GetSerialOverLan()) {
+		lost = append(lost, "redirection")
+	}
+	kvm, err := r.dev.KVMEnabled(ctx)
+	if err != nil {
+		return "", err
+	}
+	if kvm != s.GetKvm() {
+		lost = append(lost, "kvm")
+	}
+	web, err := r.dev.WebUIEnabled(ctx)
+	if err != nil {
+		return "", err
+	}
+	if web != s.GetWebUi() {
+		lost = append(lost, "web-ui")
+	}
+	gs, err := r.dev.GeneralSettings(ctx)
+	if err != nil {
+		return "", err
+	}
+	if gs.PingResponseEnabled != s.GetPingResponse() {
+		lost = append(lost, "ping")
+	}
+	if r.j.GetKind() == amtopsv1.JobKind_JOB_KIND_PROVISION && (gs.HostName != r.j.GetTarget().GetHostName() || gs.DomainName != r.j.GetTarget().GetDomain()) {
+		lost = append(lost, "fqdn")
+	}
+	if len(lost) > 0 {
+		return "", transientError{fmt.Errorf("the device lost %s after the commit (a reset?)", strings.Join(lost, ", "))}
+	}
+	return "redirection, kvm, web ui, ping and fqdn as configured", nil
 }
 
 func onOff(b bool) string {
@@ -308,7 +355,7 @@ func (r *job) networks(ctx context.Context, skipWiFi bool) (string, error) {
 			done = append(done, "wired 802.1X "+p.GetName())
 		case amtopsv1.NetworkProfile_KIND_WIRELESS:
 			if skipWiFi {
-				r.warn(ctx, StepNetworkProfiles, WarnWirelessNotUpdated)
+				// update has warned already (S15).
 				done = append(done, "wireless "+p.GetName()+" not updated")
 				continue
 			}
@@ -466,20 +513,28 @@ func (r *job) update(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if link == amtopsv1.Link_LINK_WIRED_8021X && !r.j.GetUpdate().GetConfirm_8021X() {
+	if link == amtopsv1.Link_LINK_WIRELESS {
+		// S15: the wireless profile the device is managed over is never
+		// touched by an update; the device records that it was not.
+		r.warn(ctx, StepDetectLink, WarnWirelessNotUpdated)
+	}
+	if link == amtopsv1.Link_LINK_WIRED_8021X {
 		for _, p := range r.j.GetNetworks() {
 			if p.GetKind() != amtopsv1.NetworkProfile_KIND_WIRED_8021X {
 				continue
 			}
 			if err := r.step(ctx, StepNetworkProfiles, func() (string, error) {
 				change, err := r.dot1xWouldChange(ctx, p)
-				if err != nil {
+				switch {
+				case err != nil:
 					return "", err
-				}
-				if change {
+				case !change:
+					return "802.1X settings unchanged", nil
+				case !r.j.GetUpdate().GetConfirm_8021X():
 					return "", ErrConfirm8021X
 				}
-				return "802.1X settings unchanged", nil
+				r.warn(ctx, StepNetworkProfiles, WarnConfirmed8021X)
+				return "802.1X settings change confirmed", nil
 			}); err != nil {
 				return err
 			}

@@ -107,8 +107,9 @@ func (c *Client) SetRedirection(ctx context.Context, ider, sol bool) error {
 
 // CIM RequestStateChange values for KVM and the web UI.
 const (
-	StateEnabled  = 2
-	StateDisabled = 3
+	StateEnabled        = 2
+	StateDisabled       = 3
+	stateEnabledOffline = 6
 )
 
 func enabledState(on bool) int {
@@ -156,4 +157,25 @@ func parsePowerSchemes(items []*wsman.Node) []PowerScheme {
 func (c *Client) SetPowerScheme(ctx context.Context, instanceID string) error {
 	_, err := c.invoke(ctx, "set power scheme", URISystemPowerScheme, "SetPowerScheme", sel("InstanceID", instanceID))
 	return err
+}
+
+// KVMEnabled reads whether KVM redirection is on (CIM_KVMRedirectionSAP).
+func (c *Client) KVMEnabled(ctx context.Context) (bool, error) {
+	return c.enabled(ctx, "get kvm", URIKVMRedirectionSAP, "CIM_KVMRedirectionSAP")
+}
+
+// WebUIEnabled reads whether the built-in web interface is on.
+func (c *Client) WebUIEnabled(ctx context.Context) (bool, error) {
+	return c.enabled(ctx, "get web ui service", URIWebUIService, "AMT_WebUIService")
+}
+
+func (c *Client) enabled(ctx context.Context, op, uri, class string) (bool, error) {
+	n, err := c.get(ctx, op, uri)
+	if err != nil {
+		return false, err
+	}
+	f := read(n, class)
+	// KVM reports 6, "enabled but offline", while no session is open.
+	st := f.int("EnabledState")
+	return st == StateEnabled || st == stateEnabledOffline, f.err
 }

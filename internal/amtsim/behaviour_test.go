@@ -542,3 +542,55 @@ func TestStateHandlerHasNoPasswords(t *testing.T) {
 	}
 	res2.Body.Close()
 }
+
+// TestAddWiFiSettingsNamespaces: AddWiFiSettings takes its embedded
+// instances as Intel's client sends them, the parameter element in the
+// method's namespace and the properties in the embedded class's; other
+// shapes are invalid parameters (36), as the firmware treats them.
+func TestAddWiFiSettingsNamespaces(t *testing.T) {
+	s := startSim(t, Config{Devices: 1})
+	c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
+	wps := amtPrefix + "AMT_WiFiPortConfigurationService"
+	wes := cimPrefix + "CIM_WiFiEndpointSettings"
+	ieee := cimPrefix + "CIM_IEEE8021xSettings"
+	pkm := amtPrefix + "AMT_PublicKeyManagementService"
+	root := newTestCA(t, "radius root", 2048)
+	if rv := c.rv(pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>`+b64(root.der)+`</h:CertificateBlob>`); rv != "0" {
+		t.Fatalf("AddTrustedRootCertificate: %s", rv)
+	}
+	rootRef := eprXML("ClientCredential", amtPrefix+"AMT_PublicKeyCertificate", "InstanceID", certInstanceID(0))
+	props := func(p, name string, prio, auth int) string {
+		s := fmt.Sprintf(`<%[1]s:ElementName>%[2]s</%[1]s:ElementName><%[1]s:InstanceID>Intel(r) AMT:WiFi Endpoint Settings %[2]s</%[1]s:InstanceID>`+
+			`<%[1]s:AuthenticationMethod>%[3]d</%[1]s:AuthenticationMethod><%[1]s:EncryptionMethod>4</%[1]s:EncryptionMethod>`+
+			`<%[1]s:SSID>%[2]s-net</%[1]s:SSID><%[1]s:Priority>%[4]d</%[1]s:Priority>`, p, name, auth, prio)
+		if auth == 6 {
+			s += `<` + p + `:PSKPassPhrase>Secret123!</` + p + `:PSKPassPhrase>`
+		}
+		return s
+	}
+	endpoint := eprXML("WiFiEndpoint", cimPrefix+"CIM_WiFiEndpoint", "Name", "WiFi Endpoint 0")
+	eap := func(outer, inner string) string {
+		return `<` + outer + `:IEEE8021xSettingsInput xmlns:q="` + ieee + `"><` + inner + `:ElementName>x</` + inner + `:ElementName><` +
+			inner + `:AuthenticationProtocol>0</` + inner + `:AuthenticationProtocol></` + outer + `:IEEE8021xSettingsInput>` + rootRef
+	}
+	tests := []struct {
+		name, params, want string
+	}{
+		{"psk as Intel sends it", endpoint + `<h:WiFiEndpointSettingsInput xmlns:q="` + wes + `">` + props("q", "a", 1, 6) + `</h:WiFiEndpointSettingsInput>`, "0"},
+		{"parameter in the class namespace", endpoint + `<q:WiFiEndpointSettingsInput xmlns:q="` + wes + `">` + props("q", "b", 2, 6) + `</q:WiFiEndpointSettingsInput>`, "36"},
+		{"properties in the method namespace", endpoint + `<h:WiFiEndpointSettingsInput>` + props("h", "c", 3, 6) + `</h:WiFiEndpointSettingsInput>`, "36"},
+		{"802.1X as Intel sends it", endpoint + `<h:WiFiEndpointSettingsInput xmlns:q="` + wes + `">` + props("q", "d", 4, 7) + `</h:WiFiEndpointSettingsInput>` + eap("h", "q"), "0"},
+		{"802.1X settings in the method namespace", endpoint + `<h:WiFiEndpointSettingsInput xmlns:q="` + wes + `">` + props("q", "e", 5, 7) + `</h:WiFiEndpointSettingsInput>` + eap("h", "h"), "36"},
+		{"802.1X parameter in the class namespace", endpoint + `<h:WiFiEndpointSettingsInput xmlns:q="` + wes + `">` + props("q", "f", 6, 7) + `</h:WiFiEndpointSettingsInput>` + eap("q", "q"), "36"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := c.rv(wps, "AddWiFiSettings", tc.params); got != tc.want {
+				t.Errorf("ReturnValue %s, want %s", got, tc.want)
+			}
+		})
+	}
+	if ds, _ := s.Device(s.Addrs()[0]); len(ds.WiFi) != 2 {
+		t.Errorf("%d Wi-Fi profiles, want the 2 accepted", len(ds.WiFi))
+	}
+}

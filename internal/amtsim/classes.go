@@ -44,6 +44,7 @@ func (s *Sim) registerClasses() {
 	s.addClass(s.ieee8021x())
 	s.addClass(s.wifiPort())
 	s.addClass(s.wifiSettings())
+	s.addClass(s.ethernetPorts())
 }
 
 // --- AMT_GeneralSettings ---

@@ -384,11 +384,14 @@ func (s *Sim) wifiPort() *class {
 	// link (S15: the product must not update it there).
 	c.methods = map[string]method{"AddWiFiSettings": {write: true, fn: func(c *call) ([]prop, int, *fault) {
 		st := c.d.st
+		// The parameter is in the method's namespace, the embedded
+		// instance's properties in CIM_WiFiEndpointSettings' (as Intel's
+		// client sends them); anything else is an invalid parameter.
 		in := c.param("WiFiEndpointSettingsInput")
 		if in == nil {
 			return nil, rvInvalidParameter, nil
 		}
-		get := func(n string) string { return in.childLocal(n).trimmed() }
+		get := func(n string) string { return in.child(cimPrefix+"CIM_WiFiEndpointSettings", n).trimmed() }
 		p := wifiProfile{elementName: get("ElementName"), ssid: get("SSID"), clientCert: -1, caCert: -1}
 		p.instanceID = "Intel(r) AMT:WiFi Endpoint Settings " + p.elementName
 		var err1, err2, err3 error
@@ -407,7 +410,12 @@ func (s *Sim) wifiPort() *class {
 			p.pskSet = true
 		case 5, 7:
 			cc := c.param("ClientCredential")
-			if cc == nil || c.param("IEEE8021xSettingsInput") == nil {
+			eap := c.param("IEEE8021xSettingsInput")
+			if cc == nil || eap == nil {
+				return nil, rvInvalidParameter, nil
+			}
+			// EAP-TLS (0) is what a client certificate is for.
+			if proto := eap.child(cimPrefix+"CIM_IEEE8021xSettings", "AuthenticationProtocol"); proto == nil || proto.trimmed() != "0" {
 				return nil, rvInvalidParameter, nil
 			}
 			_, id, _ := eprSelector(cc, "InstanceID")

@@ -43,6 +43,8 @@
 //     to the factory state 0 with the original provisioning password.
 //   - S15: on an 8021x-wired link, turning 802.1X off drops the link; on a
 //     wireless link, any Wi-Fi profile change drops it (DeviceState.LinkDown).
+//     AMT_EthernetPortSettings shows the link: instance 0 (wired) or 1
+//     (wireless, PhysicalConnectionType 3) has LinkIsUp, per Override.Link.
 //   - Faults (Config.Faults, see ParseFaultSpec) are drawn per authenticated
 //     request from (Seed, device, request number): deterministic at a seed.
 //

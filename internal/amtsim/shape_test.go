@@ -84,6 +84,7 @@ func TestFixtureShapes(t *testing.T) {
 	dot1x := ipsPrefix + "IPS_IEEE8021xSettings"
 	wps := amtPrefix + "AMT_WiFiPortConfigurationService"
 	wes := cimPrefix + "CIM_WiFiEndpointSettings"
+	eth := amtPrefix + "AMT_EthernetPortSettings"
 
 	ca := newTestCA(t, "root", 2048)
 	var keyID, leafID, ta0 string
@@ -208,6 +209,12 @@ func TestFixtureShapes(t *testing.T) {
 		{"wifiport/add", "amt/wifiportconfiguration/addwifisettings.xml", false, func(t *testing.T) []byte {
 			return c.invoke(wps, "AddWiFiSettings", nil, `<h:WiFiEndpoint/><h:WiFiEndpointSettingsInput xmlns:q="`+wes+`"><q:ElementName>office</q:ElementName><q:InstanceID>office</q:InstanceID><q:AuthenticationMethod>6</q:AuthenticationMethod><q:EncryptionMethod>4</q:EncryptionMethod><q:SSID>office-wlan</q:SSID><q:Priority>1</q:Priority><q:PSKPassPhrase>Secret123!</q:PSKPassPhrase></h:WiFiEndpointSettingsInput>`)
 		}},
+		{"ethernet/pull", "amt/ethernetport/pull.xml", false, func(t *testing.T) []byte { return c.pull(eth) }},
+		// get.xml comes from other firmware (it adds SecondaryDNS): run only.
+		{"ethernet/get", "", false, func(t *testing.T) []byte {
+			return c.get(eth, map[string]string{"InstanceID": "Intel(r) AMT Ethernet Port Settings 0"})
+		}},
+		{"ethernet/enumerate", "amt/ethernetport/enumerate.xml", false, func(t *testing.T) []byte { return c.enumerate(eth) }},
 		{"wifi/pull", "cim/wifi/endpointsettings/pull.xml", false, func(t *testing.T) []byte { return c.pull(wes) }},
 		{"wifi/enumerate", "cim/wifi/endpointsettings/enumerate.xml", false, func(t *testing.T) []byte { return c.enumerate(wes) }},
 		{"wifi/delete", "cim/wifi/endpointsettings/delete.xml", false, func(t *testing.T) []byte {

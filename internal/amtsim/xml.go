@@ -99,20 +99,6 @@ func (e *elem) child(space, local string) *elem {
 	return nil
 }
 
-// childLocal ignores the namespace; used for embedded instances whose
-// namespace varies between clients.
-func (e *elem) childLocal(local string) *elem {
-	if e == nil {
-		return nil
-	}
-	for _, k := range e.kids {
-		if k.local == local {
-			return k
-		}
-	}
-	return nil
-}
-
 func (e *elem) all(space, local string) []*elem {
 	if e == nil {
 		return nil

@@ -66,6 +66,9 @@ type Phase2 struct {
 	LongPoll    time.Duration `yaml:"long_poll"`
 	JobDeadline time.Duration `yaml:"job_deadline"`
 	ReapEvery   time.Duration `yaml:"reap_every"`
+	// RetryDelay is how long a job that failed on the device waits
+	// before an agent gets it again.
+	RetryDelay time.Duration `yaml:"retry_delay"`
 }
 
 // AMT is what the controllers get: the provisioning account the agents
@@ -177,7 +180,7 @@ func DefaultServer() Server {
 		HTTP:    HTTP{Listen: "127.0.0.1:7080"},
 		Phase1:  Phase1{Concurrency: 16, MaxRetry: 8, Timeout: 2 * time.Minute},
 		Phase2: Phase2{LeaseTTL: 2 * time.Minute, MaxAttempts: 5, LongPoll: 25 * time.Second,
-			JobDeadline: 10 * time.Minute, ReapEvery: 5 * time.Second},
+			JobDeadline: 10 * time.Minute, ReapEvery: 5 * time.Second, RetryDelay: 30 * time.Second},
 		AMT: AMT{ProvisioningUser: "admin",
 			Settings: AMTSettings{IDERedirection: true, SerialOverLAN: true, KVM: true, PingResponse: true,
 				WebUI: false, PowerScheme: "ON in S0"},
@@ -222,6 +225,7 @@ func (c Server) Validate() error {
 	k.positive("phase2.long_poll", c.Phase2.LongPoll)
 	k.positive("phase2.job_deadline", c.Phase2.JobDeadline)
 	k.positive("phase2.reap_every", c.Phase2.ReapEvery)
+	k.positive("phase2.retry_delay", c.Phase2.RetryDelay)
 	if c.Phase2.LeaseTTL > 0 && c.Phase2.LeaseTTL < 10*time.Second {
 		k.fail("phase2.lease_ttl", c.Phase2.LeaseTTL, "must be at least 10s: agents heartbeat at a third of it")
 	}

@@ -49,6 +49,9 @@ type Config struct {
 	Logger zerolog.Logger
 	// DialContext overrides how connections are made (tests, proxies).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ReadRetries is how often a Get or Enumerate that failed transiently
+	// (Retryable) is tried again; default 2, negative for none.
+	ReadRetries int
 }
 
 // TLSConfig says how the device's certificate is verified: either against
@@ -66,13 +69,14 @@ type TLSConfig struct {
 // per client), so use one Client per device and share it between goroutines
 // freely; use separate Clients for separate devices.
 type Client struct {
-	url      string
-	user     string
-	password string
-	timeout  time.Duration
-	maxBody  int64
-	log      zerolog.Logger
-	http     *http.Client
+	url         string
+	user        string
+	password    string
+	timeout     time.Duration
+	maxBody     int64
+	readRetries int
+	log         zerolog.Logger
+	http        *http.Client
 
 	sem chan struct{} // one request in flight; guards the fields below
 	// msgID is the last MessageID sent; deterministic so golden tests can
@@ -110,6 +114,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
+	switch {
+	case cfg.ReadRetries == 0:
+		cfg.ReadRetries = 2
+	case cfg.ReadRetries < 0:
+		cfg.ReadRetries = 0
+	}
 	dial := cfg.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -124,12 +134,13 @@ func New(cfg Config) (*Client, error) {
 		DisableCompression:  true,
 	}
 	return &Client{
-		url:      scheme + "://" + host + "/wsman",
-		user:     cfg.Username,
-		password: cfg.Password,
-		timeout:  cfg.Timeout,
-		maxBody:  cfg.MaxResponseBytes,
-		log:      cfg.Logger,
+		url:         scheme + "://" + host + "/wsman",
+		user:        cfg.Username,
+		password:    cfg.Password,
+		timeout:     cfg.Timeout,
+		maxBody:     cfg.MaxResponseBytes,
+		readRetries: cfg.ReadRetries,
+		log:         cfg.Logger,
 		http: &http.Client{
 			Transport: tr,
 			// AMT never redirects; following one would leak the digest exchange.
@@ -309,7 +320,12 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 }
 
 // Get reads one instance and returns its element (the first child of Body).
+// A transient failure is retried (see Config.ReadRetries).
 func (c *Client) Get(ctx context.Context, resourceURI string, selectors ...Selector) (*Node, error) {
+	return retryRead(ctx, c, func() (*Node, error) { return c.get(ctx, resourceURI, selectors...) })
+}
+
+func (c *Client) get(ctx context.Context, resourceURI string, selectors ...Selector) (*Node, error) {
 	env, err := c.call(ctx, Request{Action: ActionGet, ResourceURI: resourceURI, Selectors: selectors})
 	if err != nil {
 		return nil, fmt.Errorf("wsman: get %s: %w", resourceURI, err)
@@ -363,8 +379,35 @@ func (c *Client) Delete(ctx context.Context, resourceURI string, selectors ...Se
 const maxPulls = 1000
 
 // Enumerate runs Enumerate and then Pull until EndOfSequence, following the
-// EnumerationContext each Pull returns, and yields the item elements.
+// EnumerationContext each Pull returns, and yields the item elements. A
+// transient failure reruns the whole enumeration: a half-pulled context
+// cannot be trusted.
 func (c *Client) Enumerate(ctx context.Context, resourceURI string, selectors ...Selector) ([]*Node, error) {
+	return retryRead(ctx, c, func() ([]*Node, error) { return c.enumerate(ctx, resourceURI, selectors...) })
+}
+
+// retryRead reruns a read that failed transiently, with a short backoff.
+// Only reads: a write that may have reached the device is left to the
+// step above, which knows whether repeating it is safe.
+func retryRead[T any](ctx context.Context, c *Client, read func() (T, error)) (T, error) {
+	for n := 0; ; n++ {
+		v, err := read()
+		if err == nil || n >= c.readRetries || !Retryable(err) || ctx.Err() != nil {
+			return v, err
+		}
+		c.log.Debug().Err(err).Int("retry", n+1).Msg("wsman read failed, retrying")
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(retryBackoff << n):
+		}
+	}
+}
+
+// retryBackoff is the first wait before a read is retried; it doubles.
+const retryBackoff = 250 * time.Millisecond
+
+func (c *Client) enumerate(ctx context.Context, resourceURI string, selectors ...Selector) ([]*Node, error) {
 	env, err := c.call(ctx, Request{Action: ActionEnumerate, ResourceURI: resourceURI, Selectors: selectors, Body: enumerateBody()})
 	if err != nil {
 		return nil, fmt.Errorf("wsman: enumerate %s: %w", resourceURI, err)

@@ -453,3 +453,49 @@ func TestConfig(t *testing.T) {
 		})
 	}
 }
+
+// A read that fails transiently is tried again; a write is not, since it
+// may have reached the device.
+func TestTransientReadsAreRetried(t *testing.T) {
+	ok := readFixture(t, "amt/general/get.xml")
+	tests := []struct {
+		name     string
+		failures int
+		call     func(c *wsman.Client) error
+		calls    int
+		wantErr  bool
+	}{
+		{"get after one 500", 1, func(c *wsman.Client) error { _, err := c.Get(context.Background(), gsURI); return err }, 2, false},
+		{"get gives up after two retries", 5, func(c *wsman.Client) error { _, err := c.Get(context.Background(), gsURI); return err }, 3, true},
+		{"put is not retried", 1, func(c *wsman.Client) error {
+			_, err := c.Put(context.Background(), wsman.Instance{ResourceURI: gsURI, Class: "AMT_GeneralSettings"})
+			return err
+		}, 1, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			calls := 0
+			srv := newAMTServer("admin", "pw", func(w http.ResponseWriter, _ []byte) {
+				mu.Lock()
+				calls++
+				n := calls
+				mu.Unlock()
+				if n <= tc.failures {
+					reply(w, http.StatusInternalServerError, []byte("busy"))
+					return
+				}
+				reply(w, http.StatusOK, ok)
+			})
+			hs := httptest.NewServer(srv)
+			t.Cleanup(hs.Close)
+			err := tc.call(newClient(t, hs, "admin", "pw"))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if calls != tc.calls {
+				t.Fatalf("%d calls reached the device, want %d", calls, tc.calls)
+			}
+		})
+	}
+}

@@ -61,7 +61,7 @@ type Field struct {
 	Name     string
 	Value    string
 	Ref      *EPR      // an endpoint reference (association or method EPR parameter)
-	Embedded *Instance // an embedded instance, written in its own namespace
+	Embedded *Instance // an embedded instance: the element in the parent's namespace, its properties in the instance's
 }
 
 // Instance is a CIM instance as sent in Put/Create bodies: the class element
@@ -263,8 +263,16 @@ func writeFields(b *bytes.Buffer, prefix string, fields []Field, depth int) {
 	for _, f := range fields {
 		switch {
 		case f.Embedded != nil:
+			// The parameter element is the method's; only the embedded
+			// instance's properties are in its class's namespace, as AMT
+			// and Intel's own client have it:
+			// <h:WiFiEndpointSettingsInput xmlns:q="…CIM_WiFiEndpointSettings"><q:SSID>…
 			p := nestedPrefixes[(depth+1)%len(nestedPrefixes)]
-			writeElement(b, p, f.Embedded.ResourceURI, f.Name, f.Embedded.Fields, depth+1)
+			b.WriteString(`<` + prefix + `:` + f.Name + ` xmlns:` + p + `="`)
+			escape(b, f.Embedded.ResourceURI)
+			b.WriteString(`">`)
+			writeFields(b, p, f.Embedded.Fields, depth+1)
+			b.WriteString(`</` + prefix + `:` + f.Name + `>`)
 		case f.Ref != nil:
 			b.WriteString(`<` + prefix + `:` + f.Name + `>`)
 			writeEPRInner(b, f.Ref)

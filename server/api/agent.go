@@ -47,6 +47,7 @@ type Store interface {
 	GetBatch(ctx context.Context, id string) (domain.Batch, error)
 	FinishJob(ctx context.Context, batchID, jobID string, state domain.JobState, errStep, errMsg string) (bool, error)
 	CertificatesByDevice(ctx context.Context, deviceID string) ([]domain.CertificateRecord, error)
+	PutCertificate(ctx context.Context, rec domain.CertificateRecord) error
 	UpdateCertificateStatus(ctx context.Context, serial string, st domain.CertStatus, reason domain.RevocationReason, at time.Time) (domain.CertificateRecord, error)
 	GetSecret(ctx context.Context, name string) ([]byte, error)
 	PutSecret(ctx context.Context, name string, plaintext []byte) error
@@ -79,6 +80,10 @@ type Options struct {
 	// RetryDelay is how long a failed, retryable job waits before the
 	// reaper gives it out again; default 30s.
 	RetryDelay time.Duration
+	// DeviceCA signs the CSRs devices make for their own keys
+	// (amt.key_on_device, SignDeviceCSR); the CA phase 1 uses. Without
+	// it SignDeviceCSR fails with FailedPrecondition.
+	DeviceCA DeviceCA
 	// Clock; default time.Now.
 	Clock func() time.Time
 	Log   zerolog.Logger
@@ -389,11 +394,6 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 		}
 	}
 	return &pb.ReportProgressResponse{}, nil
-}
-
-// SignDeviceCSR is not served yet: phase 1 always generates the key.
-func (s *AgentService) SignDeviceCSR(ctx context.Context, req *pb.SignDeviceCSRRequest) (*pb.SignDeviceCSRResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "api: key_on_device is not supported yet")
 }
 
 func outcomeFromProto(o pb.Outcome) domain.Outcome {

@@ -9,8 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/phase1"
 	"github.com/amtops/amtops/server/store"
 )
@@ -57,6 +60,9 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 		}
 		return nil, toStatus(err)
 	}
+	if discover.IsJobID(jobID) {
+		return s.completeDiscover(ctx, log, p, jobID, token, req)
+	}
 	job, err := s.st.GetJob(ctx, batch, jobID)
 	if err != nil {
 		return nil, toStatus(err)
@@ -101,6 +107,39 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 		return nil, toStatus(err)
 	}
 	log.Info().Str("device", job.DeviceID).Str("step", req.GetErrorStep()).Msg("phase 2 failed")
+	return &pb.CompleteResponse{}, nil
+}
+
+// completeDiscover ends an on-demand sweep (server/discover). It belongs
+// to no batch and the agent already reported its findings through
+// ReportDiscovery, so only the lease is settled: a retryable failure
+// comes back after RetryDelay like any job, anything else is done.
+func (s *AgentService) completeDiscover(ctx context.Context, log zerolog.Logger, p netip.Prefix, jobID, token string, req *pb.CompleteRequest) (*pb.CompleteResponse, error) {
+	if !req.GetSuccess() && !req.GetPermanent() {
+		qj, err := s.q.Job(ctx, p, jobID)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if qj.Attempts < s.opts.MaxAttempts {
+			if _, err := s.q.Extend(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
+				return nil, toStatus(err)
+			}
+			log.Info().Str("subnet", p.String()).Int("attempt", qj.Attempts).Str("step", req.GetErrorStep()).
+				Str("error", req.GetError()).Msg("discovery failed, will retry")
+			return &pb.CompleteResponse{}, nil
+		}
+	}
+	if err := s.q.Complete(ctx, p, jobID, token); err != nil {
+		if errors.Is(err, store.ErrAlreadyCompleted) {
+			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
+		}
+		return nil, toStatus(err)
+	}
+	if req.GetSuccess() {
+		log.Info().Str("subnet", p.String()).Msg("discovery job completed")
+	} else {
+		log.Warn().Str("subnet", p.String()).Str("step", req.GetErrorStep()).Str("error", req.GetError()).Msg("discovery job failed")
+	}
 	return &pb.CompleteResponse{}, nil
 }
 
@@ -155,6 +194,11 @@ func (s *AgentService) succeed(ctx context.Context, a domain.Agent, job domain.J
 	}
 	for _, purpose := range []domain.CertPurpose{domain.PurposeServerAuth, domain.Purpose8021X, domain.PurposeWireless} {
 		if err := s.st.DeleteSecret(ctx, phase1.KeySecret(job.ID, purpose)); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{phase1.SignOnDeviceSecret(job.ID), signedSecret(job.ID)} {
+		if err := s.st.DeleteSecret(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -219,6 +263,11 @@ func linkFromProto(l pb.Link) domain.Link {
 func (s *AgentService) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []string) error {
 	var errs []error
 	for _, id := range jobIDs {
+		if discover.IsJobID(id) {
+			// A sweep has no batch to fail; the next request starts anew.
+			s.opts.Log.Warn().Str("job", id).Str("subnet", subnet.String()).Msg("discovery job dead-lettered")
+			continue
+		}
 		batch, _, ok := cutJobID(id)
 		if !ok {
 			continue

@@ -92,8 +92,9 @@ func (s *AgentService) recordDiscovered(ctx context.Context, a domain.Agent, sub
 		d.Status = discoveredStatus(d.Status, dd)
 		d.IP, d.Subnet = ip, subnet
 		applyFacts(d, dd.GetFacts())
-		if d.AMTVersion == "" && dd.GetProductVersion() != "" {
-			d.AMTVersion = dd.GetProductVersion()
+		// Identify says "AMT 11.8"; the device record holds bare versions.
+		if v := strings.TrimSpace(strings.TrimPrefix(dd.GetProductVersion(), "AMT")); d.AMTVersion == "" && v != "" {
+			d.AMTVersion = v
 		}
 		if d.HostName == "" && dd.GetHostName() != "" && domain.ValidateHostName(dd.GetHostName()) == nil {
 			d.HostName, d.Domain = dd.GetHostName(), dd.GetDomain()

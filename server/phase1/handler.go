@@ -82,8 +82,34 @@ const (
 	StepAddToGroups      = "add-to-groups"      // S6
 	StepRevokeAll        = "revoke-all"         // S17
 	StepDeleteAccount    = "delete-account"     // S17
+	StepTrust            = "trust-material"     // update and removal: how the agent verifies TLS
+	StepMarkDevice       = "mark-device"        // S18, S19
+	StepCheckLink        = "check-link"         // S15
 	StepQueuePhase2      = "queue-phase2"
 )
+
+// Batch options phase 1 acts on (domain.Batch.Options, copied into
+// Task.Options); each is "true" or "false".
+const (
+	// OptionSuppressAuto, on a removal, keeps sweeps away from the device
+	// afterwards (S18) until an administrator clears the flag.
+	OptionSuppressAuto = "suppress_auto"
+	// OptionRename, on remove-all, is the first half of a rename or domain
+	// move (S19): the device is marked rename-pending (and suppressed), and
+	// nothing provisions it until the rename is completed.
+	OptionRename = "rename"
+	// OptionConfirm8021X, on an update, is the administrator's confirmation
+	// that settings may change over an 802.1X wired link (S15).
+	OptionConfirm8021X = "confirm_8021x"
+)
+
+func (t Task) option(name string) bool { return t.Options[name] == "true" }
+
+// ErrConfirm8021X refuses an update of a device known to be managed over
+// an 802.1X wired link whose 802.1X settings the update would change (a
+// new client certificate always does), before anything is revoked (S15).
+var ErrConfirm8021X = errors.New("the device is managed over an 802.1X wired link and the update replaces its 802.1X " +
+	"client certificate; incompatible settings can drop the link while no OS runs: start the update with confirm_8021x to proceed")
 
 // Provisioner does the phase-1 work of every job kind. Each step is
 // idempotent, keyed by the job: a re-run after a crash reuses what the
@@ -116,6 +142,10 @@ func KeySecret(jobID string, p domain.CertPurpose) string {
 func certSecret(jobID string, p domain.CertPurpose) string {
 	return "job/" + jobID + "/cert/" + string(p)
 }
+
+// SignOnDeviceSecret marks a job whose server certificate the device's own
+// key gets in phase 2 (key_on_device); it holds the FQDN phase 1 prepared.
+func SignOnDeviceSecret(jobID string) string { return "job/" + jobID + "/sign-on-device" }
 
 // PendingPasswordSecret names the new admin password phase 1 made; the
 // server promotes it to AdminPasswordSecret when phase 2 succeeds.
@@ -159,11 +189,15 @@ func (p *Provisioner) Handle(ctx context.Context, t Task) error {
 			{StepIssueClientCerts, r.issueClientCerts}, {StepPublishAccount, r.publish},
 			{StepRegisterSPNs, r.registerSPNs}, {StepAddToGroups, r.addToGroups}}
 	case domain.KindUpdate:
-		// S14: the server certificate stays; client certificates are renewed.
-		steps = []step{{StepIssueClientCerts, r.issueClientCerts}, {StepPublishAccount, r.publish},
-			{StepRegisterSPNs, r.registerSPNs}, {StepAddToGroups, r.addToGroups}}
+		// S14: the server certificate stays; client certificates are
+		// renewed, but only once S15's check has passed.
+		steps = []step{{StepCheckLink, r.checkLink}, {StepTrust, r.trust}, {StepIssueClientCerts, r.issueClientCerts},
+			{StepPublishAccount, r.publish}, {StepRegisterSPNs, r.registerSPNs}, {StepAddToGroups, r.addToGroups}}
 	case domain.KindRemoveConfig, domain.KindRemoveAll:
-		steps = []step{{StepRevokeAll, r.revokeAll}, {StepDeleteAccount, r.deleteAccount}}
+		// The marks first, so no sweep picks the device up meanwhile; the
+		// trust material before revoke-all, which revokes what it names.
+		steps = []step{{StepMarkDevice, r.markDevice}, {StepTrust, r.trust}, {StepRevokeAll, r.revokeAll},
+			{StepDeleteAccount, r.deleteAccount}}
 	}
 	steps = append(steps, step{StepQueuePhase2, r.queuePhase2})
 	for _, s := range steps {
@@ -202,7 +236,8 @@ func (p *Provisioner) event(ctx context.Context, t Task, stepName string, o doma
 func (p *Provisioner) FailJob(ctx context.Context, t Task, err error) error {
 	stepName := ""
 	for _, s := range []string{StepRevokeSuperseded, StepIssueServerCert, StepIssueClientCerts, StepPublishAccount,
-		StepRegisterSPNs, StepAddToGroups, StepRevokeAll, StepDeleteAccount, StepQueuePhase2} {
+		StepRegisterSPNs, StepAddToGroups, StepRevokeAll, StepDeleteAccount, StepTrust, StepMarkDevice, StepCheckLink,
+		StepQueuePhase2} {
 		if strings.Contains(err.Error(), ": "+s+": ") {
 			stepName = s
 			break
@@ -227,8 +262,10 @@ type run struct {
 	t   Task
 	dev domain.Device
 	job *pb.Phase2Job
-	// accountDN is the AMT account the publish step found or made.
+	// accountDN is the AMT account the publish step found or made, and
+	// spns the SPNs it carried when publish read it back.
 	accountDN string
+	spns      []string
 }
 
 type step struct {
@@ -358,7 +395,18 @@ func (r *run) issueServerCert(ctx context.Context) (string, error) {
 	r.job.Tls = &pb.TLSMaterial{MutualAuth: r.p.site.MutualTLS, KeyOnDevice: r.p.site.KeyOnDevice}
 	if r.p.site.KeyOnDevice {
 		// The device makes its key and CSR in phase 2; the agent asks the
-		// server to sign it then (SignDeviceCSR).
+		// server to sign it then (SignDeviceCSR), which only signs for a
+		// job marked here, and for the name marked. The chain goes in now
+		// so that the job carries its trust anchor like any other.
+		if err := r.p.store.PutSecret(ctx, SignOnDeviceSecret(r.t.JobID), []byte(r.dev.FQDN())); err != nil {
+			return "", err
+		}
+		switch c := r.p.ca.(type) {
+		case interface{ Chain() [][]byte }:
+			r.job.Tls.ChainDer = c.Chain()
+		case interface{ Root() []byte }:
+			r.job.Tls.ChainDer = [][]byte{c.Root()}
+		}
 		return "skipped: key on device, signed during phase 2", nil
 	}
 	c, key, err := r.issue(ctx, domain.PurposeServerAuth, pki.ProfileServerAuth)
@@ -385,11 +433,24 @@ func (r *run) issueClientCerts(ctx context.Context) (string, error) {
 	if nets.Wired8021X {
 		wants = append(wants, want{domain.Purpose8021X, pb.NetworkProfile_KIND_WIRED_8021X, config.WiFiSpec{Name: "wired"}})
 	}
-	for _, w := range nets.Wireless {
-		wants = append(wants, want{domain.PurposeWireless, pb.NetworkProfile_KIND_WIRELESS, w})
+	// S15: over a wireless link the agent leaves the wireless profiles
+	// alone, so their client certificate stays: revoking it would cut the
+	// link the device is managed over.
+	keepWireless := r.t.Kind == domain.KindUpdate && r.dev.Link == domain.LinkWireless
+	if !keepWireless {
+		for _, w := range nets.Wireless {
+			wants = append(wants, want{domain.PurposeWireless, pb.NetworkProfile_KIND_WIRELESS, w})
+		}
+	}
+	kept := ""
+	if keepWireless && len(nets.Wireless) > 0 {
+		kept = "; wireless certificate kept (managed over wireless)"
+	}
+	if len(wants) == 0 {
+		return "skipped: no client certificate to renew" + kept, nil
 	}
 	if _, err := r.revoke(ctx, domain.ReasonSuperseded, func(c domain.CertificateRecord) bool {
-		return (c.Purpose == domain.Purpose8021X || c.Purpose == domain.PurposeWireless) && c.JobID != r.t.JobID
+		return (c.Purpose == domain.Purpose8021X || c.Purpose == domain.PurposeWireless && !keepWireless) && c.JobID != r.t.JobID
 	}); err != nil {
 		return "", err
 	}
@@ -409,7 +470,7 @@ func (r *run) issueClientCerts(ctx context.Context) (string, error) {
 			Priority: int32(w.spec.Priority), ClientCertificateDer: c.Leaf, ClientKeyDer: keys[w.purpose],
 			RadiusRootDer: c.Chain[len(c.Chain)-1:], ClientSerial: c.Serial})
 	}
-	return fmt.Sprintf("%d client certificate(s) for %d network profile(s)", len(byPurpose), len(wants)), nil
+	return fmt.Sprintf("%d client certificate(s) for %d network profile(s)%s", len(byPurpose), len(wants), kept), nil
 }
 
 func (r *run) dirDevice() directory.Device {
@@ -437,7 +498,7 @@ func (r *run) publish(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r.accountDN = pub.DN
+	r.accountDN, r.spns = pub.DN, pub.SPNs
 	if err := r.kerberos(ctx, pub); err != nil {
 		return "", err
 	}
@@ -500,10 +561,32 @@ func (r *run) registerSPNs(ctx context.Context) (string, error) {
 	if r.p.dir == nil {
 		return "skipped: no directory configured", nil
 	}
+	if sameSPNs(r.spns, directory.SPNs(r.dev.FQDN())) {
+		// Publish set them and read the account back in this run: a
+		// second modify would only repeat that LDAP write.
+		return "HTTP/" + r.dev.FQDN() + ":16992-16995 (set with the account)", nil
+	}
 	if err := r.p.dir.RegisterSPNs(ctx, r.accountDN, r.dev.FQDN()); err != nil {
 		return "", err
 	}
 	return "HTTP/" + r.dev.FQDN() + ":16992-16995", nil
+}
+
+// sameSPNs compares SPN sets as AD does, case-insensitively.
+func sameSPNs(have, want []string) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || strings.EqualFold(h, w)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // addToGroups is S6, off by default.
@@ -530,6 +613,96 @@ func (r *run) deleteAccount(ctx context.Context) (string, error) {
 		return "no AMT account to delete", nil
 	}
 	return "deleted the AMT account and its SPNs", nil
+}
+
+// markDevice applies a removal's marks (S18, S19). They are only ever
+// set here; an administrator clears them (SetAutoProvisionSuppressed,
+// CompleteRename).
+func (r *run) markDevice(ctx context.Context) (string, error) {
+	rename := r.t.Kind == domain.KindRemoveAll && r.t.option(OptionRename)
+	suppress := rename || r.t.option(OptionSuppressAuto)
+	if !suppress {
+		return "skipped: auto-provisioning not suppressed", nil
+	}
+	if _, err := r.p.store.UpdateDevice(ctx, r.dev.ID, func(d *domain.Device) error {
+		d.SuppressAutoProvision = true
+		d.RenamePending = d.RenamePending || rename
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	if rename {
+		return "rename pending; auto-provisioning suppressed", nil
+	}
+	return "auto-provisioning suppressed", nil
+}
+
+// checkLink is S15's guard for what phase 1 knows: a device last seen on
+// an 802.1X wired link gets its 802.1X client certificate replaced only
+// with the administrator's confirmation. Where the link is not known yet
+// the agent detects it and applies the same rule before changing anything
+// on the device.
+func (r *run) checkLink(context.Context) (string, error) {
+	switch {
+	case r.dev.Link != domain.LinkWired8021X:
+		link := string(r.dev.Link)
+		if link == "" {
+			link = "not known yet"
+		}
+		return "skipped: link " + link + "; the agent checks it again", nil
+	case !r.p.site.Networks.Wired8021X:
+		return "802.1X wired link; no wired 802.1X profile configured, its settings stay", nil
+	case r.t.option(OptionConfirm8021X):
+		return "802.1X wired link; the administrator confirmed the change", nil
+	}
+	return "", domain.Permanent(ErrConfirm8021X)
+}
+
+// rootCA is what a CA backend may offer besides pki.CA: its root.
+type rootCA interface{ Root() []byte }
+
+// trust gives an update or removal job what the agent verifies the
+// device's TLS certificate with: the chain of the newest server
+// certificate the site issued for the device, else the CA's root (a key
+// generated on the device leaves no chain here). The agent checks the
+// chain's root and the FQDN, so a revoked leaf still verifies: removal
+// revokes before the agent connects.
+func (r *run) trust(ctx context.Context) (string, error) {
+	r.job.Tls = &pb.TLSMaterial{MutualAuth: r.p.site.MutualTLS}
+	certs, err := r.p.store.CertificatesByDevice(ctx, r.dev.ID)
+	if err != nil {
+		return "", err
+	}
+	rank := map[domain.CertStatus]int{domain.CertInstalled: 3, domain.CertIssued: 2, domain.CertRevoked: 1}
+	var best *domain.CertificateRecord
+	for i, c := range certs {
+		if c.Purpose != domain.PurposeServerAuth || c.JobID == "" {
+			continue
+		}
+		if best == nil || rank[c.Status] > rank[best.Status] ||
+			rank[c.Status] == rank[best.Status] && c.NotBefore.After(best.NotBefore) {
+			best = &certs[i]
+		}
+	}
+	if best != nil {
+		b, err := r.p.store.GetSecret(ctx, certSecret(best.JobID, domain.PurposeServerAuth))
+		switch {
+		case err == nil:
+			var is issued
+			if err := json.Unmarshal(b, &is); err != nil {
+				return "", fmt.Errorf("decode issued %s: %w", best.Serial, err)
+			}
+			r.job.Tls.CertificateDer, r.job.Tls.ChainDer, r.job.Tls.Serial = is.Leaf, is.Chain, is.Serial
+			return "chain of server certificate " + is.Serial, nil
+		case !errors.Is(err, domain.ErrNotFound):
+			return "", err
+		}
+	}
+	if rc, ok := r.p.ca.(rootCA); ok && len(rc.Root()) > 0 {
+		r.job.Tls.ChainDer = [][]byte{rc.Root()}
+		return "the CA's root", nil
+	}
+	return "skipped: no chain or root known; the agent can only use HTTP", nil
 }
 
 // credentials decides what the agent connects with and, for provisioning,
@@ -585,6 +758,9 @@ func (r *run) queuePhase2(ctx context.Context) (string, error) {
 	r.job.Settings = &pb.Settings{IdeRedirection: r.p.site.Settings.IDERedirection, SerialOverLan: r.p.site.Settings.SerialOverLAN,
 		Kvm: r.p.site.Settings.KVM, PingResponse: r.p.site.Settings.PingResponse, WebUi: r.p.site.Settings.WebUI,
 		PowerScheme: r.p.site.Settings.PowerScheme}
+	if r.t.Kind == domain.KindUpdate {
+		r.job.Update = &pb.UpdateOptions{Confirm_8021X: r.t.option(OptionConfirm8021X)}
+	}
 	payload, err := proto.Marshal(r.job)
 	if err != nil {
 		return "", fmt.Errorf("encode phase-2 job: %w", err)

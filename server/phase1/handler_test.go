@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
@@ -27,6 +29,7 @@ import (
 var testSubnet = netip.MustParsePrefix("10.1.2.0/24")
 
 type fixture struct {
+	rdb   *redis.Client
 	store *store.Store
 	queue *store.LeaseQueue
 	ca    *builtin.CA
@@ -59,7 +62,7 @@ func newFixture(t *testing.T, dir Directory, site Site) *fixture {
 	if dir != nil {
 		d = dir
 	}
-	return &fixture{store: st, queue: q, ca: ca, prov: NewProvisioner(st, ca, d, q, site, "test", zerolog.Nop())}
+	return &fixture{rdb: rdb, store: st, queue: q, ca: ca, prov: NewProvisioner(st, ca, d, q, site, "test", zerolog.Nop())}
 }
 
 func (f *fixture) device(t *testing.T, host string) domain.Device {
@@ -276,5 +279,109 @@ func TestProvisionRefusesRenamePending(t *testing.T) {
 	}
 	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 0 {
 		t.Fatal("a certificate was issued for a rename-pending device")
+	}
+}
+
+// S19 through the worker, whatever queued the task: a provision task for
+// a rename-pending device fails for good at once, recorded on its job.
+func TestWorkerRefusesRenamePending(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	d := f.device(t, "pc04")
+	if _, err := f.store.UpdateDevice(ctx, d.ID, func(d *domain.Device) error { d.RenamePending = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	task := f.task(t, "r1", d, domain.KindProvision)
+	w := NewWorker(f.rdb, WorkerConfig{Concurrency: 2, ShutdownTimeout: time.Second}, f.prov, f.prov, zerolog.Nop())
+	wctx, cancel := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(wctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	if err := NewEnqueuer(asynq.NewClientFromRedisClient(f.rdb), 5, time.Minute).Enqueue(ctx, task, QueueSweep); err != nil {
+		t.Fatal(err)
+	}
+	var j domain.Job
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if j, err = f.store.GetJob(ctx, task.BatchID, task.JobID); err != nil {
+			t.Fatal(err)
+		}
+		if j.State.Final() || time.Now().After(deadline) {
+			break
+		}
+	}
+	if j.State != domain.JobFailed || !strings.Contains(j.LastError, "rename") {
+		t.Fatalf("job %s: %q, want failed for the pending rename", j.State, j.LastError)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).ListArchivedTasks(QueueSweep)
+	if err != nil || len(info) != 1 || info[0].Retried != 0 {
+		t.Fatalf("archived tasks %v %v: want the task archived without a retry", info, err)
+	}
+	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 0 {
+		t.Fatal("a certificate was issued for a rename-pending device")
+	}
+}
+
+// S14 with S15: an update of a device managed over wireless renews the
+// 802.1X client certificate but keeps the wireless one, whose profile
+// the agent must not touch; over any other link both are renewed.
+func TestUpdateClientCertsByLink(t *testing.T) {
+	cases := []struct {
+		name         string
+		link         domain.Link
+		keepWireless bool
+	}{
+		{"wired", domain.LinkWired, false},
+		{"unknown link", "", false},
+		{"wireless", domain.LinkWireless, true},
+	}
+	f := newFixture(t, nil, Site{})
+	f.prov.site.Networks = config.Networks{Wired8021X: true, Wireless: []config.WiFiSpec{{Name: "corp", SSID: "corp-wlan", Priority: 1}}}
+	ctx := context.Background()
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := f.device(t, fmt.Sprintf("wl%d", i))
+			if err := f.prov.Handle(ctx, f.task(t, fmt.Sprintf("wp%d", i), d, domain.KindProvision)); err != nil {
+				t.Fatal(err)
+			}
+			f.leaseOne(t)
+			d, err := f.store.UpdateDevice(ctx, d.ID, func(d *domain.Device) error {
+				d.Status, d.Link = domain.StatusProvisioned, tc.link
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wireless0, dot1x0 := f.live(t, d.ID, domain.PurposeWireless), f.live(t, d.ID, domain.Purpose8021X)
+			if err := f.prov.Handle(ctx, f.task(t, fmt.Sprintf("wu%d", i), d, domain.KindUpdate)); err != nil {
+				t.Fatal(err)
+			}
+			job, _ := f.leaseOne(t)
+			wireless1, dot1x1 := f.live(t, d.ID, domain.PurposeWireless), f.live(t, d.ID, domain.Purpose8021X)
+			if len(dot1x1) != 1 || dot1x1[0].Serial == dot1x0[0].Serial {
+				t.Errorf("802.1X certificate not renewed: before %v after %v", dot1x0, dot1x1)
+			}
+			kept := len(wireless1) == 1 && wireless1[0].Serial == wireless0[0].Serial
+			if kept != tc.keepWireless {
+				t.Errorf("wireless certificate kept %t, want %t", kept, tc.keepWireless)
+			}
+			var kinds []pb.NetworkProfile_Kind
+			for _, n := range job.Networks {
+				kinds = append(kinds, n.Kind)
+			}
+			wantProfiles := 2
+			if tc.keepWireless {
+				wantProfiles = 1
+			}
+			if len(kinds) != wantProfiles {
+				t.Errorf("phase-2 job profiles %v, want %d", kinds, wantProfiles)
+			}
+			if job.Update == nil || job.Update.Confirm_8021X {
+				t.Errorf("update options %v, want present and unconfirmed", job.Update)
+			}
+			if len(job.Tls.GetChainDer()) == 0 {
+				t.Error("update job carries no trust anchor for the device's TLS")
+			}
+		})
 	}
 }

@@ -81,7 +81,8 @@ func TestWorker(t *testing.T) {
 					t.Fatalf("enqueue %s: %v", dev, err)
 				}
 			}
-			dup := Task{JobID: "b2:ok", BatchID: "b2", DeviceID: "ok", Kind: domain.KindProvision}
+			// Task IDs are per job: the same job queued again is a duplicate.
+			dup := Task{JobID: "b1:ok", BatchID: "b1", DeviceID: "ok", Kind: domain.KindProvision}
 			if err := enq.Enqueue(ctx, dup, QueueDefault); !errors.Is(err, ErrDuplicate) {
 				t.Fatalf("duplicate enqueue: %v, want ErrDuplicate", err)
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/amtops/amtops/internal/domain"
@@ -29,6 +30,7 @@ type Recorder interface {
 // Worker serves the phase-1 queues.
 type Worker struct {
 	srv      *asynq.Server
+	extra    map[string]asynq.Handler
 	handler  Handler
 	recorder Recorder
 	log      zerolog.Logger
@@ -38,11 +40,15 @@ type Worker struct {
 type WorkerConfig struct {
 	Concurrency     int
 	ShutdownTimeout time.Duration
+	// Extra serves other task types on the same queues and workers, keyed
+	// by asynq task type (the auto-provisioning sweep: sweep.TaskType).
+	// They must not use a "phase1:" type.
+	Extra map[string]asynq.Handler
 }
 
 // NewWorker builds a worker on rdb. The caller owns rdb.
 func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig, h Handler, rec Recorder, log zerolog.Logger) *Worker {
-	w := &Worker{handler: h, recorder: rec, log: log}
+	w := &Worker{handler: h, recorder: rec, log: log, extra: cfg.Extra}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -71,6 +77,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	mux := asynq.NewServeMux()
 	for _, k := range []domain.JobKind{domain.KindProvision, domain.KindUpdate, domain.KindRemoveConfig, domain.KindRemoveAll} {
 		mux.HandleFunc(TaskType(k), w.process)
+	}
+	for typ, h := range w.extra {
+		if strings.HasPrefix(typ, "phase1:") || h == nil {
+			return fmt.Errorf("phase1: start worker: extra handler %q: type taken or handler nil", typ)
+		}
+		mux.Handle(typ, h)
 	}
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("phase1: start worker: %w", err)

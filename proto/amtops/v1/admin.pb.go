@@ -589,6 +589,7 @@ type Collection struct {
 	AutoProvision bool                   `protobuf:"varint,3,opt,name=auto_provision,json=autoProvision,proto3" json:"auto_provision,omitempty"`
 	Members       int32                  `protobuf:"varint,4,opt,name=members,proto3" json:"members,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Rules         []*MemberRule          `protobuf:"bytes,6,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -654,6 +655,13 @@ func (x *Collection) GetMembers() int32 {
 func (x *Collection) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Collection) GetRules() []*MemberRule {
+	if x != nil {
+		return x.Rules
 	}
 	return nil
 }
@@ -1095,6 +1103,135 @@ func (x *CollectionMembersResponse) GetChanged() int32 {
 	return 0
 }
 
+type ImportDevicesRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	Csv        []byte                 `protobuf:"bytes,2,opt,name=csv,proto3" json:"csv,omitempty"`
+	// dry_run checks the file and reports what would change, writing nothing.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportDevicesRequest) Reset() {
+	*x = ImportDevicesRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportDevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportDevicesRequest) ProtoMessage() {}
+
+func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
+func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ImportDevicesRequest) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *ImportDevicesRequest) GetCsv() []byte {
+	if x != nil {
+		return x.Csv
+	}
+	return nil
+}
+
+func (x *ImportDevicesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type ImportDevicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Created       int32                  `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	Updated       int32                  `protobuf:"varint,2,opt,name=updated,proto3" json:"updated,omitempty"`
+	Added         int32                  `protobuf:"varint,3,opt,name=added,proto3" json:"added,omitempty"` // newly added to the collection
+	Warnings      []string               `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportDevicesResponse) Reset() {
+	*x = ImportDevicesResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportDevicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportDevicesResponse) ProtoMessage() {}
+
+func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
+func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ImportDevicesResponse) GetCreated() int32 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetUpdated() int32 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetAdded() int32 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 type StartBatchRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Kind       JobKind                `protobuf:"varint,1,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
@@ -1111,7 +1248,7 @@ type StartBatchRequest struct {
 
 func (x *StartBatchRequest) Reset() {
 	*x = StartBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1260,7 @@ func (x *StartBatchRequest) String() string {
 func (*StartBatchRequest) ProtoMessage() {}
 
 func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1273,7 @@ func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBatchRequest.ProtoReflect.Descriptor instead.
 func (*StartBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StartBatchRequest) GetKind() JobKind {
@@ -1182,24 +1319,27 @@ func (x *StartBatchRequest) GetSubnets() []string {
 }
 
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind          JobKind                `protobuf:"varint,2,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
-	Origin        string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
-	Total         int32                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
-	Succeeded     int32                  `protobuf:"varint,5,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
-	Failed        int32                  `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
-	Cancelled     int32                  `protobuf:"varint,7,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
-	Done          bool                   `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Warnings      []string               `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind            JobKind                `protobuf:"varint,2,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
+	Origin          string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
+	Total           int32                  `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	Succeeded       int32                  `protobuf:"varint,5,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Failed          int32                  `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	Cancelled       int32                  `protobuf:"varint,7,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	Done            bool                   `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Warnings        []string               `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Requester       string                 `protobuf:"bytes,11,opt,name=requester,proto3" json:"requester,omitempty"`
+	Options         map[string]string      `protobuf:"bytes,12,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CancelRequested bool                   `protobuf:"varint,13,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1351,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1364,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Batch) GetId() string {
@@ -1297,6 +1437,27 @@ func (x *Batch) GetWarnings() []string {
 	return nil
 }
 
+func (x *Batch) GetRequester() string {
+	if x != nil {
+		return x.Requester
+	}
+	return ""
+}
+
+func (x *Batch) GetOptions() map[string]string {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *Batch) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
 type GetBatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1306,7 +1467,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1479,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1492,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetBatchRequest) GetId() string {
@@ -1341,17 +1502,107 @@ func (x *GetBatchRequest) GetId() string {
 	return ""
 }
 
+type ListBatchesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBatchesRequest) Reset() {
+	*x = ListBatchesRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBatchesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBatchesRequest) ProtoMessage() {}
+
+func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
+func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListBatchesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListBatchesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Batches       []*Batch               `protobuf:"bytes,1,rep,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBatchesResponse) Reset() {
+	*x = ListBatchesResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBatchesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBatchesResponse) ProtoMessage() {}
+
+func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
+func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListBatchesResponse) GetBatches() []*Batch {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
 type ListBatchJobsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BatchId       string                 `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // queued, phase1, phase2, succeeded, failed, cancelled
+	Cursor        string                 `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBatchJobsRequest) Reset() {
 	*x = ListBatchJobsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1614,7 @@ func (x *ListBatchJobsRequest) String() string {
 func (*ListBatchJobsRequest) ProtoMessage() {}
 
 func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1627,7 @@ func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListBatchJobsRequest) GetBatchId() string {
@@ -1391,6 +1642,20 @@ func (x *ListBatchJobsRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListBatchJobsRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListBatchJobsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
 }
 
 type Job struct {
@@ -1408,7 +1673,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1685,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1698,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Job) GetId() string {
@@ -1488,13 +1753,14 @@ func (x *Job) GetErrorStep() string {
 type ListBatchJobsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	NextCursor    string                 `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBatchJobsResponse) Reset() {
 	*x = ListBatchJobsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1772,7 @@ func (x *ListBatchJobsResponse) String() string {
 func (*ListBatchJobsResponse) ProtoMessage() {}
 
 func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1785,7 @@ func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListBatchJobsResponse) GetJobs() []*Job {
@@ -1527,6 +1793,13 @@ func (x *ListBatchJobsResponse) GetJobs() []*Job {
 		return x.Jobs
 	}
 	return nil
+}
+
+func (x *ListBatchJobsResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
 }
 
 type SetAutoProvisionSuppressedRequest struct {
@@ -1539,7 +1812,7 @@ type SetAutoProvisionSuppressedRequest struct {
 
 func (x *SetAutoProvisionSuppressedRequest) Reset() {
 	*x = SetAutoProvisionSuppressedRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1824,7 @@ func (x *SetAutoProvisionSuppressedRequest) String() string {
 func (*SetAutoProvisionSuppressedRequest) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1837,7 @@ func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use SetAutoProvisionSuppressedRequest.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetAutoProvisionSuppressedRequest) GetDeviceIds() []string {
@@ -1590,7 +1863,7 @@ type SetAutoProvisionSuppressedResponse struct {
 
 func (x *SetAutoProvisionSuppressedResponse) Reset() {
 	*x = SetAutoProvisionSuppressedResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1875,7 @@ func (x *SetAutoProvisionSuppressedResponse) String() string {
 func (*SetAutoProvisionSuppressedResponse) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1888,7 @@ func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SetAutoProvisionSuppressedResponse.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetAutoProvisionSuppressedResponse) GetChanged() int32 {
@@ -1634,7 +1907,7 @@ type BeginRenameRequest struct {
 
 func (x *BeginRenameRequest) Reset() {
 	*x = BeginRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1919,7 @@ func (x *BeginRenameRequest) String() string {
 func (*BeginRenameRequest) ProtoMessage() {}
 
 func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1932,7 @@ func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRenameRequest.ProtoReflect.Descriptor instead.
 func (*BeginRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BeginRenameRequest) GetDeviceIds() []string {
@@ -1679,7 +1952,7 @@ type CompleteRenameRequest struct {
 
 func (x *CompleteRenameRequest) Reset() {
 	*x = CompleteRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1964,7 @@ func (x *CompleteRenameRequest) String() string {
 func (*CompleteRenameRequest) ProtoMessage() {}
 
 func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1977,7 @@ func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRenameRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CompleteRenameRequest) GetDeviceId() string {
@@ -1729,7 +2002,7 @@ type SweepNowRequest struct {
 
 func (x *SweepNowRequest) Reset() {
 	*x = SweepNowRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +2014,7 @@ func (x *SweepNowRequest) String() string {
 func (*SweepNowRequest) ProtoMessage() {}
 
 func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +2027,7 @@ func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepNowRequest.ProtoReflect.Descriptor instead.
 func (*SweepNowRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type CreateEnrollmentTokenRequest struct {
@@ -1767,7 +2040,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +2052,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +2065,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetSubnets() []string {
@@ -1819,7 +2092,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2104,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2117,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -1874,7 +2147,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2159,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2172,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Agent) GetId() string {
@@ -1947,7 +2220,7 @@ type AuthorizeAgentRequest struct {
 
 func (x *AuthorizeAgentRequest) Reset() {
 	*x = AuthorizeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2232,7 @@ func (x *AuthorizeAgentRequest) String() string {
 func (*AuthorizeAgentRequest) ProtoMessage() {}
 
 func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2245,7 @@ func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeAgentRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AuthorizeAgentRequest) GetAgentId() string {
@@ -1997,7 +2270,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2282,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2295,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 type ListAgentsResponse struct {
@@ -2034,7 +2307,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2319,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2332,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2067,6 +2340,330 @@ func (x *ListAgentsResponse) GetAgents() []*Agent {
 		return x.Agents
 	}
 	return nil
+}
+
+type AdminToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"` // read | operate
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminToken) Reset() {
+	*x = AdminToken{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminToken) ProtoMessage() {}
+
+func (x *AdminToken) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
+func (*AdminToken) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AdminToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AdminToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AdminToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type CreateAdminTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"` // read | operate
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminTokenRequest) Reset() {
+	*x = CreateAdminTokenRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminTokenRequest) ProtoMessage() {}
+
+func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CreateAdminTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAdminTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type CreateAdminTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Info          *AdminToken            `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminTokenResponse) Reset() {
+	*x = CreateAdminTokenResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminTokenResponse) ProtoMessage() {}
+
+func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CreateAdminTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateAdminTokenResponse) GetInfo() *AdminToken {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ListAdminTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminTokensRequest) Reset() {
+	*x = ListAdminTokensRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminTokensRequest) ProtoMessage() {}
+
+func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+type ListAdminTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*AdminToken          `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminTokensResponse) Reset() {
+	*x = ListAdminTokensResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminTokensResponse) ProtoMessage() {}
+
+func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeAdminTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminTokenRequest) Reset() {
+	*x = RevokeAdminTokenRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminTokenRequest) ProtoMessage() {}
+
+func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RevokeAdminTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeAdminTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminTokenResponse) Reset() {
+	*x = RevokeAdminTokenResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminTokenResponse) ProtoMessage() {}
+
+func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 var File_amtops_v1_admin_proto protoreflect.FileDescriptor
@@ -2123,7 +2720,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"I\n" +
 	"\x14GetDeviceLogResponse\x121\n" +
-	"\x06events\x18\x01 \x03(\v2\x19.amtops.v1.OperationEventR\x06events\"\xbe\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.amtops.v1.OperationEventR\x06events\"\xeb\x01\n" +
 	"\n" +
 	"Collection\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -2131,7 +2728,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x0eauto_provision\x18\x03 \x01(\bR\rautoProvision\x12\x18\n" +
 	"\amembers\x18\x04 \x01(\x05R\amembers\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"v\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12+\n" +
+	"\x05rules\x18\x06 \x03(\v2\x15.amtops.v1.MemberRuleR\x05rules\"v\n" +
 	"\x17CreateCollectionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12%\n" +
@@ -2160,7 +2758,18 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"device_ids\x18\x02 \x03(\tR\tdeviceIds\x12)\n" +
 	"\x04rule\x18\x03 \x01(\v2\x15.amtops.v1.MemberRuleR\x04rule\"5\n" +
 	"\x19CollectionMembersResponse\x12\x18\n" +
-	"\achanged\x18\x01 \x01(\x05R\achanged\"\xf1\x01\n" +
+	"\achanged\x18\x01 \x01(\x05R\achanged\"a\n" +
+	"\x14ImportDevicesRequest\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12\x10\n" +
+	"\x03csv\x18\x02 \x01(\fR\x03csv\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"}\n" +
+	"\x15ImportDevicesResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\x05R\acreated\x12\x18\n" +
+	"\aupdated\x18\x02 \x01(\x05R\aupdated\x12\x14\n" +
+	"\x05added\x18\x03 \x01(\x05R\x05added\x12\x1a\n" +
+	"\bwarnings\x18\x04 \x03(\tR\bwarnings\"\xf1\x01\n" +
 	"\x11StartBatchRequest\x12&\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x12.amtops.v1.JobKindR\x04kind\x12\x1d\n" +
 	"\n" +
@@ -2170,7 +2779,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"collection\x126\n" +
 	"\x17suppress_auto_provision\x18\x04 \x01(\bR\x15suppressAutoProvision\x12#\n" +
 	"\rconfirm_8021x\x18\x05 \x01(\bR\fconfirm8021x\x12\x18\n" +
-	"\asubnets\x18\x06 \x03(\tR\asubnets\"\xac\x02\n" +
+	"\asubnets\x18\x06 \x03(\tR\asubnets\"\xea\x03\n" +
 	"\x05Batch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12&\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x12.amtops.v1.JobKindR\x04kind\x12\x16\n" +
@@ -2183,12 +2792,24 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
 	"\bwarnings\x18\n" +
-	" \x03(\tR\bwarnings\"!\n" +
+	" \x03(\tR\bwarnings\x12\x1c\n" +
+	"\trequester\x18\v \x01(\tR\trequester\x127\n" +
+	"\aoptions\x18\f \x03(\v2\x1d.amtops.v1.Batch.OptionsEntryR\aoptions\x12)\n" +
+	"\x10cancel_requested\x18\r \x01(\bR\x0fcancelRequested\x1a:\n" +
+	"\fOptionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"!\n" +
 	"\x0fGetBatchRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"*\n" +
+	"\x12ListBatchesRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"A\n" +
+	"\x13ListBatchesResponse\x12*\n" +
+	"\abatches\x18\x01 \x03(\v2\x10.amtops.v1.BatchR\abatches\"u\n" +
 	"\x14ListBatchJobsRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xca\x01\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\"\xca\x01\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12&\n" +
@@ -2198,9 +2819,11 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1d\n" +
 	"\n" +
-	"error_step\x18\a \x01(\tR\terrorStep\";\n" +
+	"error_step\x18\a \x01(\tR\terrorStep\"\\\n" +
 	"\x15ListBatchJobsResponse\x12\"\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x0e.amtops.v1.JobR\x04jobs\"b\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.amtops.v1.JobR\x04jobs\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"b\n" +
 	"!SetAutoProvisionSuppressedRequest\x12\x1d\n" +
 	"\n" +
 	"device_ids\x18\x01 \x03(\tR\tdeviceIds\x12\x1e\n" +
@@ -2236,7 +2859,25 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\asubnets\x18\x02 \x03(\tR\asubnets\"\x13\n" +
 	"\x11ListAgentsRequest\">\n" +
 	"\x12ListAgentsResponse\x12(\n" +
-	"\x06agents\x18\x01 \x03(\v2\x10.amtops.v1.AgentR\x06agents2\xd2\r\n" +
+	"\x06agents\x18\x01 \x03(\v2\x10.amtops.v1.AgentR\x06agents\"o\n" +
+	"\n" +
+	"AdminToken\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"A\n" +
+	"\x17CreateAdminTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"[\n" +
+	"\x18CreateAdminTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12)\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.amtops.v1.AdminTokenR\x04info\"\x18\n" +
+	"\x16ListAdminTokensRequest\"H\n" +
+	"\x17ListAdminTokensResponse\x12-\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x15.amtops.v1.AdminTokenR\x06tokens\"-\n" +
+	"\x17RevokeAdminTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
+	"\x18RevokeAdminTokenResponse2\x88\x11\n" +
 	"\fAdminService\x12L\n" +
 	"\vListDevices\x12\x1d.amtops.v1.ListDevicesRequest\x1a\x1e.amtops.v1.ListDevicesResponse\x12;\n" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
@@ -2248,10 +2889,12 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x10UpdateCollection\x12\".amtops.v1.UpdateCollectionRequest\x1a\x15.amtops.v1.Collection\x12[\n" +
 	"\x10DeleteCollection\x12\".amtops.v1.DeleteCollectionRequest\x1a#.amtops.v1.DeleteCollectionResponse\x12a\n" +
 	"\x14AddCollectionMembers\x12#.amtops.v1.CollectionMembersRequest\x1a$.amtops.v1.CollectionMembersResponse\x12d\n" +
-	"\x17RemoveCollectionMembers\x12#.amtops.v1.CollectionMembersRequest\x1a$.amtops.v1.CollectionMembersResponse\x12<\n" +
+	"\x17RemoveCollectionMembers\x12#.amtops.v1.CollectionMembersRequest\x1a$.amtops.v1.CollectionMembersResponse\x12R\n" +
+	"\rImportDevices\x12\x1f.amtops.v1.ImportDevicesRequest\x1a .amtops.v1.ImportDevicesResponse\x12<\n" +
 	"\n" +
 	"StartBatch\x12\x1c.amtops.v1.StartBatchRequest\x1a\x10.amtops.v1.Batch\x128\n" +
-	"\bGetBatch\x12\x1a.amtops.v1.GetBatchRequest\x1a\x10.amtops.v1.Batch\x12<\n" +
+	"\bGetBatch\x12\x1a.amtops.v1.GetBatchRequest\x1a\x10.amtops.v1.Batch\x12L\n" +
+	"\vListBatches\x12\x1d.amtops.v1.ListBatchesRequest\x1a\x1e.amtops.v1.ListBatchesResponse\x12<\n" +
 	"\n" +
 	"WatchBatch\x12\x1a.amtops.v1.GetBatchRequest\x1a\x10.amtops.v1.Batch0\x01\x12;\n" +
 	"\vCancelBatch\x12\x1a.amtops.v1.GetBatchRequest\x1a\x10.amtops.v1.Batch\x12R\n" +
@@ -2263,7 +2906,10 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x15CreateEnrollmentToken\x12'.amtops.v1.CreateEnrollmentTokenRequest\x1a(.amtops.v1.CreateEnrollmentTokenResponse\x12D\n" +
 	"\x0eAuthorizeAgent\x12 .amtops.v1.AuthorizeAgentRequest\x1a\x10.amtops.v1.Agent\x12I\n" +
 	"\n" +
-	"ListAgents\x12\x1c.amtops.v1.ListAgentsRequest\x1a\x1d.amtops.v1.ListAgentsResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
+	"ListAgents\x12\x1c.amtops.v1.ListAgentsRequest\x1a\x1d.amtops.v1.ListAgentsResponse\x12[\n" +
+	"\x10CreateAdminToken\x12\".amtops.v1.CreateAdminTokenRequest\x1a#.amtops.v1.CreateAdminTokenResponse\x12X\n" +
+	"\x0fListAdminTokens\x12!.amtops.v1.ListAdminTokensRequest\x1a\".amtops.v1.ListAdminTokensResponse\x12[\n" +
+	"\x10RevokeAdminToken\x12\".amtops.v1.RevokeAdminTokenRequest\x1a#.amtops.v1.RevokeAdminTokenResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
 
 var (
 	file_amtops_v1_admin_proto_rawDescOnce sync.Once
@@ -2277,7 +2923,7 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
 	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
@@ -2297,99 +2943,127 @@ var file_amtops_v1_admin_proto_goTypes = []any{
 	(*MemberRule)(nil),                         // 15: amtops.v1.MemberRule
 	(*CollectionMembersRequest)(nil),           // 16: amtops.v1.CollectionMembersRequest
 	(*CollectionMembersResponse)(nil),          // 17: amtops.v1.CollectionMembersResponse
-	(*StartBatchRequest)(nil),                  // 18: amtops.v1.StartBatchRequest
-	(*Batch)(nil),                              // 19: amtops.v1.Batch
-	(*GetBatchRequest)(nil),                    // 20: amtops.v1.GetBatchRequest
-	(*ListBatchJobsRequest)(nil),               // 21: amtops.v1.ListBatchJobsRequest
-	(*Job)(nil),                                // 22: amtops.v1.Job
-	(*ListBatchJobsResponse)(nil),              // 23: amtops.v1.ListBatchJobsResponse
-	(*SetAutoProvisionSuppressedRequest)(nil),  // 24: amtops.v1.SetAutoProvisionSuppressedRequest
-	(*SetAutoProvisionSuppressedResponse)(nil), // 25: amtops.v1.SetAutoProvisionSuppressedResponse
-	(*BeginRenameRequest)(nil),                 // 26: amtops.v1.BeginRenameRequest
-	(*CompleteRenameRequest)(nil),              // 27: amtops.v1.CompleteRenameRequest
-	(*SweepNowRequest)(nil),                    // 28: amtops.v1.SweepNowRequest
-	(*CreateEnrollmentTokenRequest)(nil),       // 29: amtops.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),      // 30: amtops.v1.CreateEnrollmentTokenResponse
-	(*Agent)(nil),                              // 31: amtops.v1.Agent
-	(*AuthorizeAgentRequest)(nil),              // 32: amtops.v1.AuthorizeAgentRequest
-	(*ListAgentsRequest)(nil),                  // 33: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 34: amtops.v1.ListAgentsResponse
-	(DeviceStatus)(0),                          // 35: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 36: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 37: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 38: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 39: amtops.v1.JobKind
+	(*ImportDevicesRequest)(nil),               // 18: amtops.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil),              // 19: amtops.v1.ImportDevicesResponse
+	(*StartBatchRequest)(nil),                  // 20: amtops.v1.StartBatchRequest
+	(*Batch)(nil),                              // 21: amtops.v1.Batch
+	(*GetBatchRequest)(nil),                    // 22: amtops.v1.GetBatchRequest
+	(*ListBatchesRequest)(nil),                 // 23: amtops.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),                // 24: amtops.v1.ListBatchesResponse
+	(*ListBatchJobsRequest)(nil),               // 25: amtops.v1.ListBatchJobsRequest
+	(*Job)(nil),                                // 26: amtops.v1.Job
+	(*ListBatchJobsResponse)(nil),              // 27: amtops.v1.ListBatchJobsResponse
+	(*SetAutoProvisionSuppressedRequest)(nil),  // 28: amtops.v1.SetAutoProvisionSuppressedRequest
+	(*SetAutoProvisionSuppressedResponse)(nil), // 29: amtops.v1.SetAutoProvisionSuppressedResponse
+	(*BeginRenameRequest)(nil),                 // 30: amtops.v1.BeginRenameRequest
+	(*CompleteRenameRequest)(nil),              // 31: amtops.v1.CompleteRenameRequest
+	(*SweepNowRequest)(nil),                    // 32: amtops.v1.SweepNowRequest
+	(*CreateEnrollmentTokenRequest)(nil),       // 33: amtops.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),      // 34: amtops.v1.CreateEnrollmentTokenResponse
+	(*Agent)(nil),                              // 35: amtops.v1.Agent
+	(*AuthorizeAgentRequest)(nil),              // 36: amtops.v1.AuthorizeAgentRequest
+	(*ListAgentsRequest)(nil),                  // 37: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 38: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 39: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 40: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 41: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 42: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 43: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 44: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 45: amtops.v1.RevokeAdminTokenResponse
+	nil,                                        // 46: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 47: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 48: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 49: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 50: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 51: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	35, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	36, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	37, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	35, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	47, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	48, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	49, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	49, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	47, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
 	0,  // 5: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
 	0,  // 6: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	38, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	37, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
-	15, // 10: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	39, // 11: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	39, // 12: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	37, // 13: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	39, // 14: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
-	22, // 15: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	37, // 16: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 17: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	37, // 18: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	31, // 19: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	1,  // 20: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	3,  // 21: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	4,  // 22: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	6,  // 23: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	9,  // 24: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	10, // 25: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	12, // 26: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	13, // 27: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	16, // 28: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	16, // 29: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	18, // 30: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	20, // 31: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	20, // 32: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	20, // 33: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	21, // 34: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	24, // 35: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	26, // 36: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	27, // 37: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	28, // 38: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	29, // 39: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	32, // 40: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	33, // 41: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	2,  // 42: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 43: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	5,  // 44: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	7,  // 45: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	8,  // 46: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	11, // 47: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	8,  // 48: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	14, // 49: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	17, // 50: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	17, // 51: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	19, // 52: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	19, // 53: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	19, // 54: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	19, // 55: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	23, // 56: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	25, // 57: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	19, // 58: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	19, // 59: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	19, // 60: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	30, // 61: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	31, // 62: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	34, // 63: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	42, // [42:64] is the sub-list for method output_type
-	20, // [20:42] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	50, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	49, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	15, // 9: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
+	8,  // 10: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
+	15, // 11: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
+	51, // 12: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	51, // 13: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	49, // 14: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	46, // 15: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	21, // 16: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
+	51, // 17: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	26, // 18: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
+	49, // 19: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	49, // 20: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	49, // 21: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	35, // 22: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
+	49, // 23: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	39, // 24: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	39, // 25: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	1,  // 26: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	3,  // 27: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	4,  // 28: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	6,  // 29: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	9,  // 30: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	10, // 31: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	12, // 32: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	13, // 33: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	16, // 34: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	16, // 35: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	18, // 36: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	20, // 37: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	22, // 38: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	23, // 39: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	22, // 40: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	22, // 41: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	25, // 42: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	28, // 43: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	30, // 44: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	31, // 45: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	32, // 46: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	33, // 47: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	36, // 48: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	37, // 49: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	40, // 50: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	42, // 51: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	44, // 52: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	2,  // 53: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 54: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	5,  // 55: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	7,  // 56: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	8,  // 57: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	11, // 58: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	8,  // 59: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	14, // 60: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	17, // 61: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	17, // 62: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	19, // 63: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	21, // 64: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	21, // 65: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	24, // 66: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	21, // 67: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	21, // 68: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	27, // 69: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	29, // 70: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	21, // 71: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	21, // 72: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	21, // 73: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	34, // 74: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	35, // 75: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	38, // 76: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	41, // 77: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	43, // 78: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	45, // 79: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	53, // [53:80] is the sub-list for method output_type
+	26, // [26:53] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_admin_proto_init() }
@@ -2405,7 +3079,7 @@ func file_amtops_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

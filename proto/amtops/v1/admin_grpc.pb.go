@@ -29,8 +29,10 @@ const (
 	AdminService_DeleteCollection_FullMethodName           = "/amtops.v1.AdminService/DeleteCollection"
 	AdminService_AddCollectionMembers_FullMethodName       = "/amtops.v1.AdminService/AddCollectionMembers"
 	AdminService_RemoveCollectionMembers_FullMethodName    = "/amtops.v1.AdminService/RemoveCollectionMembers"
+	AdminService_ImportDevices_FullMethodName              = "/amtops.v1.AdminService/ImportDevices"
 	AdminService_StartBatch_FullMethodName                 = "/amtops.v1.AdminService/StartBatch"
 	AdminService_GetBatch_FullMethodName                   = "/amtops.v1.AdminService/GetBatch"
+	AdminService_ListBatches_FullMethodName                = "/amtops.v1.AdminService/ListBatches"
 	AdminService_WatchBatch_FullMethodName                 = "/amtops.v1.AdminService/WatchBatch"
 	AdminService_CancelBatch_FullMethodName                = "/amtops.v1.AdminService/CancelBatch"
 	AdminService_ListBatchJobs_FullMethodName              = "/amtops.v1.AdminService/ListBatchJobs"
@@ -41,14 +43,19 @@ const (
 	AdminService_CreateEnrollmentToken_FullMethodName      = "/amtops.v1.AdminService/CreateEnrollmentToken"
 	AdminService_AuthorizeAgent_FullMethodName             = "/amtops.v1.AdminService/AuthorizeAgent"
 	AdminService_ListAgents_FullMethodName                 = "/amtops.v1.AdminService/ListAgents"
+	AdminService_CreateAdminToken_FullMethodName           = "/amtops.v1.AdminService/CreateAdminToken"
+	AdminService_ListAdminTokens_FullMethodName            = "/amtops.v1.AdminService/ListAdminTokens"
+	AdminService_RevokeAdminToken_FullMethodName           = "/amtops.v1.AdminService/RevokeAdminToken"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService is what amtopsctl and consoles call. Reading needs the
-// read role; anything that changes a device needs the operate role.
+// AdminService is what amtopsctl and consoles call, authenticated with an
+// admin bearer token ("authorization: Bearer <token>" metadata). Reading
+// (List*, Get*, Watch*) needs the read role; everything else needs the
+// operate role.
 type AdminServiceClient interface {
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
 	GetDevice(ctx context.Context, in *GetDeviceRequest, opts ...grpc.CallOption) (*Device, error)
@@ -60,9 +67,14 @@ type AdminServiceClient interface {
 	DeleteCollection(ctx context.Context, in *DeleteCollectionRequest, opts ...grpc.CallOption) (*DeleteCollectionResponse, error)
 	AddCollectionMembers(ctx context.Context, in *CollectionMembersRequest, opts ...grpc.CallOption) (*CollectionMembersResponse, error)
 	RemoveCollectionMembers(ctx context.Context, in *CollectionMembersRequest, opts ...grpc.CallOption) (*CollectionMembersResponse, error)
+	// ImportDevices reads a CSV file (header host_name,domain,ip[,uuid][,subnet]),
+	// creates or updates the devices and adds them to the collection. The
+	// whole file is checked before anything is written.
+	ImportDevices(ctx context.Context, in *ImportDevicesRequest, opts ...grpc.CallOption) (*ImportDevicesResponse, error)
 	// StartBatch starts a bulk operation: provision, update, remove, discover.
 	StartBatch(ctx context.Context, in *StartBatchRequest, opts ...grpc.CallOption) (*Batch, error)
 	GetBatch(ctx context.Context, in *GetBatchRequest, opts ...grpc.CallOption) (*Batch, error)
+	ListBatches(ctx context.Context, in *ListBatchesRequest, opts ...grpc.CallOption) (*ListBatchesResponse, error)
 	// WatchBatch streams the batch's progress until it is done.
 	WatchBatch(ctx context.Context, in *GetBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Batch], error)
 	CancelBatch(ctx context.Context, in *GetBatchRequest, opts ...grpc.CallOption) (*Batch, error)
@@ -77,6 +89,10 @@ type AdminServiceClient interface {
 	CreateEnrollmentToken(ctx context.Context, in *CreateEnrollmentTokenRequest, opts ...grpc.CallOption) (*CreateEnrollmentTokenResponse, error)
 	AuthorizeAgent(ctx context.Context, in *AuthorizeAgentRequest, opts ...grpc.CallOption) (*Agent, error)
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	// Admin tokens: the returned token is shown once; only its hash is kept.
+	CreateAdminToken(ctx context.Context, in *CreateAdminTokenRequest, opts ...grpc.CallOption) (*CreateAdminTokenResponse, error)
+	ListAdminTokens(ctx context.Context, in *ListAdminTokensRequest, opts ...grpc.CallOption) (*ListAdminTokensResponse, error)
+	RevokeAdminToken(ctx context.Context, in *RevokeAdminTokenRequest, opts ...grpc.CallOption) (*RevokeAdminTokenResponse, error)
 }
 
 type adminServiceClient struct {
@@ -187,6 +203,16 @@ func (c *adminServiceClient) RemoveCollectionMembers(ctx context.Context, in *Co
 	return out, nil
 }
 
+func (c *adminServiceClient) ImportDevices(ctx context.Context, in *ImportDevicesRequest, opts ...grpc.CallOption) (*ImportDevicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportDevicesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ImportDevices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) StartBatch(ctx context.Context, in *StartBatchRequest, opts ...grpc.CallOption) (*Batch, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Batch)
@@ -201,6 +227,16 @@ func (c *adminServiceClient) GetBatch(ctx context.Context, in *GetBatchRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Batch)
 	err := c.cc.Invoke(ctx, AdminService_GetBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListBatches(ctx context.Context, in *ListBatchesRequest, opts ...grpc.CallOption) (*ListBatchesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBatchesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListBatches_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -316,12 +352,44 @@ func (c *adminServiceClient) ListAgents(ctx context.Context, in *ListAgentsReque
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateAdminToken(ctx context.Context, in *CreateAdminTokenRequest, opts ...grpc.CallOption) (*CreateAdminTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateAdminTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateAdminToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAdminTokens(ctx context.Context, in *ListAdminTokensRequest, opts ...grpc.CallOption) (*ListAdminTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAdminTokensResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAdminTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeAdminToken(ctx context.Context, in *RevokeAdminTokenRequest, opts ...grpc.CallOption) (*RevokeAdminTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAdminTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeAdminToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService is what amtopsctl and consoles call. Reading needs the
-// read role; anything that changes a device needs the operate role.
+// AdminService is what amtopsctl and consoles call, authenticated with an
+// admin bearer token ("authorization: Bearer <token>" metadata). Reading
+// (List*, Get*, Watch*) needs the read role; everything else needs the
+// operate role.
 type AdminServiceServer interface {
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
 	GetDevice(context.Context, *GetDeviceRequest) (*Device, error)
@@ -333,9 +401,14 @@ type AdminServiceServer interface {
 	DeleteCollection(context.Context, *DeleteCollectionRequest) (*DeleteCollectionResponse, error)
 	AddCollectionMembers(context.Context, *CollectionMembersRequest) (*CollectionMembersResponse, error)
 	RemoveCollectionMembers(context.Context, *CollectionMembersRequest) (*CollectionMembersResponse, error)
+	// ImportDevices reads a CSV file (header host_name,domain,ip[,uuid][,subnet]),
+	// creates or updates the devices and adds them to the collection. The
+	// whole file is checked before anything is written.
+	ImportDevices(context.Context, *ImportDevicesRequest) (*ImportDevicesResponse, error)
 	// StartBatch starts a bulk operation: provision, update, remove, discover.
 	StartBatch(context.Context, *StartBatchRequest) (*Batch, error)
 	GetBatch(context.Context, *GetBatchRequest) (*Batch, error)
+	ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error)
 	// WatchBatch streams the batch's progress until it is done.
 	WatchBatch(*GetBatchRequest, grpc.ServerStreamingServer[Batch]) error
 	CancelBatch(context.Context, *GetBatchRequest) (*Batch, error)
@@ -350,6 +423,10 @@ type AdminServiceServer interface {
 	CreateEnrollmentToken(context.Context, *CreateEnrollmentTokenRequest) (*CreateEnrollmentTokenResponse, error)
 	AuthorizeAgent(context.Context, *AuthorizeAgentRequest) (*Agent, error)
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	// Admin tokens: the returned token is shown once; only its hash is kept.
+	CreateAdminToken(context.Context, *CreateAdminTokenRequest) (*CreateAdminTokenResponse, error)
+	ListAdminTokens(context.Context, *ListAdminTokensRequest) (*ListAdminTokensResponse, error)
+	RevokeAdminToken(context.Context, *RevokeAdminTokenRequest) (*RevokeAdminTokenResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -390,11 +467,17 @@ func (UnimplementedAdminServiceServer) AddCollectionMembers(context.Context, *Co
 func (UnimplementedAdminServiceServer) RemoveCollectionMembers(context.Context, *CollectionMembersRequest) (*CollectionMembersResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveCollectionMembers not implemented")
 }
+func (UnimplementedAdminServiceServer) ImportDevices(context.Context, *ImportDevicesRequest) (*ImportDevicesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ImportDevices not implemented")
+}
 func (UnimplementedAdminServiceServer) StartBatch(context.Context, *StartBatchRequest) (*Batch, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method StartBatch not implemented")
 }
 func (UnimplementedAdminServiceServer) GetBatch(context.Context, *GetBatchRequest) (*Batch, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetBatch not implemented")
+}
+func (UnimplementedAdminServiceServer) ListBatches(context.Context, *ListBatchesRequest) (*ListBatchesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListBatches not implemented")
 }
 func (UnimplementedAdminServiceServer) WatchBatch(*GetBatchRequest, grpc.ServerStreamingServer[Batch]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchBatch not implemented")
@@ -425,6 +508,15 @@ func (UnimplementedAdminServiceServer) AuthorizeAgent(context.Context, *Authoriz
 }
 func (UnimplementedAdminServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListAgents not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateAdminToken(context.Context, *CreateAdminTokenRequest) (*CreateAdminTokenResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateAdminToken not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAdminTokens(context.Context, *ListAdminTokensRequest) (*ListAdminTokensResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAdminTokens not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeAdminToken(context.Context, *RevokeAdminTokenRequest) (*RevokeAdminTokenResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeAdminToken not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -627,6 +719,24 @@ func _AdminService_RemoveCollectionMembers_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ImportDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportDevicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ImportDevices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ImportDevices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ImportDevices(ctx, req.(*ImportDevicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_StartBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StartBatchRequest)
 	if err := dec(in); err != nil {
@@ -659,6 +769,24 @@ func _AdminService_GetBatch_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetBatch(ctx, req.(*GetBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListBatches_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBatchesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListBatches(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListBatches_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListBatches(ctx, req.(*ListBatchesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -836,6 +964,60 @@ func _AdminService_ListAgents_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateAdminToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAdminTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateAdminToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateAdminToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateAdminToken(ctx, req.(*CreateAdminTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAdminTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAdminTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAdminTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAdminTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAdminTokens(ctx, req.(*ListAdminTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeAdminToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAdminTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeAdminToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeAdminToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeAdminToken(ctx, req.(*RevokeAdminTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -884,12 +1066,20 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_RemoveCollectionMembers_Handler,
 		},
 		{
+			MethodName: "ImportDevices",
+			Handler:    _AdminService_ImportDevices_Handler,
+		},
+		{
 			MethodName: "StartBatch",
 			Handler:    _AdminService_StartBatch_Handler,
 		},
 		{
 			MethodName: "GetBatch",
 			Handler:    _AdminService_GetBatch_Handler,
+		},
+		{
+			MethodName: "ListBatches",
+			Handler:    _AdminService_ListBatches_Handler,
 		},
 		{
 			MethodName: "CancelBatch",
@@ -926,6 +1116,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAgents",
 			Handler:    _AdminService_ListAgents_Handler,
+		},
+		{
+			MethodName: "CreateAdminToken",
+			Handler:    _AdminService_CreateAdminToken_Handler,
+		},
+		{
+			MethodName: "ListAdminTokens",
+			Handler:    _AdminService_ListAdminTokens_Handler,
+		},
+		{
+			MethodName: "RevokeAdminToken",
+			Handler:    _AdminService_RevokeAdminToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

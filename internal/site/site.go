@@ -1,0 +1,412 @@
+// Package site runs a whole amtops site in one process — the site server,
+// one agent per subnet and a simulated AMT fleet on loopback — for
+// `make demo` and the end-to-end tests. Everything talks over the real
+// wire: agents and the administrator use gRPC over TLS, agents reach the
+// simulator over WS-Man with digest auth.
+package site
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/amtops/amtops/agent"
+	"github.com/amtops/amtops/internal/amt"
+	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/config"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server"
+)
+
+// Collection holds the simulated inventory.
+const Collection = "fleet"
+
+// Domain is the DNS domain of the simulated computers; it matches the
+// test Samba realm so Kerberos works with a directory.
+const Domain = "amt.test"
+
+// Config describes the site.
+type Config struct {
+	Devices int // simulated controllers, spread evenly over the subnets
+	Subnets int // one agent each; default 2, at most 200
+	// RedisAddr is a Redis to use; empty runs the embedded one.
+	RedisAddr string
+	// Directory, when its URL is set, enables Active Directory (S4–S6).
+	Directory         config.Directory
+	DirectoryPassword string
+	Faults            amtsim.FaultSpec
+	Seed              int64
+	// HTTPPort and TLSPort are the AMT ports; default 16992 and 16993.
+	HTTPPort, TLSPort int
+	// Dir holds the server's data and the agents' state.
+	Dir string
+	Log zerolog.Logger
+	// Server, if set, adjusts the server configuration (timings in tests).
+	Server func(*config.Server)
+	// Agent, if set, adjusts each agent's configuration.
+	Agent func(*config.Agent)
+}
+
+// Site is a running site.
+type Site struct {
+	Server  *server.Server
+	Sims    []*amtsim.Sim
+	Subnets []netip.Prefix
+	Admin   pb.AdminServiceClient
+	// HTTPAddr serves /crl, /ca.pem, /grpc-ca.pem and /metrics.
+	HTTPAddr string
+	// TokenFile holds the administrator token amtopsctl can use.
+	TokenFile, CAFile string
+
+	cfg    Config
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	g      *errgroup.Group
+}
+
+// Start brings the site up: simulator, server, inventory, enrolled agents.
+// Close stops it.
+func Start(ctx context.Context, cfg Config) (*Site, error) {
+	if cfg.Devices <= 0 {
+		return nil, fmt.Errorf("site: devices: must be positive, got %d", cfg.Devices)
+	}
+	if cfg.Subnets == 0 {
+		cfg.Subnets = 2
+	}
+	if cfg.Subnets < 1 || cfg.Subnets > 200 || cfg.Devices/cfg.Subnets > 250 {
+		return nil, fmt.Errorf("site: subnets: %d subnets for %d devices (1–200 subnets, at most 250 devices each)", cfg.Subnets, cfg.Devices)
+	}
+	if cfg.HTTPPort == 0 {
+		cfg.HTTPPort, cfg.TLSPort = 16992, 16993
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("site: dir: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g, gctx := errgroup.WithContext(runCtx)
+	s := &Site{cfg: cfg, cancel: cancel, g: g}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	password, err := amt.GeneratePassword(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("site: %w", err)
+	}
+	if err := s.startFleet(gctx, password); err != nil {
+		return nil, err
+	}
+	if err := s.startServer(ctx, gctx, password); err != nil {
+		return nil, err
+	}
+	if err := s.dialAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.importInventory(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startAgents(ctx, gctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// startFleet runs one simulator per subnet, 127.61.<n>.0/24.
+func (s *Site) startFleet(ctx context.Context, password string) error {
+	per := s.cfg.Devices / s.cfg.Subnets
+	for i := range s.cfg.Subnets {
+		n := per
+		if i == s.cfg.Subnets-1 {
+			n = s.cfg.Devices - per*(s.cfg.Subnets-1)
+		}
+		base := netip.AddrFrom4([4]byte{127, 61, byte(i), 1})
+		sim, err := amtsim.New(amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
+			Password: password, Faults: s.cfg.Faults, Seed: s.cfg.Seed + int64(i), CommitDelay: 300 * time.Millisecond,
+			Log: s.cfg.Log.With().Str("part", "amtsim").Logger()})
+		if err != nil {
+			return fmt.Errorf("site: simulator: %w", err)
+		}
+		s.g.Go(func() error { return sim.Run(ctx) })
+		select {
+		case <-sim.Ready():
+		case <-time.After(30 * time.Second):
+			return errors.New("site: simulator did not start")
+		}
+		s.Sims = append(s.Sims, sim)
+		s.Subnets = append(s.Subnets, netip.PrefixFrom(base, 24).Masked())
+	}
+	return nil
+}
+
+func (s *Site) startServer(ctx, runCtx context.Context, password string) error {
+	cfg := config.DefaultServer()
+	cfg.Redis.Addr = s.cfg.RedisAddr
+	cfg.DataDir = filepath.Join(s.cfg.Dir, "server")
+	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	cfg.AMT.ProvisioningPasswordFile = filepath.Join(cfg.DataDir, "provisioning.password")
+	if err := os.WriteFile(cfg.AMT.ProvisioningPasswordFile, []byte(password), 0o600); err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	if s.cfg.Directory.URL != "" {
+		cfg.Directory = s.cfg.Directory
+		cfg.Directory.PasswordFile = filepath.Join(cfg.DataDir, "directory.password")
+		if err := os.WriteFile(cfg.Directory.PasswordFile, []byte(s.cfg.DirectoryPassword), 0o600); err != nil {
+			return fmt.Errorf("site: %w", err)
+		}
+		cfg.AMT.Kerberos.Enabled = true
+	}
+	if s.cfg.Server != nil {
+		s.cfg.Server(&cfg)
+	}
+	srv, err := server.New(ctx, cfg, s.cfg.Log.With().Str("part", "server").Logger())
+	if err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	s.Server, s.HTTPAddr = srv, srv.HTTPAddr()
+	s.g.Go(func() error { defer srv.Close(); return srv.Run(runCtx) })
+	s.CAFile = filepath.Join(cfg.DataDir, "grpc-ca.pem")
+	s.TokenFile = filepath.Join(cfg.DataDir, "admin.token")
+	return nil
+}
+
+// bearer sends the administrator token with every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return true }
+
+func (s *Site) dialAdmin(ctx context.Context) error {
+	var token []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if token, err = os.ReadFile(s.TokenFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("site: admin token: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	pemCA, err := os.ReadFile(s.CAFile)
+	if err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	conn, err := grpc.NewClient(s.Server.GRPCAddr(),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})),
+		grpc.WithPerRPCCredentials(bearer(strings.TrimSpace(string(token)))))
+	if err != nil {
+		return fmt.Errorf("site: dial admin: %w", err)
+	}
+	s.conn, s.Admin = conn, pb.NewAdminServiceClient(conn)
+	return nil
+}
+
+// HostName is the Windows computer name of a simulated device.
+func HostName(subnet, n int) string { return fmt.Sprintf("pc-%d-%03d", subnet, n) }
+
+// importInventory loads the computers the site knows from its inventory
+// (as Configuration Manager knows them from its clients) into Collection.
+func (s *Site) importInventory(ctx context.Context) error {
+	if _, err := s.Admin.CreateCollection(ctx, &pb.CreateCollectionRequest{Name: Collection,
+		Description: "simulated fleet"}); err != nil {
+		return fmt.Errorf("site: create collection: %w", err)
+	}
+	var csv bytes.Buffer
+	// The inventory knows each computer's SMBIOS UUID, which is the AMT
+	// UUID the directory account records.
+	csv.WriteString("host_name,domain,ip,uuid\n")
+	var hosts []string
+	for i, sim := range s.Sims {
+		for n, d := range sim.Devices() {
+			hosts = append(hosts, HostName(i, n+1))
+			fmt.Fprintf(&csv, "%s,%s,%s,%s\n", HostName(i, n+1), Domain, d.Addr, d.UUID)
+		}
+	}
+	if s.cfg.Directory.URL != "" {
+		if err := s.joinComputers(hosts); err != nil {
+			return err
+		}
+	}
+	if _, err := s.Admin.ImportDevices(ctx, &pb.ImportDevicesRequest{Collection: Collection, Csv: csv.Bytes()}); err != nil {
+		return fmt.Errorf("site: import inventory: %w", err)
+	}
+	return nil
+}
+
+func (s *Site) startAgents(ctx, runCtx context.Context) error {
+	for i, subnet := range s.Subnets {
+		tok, err := s.Admin.CreateEnrollmentToken(ctx, &pb.CreateEnrollmentTokenRequest{Subnets: []string{subnet.String()}, TtlSeconds: 600})
+		if err != nil {
+			return fmt.Errorf("site: enrollment token: %w", err)
+		}
+		cfg := config.DefaultAgent()
+		cfg.Name = fmt.Sprintf("agent-%d", i)
+		cfg.Server, cfg.ServerCAFile = s.Server.GRPCAddr(), s.CAFile
+		cfg.StateDir = filepath.Join(s.cfg.Dir, cfg.Name)
+		cfg.AMT.HTTPPort, cfg.AMT.TLSPort = s.cfg.HTTPPort, s.cfg.TLSPort
+		cfg.AMT.CommitWait, cfg.AMT.CommitDeadline = 200*time.Millisecond, 30*time.Second
+		cfg.Discovery.Interval = 0 // the demo asks for discovery itself
+		if s.cfg.Agent != nil {
+			s.cfg.Agent(&cfg)
+		}
+		a, err := agent.New(cfg, s.cfg.Log.With().Str("part", cfg.Name).Logger(), agent.WithBootstrapToken(tok.GetToken()),
+			agent.WithBackoff(50*time.Millisecond, 2*time.Second))
+		if err != nil {
+			return fmt.Errorf("site: %w", err)
+		}
+		s.g.Go(func() error { return a.Run(runCtx) })
+	}
+	// Ready when every agent has enrolled with its subnet.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := s.Admin.ListAgents(ctx, &pb.ListAgentsRequest{})
+		if err != nil {
+			return fmt.Errorf("site: list agents: %w", err)
+		}
+		if len(resp.GetAgents()) >= len(s.Subnets) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("site: %d of %d agents enrolled after 30s", len(resp.GetAgents()), len(s.Subnets))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Discover asks every agent to sweep its subnet and waits until the
+// inventory's devices have been seen.
+func (s *Site) Discover(ctx context.Context) (seen int, err error) {
+	var subnets []string
+	for _, p := range s.Subnets {
+		subnets = append(subnets, p.String())
+	}
+	if _, err := s.Admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_DISCOVER, Subnets: subnets}); err != nil {
+		return 0, fmt.Errorf("site: discover: %w", err)
+	}
+	for {
+		seen, err = s.countSeen(ctx)
+		if err != nil || seen >= s.cfg.Devices {
+			return seen, err
+		}
+		select {
+		case <-ctx.Done():
+			return seen, fmt.Errorf("site: discover: %d of %d devices seen: %w", seen, s.cfg.Devices, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Site) countSeen(ctx context.Context) (int, error) {
+	seen, cursor := 0, ""
+	for {
+		resp, err := s.Admin.ListDevices(ctx, &pb.ListDevicesRequest{Collection: Collection, Limit: 1000, Cursor: cursor})
+		if err != nil {
+			return 0, fmt.Errorf("site: list devices: %w", err)
+		}
+		for _, d := range resp.GetDevices() {
+			if d.GetStatus() != pb.DeviceStatus_DEVICE_STATUS_UNKNOWN && d.GetStatus() != pb.DeviceStatus_DEVICE_STATUS_UNSPECIFIED {
+				seen++
+			}
+		}
+		if cursor = resp.GetNextCursor(); cursor == "" {
+			return seen, nil
+		}
+	}
+}
+
+// Run starts a batch on the inventory and follows it to the end,
+// calling progress with each update.
+func (s *Site) Run(ctx context.Context, kind pb.JobKind, progress func(*pb.Batch)) (*pb.Batch, error) {
+	b, err := s.Admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: kind, Collection: Collection})
+	if err != nil {
+		return nil, fmt.Errorf("site: start batch: %w", err)
+	}
+	return s.Watch(ctx, b.GetId(), progress)
+}
+
+// Watch follows a batch until it is done.
+func (s *Site) Watch(ctx context.Context, id string, progress func(*pb.Batch)) (*pb.Batch, error) {
+	stream, err := s.Admin.WatchBatch(ctx, &pb.GetBatchRequest{Id: id})
+	if err != nil {
+		return nil, fmt.Errorf("site: watch batch: %w", err)
+	}
+	var last *pb.Batch
+	for {
+		b, err := stream.Recv()
+		if err != nil {
+			if last != nil && last.GetDone() {
+				return last, nil
+			}
+			return last, fmt.Errorf("site: watch batch %s: %w", id, err)
+		}
+		last = b
+		if progress != nil {
+			progress(b)
+		}
+		if b.GetDone() {
+			return b, nil
+		}
+	}
+}
+
+// Failures counts a batch's failed jobs by step and reason.
+func (s *Site) Failures(ctx context.Context, batchID string) (map[string]int, error) {
+	out := map[string]int{}
+	cursor := ""
+	for {
+		resp, err := s.Admin.ListBatchJobs(ctx, &pb.ListBatchJobsRequest{BatchId: batchID, State: "failed", Limit: 1000, Cursor: cursor})
+		if err != nil {
+			return nil, fmt.Errorf("site: list jobs: %w", err)
+		}
+		for _, j := range resp.GetJobs() {
+			out[j.GetErrorStep()+": "+j.GetLastError()]++
+		}
+		if cursor = resp.GetNextCursor(); cursor == "" {
+			return out, nil
+		}
+	}
+}
+
+// Close stops agents, server and simulator and waits for them.
+func (s *Site) Close() error {
+	s.cancel()
+	err := s.g.Wait()
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}

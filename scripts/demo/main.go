@@ -1,0 +1,237 @@
+// Command demo is `make demo`: a whole site on this machine — the site
+// server on embedded Redis with the built-in CA, two agents on two
+// simulated subnets and a simulated AMT fleet — that discovers every
+// controller, provisions all of them in one batch with a live progress
+// bar, and prints a summary.
+//
+//	go run ./scripts/demo [--devices 200] [--subnets 2] [--with-ad] [--json] [--faults SPEC --seed N] [--serve]
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/logging"
+	"github.com/amtops/amtops/internal/site"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+// summary is the final report; --json prints it as one object.
+type summary struct {
+	Devices     int            `json:"devices"`
+	Discovered  int            `json:"discovered"`
+	Provisioned int            `json:"provisioned"`
+	Failed      int            `json:"failed"`
+	Seconds     float64        `json:"seconds"`
+	Batch       string         `json:"batch"`
+	Failures    map[string]int `json:"failures_by_reason,omitempty"`
+	Directory   bool           `json:"directory"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	devices := flag.Int("devices", 200, "simulated AMT devices")
+	subnets := flag.Int("subnets", 2, "simulated subnets, one agent each")
+	asJSON := flag.Bool("json", false, "print only one final JSON object")
+	withAD := flag.Bool("with-ad", false, "start a Samba AD DC (scripts/samba.sh) and publish AMT accounts, SPNs and Kerberos keys")
+	faults := flag.String("faults", "", `simulator faults, e.g. "drop=0.02,http500=0.02,reboot=0.005"`)
+	seed := flag.Int64("seed", 1, "fault seed")
+	dir := flag.String("dir", "var/demo", "working directory")
+	serve := flag.Bool("serve", false, "keep the site running after the summary, for amtopsctl")
+	verbose := flag.Bool("v", false, "show the site's logs")
+	flag.Parse()
+
+	fs, err := amtsim.ParseFaultSpec(*faults)
+	if err != nil {
+		return fmt.Errorf("--faults: %w", err)
+	}
+	log := zerolog.Nop()
+	if *verbose {
+		if log, err = logging.New(os.Stderr, "console", "info"); err != nil {
+			return err
+		}
+	}
+	if err := os.RemoveAll(*dir); err != nil {
+		return err
+	}
+	say := func(format string, a ...any) {
+		if !*asJSON {
+			fmt.Fprintf(os.Stderr, format+"\n", a...)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log,
+		Server: func(c *config.Server) { c.Phase2.RetryDelay = 2 * time.Second; c.Phase2.ReapEvery = time.Second }}
+	if *withAD {
+		say("starting a Samba AD domain controller (scripts/samba.sh; first start takes a minute)")
+		if err := startSamba(ctx, &cfg, filepath.Join(*dir, "samba"), *asJSON); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	say("starting the site: server on embedded Redis, built-in CA, %d agents, %d simulated controllers", *subnets, *devices)
+	s, err := site.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for i, p := range s.Subnets {
+		say("  subnet %s: agent-%d", p, i)
+	}
+
+	say("discovery: agents sweep their subnets (TCP 16992/16993, then WS-Man Identify)")
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	seen, err := s.Discover(dctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	say("  %d controllers found", seen)
+
+	say("provisioning every device in collection %q", site.Collection)
+	var bar *progressbar.ProgressBar
+	if !*asJSON {
+		bar = progressbar.NewOptions(*devices, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
+			progressbar.OptionSetDescription("provision"), progressbar.OptionSetWidth(40), progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish())
+	}
+	b, err := s.Run(ctx, pb.JobKind_JOB_KIND_PROVISION, func(b *pb.Batch) {
+		if bar != nil {
+			_ = bar.Set(int(b.GetSucceeded() + b.GetFailed() + b.GetCancelled()))
+			bar.Describe(fmt.Sprintf("provision (%d failed)", b.GetFailed()))
+		}
+	})
+	if bar != nil {
+		_ = bar.Finish()
+		fmt.Fprintln(os.Stderr)
+	}
+	if err != nil {
+		return err
+	}
+	failures, err := s.Failures(ctx, b.GetId())
+	if err != nil {
+		return err
+	}
+	sum := summary{Devices: *devices, Discovered: seen, Provisioned: int(b.GetSucceeded()), Failed: int(b.GetFailed()),
+		Seconds: time.Since(start).Seconds(), Batch: b.GetId(), Failures: failures, Directory: *withAD}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(sum)
+	}
+	printSummary(os.Stdout, sum)
+	if err := showLog(ctx, os.Stdout, s); err != nil {
+		return err
+	}
+	if !*serve {
+		fmt.Fprintf(os.Stdout, "\nrun with DEMO_ARGS=--serve to keep the site up and try amtopsctl against it\n")
+		return nil
+	}
+	fmt.Fprintf(os.Stdout, "\nthe site is up; try:\n  %s devices list\nCtrl-C stops it.\n", ctlCommand(s))
+	<-ctx.Done()
+	return nil
+}
+
+func printSummary(w io.Writer, s summary) {
+	fmt.Fprintf(w, "\nsummary\n")
+	fmt.Fprintf(w, "  devices      %d\n  discovered   %d\n  provisioned  %d\n  failed       %d\n  time         %.1fs\n",
+		s.Devices, s.Discovered, s.Provisioned, s.Failed, s.Seconds)
+	if len(s.Failures) > 0 {
+		fmt.Fprintf(w, "  failed by reason:\n")
+		for _, k := range slices.Sorted(maps.Keys(s.Failures)) {
+			fmt.Fprintf(w, "    %4d  %s\n", s.Failures[k], k)
+		}
+	}
+}
+
+func ctlCommand(s *site.Site) string {
+	return fmt.Sprintf("go run ./server/cmd/amtopsctl --server %s --ca-file %s --token-file %s",
+		s.Server.GRPCAddr(), s.CAFile, s.TokenFile)
+}
+
+// showLog prints the command that shows one device's operation log, and
+// what it shows.
+func showLog(ctx context.Context, w io.Writer, s *site.Site) error {
+	resp, err := s.Admin.ListDevices(ctx, &pb.ListDevicesRequest{Collection: site.Collection, Limit: 1})
+	if err != nil || len(resp.GetDevices()) == 0 {
+		return fmt.Errorf("list devices: %w", err)
+	}
+	id := resp.GetDevices()[0].GetId()
+	fmt.Fprintf(w, "\none device's operation log:\n  %s devices log %s\n\n", ctlCommand(s), id)
+	l, err := s.Admin.GetDeviceLog(ctx, &pb.GetDeviceLogRequest{Id: id, Limit: 100})
+	if err != nil {
+		return fmt.Errorf("device log: %w", err)
+	}
+	for _, e := range l.GetEvents() {
+		fmt.Fprintf(w, "  %s  phase %d  %-22s %-8s %s\n", e.GetTime().AsTime().Format("15:04:05.000"), e.GetPhase(),
+			e.GetStep(), strings.TrimPrefix(strings.ToLower(e.GetOutcome().String()), "outcome_"), e.GetDetail())
+	}
+	return nil
+}
+
+// startSamba runs scripts/samba.sh and points the site at it.
+func startSamba(ctx context.Context, cfg *site.Config, dir string, quiet bool) error {
+	cmd := exec.CommandContext(ctx, "bash", "scripts/samba.sh", "start", dir)
+	if !quiet {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("scripts/samba.sh start: %w (install the packages with: scripts/deps.sh test)", err)
+	}
+	env, err := readEnv(filepath.Join(dir, "env"))
+	if err != nil {
+		return err
+	}
+	cfg.Directory = config.Directory{URL: env["AMTOPS_TEST_LDAP_URL"], CAFile: env["AMTOPS_TEST_LDAP_CA"],
+		BindDN: env["AMTOPS_TEST_LDAP_BIND_DN"], BaseDN: env["AMTOPS_TEST_LDAP_BASE_DN"],
+		AccountOU: "CN=Computers," + env["AMTOPS_TEST_LDAP_BASE_DN"], Realm: env["AMTOPS_TEST_KRB5_REALM"],
+		Timeout: 10 * time.Second, PoolSize: 8}
+	cfg.DirectoryPassword = env["AMTOPS_TEST_LDAP_PASSWORD"]
+	if cfg.Directory.URL == "" {
+		return errors.New("samba env file has no AMTOPS_TEST_LDAP_URL")
+	}
+	return nil
+}
+
+// readEnv reads the `export K=V` lines scripts/samba.sh writes.
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
+		if ok {
+			env[k] = strings.Trim(v, `'"`)
+		}
+	}
+	return env, sc.Err()
+}

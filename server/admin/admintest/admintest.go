@@ -1,0 +1,183 @@
+// Package admintest runs a real AdminService for tests: a private Redis,
+// the store, the real batch service with the phase-1 asynq enqueuer, and
+// a gRPC server on a loopback port wired as the site server wires it
+// (TLS from the site's agent CA, AgentService and AdminService on one
+// port, each with its interceptor), with one operate and one read token.
+package admintest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/internal/testpeers"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/admin"
+	"github.com/amtops/amtops/server/agentca"
+	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/dispatch"
+	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/store"
+)
+
+// Epoch is the store's fixed clock in tests, so that golden output of
+// device records is stable.
+var Epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Server is a running AdminService.
+type Server struct {
+	Store   *store.Store
+	Batches *batch.Service
+	Svc     *admin.Service
+	CA      *agentca.CA
+	RDB     redis.UniversalClient
+	Addr    string
+	// CAFile holds the CA certificate (PEM) the server's TLS chains to.
+	CAFile string
+	// Operate and Read are tokens of each role.
+	Operate, Read string
+}
+
+// Options tunes Start.
+type Options struct {
+	Sweeper admin.Sweeper
+	// Batches replaces the real batch service when not nil.
+	Batches admin.Batches
+	Log     zerolog.Logger
+}
+
+// Start runs a server until t ends.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: testpeers.Redis(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	sealer, err := secrets.New(bytes.Repeat([]byte{5}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(rdb, sealer, store.Options{Clock: func() time.Time { return Epoch }})
+	ca, err := agentca.Open(ctx, st, agentca.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aq := asynq.NewClientFromRedisClient(rdb)
+	bs := batch.New(st, phase1.NewEnqueuer(aq, 3, 0), o.Log)
+	var batches admin.Batches = bs
+	if o.Batches != nil {
+		batches = o.Batches
+	}
+	svc := admin.New(st, batches, o.Sweeper, admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond})
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCertificate(lis.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The production wiring: one TLS port for agents (mTLS, AgentService's
+	// interceptor) and administrators (bearer tokens, AdminService's).
+	q := store.NewLeaseQueue(st, store.QueueOptions{})
+	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca, api.Options{Log: o.Log})
+	gs := grpc.NewServer(append(api.ServerOptions(agents, cert),
+		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(svc.StreamInterceptor()))...)
+	api.Register(gs, agents)
+	admin.Register(gs, svc)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(lis) }()
+	t.Cleanup(func() {
+		gs.Stop()
+		<-done
+	})
+
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	operate, _, err := st.CreateAdminToken(ctx, "ops", store.RoleOperate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, _, err := st.CreateAdminToken(ctx, "viewer", store.RoleRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Server{Store: st, Batches: bs, Svc: svc, CA: ca, RDB: rdb, Addr: lis.Addr().String(), CAFile: caFile,
+		Operate: operate, Read: read}
+}
+
+// bearer sends a token with every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	if b == "" {
+		return nil, nil
+	}
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// Dial connects over TLS, presenting token (none when empty).
+func (s *Server) Dial(t testing.TB, token string) pb.AdminServiceClient {
+	t.Helper()
+	tc := &tls.Config{RootCAs: s.CA.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	conn, err := grpc.NewClient(s.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithPerRPCCredentials(bearer(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return pb.NewAdminServiceClient(conn)
+}
+
+// Device stores a device in the /24 around ip and returns it.
+func (s *Server) Device(t testing.TB, id, host string, ip string, status domain.Status) domain.Device {
+	t.Helper()
+	d := domain.Device{ID: id, HostName: host, Domain: "amt.test", Status: status}
+	if ip != "" {
+		d.IP = mustAddr(t, ip)
+		d.Subnet = netPrefix(d.IP)
+	}
+	if err := s.Store.PutDevice(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func mustAddr(t testing.TB, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// netPrefix is the /24 (IPv4) or /64 (IPv6) around a.
+func netPrefix(a netip.Addr) netip.Prefix {
+	bits := 24
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}

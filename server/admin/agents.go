@@ -1,0 +1,130 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/store"
+)
+
+// maxEnrollmentTTL bounds how long a one-time enrollment token lives.
+const maxEnrollmentTTL = 7 * 24 * time.Hour
+
+// CreateEnrollmentToken makes a one-time token an agent enrolls with,
+// pre-authorised for subnets.
+func (s *Service) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrollmentTokenRequest) (*pb.CreateEnrollmentTokenResponse, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	subnets, err := prefixesFrom("subnets", req.GetSubnets())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if ttl == 0 {
+		ttl = time.Hour
+	}
+	if ttl < 0 || ttl > maxEnrollmentTTL {
+		return nil, toStatus(domain.InvalidField("ttl_seconds", fmt.Sprint(req.GetTtlSeconds()), "must be 1 s to 7 days"))
+	}
+	tok, err := s.st.CreateEnrollmentToken(ctx, store.Enrollment{Subnets: subnets, CreatedBy: p.Name}, ttl)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.opts.Log.Info().Str("admin", p.Name).Strs("subnets", req.GetSubnets()).Dur("ttl", ttl).Msg("enrollment token created")
+	return &pb.CreateEnrollmentTokenResponse{Token: tok, ExpiresAt: ts(s.opts.Clock().Add(ttl))}, nil
+}
+
+// AuthorizeAgent lets an enrolled agent serve more subnets.
+func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequest) (*pb.Agent, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	subnets, err := prefixesFrom("subnets", req.GetSubnets())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(subnets) == 0 {
+		return nil, toStatus(domain.InvalidField("subnets", "", "name at least one subnet"))
+	}
+	a, err := s.st.GetAgent(ctx, req.GetAgentId())
+	if errors.Is(err, domain.ErrNotFound) {
+		return nil, toStatus(fmt.Errorf("unknown agent %q: %w", req.GetAgentId(), domain.ErrNotFound))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, sn := range subnets {
+		if !slices.Contains(a.Subnets, sn) {
+			a.Subnets = append(a.Subnets, sn)
+		}
+	}
+	if err := s.st.PutAgent(ctx, a); err != nil {
+		return nil, toStatus(err)
+	}
+	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg("agent authorized")
+	return agentToPB(a), nil
+}
+
+// ListAgents returns every enrolled agent.
+func (s *Service) ListAgents(ctx context.Context, _ *pb.ListAgentsRequest) (*pb.ListAgentsResponse, error) {
+	as, err := s.st.ListAgents(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ListAgentsResponse{}
+	for _, a := range as {
+		resp.Agents = append(resp.Agents, agentToPB(a))
+	}
+	return resp, nil
+}
+
+// CreateAdminToken makes a new administrator token; it is returned once.
+func (s *Service) CreateAdminToken(ctx context.Context, req *pb.CreateAdminTokenRequest) (*pb.CreateAdminTokenResponse, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tok, rec, err := s.st.CreateAdminToken(ctx, req.GetName(), store.AdminRole(req.GetRole()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.opts.Log.Info().Str("admin", p.Name).Str("token", rec.Name).Str("role", string(rec.Role)).Msg("admin token created")
+	return &pb.CreateAdminTokenResponse{Token: tok, Info: adminTokenToPB(rec)}, nil
+}
+
+// ListAdminTokens lists token names and roles, never the tokens.
+func (s *Service) ListAdminTokens(ctx context.Context, _ *pb.ListAdminTokensRequest) (*pb.ListAdminTokensResponse, error) {
+	ts, err := s.st.ListAdminTokens(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ListAdminTokensResponse{}
+	for _, t := range ts {
+		resp.Tokens = append(resp.Tokens, adminTokenToPB(t))
+	}
+	return resp, nil
+}
+
+// RevokeAdminToken deletes a token by name; it stops working at once.
+func (s *Service) RevokeAdminToken(ctx context.Context, req *pb.RevokeAdminTokenRequest) (*pb.RevokeAdminTokenResponse, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.st.RevokeAdminToken(ctx, req.GetName()); err != nil {
+		if errors.Is(err, domain.ErrNotFound) {
+			err = fmt.Errorf("unknown admin token %q: %w", req.GetName(), domain.ErrNotFound)
+		}
+		return nil, toStatus(err)
+	}
+	s.opts.Log.Info().Str("admin", p.Name).Str("token", req.GetName()).Msg("admin token revoked")
+	return &pb.RevokeAdminTokenResponse{}, nil
+}

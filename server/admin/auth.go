@@ -1,0 +1,181 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/store"
+)
+
+const servicePrefix = "/amtops.v1.AdminService/"
+
+// readMethods are the calls a read-role token may make; every other
+// AdminService method needs the operate role, so a method added later is
+// closed to readers until someone decides otherwise.
+var readMethods = map[string]bool{
+	pb.AdminService_ListDevices_FullMethodName:     true,
+	pb.AdminService_GetDevice_FullMethodName:       true,
+	pb.AdminService_GetDeviceLog_FullMethodName:    true,
+	pb.AdminService_ListCollections_FullMethodName: true,
+	pb.AdminService_GetBatch_FullMethodName:        true,
+	pb.AdminService_ListBatches_FullMethodName:     true,
+	pb.AdminService_WatchBatch_FullMethodName:      true,
+	pb.AdminService_ListBatchJobs_FullMethodName:   true,
+	pb.AdminService_ListAgents_FullMethodName:      true,
+}
+
+// Principal is the administrator behind a call.
+type Principal struct {
+	Name string
+	Role store.AdminRole
+}
+
+type principalKey struct{}
+
+// principalFrom returns the caller the interceptor authenticated.
+func principalFrom(ctx context.Context) (Principal, error) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	if !ok {
+		return Principal{}, status.Error(codes.Unauthenticated, "admin: call not authenticated (interceptor missing)")
+	}
+	return p, nil
+}
+
+// authorize authenticates the bearer token of a call to method and checks
+// its role. Errors are gRPC statuses.
+func (s *Service) authorize(ctx context.Context, method string) (context.Context, error) {
+	if p, ok := peer.FromContext(ctx); !ok {
+		return nil, status.Error(codes.Unauthenticated, "admin: no peer")
+	} else if _, tlsOK := p.AuthInfo.(credentials.TLSInfo); !tlsOK {
+		// Tokens must never cross the network in clear text.
+		return nil, status.Error(codes.Unauthenticated, "admin: calls need TLS")
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "admin: missing credentials: send \"authorization: Bearer <admin token>\"")
+	}
+	scheme, token, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+		return nil, status.Error(codes.Unauthenticated, "admin: authorization must be \"Bearer <admin token>\"")
+	}
+	rec, err := s.st.AuthenticateAdmin(ctx, strings.TrimSpace(token))
+	if err != nil {
+		s.opts.Log.Warn().Str("method", method).Msg("admin call with unknown token refused")
+		if st, ok := status.FromError(toStatus(err)); ok && st.Code() == codes.PermissionDenied {
+			return nil, status.Error(codes.Unauthenticated, "admin: token unknown or revoked")
+		}
+		return nil, toStatus(err)
+	}
+	if rec.Role != store.RoleOperate && !readMethods[method] {
+		s.opts.Log.Warn().Str("method", method).Str("admin", rec.Name).Str("role", string(rec.Role)).Msg("admin call refused: role")
+		return nil, status.Errorf(codes.PermissionDenied, "admin: %s needs the operate role; token %q has the %s role",
+			strings.TrimPrefix(method, servicePrefix), rec.Name, rec.Role)
+	}
+	return context.WithValue(ctx, principalKey{}, Principal{Name: rec.Name, Role: rec.Role}), nil
+}
+
+// UnaryInterceptor authenticates AdminService calls and enforces roles.
+// Other services' calls pass through untouched.
+func (s *Service) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if !strings.HasPrefix(info.FullMethod, servicePrefix) {
+			return h(ctx, req)
+		}
+		ctx, err := s.authorize(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+}
+
+// StreamInterceptor is UnaryInterceptor for streaming calls (WatchBatch).
+func (s *Service) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if !strings.HasPrefix(info.FullMethod, servicePrefix) {
+			return h(srv, ss)
+		}
+		ctx, err := s.authorize(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return h(srv, &authedStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+type authedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (a *authedStream) Context() context.Context { return a.ctx }
+
+// TokenFile is the name of the bootstrap token file in the data directory.
+const TokenFile = "admin.token"
+
+// BootstrapName is the name of the first operate token.
+const BootstrapName = "bootstrap"
+
+// TokenStore is what Bootstrap needs (store.Store).
+type TokenStore interface {
+	CreateFirstAdminToken(ctx context.Context, name string, role store.AdminRole) (token string, created bool, err error)
+	RevokeAdminToken(ctx context.Context, name string) error
+}
+
+// Bootstrap makes sure an administrator can get in on a first start: when
+// no admin token exists at all, it creates an operate token and writes it
+// to dataDir/admin.token (mode 0600). Replicas racing make one token; the
+// others report created false. A token that could not be written is
+// revoked again, so that the next start retries.
+func Bootstrap(ctx context.Context, st TokenStore, dataDir string) (path string, created bool, err error) {
+	path = filepath.Join(dataDir, TokenFile)
+	tok, created, err := st.CreateFirstAdminToken(ctx, BootstrapName, store.RoleOperate)
+	if err != nil || !created {
+		return path, false, err
+	}
+	if err := writeSecretFile(path, []byte(tok+"\n")); err != nil {
+		if rerr := st.RevokeAdminToken(context.WithoutCancel(ctx), BootstrapName); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return path, false, fmt.Errorf("admin: bootstrap token: %w", err)
+	}
+	return path, true, nil
+}
+
+// writeSecretFile writes data to path, readable by the owner only,
+// replacing any older file atomically.
+func writeSecretFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".admin-token-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

@@ -1,0 +1,210 @@
+package admin
+
+import (
+	"net/netip"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/store"
+)
+
+// All conversion between the domain model and the AdminService wire types
+// happens in this file.
+
+var statusToPB = map[domain.Status]pb.DeviceStatus{
+	domain.StatusUnknown:               pb.DeviceStatus_DEVICE_STATUS_UNKNOWN,
+	domain.StatusNotSupported:          pb.DeviceStatus_DEVICE_STATUS_NOT_SUPPORTED,
+	domain.StatusDetected:              pb.DeviceStatus_DEVICE_STATUS_DETECTED,
+	domain.StatusNotProvisioned:        pb.DeviceStatus_DEVICE_STATUS_NOT_PROVISIONED,
+	domain.StatusProvisioned:           pb.DeviceStatus_DEVICE_STATUS_PROVISIONED,
+	domain.StatusExternallyProvisioned: pb.DeviceStatus_DEVICE_STATUS_EXTERNALLY_PROVISIONED,
+}
+
+var kindToPB = map[domain.JobKind]pb.JobKind{
+	domain.KindProvision:    pb.JobKind_JOB_KIND_PROVISION,
+	domain.KindUpdate:       pb.JobKind_JOB_KIND_UPDATE,
+	domain.KindRemoveConfig: pb.JobKind_JOB_KIND_REMOVE_CONFIG,
+	domain.KindRemoveAll:    pb.JobKind_JOB_KIND_REMOVE_ALL,
+	domain.KindDiscover:     pb.JobKind_JOB_KIND_DISCOVER,
+}
+
+var linkToPB = map[domain.Link]pb.Link{
+	domain.LinkWired:      pb.Link_LINK_WIRED,
+	domain.LinkWired8021X: pb.Link_LINK_WIRED_8021X,
+	domain.LinkWireless:   pb.Link_LINK_WIRELESS,
+}
+
+var outcomeToPB = map[domain.Outcome]pb.Outcome{
+	domain.OutcomeStarted:  pb.Outcome_OUTCOME_STARTED,
+	domain.OutcomeOK:       pb.Outcome_OUTCOME_OK,
+	domain.OutcomeSkipped:  pb.Outcome_OUTCOME_SKIPPED,
+	domain.OutcomeWarning:  pb.Outcome_OUTCOME_WARNING,
+	domain.OutcomeFailed:   pb.Outcome_OUTCOME_FAILED,
+	domain.OutcomeRetrying: pb.Outcome_OUTCOME_RETRYING,
+}
+
+func invert[K, V comparable](m map[K]V) map[V]K {
+	out := make(map[V]K, len(m))
+	for k, v := range m {
+		out[v] = k
+	}
+	return out
+}
+
+var (
+	statusFromPB = invert(statusToPB)
+	kindFromPB   = invert(kindToPB)
+	linkFromPB   = invert(linkToPB)
+)
+
+// statusFrom converts a wire status; UNSPECIFIED is "" (no filter).
+func statusFrom(field string, s pb.DeviceStatus) (domain.Status, error) {
+	if s == pb.DeviceStatus_DEVICE_STATUS_UNSPECIFIED {
+		return "", nil
+	}
+	st, ok := statusFromPB[s]
+	if !ok {
+		return "", domain.InvalidField(field, s.String(), "unknown status")
+	}
+	return st, nil
+}
+
+func kindFrom(k pb.JobKind) (domain.JobKind, error) {
+	kind, ok := kindFromPB[k]
+	if !ok {
+		return "", domain.InvalidField("kind", k.String(), "name an operation: provision, update, remove-config, remove-all")
+	}
+	return kind, nil
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func deviceToPB(d domain.Device) *pb.Device {
+	return &pb.Device{
+		Id: d.ID, Uuid: d.UUID, HostName: d.HostName, Domain: d.Domain, Fqdn: d.FQDN(),
+		Ip: addrString(d.IP), Subnet: prefixString(d.Subnet), ComputerDn: d.ComputerDN, AmtVersion: d.AMTVersion,
+		Status: statusToPB[d.Status], ProvisioningState: int32(d.State), Link: linkToPB[d.Link],
+		Collections: d.Collections, SuppressAutoProvision: d.SuppressAutoProvision, RenamePending: d.RenamePending,
+		LastError: d.LastError, LastErrorStep: d.LastErrorStep, Warnings: d.Warnings,
+		UpdatedAt: ts(d.UpdatedAt), ProvisionedAt: ts(d.ProvisionedAt),
+	}
+}
+
+// deviceFromPB reads the fields an administrator may set on a device.
+// Status UNSPECIFIED becomes "" so that the caller can keep the old one.
+func deviceFromPB(p *pb.Device) (domain.Device, error) {
+	d := domain.Device{ID: p.GetId(), UUID: p.GetUuid(), HostName: p.GetHostName(), Domain: p.GetDomain(),
+		ComputerDN: p.GetComputerDn(), Collections: p.GetCollections()}
+	var err error
+	if d.Status, err = statusFrom("device.status", p.GetStatus()); err != nil {
+		return d, err
+	}
+	if p.GetLink() != pb.Link_LINK_UNSPECIFIED {
+		l, ok := linkFromPB[p.GetLink()]
+		if !ok {
+			return d, domain.InvalidField("device.link", p.GetLink().String(), "unknown link")
+		}
+		d.Link = l
+	}
+	if s := p.GetIp(); s != "" {
+		if d.IP, err = netip.ParseAddr(s); err != nil {
+			return d, domain.InvalidField("device.ip", s, "not an IP address")
+		}
+	}
+	if s := p.GetSubnet(); s != "" {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return d, domain.InvalidField("device.subnet", s, "not a CIDR prefix")
+		}
+		d.Subnet = pfx.Masked()
+	}
+	return d, nil
+}
+
+func eventToPB(e domain.OperationEvent) *pb.OperationEvent {
+	return &pb.OperationEvent{DeviceId: e.DeviceID, JobId: e.JobID, Phase: int32(e.Phase), Step: e.Step,
+		Outcome: outcomeToPB[e.Outcome], Detail: e.Detail, Actor: e.Actor, Time: ts(e.Time)}
+}
+
+func ruleToPB(r domain.CollectionRule) *pb.MemberRule {
+	return &pb.MemberRule{Subnet: prefixString(r.Subnet), NamePattern: r.NamePattern}
+}
+
+func ruleFromPB(p *pb.MemberRule) (domain.CollectionRule, error) {
+	r := domain.CollectionRule{NamePattern: p.GetNamePattern()}
+	if s := p.GetSubnet(); s != "" {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return r, domain.InvalidField("rule.subnet", s, "not a CIDR prefix")
+		}
+		r.Subnet = pfx.Masked()
+	}
+	return r, r.Validate()
+}
+
+func collectionToPB(c domain.Collection, members int) *pb.Collection {
+	out := &pb.Collection{Name: c.Name, Description: c.Description, AutoProvision: c.AutoProvision,
+		Members: int32(members), CreatedAt: ts(c.CreatedAt)}
+	for _, r := range c.Rules {
+		out.Rules = append(out.Rules, ruleToPB(r))
+	}
+	return out
+}
+
+func batchToPB(b domain.Batch) *pb.Batch {
+	return &pb.Batch{Id: b.ID, Kind: kindToPB[b.Kind], Origin: b.Origin, Total: int32(b.Total),
+		Succeeded: int32(b.Succeeded), Failed: int32(b.Failed), Cancelled: int32(b.Cancelled), Done: b.Done(),
+		CreatedAt: ts(b.CreatedAt), Requester: b.Requester, Options: b.Options, CancelRequested: b.CancelRequested}
+}
+
+func jobToPB(j domain.Job) *pb.Job {
+	return &pb.Job{Id: j.ID, DeviceId: j.DeviceID, Kind: kindToPB[j.Kind], State: string(j.State),
+		Attempts: int32(j.Attempts), LastError: j.LastError, ErrorStep: j.ErrorStep}
+}
+
+func agentToPB(a domain.Agent) *pb.Agent {
+	out := &pb.Agent{Id: a.ID, LastHeartbeat: ts(a.LastHeartbeat), EnrolledAt: ts(a.EnrolledAt)}
+	for _, s := range a.Subnets {
+		out.Subnets = append(out.Subnets, s.String())
+	}
+	return out
+}
+
+func adminTokenToPB(t store.AdminToken) *pb.AdminToken {
+	return &pb.AdminToken{Name: t.Name, Role: string(t.Role), CreatedAt: ts(t.CreatedAt)}
+}
+
+// prefixesFrom parses CIDR prefixes named in field.
+func prefixesFrom(field string, ss []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, domain.InvalidField(field, s, "not a CIDR prefix")
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

@@ -1,0 +1,388 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+// CSV columns. host_name, domain and ip are required; uuid and subnet
+// are optional.
+const (
+	colHost   = "host_name"
+	colDomain = "domain"
+	colIP     = "ip"
+	colUUID   = "uuid"
+	colSubnet = "subnet"
+)
+
+var csvColumns = []string{colHost, colDomain, colIP, colUUID, colSubnet}
+
+// maxCSVErrors bounds the problems one reply lists; the rest are counted.
+const maxCSVErrors = 20
+
+// csvRow is one checked line of an import file.
+type csvRow struct {
+	line     int
+	host     string
+	domain   string
+	ip       netip.Addr
+	uuid     string
+	subnet   netip.Prefix
+	existing *domain.Device // set by plan
+}
+
+func (r csvRow) fqdn() string { return strings.ToLower(r.host + "." + r.domain) }
+
+// lineErr names the line and field of bad input.
+func lineErr(line int, field, value, reason string) error {
+	return fmt.Errorf("csv line %d: %w", line, domain.InvalidField(field, value, reason))
+}
+
+// errList gathers line errors up to maxCSVErrors.
+type errList struct {
+	errs  []error
+	extra int
+}
+
+func (l *errList) add(err error) {
+	if len(l.errs) < maxCSVErrors {
+		l.errs = append(l.errs, err)
+	} else {
+		l.extra++
+	}
+}
+
+func (l *errList) err() error {
+	if len(l.errs) == 0 {
+		return nil
+	}
+	errs := l.errs
+	if l.extra > 0 {
+		errs = append(slices.Clone(errs), fmt.Errorf("and %d more problems", l.extra))
+	}
+	return errors.Join(errs...)
+}
+
+// parseCSV checks a whole import file: the header, every field of every
+// line, and duplicates within the file. Every problem names its line and
+// field.
+func parseCSV(data []byte) ([]csvRow, error) {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a BOM from spreadsheet exports
+	r := csv.NewReader(bytes.NewReader(data))
+	r.FieldsPerRecord = -1
+	r.TrimLeadingSpace = true
+	r.Comment = '#'
+	header, err := r.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, domain.InvalidField("csv", "", "empty file: the first line must be the header "+strings.Join(csvColumns[:3], ",")+"[,uuid][,subnet]")
+	}
+	if err != nil {
+		return nil, csvSyntax(err)
+	}
+	hline, _ := r.FieldPos(0)
+	col := map[string]int{}
+	var errs errList
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(h))
+		switch {
+		case !slices.Contains(csvColumns, h):
+			errs.add(lineErr(hline, "header", h, "unknown column (want host_name,domain,ip[,uuid][,subnet])"))
+		case col[h] != 0:
+			errs.add(lineErr(hline, "header", h, "column appears twice"))
+		default:
+			col[h] = i + 1 // 0 means absent
+		}
+	}
+	for _, need := range csvColumns[:3] {
+		if col[need] == 0 {
+			errs.add(lineErr(hline, "header", need, "required column missing (the first line must be the header host_name,domain,ip[,uuid][,subnet])"))
+		}
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	var rows []csvRow
+	byFQDN, byIP, byUUID := map[string]int{}, map[netip.Addr]int{}, map[string]int{}
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) && !errors.Is(pe.Err, csv.ErrFieldCount) {
+				// A quoting error leaves the reader unsure where lines
+				// end; stop here.
+				errs.add(csvSyntax(err))
+				return nil, errs.err()
+			}
+			errs.add(csvSyntax(err))
+			continue
+		}
+		line, _ := r.FieldPos(0)
+		if len(rec) != len(header) {
+			errs.add(fmt.Errorf("csv line %d: %w", line, domain.InvalidField("fields", fmt.Sprint(len(rec)), fmt.Sprintf("the header has %d columns", len(header)))))
+			continue
+		}
+		get := func(c string) string {
+			if col[c] == 0 {
+				return ""
+			}
+			return strings.TrimSpace(rec[col[c]-1])
+		}
+		row, ok := csvRow{line: line}, true
+		bad := func(field, value, reason string) { errs.add(lineErr(line, field, value, reason)); ok = false }
+
+		row.host = get(colHost)
+		if row.host == "" {
+			bad(colHost, "", "required")
+		} else if err := domain.ValidateHostName(row.host); err != nil {
+			var fe *domain.FieldError
+			errors.As(err, &fe)
+			bad(colHost, row.host, fe.Reason)
+		}
+		row.domain = strings.TrimSuffix(get(colDomain), ".")
+		if reason := checkDomain(row.domain); reason != "" {
+			bad(colDomain, row.domain, reason)
+		}
+		if s := get(colIP); s == "" {
+			bad(colIP, "", "required")
+		} else if ip, err := netip.ParseAddr(s); err != nil || ip.Zone() != "" {
+			bad(colIP, s, "not an IP address")
+		} else {
+			row.ip = ip.Unmap()
+		}
+		if s := get(colUUID); s != "" {
+			u, err := uuid.Parse(s)
+			if err != nil {
+				bad(colUUID, s, "not a UUID")
+			} else {
+				row.uuid = u.String()
+			}
+		}
+		if s := get(colSubnet); s != "" {
+			p, err := netip.ParsePrefix(s)
+			switch {
+			case err != nil:
+				bad(colSubnet, s, "not a CIDR prefix")
+			case row.ip.IsValid() && !p.Contains(row.ip):
+				bad(colSubnet, s, "does not contain ip "+row.ip.String())
+			default:
+				row.subnet = p.Masked()
+			}
+		}
+		if !ok {
+			continue
+		}
+		if prev, dup := byFQDN[row.fqdn()]; dup {
+			bad(colHost, row.host+"."+row.domain, fmt.Sprintf("the same name is on line %d", prev))
+		}
+		if prev, dup := byIP[row.ip]; dup {
+			bad(colIP, row.ip.String(), fmt.Sprintf("the same address is on line %d", prev))
+		}
+		if prev, dup := byUUID[row.uuid]; dup && row.uuid != "" {
+			bad(colUUID, row.uuid, fmt.Sprintf("the same UUID is on line %d", prev))
+		}
+		if !ok {
+			continue
+		}
+		byFQDN[row.fqdn()], byIP[row.ip] = line, line
+		if row.uuid != "" {
+			byUUID[row.uuid] = line
+		}
+		rows = append(rows, row)
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, domain.InvalidField("csv", "", "no devices after the header")
+	}
+	return rows, nil
+}
+
+// csvSyntax turns a reader error into one naming the line.
+func csvSyntax(err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("csv line %d: %w", pe.Line, domain.InvalidField("column "+fmt.Sprint(pe.Column), "", pe.Err.Error()))
+	}
+	return domain.InvalidField("csv", "", err.Error())
+}
+
+// checkDomain applies DNS rules to a domain name; "" is fine.
+func checkDomain(d string) string {
+	if d == "" {
+		return "required"
+	}
+	if len(d) > 191 {
+		return "longer than 191 characters"
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return "each label must be 1 to 63 characters"
+		}
+		if err := domain.ValidateHostName(label); err != nil {
+			return "only letters, digits, '-' and '.' are allowed"
+		}
+	}
+	return ""
+}
+
+// planImport checks the rows against the site database: it finds the
+// device each row updates (by FQDN, else UUID) and refuses rows whose
+// name, UUID or ID belong to different devices. Nothing is written.
+func (s *Service) planImport(ctx context.Context, rows []csvRow) (warnings []string, err error) {
+	var errs errList
+	for i := range rows {
+		r := &rows[i]
+		var byName, byID *domain.Device
+		if d, err := s.st.DeviceByFQDN(ctx, r.fqdn()); err == nil {
+			byName = &d
+		} else if !errors.Is(err, domain.ErrNotFound) {
+			return nil, err
+		}
+		id := r.uuid
+		if id == "" {
+			id = r.fqdn()
+		}
+		if d, err := s.st.GetDevice(ctx, id); err == nil {
+			byID = &d
+		} else if !errors.Is(err, domain.ErrNotFound) {
+			return nil, err
+		}
+		switch {
+		case byName != nil && byID != nil && byName.ID != byID.ID:
+			field := colUUID
+			if r.uuid == "" {
+				field = colHost
+			}
+			errs.add(lineErr(r.line, field, id, fmt.Sprintf("is device %s, but %s is device %s", byID.ID, r.fqdn(), byName.ID)))
+			continue
+		case byName != nil && r.uuid != "" && byName.UUID != "" && byName.UUID != r.uuid:
+			errs.add(lineErr(r.line, colUUID, r.uuid, fmt.Sprintf("device %s (%s) has UUID %s", byName.ID, r.fqdn(), byName.UUID)))
+			continue
+		case byName != nil:
+			r.existing = byName
+		case byID != nil && byID.HostName != "":
+			// The ID is taken by a device now known under another name:
+			// a rename goes through `rename`, not an import.
+			errs.add(lineErr(r.line, colHost, r.host+"."+r.domain, fmt.Sprintf("device %s is named %s; rename it with `amtopsctl rename` first", byID.ID, byID.FQDN())))
+			continue
+		case byID != nil:
+			r.existing = byID
+		}
+		if !r.subnet.IsValid() {
+			if r.existing != nil && r.existing.Subnet.IsValid() && r.existing.Subnet.Contains(r.ip) {
+				r.subnet = r.existing.Subnet
+			} else if p, ok, err := s.agentSubnet(ctx, r.ip); err != nil {
+				return nil, err
+			} else if ok {
+				r.subnet = p
+			} else {
+				warnings = append(warnings, fmt.Sprintf("csv line %d: no enrolled agent serves %s: add a subnet column or authorize an agent before provisioning", r.line, r.ip))
+			}
+		}
+	}
+	return warnings, errs.err()
+}
+
+// agentSubnet finds the narrowest subnet an enrolled agent serves that
+// contains ip.
+func (s *Service) agentSubnet(ctx context.Context, ip netip.Addr) (netip.Prefix, bool, error) {
+	agents, err := s.st.ListAgents(ctx)
+	if err != nil {
+		return netip.Prefix{}, false, err
+	}
+	var best netip.Prefix
+	for _, a := range agents {
+		for _, p := range a.Subnets {
+			if p.Contains(ip) && (!best.IsValid() || p.Bits() > best.Bits()) {
+				best = p
+			}
+		}
+	}
+	return best, best.IsValid(), nil
+}
+
+// ImportDevices creates or updates the devices of a CSV file and adds
+// them to a collection. The file is checked whole, then against the site
+// database, before anything is written.
+func (s *Service) ImportDevices(ctx context.Context, req *pb.ImportDevicesRequest) (*pb.ImportDevicesResponse, error) {
+	c, err := s.collection(ctx, req.GetCollection())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rows, err := parseCSV(req.GetCsv())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	warnings, err := s.planImport(ctx, rows)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ImportDevicesResponse{Warnings: warnings}
+	for _, r := range rows {
+		if r.existing == nil {
+			resp.Created++
+			resp.Added++
+			continue
+		}
+		resp.Updated++
+		if !slices.Contains(r.existing.Collections, c.Name) {
+			resp.Added++
+		}
+	}
+	if req.GetDryRun() {
+		return resp, nil
+	}
+	for _, r := range rows {
+		if err := s.writeRow(ctx, c.Name, r); err != nil {
+			return nil, toStatus(fmt.Errorf("csv line %d: %w", r.line, err))
+		}
+	}
+	p, _ := principalFrom(ctx)
+	s.opts.Log.Info().Str("collection", c.Name).Str("admin", p.Name).Int32("created", resp.Created).
+		Int32("updated", resp.Updated).Int32("added", resp.Added).Msg("devices imported")
+	return resp, nil
+}
+
+func (s *Service) writeRow(ctx context.Context, coll string, r csvRow) error {
+	if r.existing == nil {
+		id := r.uuid
+		if id == "" {
+			id = r.fqdn()
+		}
+		d := domain.Device{ID: id, UUID: r.uuid, HostName: r.host, Domain: r.domain, IP: r.ip, Subnet: r.subnet,
+			Status: domain.StatusUnknown, Collections: []string{coll}}
+		return s.st.PutDevice(ctx, d)
+	}
+	_, err := s.st.UpdateDevice(ctx, r.existing.ID, func(d *domain.Device) error {
+		d.HostName, d.Domain, d.IP = r.host, r.domain, r.ip
+		if r.subnet.IsValid() {
+			d.Subnet = r.subnet
+		} else if d.Subnet.IsValid() && !d.Subnet.Contains(r.ip) {
+			d.Subnet = netip.Prefix{}
+		}
+		if d.UUID == "" {
+			d.UUID = r.uuid
+		}
+		if !slices.Contains(d.Collections, coll) {
+			d.Collections = append(d.Collections, coll)
+		}
+		return nil
+	})
+	return err
+}

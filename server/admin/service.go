@@ -1,0 +1,70 @@
+package admin
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/store"
+)
+
+// Batches starts and cancels bulk operations (batch.Service).
+type Batches interface {
+	Start(ctx context.Context, r batch.Request) (b domain.Batch, created bool, err error)
+	Cancel(ctx context.Context, id string) (cancelled int, err error)
+}
+
+// Sweeper runs the auto-provisioning sweep on demand (S22).
+type Sweeper interface {
+	SweepNow(ctx context.Context) (domain.Batch, error)
+}
+
+// Options tunes a Service. The zero value is usable.
+type Options struct {
+	Log zerolog.Logger
+	// WatchInterval is how often WatchBatch reads the counters; default
+	// 300 ms.
+	WatchInterval time.Duration
+	// Clock gives the time; default time.Now.
+	Clock func() time.Time
+	// Discoverer runs on-demand discovery (StartBatch with kind
+	// discover); nil refuses it.
+	Discoverer Discoverer
+}
+
+// Discoverer asks the agents of subnets (all authorised subnets when
+// empty) to sweep them now (S21).
+type Discoverer interface {
+	Discover(ctx context.Context, subnets []netip.Prefix) (jobIDs []string, err error)
+}
+
+// Service implements pb.AdminServiceServer.
+type Service struct {
+	pb.UnimplementedAdminServiceServer
+	st      *store.Store
+	batches Batches
+	sweeper Sweeper
+	opts    Options
+}
+
+// New builds the service. sweeper may be nil: SweepNow then answers
+// Unimplemented.
+func New(st *store.Store, batches Batches, sweeper Sweeper, o Options) *Service {
+	if o.WatchInterval <= 0 {
+		o.WatchInterval = 300 * time.Millisecond
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return &Service{st: st, batches: batches, sweeper: sweeper, opts: o}
+}
+
+// Register adds svc to s. The server must run svc's interceptors (see
+// UnaryInterceptor and StreamInterceptor) and TLS credentials.
+func Register(s *grpc.Server, svc *Service) { pb.RegisterAdminServiceServer(s, svc) }

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+func (a *app) agentsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Aliases: []string{"agent"}, Short: "List agents, make enrollment tokens, authorize subnets"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrolled agents with their subnets and last heartbeat",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.ListAgentsResponse, error) {
+				return c.ListAgents(ctx, &pb.ListAgentsRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			views := make([]agentView, 0, len(resp.GetAgents()))
+			for _, ag := range resp.GetAgents() {
+				views = append(views, viewAgent(ag))
+			}
+			if a.output == "json" {
+				return printJSON(a.stdout, views)
+			}
+			t := newTable(a.stdout, "AGENT", "SUBNETS", "LAST HEARTBEAT", "ENROLLED")
+			for _, v := range views {
+				t.row(v.ID, strings.Join(v.Subnets, ","), v.LastHeartbeat, v.EnrolledAt)
+			}
+			return t.flush()
+		},
+	}
+	var subnets []string
+	var ttl time.Duration
+	token := &cobra.Command{
+		Use:   "token --subnet CIDR...",
+		Short: "Make a one-time enrollment token for a new agent, pre-authorised for subnets",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(subnets) == 0 {
+				return usage("name at least one --subnet")
+			}
+			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.CreateEnrollmentTokenResponse, error) {
+				return c.CreateEnrollmentToken(ctx, &pb.CreateEnrollmentTokenRequest{Subnets: subnets, TtlSeconds: int32(ttl / time.Second)})
+			})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(a.stdout, map[string]string{"token": resp.GetToken(), "expires_at": tsString(resp.GetExpiresAt())})
+			}
+			_, err = fmt.Fprintln(a.stdout, resp.GetToken())
+			return err
+		},
+	}
+	token.Flags().StringSliceVar(&subnets, "subnet", nil, "subnet (CIDR) the agent may serve; repeat or separate with commas")
+	token.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token can be used")
+	var authSubnets []string
+	authorize := &cobra.Command{
+		Use:   "authorize AGENT --subnet CIDR...",
+		Short: "Let an enrolled agent serve more subnets",
+		Args:  exactArgs("AGENT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(authSubnets) == 0 {
+				return usage("name at least one --subnet")
+			}
+			ag, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Agent, error) {
+				return c.AuthorizeAgent(ctx, &pb.AuthorizeAgentRequest{AgentId: args[0], Subnets: authSubnets})
+			})
+			if err != nil {
+				return err
+			}
+			v := viewAgent(ag)
+			if a.output == "json" {
+				return printJSON(a.stdout, v)
+			}
+			_, err = fmt.Fprintf(a.stdout, "agent %s serves %s\n", v.ID, strings.Join(v.Subnets, ", "))
+			return err
+		},
+	}
+	authorize.Flags().StringSliceVar(&authSubnets, "subnet", nil, "subnet (CIDR) to add; repeat or separate with commas")
+	cmd.AddCommand(list, token, authorize)
+	return cmd
+}
+
+func (a *app) tokensCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Aliases: []string{"token"}, Short: "Manage administrators' tokens (operate role)"}
+	var role string
+	create := &cobra.Command{
+		Use:   "create NAME --role read|operate",
+		Short: "Create an admin token; it is printed once and only its hash is kept",
+		Args:  exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if role != "read" && role != "operate" {
+				return usage("--role %q: want read or operate", role)
+			}
+			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.CreateAdminTokenResponse, error) {
+				return c.CreateAdminToken(ctx, &pb.CreateAdminTokenRequest{Name: args[0], Role: role})
+			})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(a.stdout, struct {
+					Token string `json:"token"`
+					tokenView
+				}{resp.GetToken(), viewToken(resp.GetInfo())})
+			}
+			_, err = fmt.Fprintln(a.stdout, resp.GetToken())
+			return err
+		},
+	}
+	create.Flags().StringVar(&role, "role", "read", "read (list, show, watch) or operate (everything)")
+	_ = create.RegisterFlagCompletionFunc("role", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"read", "operate"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List token names and roles (never the tokens)",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.ListAdminTokensResponse, error) {
+				return c.ListAdminTokens(ctx, &pb.ListAdminTokensRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			views := make([]tokenView, 0, len(resp.GetTokens()))
+			for _, t := range resp.GetTokens() {
+				views = append(views, viewToken(t))
+			}
+			if a.output == "json" {
+				return printJSON(a.stdout, views)
+			}
+			t := newTable(a.stdout, "NAME", "ROLE", "CREATED")
+			for _, v := range views {
+				t.row(v.Name, v.Role, v.CreatedAt)
+			}
+			return t.flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke an admin token; it stops working at once",
+		Args:  exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.RevokeAdminTokenResponse, error) {
+				return c.RevokeAdminToken(ctx, &pb.RevokeAdminTokenRequest{Name: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			}
+			_, err = fmt.Fprintf(a.stdout, "token %s revoked\n", args[0])
+			return err
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}

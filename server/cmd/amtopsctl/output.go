@@ -1,0 +1,281 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+// The views below are amtopsctl's --output json contract: plain names
+// ("not-provisioned", "remove-all") rather than proto enum spellings,
+// RFC 3339 times, stable field order.
+
+type deviceView struct {
+	ID                    string   `json:"id"`
+	UUID                  string   `json:"uuid,omitempty"`
+	HostName              string   `json:"host_name,omitempty"`
+	Domain                string   `json:"domain,omitempty"`
+	FQDN                  string   `json:"fqdn,omitempty"`
+	IP                    string   `json:"ip,omitempty"`
+	Subnet                string   `json:"subnet,omitempty"`
+	Status                string   `json:"status"`
+	ProvisioningState     int32    `json:"provisioning_state"`
+	Link                  string   `json:"link,omitempty"`
+	AMTVersion            string   `json:"amt_version,omitempty"`
+	ComputerDN            string   `json:"computer_dn,omitempty"`
+	Collections           []string `json:"collections"`
+	SuppressAutoProvision bool     `json:"suppress_auto_provision"`
+	RenamePending         bool     `json:"rename_pending"`
+	LastError             string   `json:"last_error,omitempty"`
+	LastErrorStep         string   `json:"last_error_step,omitempty"`
+	Warnings              []string `json:"warnings,omitempty"`
+	UpdatedAt             string   `json:"updated_at,omitempty"`
+	ProvisionedAt         string   `json:"provisioned_at,omitempty"`
+}
+
+type eventView struct {
+	Time    string `json:"time"`
+	JobID   string `json:"job_id,omitempty"`
+	Phase   int32  `json:"phase"`
+	Step    string `json:"step"`
+	Outcome string `json:"outcome"`
+	Detail  string `json:"detail,omitempty"`
+	Actor   string `json:"actor,omitempty"`
+}
+
+type ruleView struct {
+	Subnet      string `json:"subnet,omitempty"`
+	NamePattern string `json:"name_pattern,omitempty"`
+}
+
+type collectionView struct {
+	Name          string     `json:"name"`
+	Description   string     `json:"description,omitempty"`
+	AutoProvision bool       `json:"auto_provision"`
+	Members       int32      `json:"members"`
+	Rules         []ruleView `json:"rules"`
+	CreatedAt     string     `json:"created_at,omitempty"`
+}
+
+type batchView struct {
+	ID              string            `json:"id"`
+	Kind            string            `json:"kind"`
+	Origin          string            `json:"origin,omitempty"`
+	Requester       string            `json:"requester,omitempty"`
+	Total           int32             `json:"total"`
+	Succeeded       int32             `json:"succeeded"`
+	Failed          int32             `json:"failed"`
+	Cancelled       int32             `json:"cancelled"`
+	Pending         int32             `json:"pending"`
+	Done            bool              `json:"done"`
+	CancelRequested bool              `json:"cancel_requested"`
+	Options         map[string]string `json:"options,omitempty"`
+	Warnings        []string          `json:"warnings,omitempty"`
+	CreatedAt       string            `json:"created_at,omitempty"`
+}
+
+type jobView struct {
+	ID        string `json:"id"`
+	DeviceID  string `json:"device_id"`
+	Kind      string `json:"kind"`
+	State     string `json:"state"`
+	Attempts  int32  `json:"attempts"`
+	ErrorStep string `json:"error_step,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+type agentView struct {
+	ID            string   `json:"id"`
+	Subnets       []string `json:"subnets"`
+	LastHeartbeat string   `json:"last_heartbeat,omitempty"`
+	EnrolledAt    string   `json:"enrolled_at,omitempty"`
+}
+
+type tokenView struct {
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	CreatedAt string `json:"created_at,omitempty"`
+}
+
+func tsString(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+// enumName turns JOB_KIND_REMOVE_ALL into remove-all given the prefix.
+func enumName(name, prefix string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, prefix)), "_", "-")
+}
+
+func statusName(s pb.DeviceStatus) string { return enumName(s.String(), "DEVICE_STATUS_") }
+func kindName(k pb.JobKind) string        { return enumName(k.String(), "JOB_KIND_") }
+func outcomeName(o pb.Outcome) string     { return enumName(o.String(), "OUTCOME_") }
+
+func linkName(l pb.Link) string {
+	switch l {
+	case pb.Link_LINK_WIRED:
+		return "wired"
+	case pb.Link_LINK_WIRED_8021X:
+		return "8021x-wired"
+	case pb.Link_LINK_WIRELESS:
+		return "wireless"
+	}
+	return ""
+}
+
+// parseStatus reads a status as people write it (not-provisioned).
+func parseStatus(s string) (pb.DeviceStatus, error) {
+	if s == "" {
+		return pb.DeviceStatus_DEVICE_STATUS_UNSPECIFIED, nil
+	}
+	v, ok := pb.DeviceStatus_value["DEVICE_STATUS_"+strings.ToUpper(strings.ReplaceAll(s, "-", "_"))]
+	if !ok || v == 0 {
+		return 0, usage("--status %q: want one of %s", s, strings.Join(statusNames(), ", "))
+	}
+	return pb.DeviceStatus(v), nil
+}
+
+func statusNames() []string {
+	var out []string
+	for i := int32(1); ; i++ {
+		n, ok := pb.DeviceStatus_name[i]
+		if !ok {
+			return out
+		}
+		out = append(out, enumName(n, "DEVICE_STATUS_"))
+	}
+}
+
+func viewDevice(d *pb.Device) deviceView {
+	cols := d.GetCollections()
+	if cols == nil {
+		cols = []string{}
+	}
+	return deviceView{ID: d.GetId(), UUID: d.GetUuid(), HostName: d.GetHostName(), Domain: d.GetDomain(), FQDN: d.GetFqdn(),
+		IP: d.GetIp(), Subnet: d.GetSubnet(), Status: statusName(d.GetStatus()), ProvisioningState: d.GetProvisioningState(),
+		Link: linkName(d.GetLink()), AMTVersion: d.GetAmtVersion(), ComputerDN: d.GetComputerDn(), Collections: cols,
+		SuppressAutoProvision: d.GetSuppressAutoProvision(), RenamePending: d.GetRenamePending(), LastError: d.GetLastError(),
+		LastErrorStep: d.GetLastErrorStep(), Warnings: d.GetWarnings(), UpdatedAt: tsString(d.GetUpdatedAt()),
+		ProvisionedAt: tsString(d.GetProvisionedAt())}
+}
+
+func viewEvent(e *pb.OperationEvent) eventView {
+	return eventView{Time: tsString(e.GetTime()), JobID: e.GetJobId(), Phase: e.GetPhase(), Step: e.GetStep(),
+		Outcome: outcomeName(e.GetOutcome()), Detail: e.GetDetail(), Actor: e.GetActor()}
+}
+
+func viewCollection(c *pb.Collection) collectionView {
+	rules := []ruleView{}
+	for _, r := range c.GetRules() {
+		rules = append(rules, ruleView{Subnet: r.GetSubnet(), NamePattern: r.GetNamePattern()})
+	}
+	return collectionView{Name: c.GetName(), Description: c.GetDescription(), AutoProvision: c.GetAutoProvision(),
+		Members: c.GetMembers(), Rules: rules, CreatedAt: tsString(c.GetCreatedAt())}
+}
+
+func viewBatch(b *pb.Batch) batchView {
+	return batchView{ID: b.GetId(), Kind: kindName(b.GetKind()), Origin: b.GetOrigin(), Requester: b.GetRequester(),
+		Total: b.GetTotal(), Succeeded: b.GetSucceeded(), Failed: b.GetFailed(), Cancelled: b.GetCancelled(),
+		Pending: b.GetTotal() - b.GetSucceeded() - b.GetFailed() - b.GetCancelled(), Done: b.GetDone(),
+		CancelRequested: b.GetCancelRequested(), Options: b.GetOptions(), Warnings: b.GetWarnings(), CreatedAt: tsString(b.GetCreatedAt())}
+}
+
+func viewJob(j *pb.Job) jobView {
+	return jobView{ID: j.GetId(), DeviceID: j.GetDeviceId(), Kind: kindName(j.GetKind()), State: j.GetState(),
+		Attempts: j.GetAttempts(), ErrorStep: j.GetErrorStep(), LastError: j.GetLastError()}
+}
+
+func viewAgent(ag *pb.Agent) agentView {
+	subnets := ag.GetSubnets()
+	if subnets == nil {
+		subnets = []string{}
+	}
+	return agentView{ID: ag.GetId(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
+}
+
+func viewToken(t *pb.AdminToken) tokenView {
+	return tokenView{Name: t.GetName(), Role: t.GetRole(), CreatedAt: tsString(t.GetCreatedAt())}
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes aligned columns.
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		if c == "" {
+			cells[i] = "-"
+		}
+	}
+	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+// keyValues prints "key: value" lines, skipping empty values.
+func keyValues(w io.Writer, kv ...string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+		}
+	}
+	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func optionsString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func rulesString(rs []ruleView) string {
+	parts := make([]string, 0, len(rs))
+	for _, r := range rs {
+		switch {
+		case r.Subnet != "" && r.NamePattern != "":
+			parts = append(parts, r.Subnet+"&"+r.NamePattern)
+		case r.Subnet != "":
+			parts = append(parts, r.Subnet)
+		default:
+			parts = append(parts, r.NamePattern)
+		}
+	}
+	return strings.Join(parts, " ")
+}

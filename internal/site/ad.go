@@ -12,10 +12,10 @@ import (
 	"github.com/amtops/amtops/internal/directory"
 )
 
-// joinComputers creates the Windows computer objects of the simulated
+// JoinComputers creates the Windows computer objects of the simulated
 // PCs, as joining them to the domain would; the AMT accounts link to
 // them (managedBy). Objects already there are kept.
-func (s *Site) joinComputers(hosts []string) error {
+func (s *Site) JoinComputers(hosts ...string) error {
 	d := s.cfg.Directory
 	pemCA, err := os.ReadFile(d.CAFile)
 	if err != nil {

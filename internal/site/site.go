@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -251,7 +252,7 @@ func (s *Site) importInventory(ctx context.Context) error {
 		}
 	}
 	if s.cfg.Directory.URL != "" {
-		if err := s.joinComputers(hosts); err != nil {
+		if err := s.JoinComputers(hosts...); err != nil {
 			return err
 		}
 	}
@@ -380,9 +381,16 @@ func (s *Site) Watch(ctx context.Context, id string, progress func(*pb.Batch)) (
 	}
 }
 
-// Failures counts a batch's failed jobs by step and reason.
-func (s *Site) Failures(ctx context.Context, batchID string) (map[string]int, error) {
-	out := map[string]int{}
+// Failure is one step at which jobs of a batch failed.
+type Failure struct {
+	Step    string `json:"step"`
+	Count   int    `json:"count"`
+	Example string `json:"example"` // one job's reason
+}
+
+// Failures groups a batch's failed jobs by the step that failed.
+func (s *Site) Failures(ctx context.Context, batchID string) ([]Failure, error) {
+	var out []Failure
 	cursor := ""
 	for {
 		resp, err := s.Admin.ListBatchJobs(ctx, &pb.ListBatchJobsRequest{BatchId: batchID, State: "failed", Limit: 1000, Cursor: cursor})
@@ -390,9 +398,15 @@ func (s *Site) Failures(ctx context.Context, batchID string) (map[string]int, er
 			return nil, fmt.Errorf("site: list jobs: %w", err)
 		}
 		for _, j := range resp.GetJobs() {
-			out[j.GetErrorStep()+": "+j.GetLastError()]++
+			i := slices.IndexFunc(out, func(f Failure) bool { return f.Step == j.GetErrorStep() })
+			if i < 0 {
+				out = append(out, Failure{Step: j.GetErrorStep(), Example: j.GetLastError()})
+				i = len(out) - 1
+			}
+			out[i].Count++
 		}
 		if cursor = resp.GetNextCursor(); cursor == "" {
+			slices.SortFunc(out, func(a, b Failure) int { return b.Count - a.Count })
 			return out, nil
 		}
 	}

@@ -38,6 +38,7 @@ type e2e struct {
 	st    *store.Store
 	roots *x509.CertPool // the built-in CA's root, from /ca.pem
 	dir   string
+	cfg   site.Config
 }
 
 func start(t *testing.T, devices int, faults string, withAD bool) *e2e {
@@ -79,7 +80,7 @@ func start(t *testing.T, devices int, faults string, withAD bool) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &e2e{Site: s, ctx: ctx, st: store.New(rdb, sealer, store.Options{}), dir: dir}
+	e := &e2e{Site: s, ctx: ctx, st: store.New(rdb, sealer, store.Options{}), dir: dir, cfg: cfg}
 	resp, err := http.Get("http://" + s.HTTPAddr + "/ca.pem")
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +200,7 @@ func (e *e2e) checkProvisioned(t *testing.T, d *pb.Device, site config.Server, k
 		}
 		return
 	}
-	b, err := e.st.GetSecret(e.ctx, "device/"+d.GetId()+"/kerberos")
+	b, err := e.st.GetSecret(e.ctx, phase1.KerberosSecret(d.GetId()))
 	if err != nil {
 		t.Errorf("%s: kerberos key: %v", d.GetId(), err)
 		return

@@ -15,12 +15,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -37,14 +35,18 @@ import (
 
 // summary is the final report; --json prints it as one object.
 type summary struct {
-	Devices     int            `json:"devices"`
-	Discovered  int            `json:"discovered"`
-	Provisioned int            `json:"provisioned"`
-	Failed      int            `json:"failed"`
-	Seconds     float64        `json:"seconds"`
-	Batch       string         `json:"batch"`
-	Failures    map[string]int `json:"failures_by_reason,omitempty"`
-	Directory   bool           `json:"directory"`
+	Devices     int     `json:"devices"`
+	Discovered  int     `json:"discovered"`
+	Provisioned int     `json:"provisioned"`
+	Failed      int     `json:"failed"`
+	Seconds     float64 `json:"seconds"`
+	// BatchSeconds is the provisioning batch alone, without start-up and
+	// discovery; PerSecond is devices provisioned per second in it.
+	BatchSeconds float64        `json:"batch_seconds"`
+	PerSecond    float64        `json:"devices_per_second"`
+	Batch        string         `json:"batch"`
+	Failures     []site.Failure `json:"failures_by_step,omitempty"`
+	Directory    bool           `json:"directory"`
 }
 
 func main() {
@@ -116,6 +118,7 @@ func run() error {
 	say("  %d controllers found", seen)
 
 	say("provisioning every device in collection %q", site.Collection)
+	batchStart := time.Now()
 	var bar *progressbar.ProgressBar
 	if !*asJSON {
 		bar = progressbar.NewOptions(*devices, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
@@ -139,8 +142,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	batchSeconds := time.Since(batchStart).Seconds()
 	sum := summary{Devices: *devices, Discovered: seen, Provisioned: int(b.GetSucceeded()), Failed: int(b.GetFailed()),
-		Seconds: time.Since(start).Seconds(), Batch: b.GetId(), Failures: failures, Directory: *withAD}
+		Seconds: time.Since(start).Seconds(), BatchSeconds: batchSeconds, PerSecond: float64(b.GetSucceeded()) / batchSeconds,
+		Batch: b.GetId(), Failures: failures, Directory: *withAD}
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(sum)
 	}
@@ -159,12 +164,12 @@ func run() error {
 
 func printSummary(w io.Writer, s summary) {
 	fmt.Fprintf(w, "\nsummary\n")
-	fmt.Fprintf(w, "  devices      %d\n  discovered   %d\n  provisioned  %d\n  failed       %d\n  time         %.1fs\n",
-		s.Devices, s.Discovered, s.Provisioned, s.Failed, s.Seconds)
+	fmt.Fprintf(w, "  devices      %d\n  discovered   %d\n  provisioned  %d\n  failed       %d\n", s.Devices, s.Discovered, s.Provisioned, s.Failed)
+	fmt.Fprintf(w, "  time         %.1fs in all; the batch %.1fs, %.1f devices/s\n", s.Seconds, s.BatchSeconds, s.PerSecond)
 	if len(s.Failures) > 0 {
-		fmt.Fprintf(w, "  failed by reason:\n")
-		for _, k := range slices.Sorted(maps.Keys(s.Failures)) {
-			fmt.Fprintf(w, "    %4d  %s\n", s.Failures[k], k)
+		fmt.Fprintf(w, "  failed by step (one reason each):\n")
+		for _, f := range s.Failures {
+			fmt.Fprintf(w, "    %4d  %-18s %s\n", f.Count, f.Step, f.Example)
 		}
 	}
 }
@@ -181,13 +186,16 @@ func showLog(ctx context.Context, w io.Writer, s *site.Site) error {
 	if err != nil || len(resp.GetDevices()) == 0 {
 		return fmt.Errorf("list devices: %w", err)
 	}
-	id := resp.GetDevices()[0].GetId()
+	id := resp.GetDevices()[0].GetFqdn()
 	fmt.Fprintf(w, "\none device's operation log:\n  %s devices log %s\n\n", ctlCommand(s), id)
 	l, err := s.Admin.GetDeviceLog(ctx, &pb.GetDeviceLogRequest{Id: id, Limit: 100})
 	if err != nil {
 		return fmt.Errorf("device log: %w", err)
 	}
 	for _, e := range l.GetEvents() {
+		if e.GetOutcome() == pb.Outcome_OUTCOME_STARTED {
+			continue
+		}
 		fmt.Fprintf(w, "  %s  phase %d  %-22s %-8s %s\n", e.GetTime().AsTime().Format("15:04:05.000"), e.GetPhase(),
 			e.GetStep(), strings.TrimPrefix(strings.ToLower(e.GetOutcome().String()), "outcome_"), e.GetDetail())
 	}

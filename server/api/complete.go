@@ -192,6 +192,15 @@ func (s *AgentService) succeed(ctx context.Context, a domain.Agent, job domain.J
 			return err
 		}
 	}
+	if job.Kind == domain.KindRemoveAll {
+		// The controller is back to factory state: its admin password
+		// and Kerberos key protect nothing any more, so keep neither.
+		for _, name := range []string{phase1.AdminPasswordSecret(job.DeviceID), phase1.KerberosSecret(job.DeviceID)} {
+			if err := s.st.DeleteSecret(ctx, name); err != nil {
+				return err
+			}
+		}
+	}
 	for _, purpose := range []domain.CertPurpose{domain.PurposeServerAuth, domain.Purpose8021X, domain.PurposeWireless} {
 		if err := s.st.DeleteSecret(ctx, phase1.KeySecret(job.ID, purpose)); err != nil {
 			return err

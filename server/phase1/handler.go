@@ -207,8 +207,8 @@ func (p *Provisioner) Handle(ctx context.Context, t Task) error {
 			return fmt.Errorf("phase1: %s: %s: %w", t.JobID, s.name, err)
 		}
 		outcome := domain.OutcomeOK
-		if strings.HasPrefix(detail, "skipped") {
-			outcome = domain.OutcomeSkipped
+		if rest, ok := strings.CutPrefix(detail, "skipped: "); ok {
+			outcome, detail = domain.OutcomeSkipped, rest
 		}
 		p.event(ctx, t, s.name, outcome, detail)
 		if p.afterStep != nil {
@@ -509,7 +509,8 @@ func (r *run) publish(ctx context.Context) (string, error) {
 	return verb + " " + pub.DN + " kvno " + fmt.Sprint(pub.KVNO), nil
 }
 
-func kerberosSecret(deviceID string) string { return "device/" + deviceID + "/kerberos" }
+// KerberosSecret names the sealed Kerberos key of a device (a pb.Kerberos).
+func KerberosSecret(deviceID string) string { return "device/" + deviceID + "/kerberos" }
 
 // kerberos derives AMT's Kerberos key from a fresh account password and
 // keeps it sealed, so that an update that leaves the password alone can
@@ -520,7 +521,7 @@ func (r *run) kerberos(ctx context.Context, pub directory.Published) error {
 	}
 	k := &pb.Kerberos{}
 	if pub.Password == "" {
-		b, err := r.p.store.GetSecret(ctx, kerberosSecret(r.dev.ID))
+		b, err := r.p.store.GetSecret(ctx, KerberosSecret(r.dev.ID))
 		if err != nil {
 			return fmt.Errorf("kerberos key of %s: %w", r.dev.ID, err)
 		}
@@ -543,7 +544,7 @@ func (r *run) kerberos(ctx context.Context, pub directory.Published) error {
 		if err != nil {
 			return fmt.Errorf("encode kerberos key: %w", err)
 		}
-		if err := r.p.store.PutSecret(ctx, kerberosSecret(r.dev.ID), b); err != nil {
+		if err := r.p.store.PutSecret(ctx, KerberosSecret(r.dev.ID), b); err != nil {
 			return err
 		}
 	}

@@ -73,10 +73,13 @@ type Site struct {
 	// TokenFile holds the administrator token amtopsctl can use.
 	TokenFile, CAFile string
 
-	cfg    Config
-	conn   *grpc.ClientConn
-	cancel context.CancelFunc
-	g      *errgroup.Group
+	cfg        Config
+	serverCfg  config.Server
+	stopServer func() error
+	runCtx     context.Context
+	conn       *grpc.ClientConn
+	cancel     context.CancelFunc
+	g          *errgroup.Group
 }
 
 // Start brings the site up: simulator, server, inventory, enrolled agents.
@@ -99,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g, gctx := errgroup.WithContext(runCtx)
-	s := &Site{cfg: cfg, cancel: cancel, g: g}
+	s := &Site{cfg: cfg, cancel: cancel, g: g, runCtx: gctx}
 	ok := false
 	defer func() {
 		if !ok {
@@ -179,14 +182,30 @@ func (s *Site) startServer(ctx, runCtx context.Context, password string) error {
 	if s.cfg.Server != nil {
 		s.cfg.Server(&cfg)
 	}
-	srv, err := server.New(ctx, cfg, s.cfg.Log.With().Str("part", "server").Logger())
+	s.serverCfg = cfg
+	return s.runServer(ctx, runCtx)
+}
+
+// runServer starts a server replica on serverCfg, stoppable on its own.
+func (s *Site) runServer(ctx, runCtx context.Context) error {
+	srv, err := server.New(ctx, s.serverCfg, s.cfg.Log.With().Str("part", "server").Logger())
 	if err != nil {
 		return fmt.Errorf("site: %w", err)
 	}
 	s.Server, s.HTTPAddr = srv, srv.HTTPAddr()
-	s.g.Go(func() error { defer srv.Close(); return srv.Run(runCtx) })
-	s.CAFile = filepath.Join(cfg.DataDir, "grpc-ca.pem")
-	s.TokenFile = filepath.Join(cfg.DataDir, "admin.token")
+	sctx, cancel := context.WithCancel(runCtx)
+	done := make(chan error, 1)
+	s.stopServer = func() error { cancel(); return <-done }
+	s.g.Go(func() error {
+		defer srv.Close()
+		err := srv.Run(sctx)
+		done <- err
+		return err
+	})
+	// Keep the addresses: agents and administrators know the server there.
+	s.serverCfg.GRPC.Listen, s.serverCfg.HTTP.Listen = srv.GRPCAddr(), srv.HTTPAddr()
+	s.CAFile = filepath.Join(s.serverCfg.DataDir, "grpc-ca.pem")
+	s.TokenFile = filepath.Join(s.serverCfg.DataDir, "admin.token")
 	return nil
 }
 
@@ -410,6 +429,20 @@ func (s *Site) Failures(ctx context.Context, batchID string) ([]Failure, error) 
 			return out, nil
 		}
 	}
+}
+
+// RestartServer stops the site server and starts it again on the same
+// addresses, as an upgrade or a crash-and-restart would; agents and
+// in-flight work must ride it out. It needs an external Redis: the
+// embedded one dies with the server.
+func (s *Site) RestartServer(ctx context.Context) error {
+	if s.cfg.RedisAddr == "" {
+		return errors.New("site: restart: the embedded Redis would lose everything")
+	}
+	if err := s.stopServer(); err != nil {
+		return fmt.Errorf("site: stop server: %w", err)
+	}
+	return s.runServer(ctx, s.runCtx)
 }
 
 // Close stops agents, server and simulator and waits for them.

@@ -309,3 +309,58 @@ func TestProvisionFleetWithFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestServerRestartMidBatch restarts the site server while a batch runs:
+// agents ride it out, in-flight work resumes from Redis, and every device
+// ends provisioned exactly once.
+func TestServerRestartMidBatch(t *testing.T) {
+	const n = 40
+	e := start(t, n, "", false)
+	if _, err := e.Discover(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.Admin.StartBatch(e.ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_PROVISION, Collection: site.Collection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Restart once some, but not all, devices are done.
+	for {
+		cur, err := e.Admin.GetBatch(e.ctx, &pb.GetBatchRequest{Id: b.GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.GetSucceeded() >= 5 {
+			if cur.GetDone() {
+				t.Fatal("the batch finished before the restart; the test proves nothing")
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.RestartServer(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	final := e.watchThroughRestart(t, b.GetId())
+	if final.GetSucceeded() != n || final.GetFailed() != 0 {
+		failures, _ := e.Failures(e.ctx, b.GetId())
+		t.Fatalf("after a restart: %+v; failures %v", final, failures)
+	}
+	for _, d := range e.devices(t) {
+		e.checkProvisioned(t, d, config.DefaultServer(), false)
+	}
+}
+
+// watchThroughRestart follows a batch, reconnecting while the server
+// comes back.
+func (e *e2e) watchThroughRestart(t *testing.T, id string) *pb.Batch {
+	t.Helper()
+	for range 50 {
+		b, err := e.Watch(e.ctx, id, nil)
+		if err == nil {
+			return b
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("could not follow the batch after the restart")
+	return nil
+}

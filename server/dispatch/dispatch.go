@@ -53,6 +53,10 @@ type Dispatcher struct {
 	opts  Options
 	ready chan struct{}
 	once  sync.Once
+	// stopping closes when Run ends, so that waiting leases answer at
+	// once and the server's graceful stop does not wait out long-polls.
+	stopping chan struct{}
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	waiters map[netip.Prefix]map[*waiter]struct{}
@@ -74,7 +78,7 @@ func New(q Queue, w Wakeups, o Options) *Dispatcher {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &Dispatcher{q: q, w: w, opts: o, ready: make(chan struct{}),
+	return &Dispatcher{q: q, w: w, opts: o, ready: make(chan struct{}), stopping: make(chan struct{}),
 		waiters: make(map[netip.Prefix]map[*waiter]struct{})}
 }
 
@@ -84,6 +88,7 @@ func (d *Dispatcher) Ready() <-chan struct{} { return d.ready }
 // Run holds the wake-up subscription and fans wake-ups out to waiting
 // leases until ctx ends; it resubscribes after errors.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	defer d.stopOnce.Do(func() { close(d.stopping) })
 	backoff := 100 * time.Millisecond
 	for {
 		err := d.w.ListenWakeups(ctx, func() {
@@ -191,6 +196,9 @@ func (d *Dispatcher) Lease(ctx context.Context, agentID string, subnets []netip.
 			return nil, ctx.Err()
 		case <-w.c:
 			t.Stop()
+		case <-d.stopping:
+			t.Stop()
+			return nil, nil
 		case <-t.C:
 		}
 	}

@@ -183,6 +183,38 @@ func TestLongPoll(t *testing.T) {
 		}},
 	}
 	backends(t, store.QueueOptions{}, func(t *testing.T, e *env) {
+		// Stopping the dispatcher answers waiting leases at once, so a
+		// server's graceful stop does not wait out the long-polls.
+		t.Run("stopping answers waiting leases", func(t *testing.T) {
+			d := New(e.q, e.q, Options{Recheck: time.Hour, MaxWait: time.Hour, Log: zerolog.Nop()})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			<-d.Ready()
+			res := make(chan error, 1)
+			go func() {
+				jobs, err := d.Lease(context.Background(), "a", []netip.Prefix{netA}, 1, time.Minute, time.Hour)
+				if err == nil && len(jobs) != 0 {
+					err = errors.New("got jobs from an empty queue")
+				}
+				res <- err
+			}()
+			waitFor(t, func() bool { return d.Waiting() == 1 })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-res:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a waiting lease outlived the dispatcher")
+			}
+		})
+	})
+	backends(t, store.QueueOptions{}, func(t *testing.T, e *env) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				d := New(e.q, e.q, Options{Recheck: time.Hour, Margin: 100 * time.Millisecond, MaxWait: time.Hour, Log: zerolog.Nop()})

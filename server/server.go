@@ -111,7 +111,8 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 
-	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newSiteCollector(s.store, s.queue, s.log))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 

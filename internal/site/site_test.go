@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,6 +232,19 @@ func TestProvisionFleet(t *testing.T) {
 	if b.GetSucceeded() != n {
 		failures, _ := e.Failures(e.ctx, b.GetId())
 		t.Fatalf("provisioned %d of %d; failures %v", b.GetSucceeded(), n, failures)
+	}
+	// What an operator's dashboard sees.
+	resp, err := http.Get("http://" + e.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`amtops_devices{status="provisioned"} 60`, `amtops_agents 2`, `amtops_store_up 1`,
+		`amtops_phase2_jobs{state="pending",subnet="127.61.0.0/24"} 0`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 	cfg := config.DefaultServer()
 	for _, d := range e.devices(t) {

@@ -194,7 +194,6 @@ start() {
 		log "already running (pid $(cat "$dir/samba.master.pid"))"
 		wait_ldaps "$dir"
 		write_env "$dir"
-		cat "$dir/env"
 		return 0
 	fi
 	for p in 389 636 3268 3269; do
@@ -214,7 +213,6 @@ start() {
 	wait_ldaps "$dir"
 	write_env "$dir"
 	log "LDAPS up in $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s, pid $(cat "$dir/samba.master.pid"); source $dir/env"
-	cat "$dir/env"
 }
 
 stop() {

@@ -93,9 +93,12 @@ func run() error {
 		Server: func(c *config.Server) { c.Phase2.RetryDelay = 2 * time.Second; c.Phase2.ReapEvery = time.Second }}
 	if *withAD {
 		say("starting a Samba AD domain controller (scripts/samba.sh; first start takes a minute)")
-		if err := startSamba(ctx, &cfg, filepath.Join(*dir, "samba"), *asJSON); err != nil {
+		sambaDir := filepath.Join(*dir, "samba")
+		if err := startSamba(ctx, &cfg, sambaDir); err != nil {
 			return err
 		}
+		// The demo started it, so the demo stops it (by its recorded PID).
+		defer func() { _ = exec.Command("bash", "scripts/samba.sh", "stop", sambaDir).Run() }()
 	}
 	start := time.Now()
 	say("starting the site: server on embedded Redis, built-in CA, %d agents, %d simulated controllers", *subnets, *devices)
@@ -203,11 +206,9 @@ func showLog(ctx context.Context, w io.Writer, s *site.Site) error {
 }
 
 // startSamba runs scripts/samba.sh and points the site at it.
-func startSamba(ctx context.Context, cfg *site.Config, dir string, quiet bool) error {
+func startSamba(ctx context.Context, cfg *site.Config, dir string) error {
 	cmd := exec.CommandContext(ctx, "bash", "scripts/samba.sh", "start", dir)
-	if !quiet {
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	}
+	cmd.Stderr = os.Stderr // its progress and errors; the env file stays off the terminal
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("scripts/samba.sh start: %w (install the packages with: scripts/deps.sh test)", err)
 	}

@@ -399,6 +399,9 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		a.log.Warn().Err(err).Int("leases", len(req.Leases)).Msg("heartbeat failed")
 		return
 	}
+	if err := a.refreshSubnets(resp.GetSubnets()); err != nil {
+		a.log.Warn().Err(err).Msg("authorised subnets not saved")
+	}
 	for _, id := range resp.GetLostJobIds() {
 		if h := byID[id]; h != nil {
 			h.cancel(errLeaseLost)

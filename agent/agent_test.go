@@ -17,6 +17,7 @@ import (
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/api/apitest"
 )
 
@@ -160,4 +161,44 @@ func TestAgentRuntime(t *testing.T) {
 	}
 	rstop()
 	<-rdone
+}
+
+// An administrator's change to the agent's subnets reaches it with the
+// next heartbeat, and is saved for a restart.
+func TestSubnetsFollowHeartbeats(t *testing.T) {
+	s := apitest.Start(t, apitest.Options{API: api.Options{LeaseTTL: 600 * time.Millisecond}})
+	ctx := context.Background()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.DefaultAgent()
+	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg.LongPoll = 200 * time.Millisecond
+	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(&fakeExecutor{ran: map[string]int{}}),
+		agent.WithBootstrapToken(s.Token(t, "10.1.0.0/24")), agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	waitFor(t, "enrolled", func() bool { return a.ID() != "" && len(a.Subnets()) == 1 })
+
+	rec, err := s.Store.GetAgent(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Subnets = append(rec.Subnets, netip.MustParsePrefix("10.3.0.0/24"))
+	if err := s.Store.PutAgent(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	// A lease teaches the agent the short TTL, so heartbeats come often.
+	waitFor(t, "new subnet learnt", func() bool { return len(a.Subnets()) == 2 })
+	saved, err := os.ReadFile(filepath.Join(cfg.StateDir, "subnets"))
+	if err != nil || string(saved) != "10.1.0.0/24\n10.3.0.0/24\n" {
+		t.Fatalf("saved subnets %q, %v", saved, err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,6 +63,29 @@ func (a *Agent) saveSubnets(subnets []string) error {
 		b.WriteString(p.String() + "\n")
 	}
 	return writeFile(filepath.Join(a.cfg.StateDir, subnetsFile), b.Bytes())
+}
+
+// refreshSubnets takes the subnets a heartbeat reported, saving them when
+// they changed.
+func (a *Agent) refreshSubnets(subnets []string) error {
+	ps, err := parseSubnets(subnets)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	same := slices.Equal(ps, a.subnets)
+	a.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := a.saveSubnets(subnets); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.subnets = ps
+	a.mu.Unlock()
+	a.log.Info().Strs("subnets", subnets).Msg("authorised subnets changed")
+	return nil
 }
 
 // loadSubnets reads the saved subnets; none saved is no subnets.

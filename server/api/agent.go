@@ -348,6 +348,9 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record heartbeat")
 	}
 	resp := &pb.HeartbeatResponse{}
+	for _, p := range a.Subnets {
+		resp.Subnets = append(resp.Subnets, p.String())
+	}
 	cancelled := map[string]bool{}
 	for _, r := range refs {
 		if _, err := s.q.Extend(ctx, r.p, r.jobID, r.token, s.opts.LeaseTTL); err != nil {

@@ -485,8 +485,12 @@ type HeartbeatResponse struct {
 	LostJobIds []string `protobuf:"bytes,1,rep,name=lost_job_ids,json=lostJobIds,proto3" json:"lost_job_ids,omitempty"`
 	// Jobs whose batch was cancelled: stop at the next safe point.
 	CancelledJobIds []string `protobuf:"bytes,2,rep,name=cancelled_job_ids,json=cancelledJobIds,proto3" json:"cancelled_job_ids,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The subnets the agent is authorised for now, so that an
+	// administrator's change reaches its scheduled sweeps without waiting
+	// for the next certificate renewal.
+	Subnets       []string `protobuf:"bytes,3,rep,name=subnets,proto3" json:"subnets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
@@ -529,6 +533,13 @@ func (x *HeartbeatResponse) GetLostJobIds() []string {
 func (x *HeartbeatResponse) GetCancelledJobIds() []string {
 	if x != nil {
 		return x.CancelledJobIds
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetSubnets() []string {
+	if x != nil {
+		return x.Subnets
 	}
 	return nil
 }
@@ -2068,11 +2079,12 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x10HeartbeatRequest\x12+\n" +
 	"\x06leases\x18\x01 \x03(\v2\x13.amtops.v1.LeaseRefR\x06leases\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x05R\binFlight\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"a\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"{\n" +
 	"\x11HeartbeatResponse\x12 \n" +
 	"\flost_job_ids\x18\x01 \x03(\tR\n" +
 	"lostJobIds\x12*\n" +
-	"\x11cancelled_job_ids\x18\x02 \x03(\tR\x0fcancelledJobIds\"u\n" +
+	"\x11cancelled_job_ids\x18\x02 \x03(\tR\x0fcancelledJobIds\x12\x18\n" +
+	"\asubnets\x18\x03 \x03(\tR\asubnets\"u\n" +
 	"\x15ReportProgressRequest\x12)\n" +
 	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x121\n" +
 	"\x06events\x18\x02 \x03(\v2\x19.amtops.v1.OperationEventR\x06events\"\x18\n" +

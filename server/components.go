@@ -134,7 +134,7 @@ func (s *Server) buildAgentAPI(ctx context.Context) error {
 		DefaultWait: p2.LongPoll, MaxAttempts: p2.MaxAttempts, RetryDelay: p2.RetryDelay, DeviceCA: s.ca, Log: s.log})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.agents.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
-		Discoverer: discoverer{st: s.store, q: s.queue, now: time.Now}})
+		Discoverer: discoverer{st: s.store, q: s.queue, now: time.Now}, CA: ca})
 	opts := append(api.ServerOptions(s.agents, cert),
 		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
 	s.grpc = grpc.NewServer(opts...)

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/amtops/amtops/internal/amt"
@@ -123,9 +124,12 @@ func (r *job) tlsStage(ctx context.Context) error {
 	}
 	if err := r.step(ctx, StepEnableTLS, func() (string, error) {
 		if err := r.dev.BindTLSCertificate(ctx, certID); err != nil {
-			return "", err
+			return "", r.lostInstall(ctx, certID, err)
 		}
-		return "bound " + certID, r.dev.SetTLS(ctx, amt.TLSSettingsRemote, true, t.GetMutualAuth(), false)
+		if err := r.dev.SetTLS(ctx, amt.TLSSettingsRemote, true, t.GetMutualAuth(), false); err != nil {
+			return "", r.lostInstall(ctx, certID, err)
+		}
+		return "bound " + certID, nil
 	}); err != nil {
 		return err
 	}
@@ -139,6 +143,22 @@ func (r *job) tlsStage(ctx context.Context) error {
 		return err
 	}
 	return r.reconnect(ctx, true, r.conn.password)
+}
+
+// lostInstall explains a fault about a certificate installed earlier in
+// this attempt: when the device no longer has it, a reset dropped the
+// uncommitted install and the next attempt installs it again (transient);
+// otherwise the fault stands.
+func (r *job) lostInstall(ctx context.Context, certID string, err error) error {
+	var fe *wsman.FaultError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	certs, lerr := r.dev.Certificates(ctx)
+	if lerr != nil || slices.ContainsFunc(certs, func(c amt.Certificate) bool { return c.InstanceID == certID }) {
+		return err
+	}
+	return transientError{fmt.Errorf("the device lost certificate %s before the commit (a reset?): %w", certID, err)}
 }
 
 func (r *job) syncClock(ctx context.Context) error {

@@ -157,6 +157,14 @@ func (r *job) adminPassword(ctx context.Context) (string, error) {
 		return "", err
 	}
 	dev, err := r.dial(ctx, r.conn.tls, pw)
+	if errors.Is(err, wsman.ErrUnauthorized) {
+		// A reset before the commit drops the change: the old password
+		// still working says so, and the next attempt sets it again.
+		if old, oerr := r.dial(ctx, r.conn.tls, r.conn.password); oerr == nil {
+			old.WSMan().Close()
+			return "", transientError{errors.New("the device dropped the password change (a reset?); the old password still works")}
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("reconnect with the new password: %w", err)
 	}

@@ -51,6 +51,10 @@ type Config struct {
 	DirectoryPassword string
 	Faults            amtsim.FaultSpec
 	Seed              int64
+	// Strangers is how many controllers (the last of the first subnet)
+	// have a provisioning password the site does not know, as a PC set
+	// up by hand would.
+	Strangers int
 	// HTTPPort and TLSPort are the AMT ports; default 16992 and 16993.
 	HTTPPort, TLSPort int
 	// Dir holds the server's data and the agents' state.
@@ -141,9 +145,14 @@ func (s *Site) startFleet(ctx context.Context, password string) error {
 			n = s.cfg.Devices - per*(s.cfg.Subnets-1)
 		}
 		base := netip.AddrFrom4([4]byte{127, 61, byte(i), 1})
+		overrides := map[netip.Addr]amtsim.Override{}
+		for k := range s.cfg.Strangers * boolInt(i == 0) {
+			a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(n - k)})
+			overrides[a] = amtsim.Override{Password: "Hand-Set-Pa55!"}
+		}
 		sim, err := amtsim.New(amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
 			Password: password, Faults: s.cfg.Faults, Seed: s.cfg.Seed + int64(i), CommitDelay: 300 * time.Millisecond,
-			Log: s.cfg.Log.With().Str("part", "amtsim").Logger()})
+			Overrides: overrides, Log: s.cfg.Log.With().Str("part", "amtsim").Logger()})
 		if err != nil {
 			return fmt.Errorf("site: simulator: %w", err)
 		}
@@ -207,6 +216,13 @@ func (s *Site) runServer(ctx, runCtx context.Context) error {
 	s.CAFile = filepath.Join(s.serverCfg.DataDir, "grpc-ca.pem")
 	s.TokenFile = filepath.Join(s.serverCfg.DataDir, "admin.token")
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // bearer sends the administrator token with every call.

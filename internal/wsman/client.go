@@ -50,7 +50,8 @@ type Config struct {
 	// DialContext overrides how connections are made (tests, proxies).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ReadRetries is how often a Get or Enumerate that failed transiently
-	// (Retryable) is tried again; default 2, negative for none.
+	// (Retryable), or a write the device answered with a 5xx, is tried
+	// again; default 2, negative for none.
 	ReadRetries int
 }
 
@@ -340,7 +341,7 @@ func (c *Client) get(ctx context.Context, resourceURI string, selectors ...Selec
 // Put replaces an instance with in (AMT wants the whole instance) and
 // returns the instance element of the reply, which may be nil.
 func (c *Client) Put(ctx context.Context, in Instance, selectors ...Selector) (*Node, error) {
-	env, err := c.call(ctx, Request{Action: ActionPut, ResourceURI: in.ResourceURI, Selectors: selectors, Body: in.Body()})
+	env, err := c.callWrite(ctx, Request{Action: ActionPut, ResourceURI: in.ResourceURI, Selectors: selectors, Body: in.Body()})
 	if err != nil {
 		return nil, fmt.Errorf("wsman: put %s: %w", in.ResourceURI, err)
 	}
@@ -350,7 +351,7 @@ func (c *Client) Put(ctx context.Context, in Instance, selectors ...Selector) (*
 // Create creates an instance and returns the reference AMT gives back
 // (ResourceCreated).
 func (c *Client) Create(ctx context.Context, in Instance) (*EPR, error) {
-	env, err := c.call(ctx, Request{Action: ActionCreate, ResourceURI: in.ResourceURI, Body: in.Body()})
+	env, err := c.callWrite(ctx, Request{Action: ActionCreate, ResourceURI: in.ResourceURI, Body: in.Body()})
 	if err != nil {
 		return nil, fmt.Errorf("wsman: create %s: %w", in.ResourceURI, err)
 	}
@@ -364,7 +365,7 @@ func (c *Client) Create(ctx context.Context, in Instance) (*EPR, error) {
 // Delete removes the addressed instance. Some AMT classes answer with a bare
 // ReturnValue in the body; a non-zero one is returned as *ReturnValueError.
 func (c *Client) Delete(ctx context.Context, resourceURI string, selectors ...Selector) error {
-	env, err := c.call(ctx, Request{Action: ActionDelete, ResourceURI: resourceURI, Selectors: selectors})
+	env, err := c.callWrite(ctx, Request{Action: ActionDelete, ResourceURI: resourceURI, Selectors: selectors})
 	if err == nil {
 		err = checkReturnValue("Delete", env.Body)
 	}
@@ -387,15 +388,28 @@ func (c *Client) Enumerate(ctx context.Context, resourceURI string, selectors ..
 }
 
 // retryRead reruns a read that failed transiently, with a short backoff.
-// Only reads: a write that may have reached the device is left to the
-// step above, which knows whether repeating it is safe.
 func retryRead[T any](ctx context.Context, c *Client, read func() (T, error)) (T, error) {
+	return retry(ctx, c, read, Retryable)
+}
+
+// callWrite sends a write. Only a 5xx is retried: the device answered
+// that it did not do it, so sending it again is safe. After a dropped
+// connection the write may have happened; the step above, which knows
+// whether repeating it is safe, decides.
+func (c *Client) callWrite(ctx context.Context, r Request) (*Envelope, error) {
+	return retry(ctx, c, func() (*Envelope, error) { return c.call(ctx, r) }, func(err error) bool {
+		var he *HTTPError
+		return errors.As(err, &he) && he.StatusCode >= 500
+	})
+}
+
+func retry[T any](ctx context.Context, c *Client, op func() (T, error), again func(error) bool) (T, error) {
 	for n := 0; ; n++ {
-		v, err := read()
-		if err == nil || n >= c.readRetries || !Retryable(err) || ctx.Err() != nil {
+		v, err := op()
+		if err == nil || n >= c.readRetries || !again(err) || ctx.Err() != nil {
 			return v, err
 		}
-		c.log.Debug().Err(err).Int("retry", n+1).Msg("wsman read failed, retrying")
+		c.log.Debug().Err(err).Int("retry", n+1).Msg("wsman call failed, retrying")
 		select {
 		case <-ctx.Done():
 			return v, err
@@ -459,7 +473,7 @@ func (c *Client) enumerate(ctx context.Context, resourceURI string, selectors ..
 // <h:<method>_INPUT> body and returns the <method>_OUTPUT element. A
 // non-zero ReturnValue yields the output AND a *ReturnValueError.
 func (c *Client) Invoke(ctx context.Context, resourceURI, method string, selectors []Selector, input []Field) (*Node, error) {
-	env, err := c.call(ctx, Request{
+	env, err := c.callWrite(ctx, Request{
 		Action: resourceURI + "/" + method, ResourceURI: resourceURI, Selectors: selectors,
 		Body: MethodInput(resourceURI, method, input),
 	})

@@ -454,9 +454,10 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-// A read that fails transiently is tried again; a write is not, since it
-// may have reached the device.
-func TestTransientReadsAreRetried(t *testing.T) {
+// A read that fails transiently is tried again; a write only when the
+// device answered that it failed, since after a lost answer it may have
+// been done.
+func TestTransientFailuresAreRetried(t *testing.T) {
 	ok := readFixture(t, "amt/general/get.xml")
 	tests := []struct {
 		name     string
@@ -467,7 +468,11 @@ func TestTransientReadsAreRetried(t *testing.T) {
 	}{
 		{"get after one 500", 1, func(c *wsman.Client) error { _, err := c.Get(context.Background(), gsURI); return err }, 2, false},
 		{"get gives up after two retries", 5, func(c *wsman.Client) error { _, err := c.Get(context.Background(), gsURI); return err }, 3, true},
-		{"put is not retried", 1, func(c *wsman.Client) error {
+		{"put the device refused with a 500 is sent again", 1, func(c *wsman.Client) error {
+			_, err := c.Put(context.Background(), wsman.Instance{ResourceURI: gsURI, Class: "AMT_GeneralSettings"})
+			return err
+		}, 2, false},
+		{"put after a dropped connection is not sent again", -1, func(c *wsman.Client) error {
 			_, err := c.Put(context.Background(), wsman.Instance{ResourceURI: gsURI, Class: "AMT_GeneralSettings"})
 			return err
 		}, 1, true},
@@ -481,6 +486,12 @@ func TestTransientReadsAreRetried(t *testing.T) {
 				calls++
 				n := calls
 				mu.Unlock()
+				if tc.failures < 0 && n == 1 { // the write arrives, the answer is lost
+					hj, _ := w.(http.Hijacker)
+					conn, _, _ := hj.Hijack()
+					conn.Close()
+					return
+				}
 				if n <= tc.failures {
 					reply(w, http.StatusInternalServerError, []byte("busy"))
 					return

@@ -113,7 +113,8 @@ func (s *Service) ListAdminTokens(ctx context.Context, _ *pb.ListAdminTokensRequ
 	return resp, nil
 }
 
-// RevokeAdminToken deletes a token by name; it stops working at once.
+// RevokeAdminToken revokes a name: its token and every certificate
+// issued to it stop working at once.
 func (s *Service) RevokeAdminToken(ctx context.Context, req *pb.RevokeAdminTokenRequest) (*pb.RevokeAdminTokenResponse, error) {
 	p, err := principalFrom(ctx)
 	if err != nil {
@@ -121,7 +122,7 @@ func (s *Service) RevokeAdminToken(ctx context.Context, req *pb.RevokeAdminToken
 	}
 	if err := s.st.RevokeAdminToken(ctx, req.GetName()); err != nil {
 		if errors.Is(err, domain.ErrNotFound) {
-			err = fmt.Errorf("unknown admin token %q: %w", req.GetName(), domain.ErrNotFound)
+			err = fmt.Errorf("unknown admin token %q (no token or certificate has that name): %w", req.GetName(), domain.ErrNotFound)
 		}
 		return nil, toStatus(err)
 	}

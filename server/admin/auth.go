@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -21,7 +22,7 @@ import (
 
 const servicePrefix = "/amtops.v1.AdminService/"
 
-// readMethods are the calls a read-role token may make; every other
+// readMethods are the calls a read-role token or certificate may make; every other
 // AdminService method needs the operate role, so a method added later is
 // closed to readers until someone decides otherwise.
 var readMethods = map[string]bool{
@@ -40,6 +41,7 @@ var readMethods = map[string]bool{
 type Principal struct {
 	Name string
 	Role store.AdminRole
+	via  string // "token" or "certificate", for messages
 }
 
 type principalKey struct{}
@@ -53,38 +55,86 @@ func principalFrom(ctx context.Context) (Principal, error) {
 	return p, nil
 }
 
-// authorize authenticates the bearer token of a call to method and checks
-// its role. Errors are gRPC statuses.
+// authorize authenticates a call to method and checks its role. A bearer
+// token wins; without one, a verified admin client certificate from the
+// TLS handshake authenticates. Errors are gRPC statuses.
 func (s *Service) authorize(ctx context.Context, method string) (context.Context, error) {
-	if p, ok := peer.FromContext(ctx); !ok {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "admin: no peer")
-	} else if _, tlsOK := p.AuthInfo.(credentials.TLSInfo); !tlsOK {
+	}
+	ti, tlsOK := p.AuthInfo.(credentials.TLSInfo)
+	if !tlsOK {
 		// Tokens must never cross the network in clear text.
 		return nil, status.Error(codes.Unauthenticated, "admin: calls need TLS")
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
+	var (
+		pr  Principal
+		err error
+	)
+	switch {
+	case len(vals) > 0:
+		pr, err = s.tokenPrincipal(ctx, method, vals)
+	case len(ti.State.PeerCertificates) > 0:
+		pr, err = s.certPrincipal(ctx, method, ti.State.PeerCertificates)
+	default:
+		err = status.Error(codes.Unauthenticated, "admin: missing credentials: send \"authorization: Bearer <admin token>\" or present an admin client certificate")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pr.Role != store.RoleOperate && !readMethods[method] {
+		s.opts.Log.Warn().Str("method", method).Str("admin", pr.Name).Str("role", string(pr.Role)).Msg("admin call refused: role")
+		return nil, status.Errorf(codes.PermissionDenied, "admin: %s needs the operate role; %s %q has the %s role",
+			strings.TrimPrefix(method, servicePrefix), pr.via, pr.Name, pr.Role)
+	}
+	return context.WithValue(ctx, principalKey{}, pr), nil
+}
+
+// tokenPrincipal authenticates the bearer token in vals.
+func (s *Service) tokenPrincipal(ctx context.Context, method string, vals []string) (Principal, error) {
 	if len(vals) != 1 {
-		return nil, status.Error(codes.Unauthenticated, "admin: missing credentials: send \"authorization: Bearer <admin token>\"")
+		return Principal{}, status.Error(codes.Unauthenticated, "admin: send one \"authorization: Bearer <admin token>\"")
 	}
 	scheme, token, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
-		return nil, status.Error(codes.Unauthenticated, "admin: authorization must be \"Bearer <admin token>\"")
+		return Principal{}, status.Error(codes.Unauthenticated, "admin: authorization must be \"Bearer <admin token>\"")
 	}
 	rec, err := s.st.AuthenticateAdmin(ctx, strings.TrimSpace(token))
 	if err != nil {
 		s.opts.Log.Warn().Str("method", method).Msg("admin call with unknown token refused")
 		if st, ok := status.FromError(toStatus(err)); ok && st.Code() == codes.PermissionDenied {
-			return nil, status.Error(codes.Unauthenticated, "admin: token unknown or revoked")
+			return Principal{}, status.Error(codes.Unauthenticated, "admin: token unknown or revoked")
 		}
-		return nil, toStatus(err)
+		return Principal{}, toStatus(err)
 	}
-	if rec.Role != store.RoleOperate && !readMethods[method] {
-		s.opts.Log.Warn().Str("method", method).Str("admin", rec.Name).Str("role", string(rec.Role)).Msg("admin call refused: role")
-		return nil, status.Errorf(codes.PermissionDenied, "admin: %s needs the operate role; token %q has the %s role",
-			strings.TrimPrefix(method, servicePrefix), rec.Name, rec.Role)
+	return Principal{Name: rec.Name, Role: rec.Role, via: "token"}, nil
+}
+
+// certPrincipal authenticates an admin client certificate. The TLS layer
+// has already checked it chains to the CA (VerifyClientCertIfGiven);
+// VerifyAdmin checks it is an administrator's, not an agent's, and the
+// store that its name has not been revoked since.
+func (s *Service) certPrincipal(ctx context.Context, method string, chain []*x509.Certificate) (Principal, error) {
+	if s.opts.CA == nil {
+		return Principal{}, status.Error(codes.Unauthenticated, "admin: certificate login is not enabled on this server; send \"authorization: Bearer <admin token>\"")
 	}
-	return context.WithValue(ctx, principalKey{}, Principal{Name: rec.Name, Role: rec.Role}), nil
+	name, role, serial, err := s.opts.CA.VerifyAdmin(chain[0], chain[1:])
+	if err != nil {
+		s.opts.Log.Warn().Str("method", method).Err(err).Msg("admin call with a non-admin certificate refused")
+		return Principal{}, status.Error(codes.Unauthenticated, "admin: client certificate is not an administrator's")
+	}
+	rec, err := s.st.AuthenticateAdminCertificate(ctx, serial, name, store.AdminRole(role))
+	if err != nil {
+		s.opts.Log.Warn().Str("method", method).Str("admin", name).Str("serial", serial).Msg("admin call with unknown certificate refused")
+		if st, ok := status.FromError(toStatus(err)); ok && st.Code() == codes.PermissionDenied {
+			return Principal{}, status.Errorf(codes.Unauthenticated, "admin: certificate of %q unknown or revoked", name)
+		}
+		return Principal{}, toStatus(err)
+	}
+	return Principal{Name: rec.Name, Role: rec.Role, via: "certificate"}, nil
 }
 
 // UnaryInterceptor authenticates AdminService calls and enforces roles.

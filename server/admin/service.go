@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/x509"
 	"net/netip"
 	"time"
 
@@ -36,6 +37,19 @@ type Options struct {
 	// Discoverer runs on-demand discovery (StartBatch with kind
 	// discover); nil refuses it.
 	Discoverer Discoverer
+	// CA signs and verifies administrators' client certificates (the
+	// site's agentca.CA, whose pool the gRPC listener trusts). nil
+	// refuses IssueAdminCertificate (FailedPrecondition) and certificate
+	// login (Unauthenticated); tokens work either way.
+	CA AdminCA
+}
+
+// AdminCA issues and checks administrators' client certificates
+// (agentca.CA).
+type AdminCA interface {
+	SignAdmin(csrDER []byte, name, role string) (*x509.Certificate, error)
+	VerifyAdmin(cert *x509.Certificate, intermediates []*x509.Certificate) (name, role, serial string, err error)
+	Certificate() *x509.Certificate
 }
 
 // Discoverer asks the agents of subnets (all authorised subnets when

@@ -26,6 +26,9 @@ import (
 // SecretName is where the sealed CA (certificate and key) is kept.
 const SecretName = "agentca/ca"
 
+// agentOrg is the subject organisation of every agent certificate.
+const agentOrg = "amtops agents"
+
 // Secrets is the sealed storage the CA lives in (store.Store).
 type Secrets interface {
 	CreateSecret(ctx context.Context, name string, plaintext []byte) (bool, error)
@@ -40,6 +43,9 @@ type Options struct {
 	// ServerValidity is how long the server's own certificate lasts;
 	// default 90 days (a fresh one is made at every start).
 	ServerValidity time.Duration
+	// AdminValidity is how long an administrator's client certificate
+	// lasts; default 30 days. Revoking the name ends it sooner.
+	AdminValidity time.Duration
 	// Clock; default time.Now.
 	Clock func() time.Time
 }
@@ -65,6 +71,9 @@ func Open(ctx context.Context, st Secrets, o Options) (*CA, error) {
 	}
 	if o.ServerValidity <= 0 {
 		o.ServerValidity = 90 * 24 * time.Hour
+	}
+	if o.AdminValidity <= 0 {
+		o.AdminValidity = 30 * 24 * time.Hour
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
@@ -215,19 +224,9 @@ func (c *CA) SignAgent(csrDER []byte, agentID string) (*x509.Certificate, error)
 	if agentID == "" {
 		return nil, fmt.Errorf("agentca: sign agent: %w", domain.InvalidField("agent_id", "", "must not be empty"))
 	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	pub, err := parseCSR(csrDER)
 	if err != nil {
-		return nil, fmt.Errorf("agentca: sign agent %s: %w", agentID, domain.InvalidField("csr_der", "", "not a PKCS#10 request: "+err.Error()))
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("agentca: sign agent %s: %w", agentID, domain.InvalidField("csr_der", "", "bad signature: "+err.Error()))
-	}
-	switch csr.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-	default:
-		if csr.PublicKeyAlgorithm != x509.RSA && csr.PublicKeyAlgorithm != x509.Ed25519 {
-			return nil, fmt.Errorf("agentca: sign agent %s: %w", agentID, domain.InvalidField("csr_der", csr.PublicKeyAlgorithm.String(), "key type not supported"))
-		}
+		return nil, fmt.Errorf("agentca: sign agent %s: %w", agentID, err)
 	}
 	serial, err := randSerial()
 	if err != nil {
@@ -236,13 +235,13 @@ func (c *CA) SignAgent(csrDER []byte, agentID string) (*x509.Certificate, error)
 	now := c.opts.Clock()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: agentID, Organization: []string{"amtops agents"}},
+		Subject:      pkix.Name{CommonName: agentID, Organization: []string{agentOrg}},
 		NotBefore:    now.Add(-5 * time.Minute),
 		NotAfter:     now.Add(c.opts.AgentValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
 	if err != nil {
 		return nil, fmt.Errorf("agentca: sign agent %s: %w", agentID, err)
 	}
@@ -256,13 +255,15 @@ func (c *CA) VerifyAgent(cert *x509.Certificate, intermediates []*x509.Certifica
 	if cert == nil {
 		return "", fmt.Errorf("agentca: no client certificate: %w", domain.ErrUnauthorized)
 	}
-	pool := x509.NewCertPool()
-	for _, ic := range intermediates {
-		pool.AddCert(ic)
+	if err := c.verifyClient(cert, intermediates); err != nil {
+		return "", err
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: c.pool, Intermediates: pool, CurrentTime: c.opts.Clock(),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return "", fmt.Errorf("agentca: verify client certificate: %v: %w", err, domain.ErrUnauthorized)
+	// An administrator's certificate chains to the same CA and is for
+	// client authentication too: only the agents' organisation and the
+	// absence of an admin URI tell them apart, and an admin named like an
+	// agent must not pass as one.
+	if !isOnly(cert.Subject.Organization, agentOrg) || hasAdminURI(cert) {
+		return "", fmt.Errorf("agentca: client certificate is not an agent's: %w", domain.ErrUnauthorized)
 	}
 	if cert.Subject.CommonName == "" {
 		return "", fmt.Errorf("agentca: client certificate names no agent: %w", domain.ErrUnauthorized)

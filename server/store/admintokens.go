@@ -198,23 +198,37 @@ func (s *Store) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
 	return out, nil
 }
 
-// revokeAdminTokenScript removes a token by name and its hash entry.
+// revokeAdminTokenScript removes a name's token (when ARGV[2], its hash,
+// is not empty) and every certificate recorded for the name. Returns how
+// many credentials it removed.
 var revokeAdminTokenScript = redis.NewScript(`
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[2])
-return 1
+local n = 0
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], ARGV[1]) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  n = n + 1
+end
+for _, s in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  n = n + redis.call('HDEL', KEYS[3], s)
+end
+redis.call('DEL', KEYS[4])
+return n
 `)
 
-// RevokeAdminToken deletes a token by name; a missing one is
-// domain.ErrNotFound.
+// RevokeAdminToken revokes an administrator by name: its token and every
+// client certificate issued to the name stop working at once. A name
+// with neither is domain.ErrNotFound.
 func (s *Store) RevokeAdminToken(ctx context.Context, name string) error {
+	var hash string
 	rec, err := s.adminToken(ctx, name)
-	if err != nil {
+	switch {
+	case err == nil:
+		hash = rec.Hash
+	case !errors.Is(err, domain.ErrNotFound):
 		return fmt.Errorf("store: revoke admin token: %w", err)
 	}
-	n, err := revokeAdminTokenScript.Run(ctx, s.rdb, []string{s.adminByNameKey(), s.adminByHashKey()}, name, rec.Hash).Int()
+	n, err := revokeAdminTokenScript.Run(ctx, s.rdb,
+		[]string{s.adminByNameKey(), s.adminByHashKey(), s.adminCertBySerialKey(), s.adminCertsOfNameKey(name)}, name, hash).Int()
 	if err != nil {
 		return fmt.Errorf("store: revoke admin token %s: %w", name, err)
 	}

@@ -2666,6 +2666,126 @@ func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
 	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
+type IssueAdminCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`                   // read | operate
+	CsrDer        []byte                 `protobuf:"bytes,3,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"` // PKCS#10; only its key is used
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueAdminCertificateRequest) Reset() {
+	*x = IssueAdminCertificateRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminCertificateRequest) ProtoMessage() {}
+
+func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *IssueAdminCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueAdminCertificateRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *IssueAdminCertificateRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+type IssueAdminCertificateResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificateDer []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	CaDer          []byte                 `protobuf:"bytes,2,opt,name=ca_der,json=caDer,proto3" json:"ca_der,omitempty"` // the CA it chains to (the server's TLS CA too)
+	NotAfter       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *IssueAdminCertificateResponse) Reset() {
+	*x = IssueAdminCertificateResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminCertificateResponse) ProtoMessage() {}
+
+func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
+func (x *IssueAdminCertificateResponse) GetCaDer() []byte {
+	if x != nil {
+		return x.CaDer
+	}
+	return nil
+}
+
+func (x *IssueAdminCertificateResponse) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
 var File_amtops_v1_admin_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_admin_proto_rawDesc = "" +
@@ -2877,7 +2997,15 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x06tokens\x18\x01 \x03(\v2\x15.amtops.v1.AdminTokenR\x06tokens\"-\n" +
 	"\x17RevokeAdminTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
-	"\x18RevokeAdminTokenResponse2\x88\x11\n" +
+	"\x18RevokeAdminTokenResponse\"_\n" +
+	"\x1cIssueAdminCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x17\n" +
+	"\acsr_der\x18\x03 \x01(\fR\x06csrDer\"\x98\x01\n" +
+	"\x1dIssueAdminCertificateResponse\x12'\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
+	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf4\x11\n" +
 	"\fAdminService\x12L\n" +
 	"\vListDevices\x12\x1d.amtops.v1.ListDevicesRequest\x1a\x1e.amtops.v1.ListDevicesResponse\x12;\n" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
@@ -2909,7 +3037,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"ListAgents\x12\x1c.amtops.v1.ListAgentsRequest\x1a\x1d.amtops.v1.ListAgentsResponse\x12[\n" +
 	"\x10CreateAdminToken\x12\".amtops.v1.CreateAdminTokenRequest\x1a#.amtops.v1.CreateAdminTokenResponse\x12X\n" +
 	"\x0fListAdminTokens\x12!.amtops.v1.ListAdminTokensRequest\x1a\".amtops.v1.ListAdminTokensResponse\x12[\n" +
-	"\x10RevokeAdminToken\x12\".amtops.v1.RevokeAdminTokenRequest\x1a#.amtops.v1.RevokeAdminTokenResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
+	"\x10RevokeAdminToken\x12\".amtops.v1.RevokeAdminTokenRequest\x1a#.amtops.v1.RevokeAdminTokenResponse\x12j\n" +
+	"\x15IssueAdminCertificate\x12'.amtops.v1.IssueAdminCertificateRequest\x1a(.amtops.v1.IssueAdminCertificateResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
 
 var (
 	file_amtops_v1_admin_proto_rawDescOnce sync.Once
@@ -2923,7 +3052,7 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
 	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
@@ -2971,99 +3100,104 @@ var file_amtops_v1_admin_proto_goTypes = []any{
 	(*ListAdminTokensResponse)(nil),            // 43: amtops.v1.ListAdminTokensResponse
 	(*RevokeAdminTokenRequest)(nil),            // 44: amtops.v1.RevokeAdminTokenRequest
 	(*RevokeAdminTokenResponse)(nil),           // 45: amtops.v1.RevokeAdminTokenResponse
-	nil,                                        // 46: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 47: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 48: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 49: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 50: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 51: amtops.v1.JobKind
+	(*IssueAdminCertificateRequest)(nil),       // 46: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 47: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 48: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 49: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 50: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 51: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 52: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 53: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	47, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	48, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	49, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	49, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	47, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	49, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	50, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	51, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	51, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	49, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
 	0,  // 5: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
 	0,  // 6: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	50, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	49, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	52, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	51, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
 	15, // 9: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
 	8,  // 10: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
 	15, // 11: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	51, // 12: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	51, // 13: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	49, // 14: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	46, // 15: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	53, // 12: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	53, // 13: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	51, // 14: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	48, // 15: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
 	21, // 16: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	51, // 17: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	53, // 17: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
 	26, // 18: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	49, // 19: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	49, // 20: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	49, // 21: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	51, // 19: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 20: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	51, // 21: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
 	35, // 22: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	49, // 23: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	51, // 23: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
 	39, // 24: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
 	39, // 25: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	1,  // 26: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	3,  // 27: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	4,  // 28: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	6,  // 29: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	9,  // 30: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	10, // 31: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	12, // 32: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	13, // 33: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	16, // 34: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	16, // 35: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	18, // 36: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
-	20, // 37: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	22, // 38: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	23, // 39: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
-	22, // 40: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	22, // 41: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	25, // 42: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	28, // 43: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	30, // 44: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	31, // 45: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	32, // 46: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	33, // 47: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	36, // 48: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	37, // 49: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	40, // 50: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	42, // 51: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	44, // 52: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	2,  // 53: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 54: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	5,  // 55: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	7,  // 56: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	8,  // 57: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	11, // 58: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	8,  // 59: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	14, // 60: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	17, // 61: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	17, // 62: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	19, // 63: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	21, // 64: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	21, // 65: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	24, // 66: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	21, // 67: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	21, // 68: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	27, // 69: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	29, // 70: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	21, // 71: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	21, // 72: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	21, // 73: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	34, // 74: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	35, // 75: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	38, // 76: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	41, // 77: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	43, // 78: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	45, // 79: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	53, // [53:80] is the sub-list for method output_type
-	26, // [26:53] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	51, // 26: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 27: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	3,  // 28: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	4,  // 29: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	6,  // 30: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	9,  // 31: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	10, // 32: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	12, // 33: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	13, // 34: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	16, // 35: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	16, // 36: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	18, // 37: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	20, // 38: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	22, // 39: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	23, // 40: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	22, // 41: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	22, // 42: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	25, // 43: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	28, // 44: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	30, // 45: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	31, // 46: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	32, // 47: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	33, // 48: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	36, // 49: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	37, // 50: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	40, // 51: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	42, // 52: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	44, // 53: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	46, // 54: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	2,  // 55: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 56: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	5,  // 57: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	7,  // 58: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	8,  // 59: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	11, // 60: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	8,  // 61: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	14, // 62: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	17, // 63: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	17, // 64: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	19, // 65: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	21, // 66: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	21, // 67: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	24, // 68: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	21, // 69: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	21, // 70: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	27, // 71: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	29, // 72: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	21, // 73: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	21, // 74: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	21, // 75: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	34, // 76: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	35, // 77: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	38, // 78: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	41, // 79: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	43, // 80: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	45, // 81: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	47, // 82: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	55, // [55:83] is the sub-list for method output_type
+	27, // [27:55] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_admin_proto_init() }
@@ -3079,7 +3213,7 @@ func file_amtops_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -46,6 +46,7 @@ const (
 	AdminService_CreateAdminToken_FullMethodName           = "/amtops.v1.AdminService/CreateAdminToken"
 	AdminService_ListAdminTokens_FullMethodName            = "/amtops.v1.AdminService/ListAdminTokens"
 	AdminService_RevokeAdminToken_FullMethodName           = "/amtops.v1.AdminService/RevokeAdminToken"
+	AdminService_IssueAdminCertificate_FullMethodName      = "/amtops.v1.AdminService/IssueAdminCertificate"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -53,9 +54,11 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // AdminService is what amtopsctl and consoles call, authenticated with an
-// admin bearer token ("authorization: Bearer <token>" metadata). Reading
-// (List*, Get*, Watch*) needs the read role; everything else needs the
-// operate role.
+// admin bearer token ("authorization: Bearer <token>" metadata) or, when
+// no token is sent, an admin client certificate from
+// IssueAdminCertificate presented in the TLS handshake. Reading (List*,
+// Get*, Watch*) needs the read role; everything else needs the operate
+// role.
 type AdminServiceClient interface {
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
 	GetDevice(ctx context.Context, in *GetDeviceRequest, opts ...grpc.CallOption) (*Device, error)
@@ -92,7 +95,13 @@ type AdminServiceClient interface {
 	// Admin tokens: the returned token is shown once; only its hash is kept.
 	CreateAdminToken(ctx context.Context, in *CreateAdminTokenRequest, opts ...grpc.CallOption) (*CreateAdminTokenResponse, error)
 	ListAdminTokens(ctx context.Context, in *ListAdminTokensRequest, opts ...grpc.CallOption) (*ListAdminTokensResponse, error)
+	// RevokeAdminToken revokes a name: its token and its certificates.
 	RevokeAdminToken(ctx context.Context, in *RevokeAdminTokenRequest, opts ...grpc.CallOption) (*RevokeAdminTokenResponse, error)
+	// IssueAdminCertificate signs an administrator's CSR (the key stays
+	// with the administrator) for a name and role; the certificate then
+	// authenticates AdminService calls until it expires or the name is
+	// revoked.
+	IssueAdminCertificate(ctx context.Context, in *IssueAdminCertificateRequest, opts ...grpc.CallOption) (*IssueAdminCertificateResponse, error)
 }
 
 type adminServiceClient struct {
@@ -382,14 +391,26 @@ func (c *adminServiceClient) RevokeAdminToken(ctx context.Context, in *RevokeAdm
 	return out, nil
 }
 
+func (c *adminServiceClient) IssueAdminCertificate(ctx context.Context, in *IssueAdminCertificateRequest, opts ...grpc.CallOption) (*IssueAdminCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueAdminCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_IssueAdminCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
 // AdminService is what amtopsctl and consoles call, authenticated with an
-// admin bearer token ("authorization: Bearer <token>" metadata). Reading
-// (List*, Get*, Watch*) needs the read role; everything else needs the
-// operate role.
+// admin bearer token ("authorization: Bearer <token>" metadata) or, when
+// no token is sent, an admin client certificate from
+// IssueAdminCertificate presented in the TLS handshake. Reading (List*,
+// Get*, Watch*) needs the read role; everything else needs the operate
+// role.
 type AdminServiceServer interface {
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
 	GetDevice(context.Context, *GetDeviceRequest) (*Device, error)
@@ -426,7 +447,13 @@ type AdminServiceServer interface {
 	// Admin tokens: the returned token is shown once; only its hash is kept.
 	CreateAdminToken(context.Context, *CreateAdminTokenRequest) (*CreateAdminTokenResponse, error)
 	ListAdminTokens(context.Context, *ListAdminTokensRequest) (*ListAdminTokensResponse, error)
+	// RevokeAdminToken revokes a name: its token and its certificates.
 	RevokeAdminToken(context.Context, *RevokeAdminTokenRequest) (*RevokeAdminTokenResponse, error)
+	// IssueAdminCertificate signs an administrator's CSR (the key stays
+	// with the administrator) for a name and role; the certificate then
+	// authenticates AdminService calls until it expires or the name is
+	// revoked.
+	IssueAdminCertificate(context.Context, *IssueAdminCertificateRequest) (*IssueAdminCertificateResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -517,6 +544,9 @@ func (UnimplementedAdminServiceServer) ListAdminTokens(context.Context, *ListAdm
 }
 func (UnimplementedAdminServiceServer) RevokeAdminToken(context.Context, *RevokeAdminTokenRequest) (*RevokeAdminTokenResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeAdminToken not implemented")
+}
+func (UnimplementedAdminServiceServer) IssueAdminCertificate(context.Context, *IssueAdminCertificateRequest) (*IssueAdminCertificateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method IssueAdminCertificate not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1018,6 +1048,24 @@ func _AdminService_RevokeAdminToken_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_IssueAdminCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueAdminCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).IssueAdminCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_IssueAdminCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).IssueAdminCertificate(ctx, req.(*IssueAdminCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1128,6 +1176,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeAdminToken",
 			Handler:    _AdminService_RevokeAdminToken_Handler,
+		},
+		{
+			MethodName: "IssueAdminCertificate",
+			Handler:    _AdminService_IssueAdminCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -8,7 +8,12 @@ package admintest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"net"
 	"net/netip"
 	"os"
@@ -59,6 +64,8 @@ type Options struct {
 	// Batches replaces the real batch service when not nil.
 	Batches admin.Batches
 	Log     zerolog.Logger
+	// NoCA leaves admin.Options.CA nil: no certificate issuance or login.
+	NoCA bool
 }
 
 // Start runs a server until t ends.
@@ -82,7 +89,11 @@ func Start(t testing.TB, o Options) *Server {
 	if o.Batches != nil {
 		batches = o.Batches
 	}
-	svc := admin.New(st, batches, o.Sweeper, admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond})
+	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond}
+	if !o.NoCA {
+		ao.CA = ca
+	}
+	svc := admin.New(st, batches, o.Sweeper, ao)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -139,14 +150,58 @@ func (bearer) RequireTransportSecurity() bool { return true }
 // Dial connects over TLS, presenting token (none when empty).
 func (s *Server) Dial(t testing.TB, token string) pb.AdminServiceClient {
 	t.Helper()
+	return pb.NewAdminServiceClient(s.Conn(t, token, nil))
+}
+
+// DialCert connects over TLS presenting the client certificate cert and
+// no token.
+func (s *Server) DialCert(t testing.TB, cert *tls.Certificate) pb.AdminServiceClient {
+	t.Helper()
+	return pb.NewAdminServiceClient(s.Conn(t, "", cert))
+}
+
+// Conn connects over TLS, presenting token (none when empty) and cert
+// (none when nil), for any service on the port.
+func (s *Server) Conn(t testing.TB, token string, cert *tls.Certificate) *grpc.ClientConn {
+	t.Helper()
 	tc := &tls.Config{RootCAs: s.CA.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
 	conn, err := grpc.NewClient(s.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
 		grpc.WithPerRPCCredentials(bearer(token)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return pb.NewAdminServiceClient(conn)
+	return conn
+}
+
+// AdminCert has a fresh key certified for name and role through
+// IssueAdminCertificate, called with the operate token.
+func (s *Server) AdminCert(t testing.TB, name, role string) *tls.Certificate {
+	t.Helper()
+	return IssueCert(t, s.Dial(t, s.Operate), name, role)
+}
+
+// IssueCert has a fresh key certified for name and role through c's
+// IssueAdminCertificate.
+func IssueCert(t testing.TB, c pb.AdminServiceClient, name, role string) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "ignored"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.IssueAdminCertificate(context.Background(),
+		&pb.IssueAdminCertificateRequest{Name: name, Role: role, CsrDer: csr})
+	if err != nil {
+		t.Fatalf("issue admin certificate %s: %v", name, err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{resp.GetCertificateDer()}, PrivateKey: key}
 }
 
 // Device stores a device in the /24 around ip and returns it.

@@ -149,7 +149,7 @@ func (a *app) tokensCmd() *cobra.Command {
 	}
 	revoke := &cobra.Command{
 		Use:   "revoke NAME",
-		Short: "Revoke an admin token; it stops working at once",
+		Short: "Revoke a name: its admin token and client certificates stop working at once",
 		Args:  exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.RevokeAdminTokenResponse, error) {

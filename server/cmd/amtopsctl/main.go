@@ -2,7 +2,7 @@
 // lists devices and their operations logs, manages collections, starts,
 // watches and cancels bulk operations (provision, update, remove, rename,
 // sweep) through the site server's AdminService over TLS with an admin
-// token.
+// token or an admin client certificate (certs request).
 //
 // Exit codes: 0 success, 1 the operation failed or was refused, 2 bad
 // usage or bad input.

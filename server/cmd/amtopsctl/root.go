@@ -35,6 +35,8 @@ type app struct {
 	server    string
 	caFile    string
 	tokenFile string
+	certFile  string
+	keyFile   string
 	output    string
 	timeout   time.Duration
 
@@ -62,8 +64,10 @@ func (a *app) root() *cobra.Command {
 		Long: `amtopsctl talks to the amtops site server's AdminService over TLS.
 
 It needs the site CA certificate the server's TLS certificate chains to
-(--ca-file) and an admin token (--token-file or $AMTOPS_TOKEN). On its first
-start the server writes an operate token to <data_dir>/admin.token.
+(--ca-file) and an admin credential: a token (--token-file or $AMTOPS_TOKEN)
+or a client certificate (--cert and --key, from 'amtopsctl certs request'),
+never both. On its first start the server writes an operate token to
+<data_dir>/admin.token.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or input.`,
 		SilenceErrors: true,
@@ -75,13 +79,15 @@ Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or inp
 			if a.timeout <= 0 {
 				return usage("--timeout %s: must be positive", a.timeout)
 			}
-			return nil
+			return a.checkCredentials(cmd)
 		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.server, "server", a.envOr(envServer, "127.0.0.1:7443"), "site server gRPC address host:port ($"+envServer+")")
 	pf.StringVar(&a.caFile, "ca-file", a.getenv(envCAFile), "PEM file of the CA the server's TLS certificate chains to ($"+envCAFile+"); empty: the system roots")
 	pf.StringVar(&a.tokenFile, "token-file", a.getenv(envTokenFile), "file holding the admin token ($"+envTokenFile+"; or the token itself in $"+envToken+")")
+	pf.StringVar(&a.certFile, "cert", "", "PEM file of an admin client certificate (with --key; instead of a token)")
+	pf.StringVar(&a.keyFile, "key", "", "PEM file of the private key of --cert")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for each call to the server (watching has none)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usage("%v", err) })
@@ -90,8 +96,33 @@ Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or inp
 	})
 
 	root.AddCommand(a.devicesCmd(), a.collectionsCmd(), a.provisionCmd(), a.updateCmd(), a.removeCmd(),
-		a.renameCmd(), a.sweepCmd(), a.jobsCmd(), a.agentsCmd(), a.tokensCmd())
+		a.renameCmd(), a.sweepCmd(), a.jobsCmd(), a.agentsCmd(), a.tokensCmd(), a.certsCmd())
 	return root
+}
+
+// checkCredentials refuses a certificate together with a token: which
+// one the server would honour is not obvious to a person (the token), so
+// amtopsctl makes them choose.
+func (a *app) checkCredentials(cmd *cobra.Command) error {
+	if a.certFile == "" && a.keyFile == "" {
+		return nil
+	}
+	if a.certFile == "" || a.keyFile == "" {
+		return usage("--cert and --key go together: pass both")
+	}
+	var tokenFrom string
+	switch {
+	case a.tokenFile != "" && cmd.Flag("token-file") != nil && cmd.Flag("token-file").Changed:
+		tokenFrom = "--token-file"
+	case a.tokenFile != "":
+		tokenFrom = "$" + envTokenFile
+	case strings.TrimSpace(a.getenv(envToken)) != "":
+		tokenFrom = "$" + envToken
+	}
+	if tokenFrom != "" {
+		return usage("--cert/--key and a token (%s) are both given: use one admin credential", tokenFrom)
+	}
+	return nil
 }
 
 // token finds the admin token: --token-file, else $AMTOPS_TOKEN.
@@ -110,7 +141,7 @@ func (a *app) token() (string, error) {
 	if tok := strings.TrimSpace(a.getenv(envToken)); tok != "" {
 		return tok, nil
 	}
-	return "", usage("no admin token: pass --token-file or set $%s (the server writes its first token to <data_dir>/admin.token)", envToken)
+	return "", usage("no admin token: pass --token-file or set $%s (the server writes its first token to <data_dir>/admin.token), or pass --cert and --key", envToken)
 }
 
 // bearer sends the admin token with every call; gRPC refuses to send it
@@ -128,11 +159,21 @@ func (a *app) api() (pb.AdminServiceClient, error) {
 	if a.client != nil {
 		return a.client, nil
 	}
-	tok, err := a.token()
-	if err != nil {
-		return nil, err
-	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	var opts []grpc.DialOption
+	if a.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
+		if err != nil {
+			return nil, usage("--cert %s --key %s: %v", a.certFile, a.keyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	} else {
+		tok, err := a.token()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(tok)))
+	}
 	if a.caFile != "" {
 		pem, err := os.ReadFile(a.caFile)
 		if err != nil {
@@ -144,8 +185,7 @@ func (a *app) api() (pb.AdminServiceClient, error) {
 		}
 		tc.RootCAs = pool
 	}
-	conn, err := grpc.NewClient(a.server, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		grpc.WithPerRPCCredentials(bearer(tok)))
+	conn, err := grpc.NewClient(a.server, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))...)
 	if err != nil {
 		return nil, usage("--server %q: %v", a.server, err)
 	}

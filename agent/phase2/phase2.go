@@ -153,6 +153,8 @@ type job struct {
 	ident  *amt.Identity
 	serial string
 	failed string
+	// oldPassword is the admin password before this attempt changed it.
+	oldPassword string
 }
 
 // Run executes job against job.Target.Ip and reports each step to rep.
@@ -246,6 +248,7 @@ func (r *job) step(ctx context.Context, name string, fn func() (string, error)) 
 		r.rep.Step(ctx, name, domain.OutcomeSkipped, sk.reason)
 		return nil
 	case err != nil:
+		err = r.passwordDropped(ctx, err)
 		r.failed = name
 		r.rep.Step(ctx, name, domain.OutcomeFailed, err.Error())
 		return fmt.Errorf("phase2: %s: %w", name, err)

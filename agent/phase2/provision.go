@@ -190,7 +190,10 @@ func (r *job) verifyTLS(ctx context.Context, leaf []byte, committed time.Time) (
 	deadline := committed.Add(r.e.cfg.CommitDeadline)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		served, err := r.servedLeaf(ctx)
+		// A probe that hangs must not outlive the deadline.
+		pctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+		served, err := r.servedLeaf(pctx)
+		cancel()
 		switch {
 		case err == nil && (leaf == nil || bytes.Equal(served, leaf)):
 			return fmt.Sprintf("TLS answering after %d probes", attempt), nil

@@ -156,20 +156,29 @@ func (r *job) adminPassword(ctx context.Context) (string, error) {
 	if err := r.dev.SetAdminPassword(ctx, r.j.GetCredentials().GetUsername(), pw, realm); err != nil {
 		return "", err
 	}
+	r.oldPassword = r.conn.password
 	dev, err := r.dial(ctx, r.conn.tls, pw)
-	if errors.Is(err, wsman.ErrUnauthorized) {
-		// A reset before the commit drops the change: the old password
-		// still working says so, and the next attempt sets it again.
-		if old, oerr := r.dial(ctx, r.conn.tls, r.conn.password); oerr == nil {
-			old.WSMan().Close()
-			return "", transientError{errors.New("the device dropped the password change (a reset?); the old password still works")}
-		}
-	}
 	if err != nil {
-		return "", fmt.Errorf("reconnect with the new password: %w", err)
+		return "", r.passwordDropped(ctx, fmt.Errorf("reconnect with the new password: %w", err))
 	}
 	r.setClient(dev, connInfo{tls: r.conn.tls, password: pw})
 	return "password set; reconnected", nil
+}
+
+// passwordDropped explains a refusal after this attempt changed the admin
+// password: a reset before the commit drops the change, and the old
+// password working again says so. That is transient: the next attempt
+// sets it again. Any other error is returned as is.
+func (r *job) passwordDropped(ctx context.Context, err error) error {
+	if r.oldPassword == "" || !errors.Is(err, wsman.ErrUnauthorized) {
+		return err
+	}
+	old, oerr := r.dial(ctx, r.conn.tls, r.oldPassword)
+	if oerr != nil {
+		return err
+	}
+	old.WSMan().Close()
+	return transientError{fmt.Errorf("the device dropped the password change (a reset?); the old password works again: %w", err)}
 }
 
 // kerberos applies the AMT account's key (S10). The amt package writes

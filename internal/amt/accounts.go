@@ -50,7 +50,7 @@ func (c *Client) UserACLHandles(ctx context.Context) ([]int, error) {
 	var handles []int
 	start := 1
 	for page := 0; page < maxACLPages; page++ {
-		out, err := c.invoke(ctx, "enumerate user acl entries", URIAuthorizationService, "EnumerateUserAclEntries", nil,
+		out, err := c.invokeRead(ctx, "enumerate user acl entries", URIAuthorizationService, "EnumerateUserAclEntries", nil,
 			intField("StartIndex", start))
 		if err != nil {
 			return nil, err
@@ -97,7 +97,7 @@ func (e UserACLEntry) System() bool { return strings.HasPrefix(e.DigestUsername,
 
 // UserACLEntry reads one entry by handle.
 func (c *Client) UserACLEntry(ctx context.Context, handle int) (*UserACLEntry, error) {
-	out, err := c.invoke(ctx, "get user acl entry", URIAuthorizationService, "GetUserAclEntryEx", nil, intField("Handle", handle))
+	out, err := c.invokeRead(ctx, "get user acl entry", URIAuthorizationService, "GetUserAclEntryEx", nil, intField("Handle", handle))
 	if err != nil {
 		return nil, err
 	}

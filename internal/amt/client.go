@@ -153,6 +153,15 @@ func (c *Client) invoke(ctx context.Context, op, uri, method string, sels []wsma
 	return out, nil
 }
 
+// invokeRead calls a method that only reads; transient failures are retried.
+func (c *Client) invokeRead(ctx context.Context, op, uri, method string, sels []wsman.Selector, in ...wsman.Field) (*wsman.Node, error) {
+	out, err := c.ws.InvokeRead(ctx, uri, method, sels, in)
+	if err != nil {
+		return out, fmt.Errorf("amt: %s: %w", op, err)
+	}
+	return out, nil
+}
+
 // createdRef returns the InstanceID selector of a reference returned by a
 // method (CreatedCertificate, CreatedKey, KeyPair).
 func createdRef(op string, out *wsman.Node, name string) (string, error) {

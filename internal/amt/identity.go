@@ -174,7 +174,7 @@ func (c *Client) SetupAndConfiguration(ctx context.Context) (*SetupAndConfigurat
 
 // UUID calls GetUuid and returns the canonical UUID string.
 func (c *Client) UUID(ctx context.Context) (string, error) {
-	out, err := c.invoke(ctx, "get uuid", URISetupAndConfiguration, "GetUuid", nil)
+	out, err := c.invokeRead(ctx, "get uuid", URISetupAndConfiguration, "GetUuid", nil)
 	if err != nil {
 		return "", err
 	}

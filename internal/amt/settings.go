@@ -10,7 +10,7 @@ import (
 
 // LowAccuracyTime returns the device clock (Ta0, Unix seconds).
 func (c *Client) LowAccuracyTime(ctx context.Context) (int64, error) {
-	out, err := c.invoke(ctx, "get low accuracy time", URITimeSynchronization, "GetLowAccuracyTimeSynch", nil)
+	out, err := c.invokeRead(ctx, "get low accuracy time", URITimeSynchronization, "GetLowAccuracyTimeSynch", nil)
 	if err != nil {
 		return 0, err
 	}

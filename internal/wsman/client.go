@@ -388,8 +388,14 @@ func (c *Client) Enumerate(ctx context.Context, resourceURI string, selectors ..
 }
 
 // retryRead reruns a read that failed transiently, with a short backoff.
+//
+// A timed-out call is not retried here: a device that hangs would cost
+// the whole timeout again; the step above decides.
 func retryRead[T any](ctx context.Context, c *Client, read func() (T, error)) (T, error) {
-	return retry(ctx, c, read, Retryable)
+	return retry(ctx, c, read, func(err error) bool {
+		var ne net.Error
+		return Retryable(err) && !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout())
+	})
 }
 
 // callWrite sends a write. Only a 5xx is retried: the device answered
@@ -473,7 +479,17 @@ func (c *Client) enumerate(ctx context.Context, resourceURI string, selectors ..
 // <h:<method>_INPUT> body and returns the <method>_OUTPUT element. A
 // non-zero ReturnValue yields the output AND a *ReturnValueError.
 func (c *Client) Invoke(ctx context.Context, resourceURI, method string, selectors []Selector, input []Field) (*Node, error) {
-	env, err := c.callWrite(ctx, Request{
+	return c.invoke(ctx, c.callWrite, resourceURI, method, selectors, input)
+}
+
+// InvokeRead is Invoke for a method that only reads (GetUuid,
+// EnumerateUserAclEntries…): a transient failure is retried as a Get's is.
+func (c *Client) InvokeRead(ctx context.Context, resourceURI, method string, selectors []Selector, input []Field) (*Node, error) {
+	return retryRead(ctx, c, func() (*Node, error) { return c.invoke(ctx, c.call, resourceURI, method, selectors, input) })
+}
+
+func (c *Client) invoke(ctx context.Context, call func(context.Context, Request) (*Envelope, error), resourceURI, method string, selectors []Selector, input []Field) (*Node, error) {
+	env, err := call(ctx, Request{
 		Action: resourceURI + "/" + method, ResourceURI: resourceURI, Selectors: selectors,
 		Body: MethodInput(resourceURI, method, input),
 	})

@@ -58,6 +58,7 @@ type Store interface {
 // (store.LeaseQueue).
 type Queue interface {
 	Extend(ctx context.Context, subnet netip.Prefix, jobID, token string, ttl time.Duration) (time.Time, error)
+	Defer(ctx context.Context, subnet netip.Prefix, jobID, token string, delay time.Duration) error
 	Complete(ctx context.Context, subnet netip.Prefix, jobID, token string) error
 	Release(ctx context.Context, subnet netip.Prefix, jobID, token string) error
 	Job(ctx context.Context, subnet netip.Prefix, jobID string) (store.QueueJob, error)

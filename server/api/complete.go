@@ -91,7 +91,7 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 		return nil, toStatus(err)
 	}
 	if !final {
-		if _, err := s.q.Extend(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
+		if err := s.q.Defer(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
 			return nil, toStatus(err)
 		}
 		log.Info().Str("device", job.DeviceID).Int("attempt", qj.Attempts).Str("step", req.GetErrorStep()).Msg("phase 2 failed, will retry")
@@ -121,7 +121,7 @@ func (s *AgentService) completeDiscover(ctx context.Context, log zerolog.Logger,
 			return nil, toStatus(err)
 		}
 		if qj.Attempts < s.opts.MaxAttempts {
-			if _, err := s.q.Extend(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
+			if err := s.q.Defer(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
 				return nil, toStatus(err)
 			}
 			log.Info().Str("subnet", p.String()).Int("attempt", qj.Attempts).Str("step", req.GetErrorStep()).

@@ -320,6 +320,41 @@ func (q *LeaseQueue) Extend(ctx context.Context, subnet netip.Prefix, jobID, tok
 	return deadline, nil
 }
 
+// deferScript parks a failed job until its retry: a new deadline and a
+// token nobody holds, so that a heartbeat already on its way cannot
+// stretch the wait back to a full lease.
+var deferScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 's')
+if not st or redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+if st == 'completed' then return 2 end
+if st ~= 'leased' then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[2], 't', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+`)
+
+// Defer ends the holder's lease on a job that failed but will be retried:
+// the reaper gives it out again after delay. The old token stops working,
+// as after a Complete. Errors are those of Extend.
+func (q *LeaseQueue) Defer(ctx context.Context, subnet netip.Prefix, jobID, token string, delay time.Duration) error {
+	if err := errors.Join(checkSubnet(subnet), checkJobID(jobID)); err != nil {
+		return fmt.Errorf("store: defer job: %w", err)
+	}
+	subnet = subnet.Masked()
+	n, err := deferScript.Run(ctx, q.s.rdb, []string{q.jobKey(subnet, jobID), q.leasedKey(subnet)},
+		token, ms(q.s.now().Add(max(delay, 0))), jobID, newToken()).Int()
+	if err != nil {
+		return fmt.Errorf("store: defer job %s: %w", jobID, err)
+	}
+	switch n {
+	case 0:
+		return fmt.Errorf("store: defer job %s: %w", jobID, domain.ErrLeaseLost)
+	case 2:
+		return fmt.Errorf("store: defer job %s: %w", jobID, ErrAlreadyCompleted)
+	}
+	return nil
+}
+
 // LeaseRef names one lease for ExtendMany.
 type LeaseRef struct {
 	Subnet netip.Prefix

@@ -122,6 +122,27 @@ func TestLeaseQueue(t *testing.T) {
 				t.Fatalf("complete with current token: %v", err)
 			}
 		}},
+		{"a deferred job comes back after the delay, not after a heartbeat's lease", func(t *testing.T, e *env) {
+			enqueue(t, e, netA, "j1", "p")
+			l := leaseOne(t, e, "a", time.Hour)
+			if err := e.q.Defer(e.ctx, netA, "j1", l.Token, ttl); err != nil {
+				t.Fatal(err)
+			}
+			// The holder's heartbeat arrives after the failure was recorded.
+			if _, err := e.q.Extend(e.ctx, netA, "j1", l.Token, time.Hour); !errors.Is(err, domain.ErrLeaseLost) {
+				t.Fatalf("extend after defer: %v, want ErrLeaseLost", err)
+			}
+			if err := e.q.Defer(e.ctx, netA, "j1", l.Token, ttl); !errors.Is(err, domain.ErrLeaseLost) {
+				t.Fatalf("second defer: %v", err)
+			}
+			e.clock.Add(2 * ttl)
+			if rr, err := e.q.Reap(e.ctx, netA, e.clock.Now()); err != nil || rr.Requeued != 1 {
+				t.Fatalf("reap after the delay: %+v %v", rr, err)
+			}
+			if again := leaseOne(t, e, "b", ttl); again.Attempt != 2 {
+				t.Fatalf("re-lease %+v", again)
+			}
+		}},
 		{"a token cannot complete twice", func(t *testing.T, e *env) {
 			enqueue(t, e, netA, "j1", "p")
 			l := leaseOne(t, e, "a", ttl)

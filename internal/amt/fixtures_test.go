@@ -11,9 +11,9 @@ import (
 
 func fixturesDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "wsman-responses")
+	dir := filepath.Join("..", "wsman", "testdata", "responses")
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		t.Fatalf("fixtures folder %s missing (expected shared/ beside the repo): %v", dir, err)
+		t.Fatalf("fixtures folder %s missing (a copy of shared/fixtures/wsman-responses): %v", dir, err)
 	}
 	return dir
 }

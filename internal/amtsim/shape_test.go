@@ -9,13 +9,13 @@ import (
 	"testing"
 )
 
-const fixtureDir = "../../../shared/fixtures/wsman-responses"
+const fixtureDir = "../wsman/testdata/responses"
 
 func readFixture(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(fixtureDir, name))
 	if err != nil {
-		t.Skipf("fixtures not available (%v): shared/ must sit beside the repository", err)
+		t.Fatalf("fixtures not available: %v", err)
 	}
 	return b
 }

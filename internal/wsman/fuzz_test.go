@@ -10,9 +10,9 @@ import (
 
 func addFixtureSeeds(f *testing.F) {
 	f.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "wsman-responses")
+	dir := filepath.Join("testdata", "responses")
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		f.Fatalf("fixtures folder %s missing (expected shared/ beside the repo): %v", dir, err)
+		f.Fatalf("fixtures folder %s missing (a copy of shared/fixtures/wsman-responses): %v", dir, err)
 	}
 	n := 0
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {

@@ -20,15 +20,15 @@ import (
 // fixturesDir is the real-device reply corpus beside the repository.
 func fixturesDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "wsman-responses")
+	dir := filepath.Join("testdata", "responses")
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		t.Fatalf("fixtures folder %s missing (expected shared/ beside the repo): %v", dir, err)
+		t.Fatalf("fixtures folder %s missing (a copy of shared/fixtures/wsman-responses): %v", dir, err)
 	}
 	return dir
 }
 
 func readFixtureFile(rel string) ([]byte, error) {
-	return os.ReadFile(filepath.Join("..", "..", "..", "shared", "fixtures", "wsman-responses", rel))
+	return os.ReadFile(filepath.Join("testdata", "responses", rel))
 }
 
 func readFixture(t testing.TB, rel string) []byte {

@@ -96,7 +96,7 @@ func (s *Service) CreateAdminToken(ctx context.Context, req *pb.CreateAdminToken
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.opts.Log.Info().Str("admin", p.Name).Str("token", rec.Name).Str("role", string(rec.Role)).Msg("admin token created")
+	s.opts.Log.Info().Str("admin", p.Name).Str("token_name", rec.Name).Str("role", string(rec.Role)).Msg("admin token created")
 	return &pb.CreateAdminTokenResponse{Token: tok, Info: adminTokenToPB(rec)}, nil
 }
 
@@ -126,6 +126,6 @@ func (s *Service) RevokeAdminToken(ctx context.Context, req *pb.RevokeAdminToken
 		}
 		return nil, toStatus(err)
 	}
-	s.opts.Log.Info().Str("admin", p.Name).Str("token", req.GetName()).Msg("admin token revoked")
+	s.opts.Log.Info().Str("admin", p.Name).Str("token_name", req.GetName()).Msg("admin token revoked")
 	return &pb.RevokeAdminTokenResponse{}, nil
 }

@@ -114,11 +114,11 @@ func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueu
 	return nil
 }
 
-// buildAgentAPI opens the agent CA and builds the gRPC server with
-// AgentService, its long-poll dispatcher and the lease reaper. The gRPC
+// buildGRPC opens the agent CA and builds the gRPC server: AgentService
+// with its long-poll dispatcher and lease reaper, and AdminService. The gRPC
 // certificate is made fresh at each start from the agent CA, so agents
 // and administrators trust that one CA (GET /grpc-ca.pem).
-func (s *Server) buildAgentAPI(ctx context.Context) error {
+func (s *Server) buildGRPC(ctx context.Context) error {
 	ca, err := agentca.Open(ctx, s.store, agentca.Options{})
 	if err != nil {
 		return fmt.Errorf("server: agent ca: %w", err)

@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 
-	if err := s.buildAgentAPI(ctx); err != nil {
+	if err := s.buildGRPC(ctx); err != nil {
 		return nil, err
 	}
 

@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/rand"
-	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/amtops/amtops/agent"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
@@ -23,42 +22,16 @@ import (
 	"github.com/amtops/amtops/server/discover"
 )
 
-// startFleet runs n simulated devices from 127.77.<random>.1 on random
-// ports, retrying on collisions; over maps host numbers to overrides.
+// startFleet runs n simulated devices from <random /24>.1; over maps host
+// numbers (1 = the first device) to overrides.
 func startFleet(t *testing.T, n int, over map[int]amtsim.Override) (*amtsim.Sim, netip.Addr) {
 	t.Helper()
-	var lastErr error
-	for range 8 {
-		v, _ := rand.Int(rand.Reader, big.NewInt(1<<20))
-		r := v.Int64()
-		base := netip.AddrFrom4([4]byte{127, 77, byte(r % 250), 1})
-		cfg := amtsim.Config{Devices: n, BaseIP: base, HTTPPort: 20000 + int(r>>8%20000), Password: "P@ssw0rd1",
-			Log: zerolog.Nop(), Overrides: map[netip.Addr]amtsim.Override{}}
-		cfg.TLSPort = cfg.HTTPPort + 1
-		for h, o := range over {
-			cfg.Overrides[hostN(base, h)] = o
-		}
-		sim, err := amtsim.New(cfg)
-		if err != nil {
-			t.Fatalf("amtsim.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sim.Run(ctx) }()
-		select {
-		case <-sim.Ready():
-			t.Cleanup(func() {
-				cancel()
-				<-done
-			})
-			return sim, base
-		case err := <-done:
-			cancel()
-			lastErr = err
-		}
+	byIndex := map[int]amtsim.Override{}
+	for h, o := range over {
+		byIndex[h-1] = o
 	}
-	t.Fatalf("simulator did not start: %v", lastErr)
-	return nil, netip.Addr{}
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: n, Password: "P@ssw0rd1"}, byIndex)
+	return sim, sim.Addrs()[0]
 }
 
 func hostN(base netip.Addr, h int) netip.Addr {

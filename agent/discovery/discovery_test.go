@@ -22,56 +22,28 @@ import (
 
 	"github.com/amtops/amtops/agent/discovery"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/domain"
 )
 
 const wsmanNS = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
 
-// fleet is a running simulator on 127.77.<x>.1 onwards.
+// fleet is a running simulator on a random loopback /24, from .1 onwards.
 type fleet struct {
 	sim    *amtsim.Sim
 	subnet netip.Prefix // the /24 holding the fleet
 }
 
-// startFleet runs n simulated devices from 127.77.<random>.1 on random
-// ports (packages test in parallel), retrying on collisions. over maps
-// host numbers (1 = the first device) to overrides.
+// startFleet runs n simulated devices from <random /24>.1; over maps host
+// numbers (1 = the first device) to overrides.
 func startFleet(t testing.TB, n int, over map[int]amtsim.Override) fleet {
 	t.Helper()
-	var lastErr error
-	for range 8 {
-		v, _ := rand.Int(rand.Reader, big.NewInt(1<<20))
-		r := v.Int64()
-		base := netip.AddrFrom4([4]byte{127, 77, byte(r % 250), 1})
-		cfg := amtsim.Config{Devices: n, BaseIP: base, HTTPPort: 20000 + int(r>>8%20000), Password: "P@ssw0rd1",
-			Log: zerolog.Nop(), Overrides: map[netip.Addr]amtsim.Override{}}
-		cfg.TLSPort = cfg.HTTPPort + 1
-		for h, o := range over {
-			cfg.Overrides[host(base, h)] = o
-		}
-		sim, err := amtsim.New(cfg)
-		if err != nil {
-			t.Fatalf("amtsim.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sim.Run(ctx) }()
-		select {
-		case <-sim.Ready():
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("sim: %v", err)
-				}
-			})
-			return fleet{sim: sim, subnet: netip.PrefixFrom(base, 24).Masked()}
-		case err := <-done:
-			cancel()
-			lastErr = err
-		}
+	byIndex := map[int]amtsim.Override{}
+	for h, o := range over {
+		byIndex[h-1] = o
 	}
-	t.Fatalf("simulator did not start: %v", lastErr)
-	return fleet{}
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: n, Password: "P@ssw0rd1"}, byIndex)
+	return fleet{sim: sim, subnet: netip.PrefixFrom(sim.Addrs()[0], 24).Masked()}
 }
 
 // host is the address h places after the network address of base's /24.

@@ -3,12 +3,10 @@ package phase2_test
 import (
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/pki/builtin"
@@ -36,50 +35,10 @@ const (
 
 var krbKey = []byte("0123456789abcdef") // 16-byte RC4-HMAC key
 
-// startSim runs a simulator on a random 127.x range and random ports,
-// retrying on collisions; overrides are keyed by device index.
+// startSim runs a simulator; overrides are keyed by device index.
 func startSim(t *testing.T, devices int, overrides map[int]amtsim.Override) *amtsim.Sim {
 	t.Helper()
-	var lastErr error
-	for attempt := 0; attempt < 8; attempt++ {
-		n, _ := rand.Int(rand.Reader, big.NewInt(1<<20))
-		v := n.Int64()
-		base := netip.AddrFrom4([4]byte{127, byte(100 + v%150), byte(v >> 8 % 250), 1})
-		ov := map[netip.Addr]amtsim.Override{}
-		for i, o := range overrides {
-			a := base
-			for range i {
-				a = a.Next()
-			}
-			ov[a] = o
-		}
-		port := 20000 + int(v%20000)
-		sim, err := amtsim.New(amtsim.Config{
-			Devices: devices, BaseIP: base, HTTPPort: port, TLSPort: port + 1,
-			Password: provPassword, CommitDelay: 30 * time.Millisecond, Overrides: ov, Log: zerolog.Nop(),
-		})
-		if err != nil {
-			t.Fatalf("amtsim.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sim.Run(ctx) }()
-		select {
-		case <-sim.Ready():
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("sim Run: %v", err)
-				}
-			})
-			return sim
-		case err := <-done:
-			cancel()
-			lastErr = err
-		}
-	}
-	t.Fatalf("simulator did not start: %v", lastErr)
-	return nil
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: provPassword, CommitDelay: 30 * time.Millisecond}, overrides)
 }
 
 func newExecutor(sim *amtsim.Sim) *phase2.Executor {

@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/wsman"
 )
 
@@ -28,47 +28,13 @@ const (
 	simFQDN         = simHost + "." + simDomain
 )
 
-// simDevice starts a one-device simulator on a random loopback address with
-// free ports and stops it when the test ends.
+// simDevice starts a one-device simulator on a random loopback address
+// and ports, stopped when the test ends.
 func simDevice(t *testing.T) (addr netip.Addr, httpPort, tlsPort int) {
 	t.Helper()
-	var rnd [3]byte
-	_, _ = rand.Read(rnd[:])
-	addr = netip.AddrFrom4([4]byte{127, 64 + rnd[0]%128, rnd[1], 1 + rnd[2]%250})
-	httpPort, tlsPort = freePort(t, addr), freePort(t, addr)
-	sim, err := amtsim.New(amtsim.Config{
-		Devices: 1, BaseIP: addr, HTTPPort: httpPort, TLSPort: tlsPort,
-		Password: simProvPassword, CommitDelay: 200 * time.Millisecond, KeyPoolSize: 2,
-		Log: zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sim.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("simulator: %v", err)
-		}
-	})
-	select {
-	case <-sim.Ready():
-	case err := <-done:
-		t.Fatalf("simulator did not start: %v", err)
-	}
-	return addr, httpPort, tlsPort
-}
-
-func freePort(t *testing.T, a netip.Addr) int {
-	t.Helper()
-	l, err := net.Listen("tcp", netip.AddrPortFrom(a, 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, Password: simProvPassword,
+		CommitDelay: 200 * time.Millisecond, KeyPoolSize: 2}, nil)
+	return sim.Addrs()[0], sim.HTTPPort(), sim.TLSPort()
 }
 
 type simConn struct {

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/amtops/amtops/agent"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/pki"
@@ -321,43 +321,10 @@ func TestSignDeviceCSRRefusals(t *testing.T) {
 	}
 }
 
-// startSim runs a one-device simulator on a random 127.x address range
-// and random ports, retrying on collisions.
+// startSim runs a one-device simulator.
 func startSim(t *testing.T) *amtsim.Sim {
 	t.Helper()
-	var lastErr error
-	for range 8 {
-		n, err := rand.Int(rand.Reader, big.NewInt(1<<20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := n.Int64()
-		base := netip.AddrFrom4([4]byte{127, byte(100 + v%150), byte(v >> 8 % 250), 1})
-		port := 20000 + int(v%20000)
-		sim, err := amtsim.New(amtsim.Config{Devices: 1, BaseIP: base, HTTPPort: port, TLSPort: port + 1,
-			Password: simPassword, CommitDelay: 30 * time.Millisecond, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatalf("amtsim.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sim.Run(ctx) }()
-		select {
-		case <-sim.Ready():
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("simulator: %v", err)
-				}
-			})
-			return sim
-		case err := <-done:
-			cancel()
-			lastErr = err
-		}
-	}
-	t.Fatalf("simulator did not start: %v", lastErr)
-	return nil
+	return amtsimtest.Start(t, amtsim.Config{Devices: 1, Password: simPassword, CommitDelay: 30 * time.Millisecond}, nil)
 }
 
 // End to end with key_on_device: phase 1 prepares the job, the real agent

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net/netip"
 	"strings"
 	"testing"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/store"
@@ -54,50 +53,10 @@ func newPipeline(t *testing.T, devices int, overrides map[int]amtsim.Override) *
 	return p
 }
 
-// startSim runs a simulator on a random 127.x range, retrying on collisions.
+// startSim runs a simulator; overrides are keyed by device index.
 func startSim(t *testing.T, devices int, overrides map[int]amtsim.Override) *amtsim.Sim {
 	t.Helper()
-	var lastErr error
-	for attempt := 0; attempt < 8; attempt++ {
-		n, err := rand.Int(rand.Reader, big.NewInt(1<<20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := n.Int64()
-		base := netip.AddrFrom4([4]byte{127, byte(100 + v%150), byte(v >> 8 % 250), 1})
-		ov := map[netip.Addr]amtsim.Override{}
-		for i, o := range overrides {
-			a := base
-			for range i {
-				a = a.Next()
-			}
-			ov[a] = o
-		}
-		port := 20000 + int(v%20000)
-		sim, err := amtsim.New(amtsim.Config{Devices: devices, BaseIP: base, HTTPPort: port, TLSPort: port + 1,
-			Password: simPassword, CommitDelay: 30 * time.Millisecond, Overrides: ov, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatalf("amtsim.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sim.Run(ctx) }()
-		select {
-		case <-sim.Ready():
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("sim Run: %v", err)
-				}
-			})
-			return sim
-		case err := <-done:
-			cancel()
-			lastErr = err
-		}
-	}
-	t.Fatalf("simulator did not start: %v", lastErr)
-	return nil
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: simPassword, CommitDelay: 30 * time.Millisecond}, overrides)
 }
 
 // simDevice registers the simulator's i-th controller as a site device

@@ -2,8 +2,6 @@ package sweep_test
 
 import (
 	"context"
-	"crypto/rand"
-	"math/big"
 	"net/netip"
 	"slices"
 	"strings"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/pki/builtin"
@@ -67,42 +66,9 @@ func sealer(t *testing.T) *secrets.Sealer {
 	return s
 }
 
-// startSim runs a simulator on a random 127.x range, retrying on collisions.
 func startSim(t *testing.T, devices int) *amtsim.Sim {
 	t.Helper()
-	var lastErr error
-	for attempt := 0; attempt < 8; attempt++ {
-		n, err := rand.Int(rand.Reader, big.NewInt(1<<20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := n.Int64()
-		base := netip.AddrFrom4([4]byte{127, byte(100 + v%150), byte(v >> 8 % 250), 1})
-		port := 20000 + int(v%20000)
-		sim, err := amtsim.New(amtsim.Config{Devices: devices, BaseIP: base, HTTPPort: port, TLSPort: port + 1,
-			Password: simPassword, CommitDelay: 30 * time.Millisecond, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatalf("amtsim.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sim.Run(ctx) }()
-		select {
-		case <-sim.Ready():
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("sim Run: %v", err)
-				}
-			})
-			return sim
-		case err := <-done:
-			cancel()
-			lastErr = err
-		}
-	}
-	t.Fatalf("simulator did not start: %v", lastErr)
-	return nil
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: simPassword, CommitDelay: 30 * time.Millisecond}, nil)
 }
 
 // startWorker runs the phase-1 worker of a replica with a real

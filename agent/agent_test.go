@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/api/apitest"
 )
@@ -168,23 +171,7 @@ func TestAgentRuntime(t *testing.T) {
 func TestSubnetsFollowHeartbeats(t *testing.T) {
 	s := apitest.Start(t, apitest.Options{API: api.Options{LeaseTTL: 600 * time.Millisecond}})
 	ctx := context.Background()
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.DefaultAgent()
-	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
-	cfg.LongPoll = 200 * time.Millisecond
-	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(&fakeExecutor{ran: map[string]int{}}),
-		agent.WithBootstrapToken(s.Token(t, "10.1.0.0/24")), agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done })
+	a, cfg := runAgent(t, s, "10.1.0.0/24")
 	waitFor(t, "enrolled", func() bool { return a.ID() != "" && len(a.Subnets()) == 1 })
 
 	rec, err := s.Store.GetAgent(ctx, a.ID())
@@ -201,4 +188,70 @@ func TestSubnetsFollowHeartbeats(t *testing.T) {
 	if err != nil || string(saved) != "10.1.0.0/24\n10.3.0.0/24\n" {
 		t.Fatalf("saved subnets %q, %v", saved, err)
 	}
+}
+
+// The agent renews its certificate well before it expires (at two thirds
+// of its life) and the server records the new one.
+func TestCertificateRenewedBeforeExpiry(t *testing.T) {
+	// Agent certificates start 5 minutes back (clock skew), so 153 s of
+	// validity puts the renewal 2 s after issuance.
+	s := apitest.Start(t, apitest.Options{CA: agentca.Options{AgentValidity: 153 * time.Second}})
+	ctx := context.Background()
+	a, cfg := runAgent(t, s, "10.1.0.0/24")
+	waitFor(t, "enrolled", func() bool { return a.ID() != "" })
+
+	serial := func() string {
+		b, err := os.ReadFile(filepath.Join(cfg.StateDir, "agent.crt"))
+		if err != nil {
+			return ""
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return ""
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return ""
+		}
+		return c.SerialNumber.String()
+	}
+	first := serial()
+	waitFor(t, "certificate renewed", func() bool { return serial() != first && serial() != "" })
+	rec, err := s.Store.GetAgent(ctx, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.CertSerial == "" || rec.CertSerial == first {
+		t.Fatalf("server records certificate %q, want the renewed one (first was %s)", rec.CertSerial, first)
+	}
+	// And the renewed agent still works.
+	s.Job(t, "after-renewal", "10.1.0.0/24", "10.1.0.9", domain.KindProvision)
+	waitFor(t, "job done after renewal", func() bool {
+		b, err := s.Store.GetBatch(ctx, "after-renewal")
+		return err == nil && b.Succeeded == 1
+	})
+}
+
+// runAgent enrols an agent for subnets with a fake executor and runs it
+// until the test ends.
+func runAgent(t *testing.T, s *apitest.Server, subnets ...string) (*agent.Agent, config.Agent) {
+	t.Helper()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.DefaultAgent()
+	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg.LongPoll = 200 * time.Millisecond
+	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(&fakeExecutor{ran: map[string]int{}}),
+		agent.WithBootstrapToken(s.Token(t, subnets...)), agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return a, cfg
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
 
@@ -197,7 +198,7 @@ func (r *reporter) Step(_ context.Context, step string, outcome domain.Outcome, 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.evs = append(r.evs, &pb.OperationEvent{DeviceId: r.deviceID, JobId: r.jobID, Phase: 2, Step: step,
-		Outcome: outcomeToProto(outcome), Detail: detail, Time: timestamppb.Now()})
+		Outcome: wire.Outcome(outcome), Detail: detail, Time: timestamppb.Now()})
 }
 
 func (r *reporter) take() []*pb.OperationEvent {
@@ -206,22 +207,4 @@ func (r *reporter) take() []*pb.OperationEvent {
 	evs := r.evs
 	r.evs = nil
 	return evs
-}
-
-func outcomeToProto(o domain.Outcome) pb.Outcome {
-	switch o {
-	case domain.OutcomeStarted:
-		return pb.Outcome_OUTCOME_STARTED
-	case domain.OutcomeOK:
-		return pb.Outcome_OUTCOME_OK
-	case domain.OutcomeSkipped:
-		return pb.Outcome_OUTCOME_SKIPPED
-	case domain.OutcomeWarning:
-		return pb.Outcome_OUTCOME_WARNING
-	case domain.OutcomeFailed:
-		return pb.Outcome_OUTCOME_FAILED
-	case domain.OutcomeRetrying:
-		return pb.Outcome_OUTCOME_RETRYING
-	}
-	return pb.Outcome_OUTCOME_UNSPECIFIED
 }

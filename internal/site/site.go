@@ -146,9 +146,11 @@ func (s *Site) startFleet(ctx context.Context, password string) error {
 		}
 		base := netip.AddrFrom4([4]byte{127, 61, byte(i), 1})
 		overrides := map[netip.Addr]amtsim.Override{}
-		for k := range s.cfg.Strangers * boolInt(i == 0) {
-			a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(n - k)})
-			overrides[a] = amtsim.Override{Password: "Hand-Set-Pa55!"}
+		if i == 0 {
+			for k := range s.cfg.Strangers {
+				a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(n - k)})
+				overrides[a] = amtsim.Override{Password: "Hand-Set-Pa55!"}
+			}
 		}
 		sim, err := amtsim.New(amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
 			Password: password, Faults: s.cfg.Faults, Seed: s.cfg.Seed + int64(i), CommitDelay: 300 * time.Millisecond,
@@ -216,13 +218,6 @@ func (s *Site) runServer(ctx, runCtx context.Context) error {
 	s.CAFile = filepath.Join(s.serverCfg.DataDir, "grpc-ca.pem")
 	s.TokenFile = filepath.Join(s.serverCfg.DataDir, "admin.token")
 	return nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // bearer sends the administrator token with every call.

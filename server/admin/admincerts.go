@@ -9,6 +9,7 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -25,16 +26,16 @@ func (s *Service) IssueAdminCertificate(ctx context.Context, req *pb.IssueAdminC
 		return nil, status.Error(codes.FailedPrecondition, "admin: issue admin certificate: this server has no CA for administrators' certificates")
 	}
 	if len(req.GetCsrDer()) == 0 {
-		return nil, toStatus(fmt.Errorf("admin: issue admin certificate: %w", domain.InvalidField("csr_der", "", "required")))
+		return nil, api.ToStatus(fmt.Errorf("admin: issue admin certificate: %w", domain.InvalidField("csr_der", "", "required")))
 	}
 	cert, err := s.opts.CA.SignAdmin(req.GetCsrDer(), req.GetName(), req.GetRole())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("admin: issue admin certificate: %w", err))
+		return nil, api.ToStatus(fmt.Errorf("admin: issue admin certificate: %w", err))
 	}
 	rec := store.AdminCert{Serial: cert.SerialNumber.Text(16), Name: req.GetName(), Role: store.AdminRole(req.GetRole()),
 		NotAfter: cert.NotAfter}
 	if err := s.st.RecordAdminCertificate(ctx, rec); err != nil {
-		return nil, toStatus(fmt.Errorf("admin: issue admin certificate: %w", err))
+		return nil, api.ToStatus(fmt.Errorf("admin: issue admin certificate: %w", err))
 	}
 	s.opts.Log.Info().Str("admin", p.Name).Str("name", rec.Name).Str("role", string(rec.Role)).Str("serial", rec.Serial).
 		Time("not_after", rec.NotAfter).Msg("admin certificate issued")

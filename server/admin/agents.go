@@ -9,6 +9,7 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -24,18 +25,18 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrol
 	}
 	subnets, err := prefixesFrom("subnets", req.GetSubnets())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if ttl == 0 {
 		ttl = time.Hour
 	}
 	if ttl < 0 || ttl > maxEnrollmentTTL {
-		return nil, toStatus(domain.InvalidField("ttl_seconds", fmt.Sprint(req.GetTtlSeconds()), "must be 1 s to 7 days"))
+		return nil, api.ToStatus(domain.InvalidField("ttl_seconds", fmt.Sprint(req.GetTtlSeconds()), "must be 1 s to 7 days"))
 	}
 	tok, err := s.st.CreateEnrollmentToken(ctx, store.Enrollment{Subnets: subnets, CreatedBy: p.Name}, ttl)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.opts.Log.Info().Str("admin", p.Name).Strs("subnets", req.GetSubnets()).Dur("ttl", ttl).Msg("enrollment token created")
 	return &pb.CreateEnrollmentTokenResponse{Token: tok, ExpiresAt: ts(s.opts.Clock().Add(ttl))}, nil
@@ -49,17 +50,17 @@ func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequ
 	}
 	subnets, err := prefixesFrom("subnets", req.GetSubnets())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if len(subnets) == 0 {
-		return nil, toStatus(domain.InvalidField("subnets", "", "name at least one subnet"))
+		return nil, api.ToStatus(domain.InvalidField("subnets", "", "name at least one subnet"))
 	}
 	a, err := s.st.GetAgent(ctx, req.GetAgentId())
 	if errors.Is(err, domain.ErrNotFound) {
-		return nil, toStatus(fmt.Errorf("unknown agent %q: %w", req.GetAgentId(), domain.ErrNotFound))
+		return nil, api.ToStatus(fmt.Errorf("unknown agent %q: %w", req.GetAgentId(), domain.ErrNotFound))
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	for _, sn := range subnets {
 		if !slices.Contains(a.Subnets, sn) {
@@ -67,7 +68,7 @@ func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequ
 		}
 	}
 	if err := s.st.PutAgent(ctx, a); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg("agent authorized")
 	return agentToPB(a), nil
@@ -77,7 +78,7 @@ func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequ
 func (s *Service) ListAgents(ctx context.Context, _ *pb.ListAgentsRequest) (*pb.ListAgentsResponse, error) {
 	as, err := s.st.ListAgents(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListAgentsResponse{}
 	for _, a := range as {
@@ -94,7 +95,7 @@ func (s *Service) CreateAdminToken(ctx context.Context, req *pb.CreateAdminToken
 	}
 	tok, rec, err := s.st.CreateAdminToken(ctx, req.GetName(), store.AdminRole(req.GetRole()))
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.opts.Log.Info().Str("admin", p.Name).Str("token_name", rec.Name).Str("role", string(rec.Role)).Msg("admin token created")
 	return &pb.CreateAdminTokenResponse{Token: tok, Info: adminTokenToPB(rec)}, nil
@@ -104,7 +105,7 @@ func (s *Service) CreateAdminToken(ctx context.Context, req *pb.CreateAdminToken
 func (s *Service) ListAdminTokens(ctx context.Context, _ *pb.ListAdminTokensRequest) (*pb.ListAdminTokensResponse, error) {
 	ts, err := s.st.ListAdminTokens(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListAdminTokensResponse{}
 	for _, t := range ts {
@@ -124,7 +125,7 @@ func (s *Service) RevokeAdminToken(ctx context.Context, req *pb.RevokeAdminToken
 		if errors.Is(err, domain.ErrNotFound) {
 			err = fmt.Errorf("unknown admin token %q (no token or certificate has that name): %w", req.GetName(), domain.ErrNotFound)
 		}
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.opts.Log.Info().Str("admin", p.Name).Str("token_name", req.GetName()).Msg("admin token revoked")
 	return &pb.RevokeAdminTokenResponse{}, nil

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -105,10 +106,10 @@ func (s *Service) tokenPrincipal(ctx context.Context, method string, vals []stri
 	rec, err := s.st.AuthenticateAdmin(ctx, strings.TrimSpace(token))
 	if err != nil {
 		s.opts.Log.Warn().Str("method", method).Msg("admin call with unknown token refused")
-		if st, ok := status.FromError(toStatus(err)); ok && st.Code() == codes.PermissionDenied {
+		if st, ok := status.FromError(api.ToStatus(err)); ok && st.Code() == codes.PermissionDenied {
 			return Principal{}, status.Error(codes.Unauthenticated, "admin: token unknown or revoked")
 		}
-		return Principal{}, toStatus(err)
+		return Principal{}, api.ToStatus(err)
 	}
 	return Principal{Name: rec.Name, Role: rec.Role, via: "token"}, nil
 }
@@ -129,10 +130,10 @@ func (s *Service) certPrincipal(ctx context.Context, method string, chain []*x50
 	rec, err := s.st.AuthenticateAdminCertificate(ctx, serial, name, store.AdminRole(role))
 	if err != nil {
 		s.opts.Log.Warn().Str("method", method).Str("admin", name).Str("serial", serial).Msg("admin call with unknown certificate refused")
-		if st, ok := status.FromError(toStatus(err)); ok && st.Code() == codes.PermissionDenied {
+		if st, ok := status.FromError(api.ToStatus(err)); ok && st.Code() == codes.PermissionDenied {
 			return Principal{}, status.Errorf(codes.Unauthenticated, "admin: certificate of %q unknown or revoked", name)
 		}
-		return Principal{}, toStatus(err)
+		return Principal{}, api.ToStatus(err)
 	}
 	return Principal{Name: rec.Name, Role: rec.Role, via: "certificate"}, nil
 }

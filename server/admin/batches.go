@@ -15,6 +15,7 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/store"
 )
@@ -28,37 +29,37 @@ func (s *Service) StartBatch(ctx context.Context, req *pb.StartBatchRequest) (*p
 	}
 	kind, err := kindFrom(req.GetKind())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if kind == domain.KindDiscover {
 		return s.discover(ctx, p, req.GetSubnets())
 	}
 	if len(req.GetSubnets()) > 0 {
-		return nil, toStatus(domain.InvalidField("subnets", strings.Join(req.GetSubnets(), ","), "only discovery takes subnets"))
+		return nil, api.ToStatus(domain.InvalidField("subnets", strings.Join(req.GetSubnets(), ","), "only discovery takes subnets"))
 	}
 	opts := map[string]string{}
 	if req.GetSuppressAutoProvision() {
 		if kind != domain.KindRemoveConfig && kind != domain.KindRemoveAll {
-			return nil, toStatus(domain.InvalidField("suppress_auto_provision", "true", "only a removal can suppress automatic provisioning"))
+			return nil, api.ToStatus(domain.InvalidField("suppress_auto_provision", "true", "only a removal can suppress automatic provisioning"))
 		}
 		opts["suppress_auto"] = "true"
 	}
 	if req.GetConfirm_8021X() {
 		if kind != domain.KindUpdate {
-			return nil, toStatus(domain.InvalidField("confirm_8021x", "true", "only an update applies 802.1X settings"))
+			return nil, api.ToStatus(domain.InvalidField("confirm_8021x", "true", "only an update applies 802.1X settings"))
 		}
 		opts["confirm_8021x"] = "true"
 	}
 	if len(req.GetDeviceIds()) == 0 && req.GetCollection() == "" {
-		return nil, toStatus(domain.InvalidField("devices", "", "name devices or a collection"))
+		return nil, api.ToStatus(domain.InvalidField("devices", "", "name devices or a collection"))
 	}
 	ds, err := s.resolveAll(ctx, req.GetDeviceIds())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if req.GetCollection() != "" {
 		if _, err := s.collection(ctx, req.GetCollection()); err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 	}
 	if len(opts) == 0 {
@@ -67,13 +68,13 @@ func (s *Service) StartBatch(ctx context.Context, req *pb.StartBatchRequest) (*p
 	b, _, err := s.batches.Start(ctx, batch.Request{Kind: kind, DeviceIDs: ids(ds), Collection: req.GetCollection(),
 		Origin: "admin", Requester: p.Name, Options: opts})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	out := batchToPB(b)
 	if kind == domain.KindUpdate && !req.GetConfirm_8021X() {
 		out.Warnings, err = s.warn8021X(ctx, b.ID)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 	}
 	s.opts.Log.Info().Str("batch", b.ID).Str("kind", string(kind)).Str("admin", p.Name).Int("devices", b.Total).Msg("batch started by administrator")
@@ -123,7 +124,7 @@ func (s *Service) batch(ctx context.Context, id string) (domain.Batch, error) {
 func (s *Service) GetBatch(ctx context.Context, req *pb.GetBatchRequest) (*pb.Batch, error) {
 	b, err := s.batch(ctx, req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return batchToPB(b), nil
 }
@@ -136,7 +137,7 @@ func (s *Service) ListBatches(ctx context.Context, req *pb.ListBatchesRequest) (
 	}
 	idList, err := s.st.ListBatches(ctx, min(limit, 1000))
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListBatchesResponse{}
 	for _, id := range idList {
@@ -145,7 +146,7 @@ func (s *Service) ListBatches(ctx context.Context, req *pb.ListBatchesRequest) (
 			continue
 		}
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		resp.Batches = append(resp.Batches, batchToPB(b))
 	}
@@ -162,7 +163,7 @@ func (s *Service) WatchBatch(req *pb.GetBatchRequest, stream grpc.ServerStreamin
 	for {
 		b, err := s.batch(ctx, req.GetId())
 		if err != nil {
-			return toStatus(err)
+			return api.ToStatus(err)
 		}
 		cur := batchToPB(b)
 		if last == nil || !proto.Equal(cur, last) {
@@ -176,7 +177,7 @@ func (s *Service) WatchBatch(req *pb.GetBatchRequest, stream grpc.ServerStreamin
 		}
 		select {
 		case <-ctx.Done():
-			return toStatus(ctx.Err())
+			return api.ToStatus(ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -186,15 +187,15 @@ func (s *Service) WatchBatch(req *pb.GetBatchRequest, stream grpc.ServerStreamin
 // their next step.
 func (s *Service) CancelBatch(ctx context.Context, req *pb.GetBatchRequest) (*pb.Batch, error) {
 	if _, err := s.batch(ctx, req.GetId()); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	n, err := s.batches.Cancel(ctx, req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	b, err := s.batch(ctx, req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	p, _ := principalFrom(ctx)
 	s.opts.Log.Info().Str("batch", b.ID).Str("admin", p.Name).Int("cancelled", n).Msg("batch cancelled by administrator")
@@ -204,15 +205,15 @@ func (s *Service) CancelBatch(ctx context.Context, req *pb.GetBatchRequest) (*pb
 // ListBatchJobs pages through a batch's jobs: each device's outcome.
 func (s *Service) ListBatchJobs(ctx context.Context, req *pb.ListBatchJobsRequest) (*pb.ListBatchJobsResponse, error) {
 	if _, err := s.batch(ctx, req.GetBatchId()); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	f := store.JobFilter{State: domain.JobState(req.GetState()), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
 	if f.State != "" && !validJobState(f.State) {
-		return nil, toStatus(domain.InvalidField("state", req.GetState(), "want queued, phase1, phase2, succeeded, failed or cancelled"))
+		return nil, api.ToStatus(domain.InvalidField("state", req.GetState(), "want queued, phase1, phase2, succeeded, failed or cancelled"))
 	}
 	page, err := s.st.ListJobs(ctx, req.GetBatchId(), f)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListBatchJobsResponse{NextCursor: page.Next}
 	for _, j := range page.Jobs {
@@ -239,11 +240,11 @@ func (s *Service) BeginRename(ctx context.Context, req *pb.BeginRenameRequest) (
 		return nil, err
 	}
 	if len(req.GetDeviceIds()) == 0 {
-		return nil, toStatus(domain.InvalidField("device_ids", "", "name at least one device"))
+		return nil, api.ToStatus(domain.InvalidField("device_ids", "", "name at least one device"))
 	}
 	ds, err := s.resolveAll(ctx, req.GetDeviceIds())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	for _, d := range ds {
 		_, err := s.st.UpdateDevice(ctx, d.ID, func(c *domain.Device) error {
@@ -251,14 +252,14 @@ func (s *Service) BeginRename(ctx context.Context, req *pb.BeginRenameRequest) (
 			return nil
 		})
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		s.logEvent(ctx, d.ID, "rename", "rename begun by "+p.Name+": provisioning blocked until it completes")
 	}
 	b, _, err := s.batches.Start(ctx, batch.Request{Kind: domain.KindRemoveAll, DeviceIDs: ids(ds), Origin: "rename",
 		Requester: p.Name, Options: map[string]string{"rename": "true", "suppress_auto": "true"}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.opts.Log.Info().Str("batch", b.ID).Str("admin", p.Name).Int("devices", b.Total).Msg("rename begun")
 	return batchToPB(b), nil
@@ -274,15 +275,15 @@ func (s *Service) CompleteRename(ctx context.Context, req *pb.CompleteRenameRequ
 	}
 	d, err := s.resolve(ctx, req.GetDeviceId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	fqdn := strings.TrimSuffix(strings.TrimSpace(req.GetNewFqdn()), ".")
 	host, dom, _ := strings.Cut(fqdn, ".")
 	if err := domain.ValidateHostName(host); err != nil {
-		return nil, toStatus(domain.InvalidField("new_fqdn", fqdn, "the host name (first label) must be 1 to 63 letters, digits or '-'"))
+		return nil, api.ToStatus(domain.InvalidField("new_fqdn", fqdn, "the host name (first label) must be 1 to 63 letters, digits or '-'"))
 	}
 	if reason := checkDomain(dom); reason != "" {
-		return nil, toStatus(domain.InvalidField("new_fqdn", fqdn, "domain: "+reason))
+		return nil, api.ToStatus(domain.InvalidField("new_fqdn", fqdn, "domain: "+reason))
 	}
 	_, err = s.st.UpdateDevice(ctx, d.ID, func(c *domain.Device) error {
 		if !c.RenamePending {
@@ -296,12 +297,12 @@ func (s *Service) CompleteRename(ctx context.Context, req *pb.CompleteRenameRequ
 		return nil
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.logEvent(ctx, d.ID, "rename", "rename completed by "+p.Name+": now "+fqdn+"; provisioning again")
 	b, _, err := s.batches.Start(ctx, batch.Request{Kind: domain.KindProvision, DeviceIDs: []string{d.ID}, Origin: "rename", Requester: p.Name})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return batchToPB(b), nil
 }
@@ -313,7 +314,7 @@ func (s *Service) SweepNow(ctx context.Context, _ *pb.SweepNowRequest) (*pb.Batc
 	}
 	b, err := s.sweeper.SweepNow(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return batchToPB(b), nil
 }
@@ -328,13 +329,13 @@ func (s *Service) discover(ctx context.Context, p Principal, subnets []string) (
 	for i, sn := range subnets {
 		pfx, err := netip.ParsePrefix(sn)
 		if err != nil {
-			return nil, toStatus(domain.InvalidField(fmt.Sprintf("subnets[%d]", i), sn, "not a CIDR prefix"))
+			return nil, api.ToStatus(domain.InvalidField(fmt.Sprintf("subnets[%d]", i), sn, "not a CIDR prefix"))
 		}
 		ps = append(ps, pfx.Masked())
 	}
 	jobs, err := s.opts.Discoverer.Discover(ctx, ps)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	s.opts.Log.Info().Strs("subnets", subnets).Int("sweeps", len(jobs)).Str("admin", p.Name).Msg("discovery requested by administrator")
 	return &pb.Batch{Id: strings.Join(jobs, ","), Kind: pb.JobKind_JOB_KIND_DISCOVER, Origin: "admin", Total: int32(len(jobs))}, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -50,15 +51,15 @@ func (s *Service) CreateCollection(ctx context.Context, req *pb.CreateCollection
 	c := domain.Collection{Name: req.GetName(), Description: req.GetDescription(), AutoProvision: req.GetAutoProvision(),
 		CreatedAt: s.opts.Clock().UTC()}
 	if err := c.Validate(); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if _, err := s.st.GetCollection(ctx, c.Name); err == nil {
-		return nil, toStatus(fmt.Errorf("collection %q already exists: %w", c.Name, domain.ErrConflict))
+		return nil, api.ToStatus(fmt.Errorf("collection %q already exists: %w", c.Name, domain.ErrConflict))
 	} else if !errors.Is(err, domain.ErrNotFound) {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if err := s.st.PutCollection(ctx, c); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	p, _ := principalFrom(ctx)
 	s.opts.Log.Info().Str("collection", c.Name).Str("admin", p.Name).Bool("auto_provision", c.AutoProvision).Msg("collection created")
@@ -69,13 +70,13 @@ func (s *Service) CreateCollection(ctx context.Context, req *pb.CreateCollection
 func (s *Service) ListCollections(ctx context.Context, _ *pb.ListCollectionsRequest) (*pb.ListCollectionsResponse, error) {
 	cs, err := s.st.ListCollections(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListCollectionsResponse{}
 	for _, c := range cs {
 		pc, err := s.collectionPB(ctx, c)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		resp.Collections = append(resp.Collections, pc)
 	}
@@ -87,10 +88,10 @@ func (s *Service) ListCollections(ctx context.Context, _ *pb.ListCollectionsRequ
 func (s *Service) UpdateCollection(ctx context.Context, req *pb.UpdateCollectionRequest) (*pb.Collection, error) {
 	c, err := s.collection(ctx, req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if req.AutoProvision == nil && req.Description == nil {
-		return nil, toStatus(domain.InvalidField("update", "", "set auto_provision or description"))
+		return nil, api.ToStatus(domain.InvalidField("update", "", "set auto_provision or description"))
 	}
 	if req.AutoProvision != nil {
 		c.AutoProvision = req.GetAutoProvision()
@@ -99,13 +100,13 @@ func (s *Service) UpdateCollection(ctx context.Context, req *pb.UpdateCollection
 		c.Description = req.GetDescription()
 	}
 	if err := s.st.PutCollection(ctx, c); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	p, _ := principalFrom(ctx)
 	s.opts.Log.Info().Str("collection", c.Name).Str("admin", p.Name).Bool("auto_provision", c.AutoProvision).Msg("collection updated")
 	pc, err := s.collectionPB(ctx, c)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return pc, nil
 }
@@ -113,10 +114,10 @@ func (s *Service) UpdateCollection(ctx context.Context, req *pb.UpdateCollection
 // DeleteCollection removes the collection; its devices stay.
 func (s *Service) DeleteCollection(ctx context.Context, req *pb.DeleteCollectionRequest) (*pb.DeleteCollectionResponse, error) {
 	if _, err := s.collection(ctx, req.GetName()); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if err := s.st.DeleteCollection(ctx, req.GetName()); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return &pb.DeleteCollectionResponse{}, nil
 }
@@ -127,22 +128,22 @@ func (s *Service) DeleteCollection(ctx context.Context, req *pb.DeleteCollection
 func (s *Service) AddCollectionMembers(ctx context.Context, req *pb.CollectionMembersRequest) (*pb.CollectionMembersResponse, error) {
 	c, err := s.collection(ctx, req.GetCollection())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if len(req.GetDeviceIds()) == 0 && req.GetRule() == nil {
-		return nil, toStatus(domain.InvalidField("members", "", "name devices or a rule"))
+		return nil, api.ToStatus(domain.InvalidField("members", "", "name devices or a rule"))
 	}
 	var rule *domain.CollectionRule
 	if req.GetRule() != nil {
 		r, err := ruleFromPB(req.GetRule())
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		rule = &r
 	}
 	ds, err := s.resolveAll(ctx, req.GetDeviceIds())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.CollectionMembersResponse{}
 	var add []string
@@ -152,19 +153,19 @@ func (s *Service) AddCollectionMembers(ctx context.Context, req *pb.CollectionMe
 		}
 	}
 	if err := s.st.AddMembers(ctx, c.Name, add...); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp.Changed = int32(len(add))
 	if rule != nil {
 		if !slices.Contains(c.Rules, *rule) {
 			c.Rules = append(c.Rules, *rule)
 			if err := s.st.PutCollection(ctx, c); err != nil {
-				return nil, toStatus(err)
+				return nil, api.ToStatus(err)
 			}
 		}
 		n, err := s.st.ApplyCollectionRules(ctx, c.Name)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		resp.Changed += int32(n)
 	}
@@ -177,14 +178,14 @@ func (s *Service) AddCollectionMembers(ctx context.Context, req *pb.CollectionMe
 func (s *Service) RemoveCollectionMembers(ctx context.Context, req *pb.CollectionMembersRequest) (*pb.CollectionMembersResponse, error) {
 	c, err := s.collection(ctx, req.GetCollection())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if len(req.GetDeviceIds()) == 0 && req.GetRule() == nil {
-		return nil, toStatus(domain.InvalidField("members", "", "name devices or a rule"))
+		return nil, api.ToStatus(domain.InvalidField("members", "", "name devices or a rule"))
 	}
 	ds, err := s.resolveAll(ctx, req.GetDeviceIds())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	var remove []string
 	for _, d := range ds {
@@ -195,20 +196,20 @@ func (s *Service) RemoveCollectionMembers(ctx context.Context, req *pb.Collectio
 	if req.GetRule() != nil {
 		r, err := ruleFromPB(req.GetRule())
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		i := slices.Index(c.Rules, r)
 		if i < 0 {
-			return nil, toStatus(fmt.Errorf("collection %q has no rule %s: %w", c.Name, ruleString(r), domain.ErrNotFound))
+			return nil, api.ToStatus(fmt.Errorf("collection %q has no rule %s: %w", c.Name, ruleString(r), domain.ErrNotFound))
 		}
 		c.Rules = slices.Delete(c.Rules, i, i+1)
 		if err := s.st.PutCollection(ctx, c); err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		var page store.DevicePage
 		for first := true; first || page.Next != ""; first = false {
 			if page, err = s.st.Members(ctx, c.Name, 1000, page.Next); err != nil {
-				return nil, toStatus(err)
+				return nil, api.ToStatus(err)
 			}
 			for _, d := range page.Devices {
 				if r.Matches(d) && !slices.ContainsFunc(c.Rules, func(o domain.CollectionRule) bool { return o.Matches(d) }) &&
@@ -219,7 +220,7 @@ func (s *Service) RemoveCollectionMembers(ctx context.Context, req *pb.Collectio
 		}
 	}
 	if err := s.st.RemoveMembers(ctx, c.Name, remove...); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return &pb.CollectionMembersResponse{Changed: int32(len(remove))}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/store"
 )
@@ -14,67 +15,21 @@ import (
 // All conversion between the domain model and the AdminService wire types
 // happens in this file.
 
-var statusToPB = map[domain.Status]pb.DeviceStatus{
-	domain.StatusUnknown:               pb.DeviceStatus_DEVICE_STATUS_UNKNOWN,
-	domain.StatusNotSupported:          pb.DeviceStatus_DEVICE_STATUS_NOT_SUPPORTED,
-	domain.StatusDetected:              pb.DeviceStatus_DEVICE_STATUS_DETECTED,
-	domain.StatusNotProvisioned:        pb.DeviceStatus_DEVICE_STATUS_NOT_PROVISIONED,
-	domain.StatusProvisioned:           pb.DeviceStatus_DEVICE_STATUS_PROVISIONED,
-	domain.StatusExternallyProvisioned: pb.DeviceStatus_DEVICE_STATUS_EXTERNALLY_PROVISIONED,
-}
-
-var kindToPB = map[domain.JobKind]pb.JobKind{
-	domain.KindProvision:    pb.JobKind_JOB_KIND_PROVISION,
-	domain.KindUpdate:       pb.JobKind_JOB_KIND_UPDATE,
-	domain.KindRemoveConfig: pb.JobKind_JOB_KIND_REMOVE_CONFIG,
-	domain.KindRemoveAll:    pb.JobKind_JOB_KIND_REMOVE_ALL,
-	domain.KindDiscover:     pb.JobKind_JOB_KIND_DISCOVER,
-}
-
-var linkToPB = map[domain.Link]pb.Link{
-	domain.LinkWired:      pb.Link_LINK_WIRED,
-	domain.LinkWired8021X: pb.Link_LINK_WIRED_8021X,
-	domain.LinkWireless:   pb.Link_LINK_WIRELESS,
-}
-
-var outcomeToPB = map[domain.Outcome]pb.Outcome{
-	domain.OutcomeStarted:  pb.Outcome_OUTCOME_STARTED,
-	domain.OutcomeOK:       pb.Outcome_OUTCOME_OK,
-	domain.OutcomeSkipped:  pb.Outcome_OUTCOME_SKIPPED,
-	domain.OutcomeWarning:  pb.Outcome_OUTCOME_WARNING,
-	domain.OutcomeFailed:   pb.Outcome_OUTCOME_FAILED,
-	domain.OutcomeRetrying: pb.Outcome_OUTCOME_RETRYING,
-}
-
-func invert[K, V comparable](m map[K]V) map[V]K {
-	out := make(map[V]K, len(m))
-	for k, v := range m {
-		out[v] = k
-	}
-	return out
-}
-
-var (
-	statusFromPB = invert(statusToPB)
-	kindFromPB   = invert(kindToPB)
-	linkFromPB   = invert(linkToPB)
-)
-
 // statusFrom converts a wire status; UNSPECIFIED is "" (no filter).
 func statusFrom(field string, s pb.DeviceStatus) (domain.Status, error) {
 	if s == pb.DeviceStatus_DEVICE_STATUS_UNSPECIFIED {
 		return "", nil
 	}
-	st, ok := statusFromPB[s]
-	if !ok {
+	st := wire.StatusFrom(s)
+	if st == "" {
 		return "", domain.InvalidField(field, s.String(), "unknown status")
 	}
 	return st, nil
 }
 
 func kindFrom(k pb.JobKind) (domain.JobKind, error) {
-	kind, ok := kindFromPB[k]
-	if !ok {
+	kind := wire.KindFrom(k)
+	if kind == "" {
 		return "", domain.InvalidField("kind", k.String(), "name an operation: provision, update, remove-config, remove-all")
 	}
 	return kind, nil
@@ -105,7 +60,7 @@ func deviceToPB(d domain.Device) *pb.Device {
 	return &pb.Device{
 		Id: d.ID, Uuid: d.UUID, HostName: d.HostName, Domain: d.Domain, Fqdn: d.FQDN(),
 		Ip: addrString(d.IP), Subnet: prefixString(d.Subnet), ComputerDn: d.ComputerDN, AmtVersion: d.AMTVersion,
-		Status: statusToPB[d.Status], ProvisioningState: int32(d.State), Link: linkToPB[d.Link],
+		Status: wire.Status(d.Status), ProvisioningState: int32(d.State), Link: wire.Link(d.Link),
 		Collections: d.Collections, SuppressAutoProvision: d.SuppressAutoProvision, RenamePending: d.RenamePending,
 		LastError: d.LastError, LastErrorStep: d.LastErrorStep, Warnings: d.Warnings,
 		UpdatedAt: ts(d.UpdatedAt), ProvisionedAt: ts(d.ProvisionedAt),
@@ -122,8 +77,8 @@ func deviceFromPB(p *pb.Device) (domain.Device, error) {
 		return d, err
 	}
 	if p.GetLink() != pb.Link_LINK_UNSPECIFIED {
-		l, ok := linkFromPB[p.GetLink()]
-		if !ok {
+		l := wire.LinkFrom(p.GetLink())
+		if l == "" {
 			return d, domain.InvalidField("device.link", p.GetLink().String(), "unknown link")
 		}
 		d.Link = l
@@ -145,7 +100,7 @@ func deviceFromPB(p *pb.Device) (domain.Device, error) {
 
 func eventToPB(e domain.OperationEvent) *pb.OperationEvent {
 	return &pb.OperationEvent{DeviceId: e.DeviceID, JobId: e.JobID, Phase: int32(e.Phase), Step: e.Step,
-		Outcome: outcomeToPB[e.Outcome], Detail: e.Detail, Actor: e.Actor, Time: ts(e.Time)}
+		Outcome: wire.Outcome(e.Outcome), Detail: e.Detail, Actor: e.Actor, Time: ts(e.Time)}
 }
 
 func ruleToPB(r domain.CollectionRule) *pb.MemberRule {
@@ -174,13 +129,13 @@ func collectionToPB(c domain.Collection, members int) *pb.Collection {
 }
 
 func batchToPB(b domain.Batch) *pb.Batch {
-	return &pb.Batch{Id: b.ID, Kind: kindToPB[b.Kind], Origin: b.Origin, Total: int32(b.Total),
+	return &pb.Batch{Id: b.ID, Kind: wire.Kind(b.Kind), Origin: b.Origin, Total: int32(b.Total),
 		Succeeded: int32(b.Succeeded), Failed: int32(b.Failed), Cancelled: int32(b.Cancelled), Done: b.Done(),
 		CreatedAt: ts(b.CreatedAt), Requester: b.Requester, Options: b.Options, CancelRequested: b.CancelRequested}
 }
 
 func jobToPB(j domain.Job) *pb.Job {
-	return &pb.Job{Id: j.ID, DeviceId: j.DeviceID, Kind: kindToPB[j.Kind], State: string(j.State),
+	return &pb.Job{Id: j.ID, DeviceId: j.DeviceID, Kind: wire.Kind(j.Kind), State: string(j.State),
 		Attempts: int32(j.Attempts), LastError: j.LastError, ErrorStep: j.ErrorStep}
 }
 

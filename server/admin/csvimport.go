@@ -15,6 +15,7 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 )
 
 // CSV columns. host_name, domain and ip are required; uuid and subnet
@@ -323,15 +324,15 @@ func (s *Service) agentSubnet(ctx context.Context, ip netip.Addr) (netip.Prefix,
 func (s *Service) ImportDevices(ctx context.Context, req *pb.ImportDevicesRequest) (*pb.ImportDevicesResponse, error) {
 	c, err := s.collection(ctx, req.GetCollection())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	rows, err := parseCSV(req.GetCsv())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	warnings, err := s.planImport(ctx, rows)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ImportDevicesResponse{Warnings: warnings}
 	for _, r := range rows {
@@ -350,7 +351,7 @@ func (s *Service) ImportDevices(ctx context.Context, req *pb.ImportDevicesReques
 	}
 	for _, r := range rows {
 		if err := s.writeRow(ctx, c.Name, r); err != nil {
-			return nil, toStatus(fmt.Errorf("csv line %d: %w", r.line, err))
+			return nil, api.ToStatus(fmt.Errorf("csv line %d: %w", r.line, err))
 		}
 	}
 	p, _ := principalFrom(ctx)

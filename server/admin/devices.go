@@ -9,6 +9,7 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -85,23 +86,23 @@ func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (
 	f := store.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
 	var err error
 	if f.Status, err = statusFrom("status", req.GetStatus()); err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	if sn := req.GetSubnet(); sn != "" {
 		p, err := netip.ParsePrefix(sn)
 		if err != nil {
-			return nil, toStatus(domain.InvalidField("subnet", sn, "not a CIDR prefix"))
+			return nil, api.ToStatus(domain.InvalidField("subnet", sn, "not a CIDR prefix"))
 		}
 		f.Subnet = p.Masked()
 	}
 	if f.Collection != "" {
 		if _, err := s.st.GetCollection(ctx, f.Collection); err != nil {
-			return nil, toStatus(fmt.Errorf("unknown collection %q: %w", f.Collection, domain.ErrNotFound))
+			return nil, api.ToStatus(fmt.Errorf("unknown collection %q: %w", f.Collection, domain.ErrNotFound))
 		}
 	}
 	page, err := s.st.ListDevices(ctx, f)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListDevicesResponse{NextCursor: page.Next}
 	for _, d := range page.Devices {
@@ -114,7 +115,7 @@ func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (
 func (s *Service) GetDevice(ctx context.Context, req *pb.GetDeviceRequest) (*pb.Device, error) {
 	d, err := s.resolve(ctx, req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	return deviceToPB(d), nil
 }
@@ -123,7 +124,7 @@ func (s *Service) GetDevice(ctx context.Context, req *pb.GetDeviceRequest) (*pb.
 func (s *Service) GetDeviceLog(ctx context.Context, req *pb.GetDeviceLogRequest) (*pb.GetDeviceLogResponse, error) {
 	d, err := s.resolve(ctx, req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	limit := int(req.GetLimit())
 	if limit <= 0 {
@@ -131,7 +132,7 @@ func (s *Service) GetDeviceLog(ctx context.Context, req *pb.GetDeviceLogRequest)
 	}
 	evs, err := s.st.Events(ctx, d.ID, limit)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	resp := &pb.GetDeviceLogResponse{}
 	for _, e := range evs {
@@ -148,10 +149,10 @@ func (s *Service) PutDevices(ctx context.Context, req *pb.PutDevicesRequest) (*p
 	for i, p := range req.GetDevices() {
 		d, err := deviceFromPB(p)
 		if err != nil {
-			return nil, toStatus(fmt.Errorf("devices[%d]: %w", i, err))
+			return nil, api.ToStatus(fmt.Errorf("devices[%d]: %w", i, err))
 		}
 		if d.ID == "" {
-			return nil, toStatus(fmt.Errorf("devices[%d]: %w", i, domain.InvalidField("device.id", "", "must not be empty")))
+			return nil, api.ToStatus(fmt.Errorf("devices[%d]: %w", i, domain.InvalidField("device.id", "", "must not be empty")))
 		}
 		in = append(in, d)
 	}
@@ -163,26 +164,26 @@ func (s *Service) PutDevices(ctx context.Context, req *pb.PutDevicesRequest) (*p
 				d.Status = domain.StatusUnknown
 			}
 			if err := s.checkCollections(ctx, d.Collections); err != nil {
-				return nil, toStatus(err)
+				return nil, api.ToStatus(err)
 			}
 			if err := s.st.PutDevice(ctx, d); err != nil {
-				return nil, toStatus(err)
+				return nil, api.ToStatus(err)
 			}
 			resp.Created++
 			continue
 		}
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		if err := s.checkCollections(ctx, d.Collections); err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		_, err = s.st.UpdateDevice(ctx, cur.ID, func(c *domain.Device) error {
 			mergeDevice(c, d)
 			return nil
 		})
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		resp.Updated++
 	}
@@ -230,11 +231,11 @@ func (s *Service) checkCollections(ctx context.Context, names []string) error {
 // them back (S18).
 func (s *Service) SetAutoProvisionSuppressed(ctx context.Context, req *pb.SetAutoProvisionSuppressedRequest) (*pb.SetAutoProvisionSuppressedResponse, error) {
 	if len(req.GetDeviceIds()) == 0 {
-		return nil, toStatus(domain.InvalidField("device_ids", "", "name at least one device"))
+		return nil, api.ToStatus(domain.InvalidField("device_ids", "", "name at least one device"))
 	}
 	ds, err := s.resolveAll(ctx, req.GetDeviceIds())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, api.ToStatus(err)
 	}
 	p, _ := principalFrom(ctx)
 	resp := &pb.SetAutoProvisionSuppressedResponse{}
@@ -246,7 +247,7 @@ func (s *Service) SetAutoProvisionSuppressed(ctx context.Context, req *pb.SetAut
 			return nil
 		})
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, api.ToStatus(err)
 		}
 		if changed {
 			resp.Changed++

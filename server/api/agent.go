@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/store"
@@ -162,7 +164,7 @@ func (s *AgentService) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		a, err := s.authenticate(ctx)
 		if err != nil {
 			s.opts.Log.Warn().Str("method", info.FullMethod).Err(err).Msg("agent call refused")
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		return h(context.WithValue(ctx, agentKey{}, a), req)
 	}
@@ -233,14 +235,14 @@ func leaseRef(a domain.Agent, ref *pb.LeaseRef) (netip.Prefix, string, string, e
 // Enroll redeems a bootstrap token for a client certificate.
 func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {
 	if req.GetBootstrapToken() == "" {
-		return nil, toStatus(domain.InvalidField("bootstrap_token", "", "required"))
+		return nil, ToStatus(domain.InvalidField("bootstrap_token", "", "required"))
 	}
 	if len(req.GetCsrDer()) == 0 {
-		return nil, toStatus(domain.InvalidField("csr_der", "", "required"))
+		return nil, ToStatus(domain.InvalidField("csr_der", "", "required"))
 	}
 	e, err := s.st.ConsumeEnrollmentToken(ctx, req.GetBootstrapToken())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	id := e.AgentID
 	if id == "" {
@@ -248,11 +250,11 @@ func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.E
 	}
 	cert, err := s.ca.SignAgent(req.GetCsrDer(), id)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	a := domain.Agent{ID: id, Subnets: e.Subnets, CertSerial: cert.SerialNumber.String(), EnrolledAt: s.opts.Clock().UTC()}
 	if err := s.st.PutAgent(ctx, a); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	s.opts.Log.Info().Str("agent", id).Str("name", req.GetAgentName()).Int("subnets", len(a.Subnets)).Msg("agent enrolled")
 	return s.certResponse(a, cert.Raw, cert.NotAfter), nil
@@ -275,11 +277,11 @@ func (s *AgentService) Renew(ctx context.Context, req *pb.RenewRequest) (*pb.Enr
 	}
 	cert, err := s.ca.SignAgent(req.GetCsrDer(), a.ID)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	a.CertSerial = cert.SerialNumber.String()
 	if err := s.st.PutAgent(ctx, a); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	s.opts.Log.Info().Str("agent", a.ID).Time("not_after", cert.NotAfter).Msg("agent certificate renewed")
 	return s.certResponse(a, cert.Raw, cert.NotAfter), nil
@@ -293,7 +295,7 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 	}
 	max := int(req.GetMaxJobs())
 	if max <= 0 || max > 1000 {
-		return nil, toStatus(domain.InvalidField("max_jobs", fmt.Sprint(max), "must be 1 to 1000"))
+		return nil, ToStatus(domain.InvalidField("max_jobs", fmt.Sprint(max), "must be 1 to 1000"))
 	}
 	wait := s.opts.DefaultWait
 	if req.GetWait() != nil {
@@ -317,7 +319,7 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 		resp.Jobs = append(resp.Jobs, job)
 	}
 	if err != nil && len(resp.Jobs) == 0 {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if err != nil {
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("lease partly failed")
@@ -341,7 +343,7 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	for _, l := range req.GetLeases() {
 		p, batch, _, err := leaseRef(a, l)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		refs = append(refs, ref{p, batch, l.GetJobId(), l.GetToken()})
 	}
@@ -359,7 +361,7 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 				resp.LostJobIds = append(resp.LostJobIds, r.jobID)
 				continue
 			}
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		c, seen := cancelled[r.batch]
 		if !seen {
@@ -382,38 +384,20 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 	}
 	_, _, dev, err := leaseRef(a, req.GetLease())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	for _, ev := range req.GetEvents() {
 		if ev.GetDeviceId() != "" && ev.GetDeviceId() != dev {
-			return nil, toStatus(domain.InvalidField("events.device_id", ev.GetDeviceId(), "not the lease's device "+dev))
+			return nil, ToStatus(domain.InvalidField("events.device_id", ev.GetDeviceId(), "not the lease's device "+dev))
 		}
 		e := domain.OperationEvent{DeviceID: dev, JobID: req.GetLease().GetJobId(), Phase: 2, Step: ev.GetStep(),
-			Outcome: outcomeFromProto(ev.GetOutcome()), Detail: ev.GetDetail(), Actor: a.ID, Time: s.opts.Clock().UTC()}
+			Outcome: cmp.Or(wire.OutcomeFrom(ev.GetOutcome()), domain.OutcomeOK), Detail: ev.GetDetail(), Actor: a.ID, Time: s.opts.Clock().UTC()}
 		if ev.GetTime() != nil {
 			e.Time = ev.GetTime().AsTime()
 		}
 		if err := s.st.AppendEvent(ctx, e); err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 	}
 	return &pb.ReportProgressResponse{}, nil
-}
-
-func outcomeFromProto(o pb.Outcome) domain.Outcome {
-	switch o {
-	case pb.Outcome_OUTCOME_STARTED:
-		return domain.OutcomeStarted
-	case pb.Outcome_OUTCOME_OK:
-		return domain.OutcomeOK
-	case pb.Outcome_OUTCOME_SKIPPED:
-		return domain.OutcomeSkipped
-	case pb.Outcome_OUTCOME_WARNING:
-		return domain.OutcomeWarning
-	case pb.Outcome_OUTCOME_FAILED:
-		return domain.OutcomeFailed
-	case pb.Outcome_OUTCOME_RETRYING:
-		return domain.OutcomeRetrying
-	}
-	return domain.OutcomeOK
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/phase1"
@@ -27,8 +28,8 @@ import (
 // answers already_completed and does nothing.
 //
 // Failures: a permanent failure, or one on the last allowed attempt, ends
-// the job (FinishJob failed). Otherwise the lease is shortened to
-// RetryDelay and the reaper gives the job out again, counting the attempt
+// the job (FinishJob failed). Otherwise the job is parked for RetryDelay
+// (Defer) and the reaper gives it out again, counting the attempt
 // (and dead-lettering it at the queue's MaxAttempts, see OnDead).
 func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*pb.CompleteResponse, error) {
 	a, err := agentFrom(ctx)
@@ -37,7 +38,7 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 	}
 	p, batch, _, err := leaseRef(a, req.GetLease())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	jobID, token := req.GetLease().GetJobId(), req.GetLease().GetToken()
 	log := s.opts.Log.With().Str("agent", a.ID).Str("job", jobID).Logger()
@@ -48,7 +49,7 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
 		}
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		log.Info().Msg("job released by agent")
 		return &pb.CompleteResponse{}, nil
@@ -58,25 +59,25 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 		if errors.Is(err, store.ErrAlreadyCompleted) {
 			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
 		}
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if discover.IsJobID(jobID) {
 		return s.completeDiscover(ctx, log, p, jobID, token, req)
 	}
 	job, err := s.st.GetJob(ctx, batch, jobID)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 
 	if req.GetSuccess() {
 		if err := s.succeed(ctx, a, job, req); err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		if err := s.q.Complete(ctx, p, jobID, token); err != nil {
 			if errors.Is(err, store.ErrAlreadyCompleted) {
 				return &pb.CompleteResponse{AlreadyCompleted: true}, nil
 			}
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		log.Info().Str("device", job.DeviceID).Msg("phase 2 succeeded")
 		return &pb.CompleteResponse{}, nil
@@ -84,27 +85,27 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 
 	qj, err := s.q.Job(ctx, p, jobID)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	final := req.GetPermanent() || qj.Attempts >= s.opts.MaxAttempts
 	if err := s.recordFailure(ctx, a, job, req, final, qj.Attempts); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if !final {
 		if err := s.q.Defer(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		log.Info().Str("device", job.DeviceID).Int("attempt", qj.Attempts).Str("step", req.GetErrorStep()).Msg("phase 2 failed, will retry")
 		return &pb.CompleteResponse{}, nil
 	}
 	if _, err := s.st.FinishJob(ctx, batch, jobID, domain.JobFailed, req.GetErrorStep(), req.GetError()); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if err := s.q.Complete(ctx, p, jobID, token); err != nil {
 		if errors.Is(err, store.ErrAlreadyCompleted) {
 			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
 		}
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	log.Info().Str("device", job.DeviceID).Str("step", req.GetErrorStep()).Msg("phase 2 failed")
 	return &pb.CompleteResponse{}, nil
@@ -118,11 +119,11 @@ func (s *AgentService) completeDiscover(ctx context.Context, log zerolog.Logger,
 	if !req.GetSuccess() && !req.GetPermanent() {
 		qj, err := s.q.Job(ctx, p, jobID)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		if qj.Attempts < s.opts.MaxAttempts {
 			if err := s.q.Defer(ctx, p, jobID, token, s.opts.RetryDelay); err != nil {
-				return nil, toStatus(err)
+				return nil, ToStatus(err)
 			}
 			log.Info().Str("subnet", p.String()).Int("attempt", qj.Attempts).Str("step", req.GetErrorStep()).
 				Str("error", req.GetError()).Msg("discovery failed, will retry")
@@ -133,7 +134,7 @@ func (s *AgentService) completeDiscover(ctx context.Context, log zerolog.Logger,
 		if errors.Is(err, store.ErrAlreadyCompleted) {
 			return &pb.CompleteResponse{AlreadyCompleted: true}, nil
 		}
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if req.GetSuccess() {
 		log.Info().Str("subnet", p.String()).Msg("discovery job completed")
@@ -250,21 +251,9 @@ func applyFacts(d *domain.Device, f *pb.DeviceFacts) {
 	if f.GetAmtVersion() != "" {
 		d.AMTVersion = f.GetAmtVersion()
 	}
-	if l := linkFromProto(f.GetLink()); l != "" {
+	if l := wire.LinkFrom(f.GetLink()); l != "" {
 		d.Link = l
 	}
-}
-
-func linkFromProto(l pb.Link) domain.Link {
-	switch l {
-	case pb.Link_LINK_WIRED:
-		return domain.LinkWired
-	case pb.Link_LINK_WIRED_8021X:
-		return domain.LinkWired8021X
-	case pb.Link_LINK_WIRELESS:
-		return domain.LinkWireless
-	}
-	return ""
 }
 
 // OnDead records jobs the reaper dead-lettered (their leases expired

@@ -20,23 +20,23 @@ func (s *AgentService) ReportDiscovery(ctx context.Context, req *pb.ReportDiscov
 	}
 	subnet, err := authorize(a, req.GetSubnet())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	resp := &pb.ReportDiscoveryResponse{}
 	for _, dd := range req.GetDevices() {
 		ip, err := netip.ParseAddr(dd.GetIp())
 		if err != nil {
-			return nil, toStatus(domain.InvalidField("devices.ip", dd.GetIp(), "not an IP address"))
+			return nil, ToStatus(domain.InvalidField("devices.ip", dd.GetIp(), "not an IP address"))
 		}
 		if !subnet.Contains(ip) {
-			return nil, toStatus(domain.InvalidField("devices.ip", dd.GetIp(), "outside subnet "+subnet.String()))
+			return nil, ToStatus(domain.InvalidField("devices.ip", dd.GetIp(), "outside subnet "+subnet.String()))
 		}
 		if !dd.GetPort_16992() && !dd.GetPort_16993() && dd.GetFacts() == nil {
 			continue // nothing answered: no AMT seen there
 		}
 		created, err := s.recordDiscovered(ctx, a, subnet, ip, dd)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		if created {
 			resp.Created++

@@ -11,9 +11,10 @@ import (
 	"github.com/amtops/amtops/server/store"
 )
 
-// toStatus maps a domain error to a gRPC status; the message is the
-// wrapped error, which never carries a secret.
-func toStatus(err error) error {
+// ToStatus maps a domain error to a gRPC status for both services (agents
+// and administrators); the message is the wrapped error, which never
+// carries a secret.
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -32,9 +33,7 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, store.ErrAlreadyCompleted):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, domain.ErrConflict):
-		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, domain.ErrRenamePending), errors.Is(err, domain.ErrNotSupported):
+	case errors.Is(err, domain.ErrConflict), errors.Is(err, domain.ErrRenamePending), errors.Is(err, domain.ErrNotSupported):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

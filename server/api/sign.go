@@ -57,23 +57,23 @@ func (s *AgentService) SignDeviceCSR(ctx context.Context, req *pb.SignDeviceCSRR
 	}
 	p, batch, devID, err := leaseRef(a, req.GetLease())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if s.opts.DeviceCA == nil {
 		return nil, status.Error(codes.FailedPrecondition, "api: sign device csr: no device CA configured on this server")
 	}
 	csr, spki, err := parseDeviceCSR(req.GetCsrDer())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	jobID, token := req.GetLease().GetJobId(), req.GetLease().GetToken()
 	// The lease first, as Complete does: a stale token changes nothing.
 	if _, err := s.q.Extend(ctx, p, jobID, token, s.opts.LeaseTTL); err != nil {
-		return nil, toStatus(fmt.Errorf("api: sign device csr for %s: %w", jobID, err))
+		return nil, ToStatus(fmt.Errorf("api: sign device csr for %s: %w", jobID, err))
 	}
 	job, err := s.st.GetJob(ctx, batch, jobID)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if job.DeviceID != devID || job.Kind != domain.KindProvision && job.Kind != domain.KindUpdate {
 		return nil, status.Errorf(codes.FailedPrecondition, "api: sign device csr: job %s is a %s job, not provisioning", jobID, job.Kind)
@@ -83,11 +83,11 @@ func (s *AgentService) SignDeviceCSR(ctx context.Context, req *pb.SignDeviceCSRR
 		return nil, status.Errorf(codes.FailedPrecondition, "api: sign device csr: job %s was not prepared for key_on_device", jobID)
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	dev, err := s.st.GetDevice(ctx, devID)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	fqdn := dev.FQDN()
 	if !strings.EqualFold(fqdn, string(prepared)) {
@@ -99,7 +99,7 @@ func (s *AgentService) SignDeviceCSR(ctx context.Context, req *pb.SignDeviceCSRR
 	log := s.opts.Log.With().Str("agent", a.ID).Str("job", jobID).Str("device", devID).Logger()
 
 	if prev, ok, err := s.previous(ctx, jobID, devID, spki); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	} else if ok {
 		log.Info().Str("serial", prev.Serial).Msg("device csr signed before, same key: same certificate")
 		return &pb.SignDeviceCSRResponse{CertificateDer: prev.Leaf, ChainDer: prev.Chain, Serial: prev.Serial}, nil
@@ -107,23 +107,23 @@ func (s *AgentService) SignDeviceCSR(ctx context.Context, req *pb.SignDeviceCSRR
 	now := s.opts.Clock().UTC()
 	n, err := s.revokeServerCerts(ctx, devID)
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("api: sign device csr for %s: %w", jobID, err))
+		return nil, ToStatus(fmt.Errorf("api: sign device csr for %s: %w", jobID, err))
 	}
 	cert, err := s.opts.DeviceCA.Issue(ctx, pki.Request{Profile: pki.ProfileServerAuth, FQDN: fqdn, CSR: csr.Raw})
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("api: sign device csr for %s: %w", jobID, err))
+		return nil, ToStatus(fmt.Errorf("api: sign device csr for %s: %w", jobID, err))
 	}
 	rec := cert.Record(devID, domain.PurposeServerAuth, now)
 	rec.JobID = jobID
 	if err := s.st.PutCertificate(ctx, rec); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	b, err := json.Marshal(deviceSigned{Serial: cert.Serial, Leaf: cert.Leaf, Chain: cert.Chain, SPKI: spki})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if err := s.st.PutSecret(ctx, signedSecret(jobID), b); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	detail := fmt.Sprintf("serial %s for %s, key generated on the device", cert.Serial, fqdn)
 	if n > 0 {

@@ -75,7 +75,7 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 	}
 	if r.ID != "" {
 		if b, err := s.st.GetBatch(ctx, r.ID); err == nil {
-			return s.resume(ctx, b, r.Queue, false)
+			return s.resume(ctx, b, r.Queue, false, nil)
 		} else if !errors.Is(err, domain.ErrNotFound) {
 			return domain.Batch{}, false, fmt.Errorf("batch: start: %w", err)
 		}
@@ -103,7 +103,11 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 		s.log.Info().Str("batch", b.ID).Str("kind", string(b.Kind)).Str("origin", b.Origin).
 			Str("requester", b.Requester).Int("devices", b.Total).Msg("batch created")
 	}
-	return s.resume(ctx, b, r.Queue, created)
+	known := make(map[string]domain.Device, len(devices))
+	for _, d := range devices {
+		known[d.ID] = d
+	}
+	return s.resume(ctx, b, r.Queue, created, known)
 }
 
 // check validates and completes the request.
@@ -178,8 +182,8 @@ func (s *Service) devices(ctx context.Context, r Request) ([]domain.Device, erro
 // batch with its counters after. Running it again is harmless (task IDs
 // are per job), so a batch a crash left half-queued is finished by the
 // next Start with its ID or by Recover.
-func (s *Service) resume(ctx context.Context, b domain.Batch, queue string, created bool) (domain.Batch, bool, error) {
-	if err := s.queueAll(ctx, b, queue); err != nil {
+func (s *Service) resume(ctx context.Context, b domain.Batch, queue string, created bool, known map[string]domain.Device) (domain.Batch, bool, error) {
+	if err := s.queueAll(ctx, b, queue, known); err != nil {
 		return domain.Batch{}, created, err
 	}
 	b, err := s.st.GetBatch(ctx, b.ID)
@@ -201,7 +205,9 @@ func queueFor(b domain.Batch) string {
 	return phase1.QueueDefault
 }
 
-func (s *Service) queueAll(ctx context.Context, b domain.Batch, queue string) error {
+// queueAll queues every job still queued; known holds devices the caller
+// has just read, so they are not read again.
+func (s *Service) queueAll(ctx context.Context, b domain.Batch, queue string, known map[string]domain.Device) error {
 	if queue == "" {
 		queue = queueFor(b)
 	}
@@ -212,7 +218,7 @@ func (s *Service) queueAll(ctx context.Context, b domain.Batch, queue string) er
 			return fmt.Errorf("batch: resume %s: %w", b.ID, err)
 		}
 		for _, j := range page.Jobs {
-			if err := s.queueJob(ctx, b, j, queue); err != nil {
+			if err := s.queueJob(ctx, b, j, queue, known); err != nil {
 				return fmt.Errorf("batch: resume %s: %w", b.ID, err)
 			}
 		}
@@ -221,12 +227,16 @@ func (s *Service) queueAll(ctx context.Context, b domain.Batch, queue string) er
 }
 
 // queueJob claims the device and queues the job's phase 1, or refuses it.
-func (s *Service) queueJob(ctx context.Context, b domain.Batch, j domain.Job, queue string) error {
-	d, err := s.st.GetDevice(ctx, j.DeviceID)
-	if errors.Is(err, domain.ErrNotFound) {
-		return s.refuse(ctx, j, "device no longer exists")
-	} else if err != nil {
-		return err
+func (s *Service) queueJob(ctx context.Context, b domain.Batch, j domain.Job, queue string, known map[string]domain.Device) error {
+	d, ok := known[j.DeviceID]
+	if !ok {
+		var err error
+		d, err = s.st.GetDevice(ctx, j.DeviceID)
+		if errors.Is(err, domain.ErrNotFound) {
+			return s.refuse(ctx, j, "device no longer exists")
+		} else if err != nil {
+			return err
+		}
 	}
 	if reason := refusal(b, d); reason != "" {
 		return s.refuse(ctx, j, reason)
@@ -323,7 +333,7 @@ func (s *Service) Recover(ctx context.Context) error {
 		if b.Done() || b.CancelRequested {
 			continue
 		}
-		if err := s.queueAll(ctx, b, ""); err != nil {
+		if err := s.queueAll(ctx, b, "", nil); err != nil {
 			return fmt.Errorf("batch: recover: %w", err)
 		}
 	}

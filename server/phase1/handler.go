@@ -19,6 +19,7 @@ import (
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/pki"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
 
@@ -177,7 +178,7 @@ func (p *Provisioner) Handle(ctx context.Context, t Task) error {
 		return fmt.Errorf("phase1: %s: %w", t.JobID, err)
 	}
 	job := &pb.Phase2Job{
-		BatchId: t.BatchID, DeviceId: dev.ID, Kind: kindToProto(t.Kind),
+		BatchId: t.BatchID, DeviceId: dev.ID, Kind: wire.Kind(t.Kind),
 		Deadline: timestamppb.New(p.now().Add(p.site.JobDeadline)),
 		Target:   &pb.Target{Ip: dev.IP.String(), HostName: dev.HostName, Domain: dev.Domain},
 	}
@@ -777,20 +778,4 @@ func (r *run) queuePhase2(ctx context.Context) (string, error) {
 		return "phase-2 job already queued on " + r.dev.Subnet.String(), nil
 	}
 	return "phase-2 job queued on " + r.dev.Subnet.String(), nil
-}
-
-func kindToProto(k domain.JobKind) pb.JobKind {
-	switch k {
-	case domain.KindProvision:
-		return pb.JobKind_JOB_KIND_PROVISION
-	case domain.KindUpdate:
-		return pb.JobKind_JOB_KIND_UPDATE
-	case domain.KindRemoveConfig:
-		return pb.JobKind_JOB_KIND_REMOVE_CONFIG
-	case domain.KindRemoveAll:
-		return pb.JobKind_JOB_KIND_REMOVE_ALL
-	case domain.KindDiscover:
-		return pb.JobKind_JOB_KIND_DISCOVER
-	}
-	return pb.JobKind_JOB_KIND_UNSPECIFIED
 }

@@ -282,13 +282,15 @@ func randUint32() uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
-// extendScript: ARGV token, deadline, id. 1 ok, 0 lost, 2 completed.
+// extendScript: ARGV token, deadline, id[, new token]. 1 ok, 0 lost, 2
+// completed. A new token ends the caller's hold (Defer).
 var extendScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 's')
 if not st or redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
 if st == 'completed' then return 2 end
 if st ~= 'leased' then return 0 end
 redis.call('HSET', KEYS[1], 'd', ARGV[2])
+if ARGV[4] and ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 't', ARGV[4]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 `)
@@ -320,19 +322,6 @@ func (q *LeaseQueue) Extend(ctx context.Context, subnet netip.Prefix, jobID, tok
 	return deadline, nil
 }
 
-// deferScript parks a failed job until its retry: a new deadline and a
-// token nobody holds, so that a heartbeat already on its way cannot
-// stretch the wait back to a full lease.
-var deferScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 's')
-if not st or redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-if st == 'completed' then return 2 end
-if st ~= 'leased' then return 0 end
-redis.call('HSET', KEYS[1], 'd', ARGV[2], 't', ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1
-`)
-
 // Defer ends the holder's lease on a job that failed but will be retried:
 // the reaper gives it out again after delay. The old token stops working,
 // as after a Complete. Errors are those of Extend.
@@ -341,7 +330,9 @@ func (q *LeaseQueue) Defer(ctx context.Context, subnet netip.Prefix, jobID, toke
 		return fmt.Errorf("store: defer job: %w", err)
 	}
 	subnet = subnet.Masked()
-	n, err := deferScript.Run(ctx, q.s.rdb, []string{q.jobKey(subnet, jobID), q.leasedKey(subnet)},
+	// A token nobody holds: a heartbeat already on its way cannot stretch
+	// the wait back to a full lease.
+	n, err := extendScript.Run(ctx, q.s.rdb, []string{q.jobKey(subnet, jobID), q.leasedKey(subnet)},
 		token, ms(q.s.now().Add(max(delay, 0))), jobID, newToken()).Int()
 	if err != nil {
 		return fmt.Errorf("store: defer job %s: %w", jobID, err)

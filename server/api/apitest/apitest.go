@@ -49,6 +49,7 @@ type Options struct {
 	Queue store.QueueOptions
 	// Reap, when positive, runs the reaper at this interval.
 	Reap time.Duration
+	CA   agentca.Options
 }
 
 // Start runs a server until t ends.
@@ -63,7 +64,7 @@ func Start(t testing.TB, o Options) *Server {
 	st := store.New(rdb, sealer, store.Options{})
 	q := store.NewLeaseQueue(st, o.Queue)
 	ctx, cancel := context.WithCancel(context.Background())
-	ca, err := agentca.Open(ctx, st, agentca.Options{})
+	ca, err := agentca.Open(ctx, st, o.CA)
 	if err != nil {
 		t.Fatal(err)
 	}

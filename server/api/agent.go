@@ -382,15 +382,23 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 	if err != nil {
 		return nil, err
 	}
-	_, _, dev, err := leaseRef(a, req.GetLease())
+	p, _, dev, err := leaseRef(a, req.GetLease())
 	if err != nil {
 		return nil, ToStatus(err)
+	}
+	// Only the holder of the job's live lease writes its device's log: the
+	// token is given to one agent per attempt, so a forged or stale lease
+	// (another device's job, an attempt that was reaped) is refused. A job
+	// this token has just completed still takes its last events.
+	jobID := req.GetLease().GetJobId()
+	if _, err := s.q.Extend(ctx, p, jobID, req.GetLease().GetToken(), s.opts.LeaseTTL); err != nil && !errors.Is(err, store.ErrAlreadyCompleted) {
+		return nil, ToStatus(fmt.Errorf("api: report progress for %s: %w", jobID, err))
 	}
 	for _, ev := range req.GetEvents() {
 		if ev.GetDeviceId() != "" && ev.GetDeviceId() != dev {
 			return nil, ToStatus(domain.InvalidField("events.device_id", ev.GetDeviceId(), "not the lease's device "+dev))
 		}
-		e := domain.OperationEvent{DeviceID: dev, JobID: req.GetLease().GetJobId(), Phase: 2, Step: ev.GetStep(),
+		e := domain.OperationEvent{DeviceID: dev, JobID: jobID, Phase: 2, Step: ev.GetStep(),
 			Outcome: cmp.Or(wire.OutcomeFrom(ev.GetOutcome()), domain.OutcomeOK), Detail: ev.GetDetail(), Actor: a.ID, Time: s.opts.Clock().UTC()}
 		if ev.GetTime() != nil {
 			e.Time = ev.GetTime().AsTime()

@@ -333,15 +333,23 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	if err != nil {
 		return nil, err
 	}
-	// Check every lease first: one foreign subnet refuses the whole call.
+	// A malformed lease refuses the whole call. A lease on a subnet the
+	// agent does not (or no longer) serve is not extended and is reported
+	// lost, so an agent whose subnet an administrator took away drops that
+	// work while its other leases live on.
 	type ref struct {
 		p            netip.Prefix
 		batch, jobID string
 		token        string
 	}
 	refs := make([]ref, 0, len(req.GetLeases()))
+	resp := &pb.HeartbeatResponse{}
 	for _, l := range req.GetLeases() {
 		p, batch, _, err := leaseRef(a, l)
+		if errors.Is(err, domain.ErrUnauthorized) {
+			resp.LostJobIds = append(resp.LostJobIds, l.GetJobId())
+			continue
+		}
 		if err != nil {
 			return nil, ToStatus(err)
 		}
@@ -350,7 +358,6 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record heartbeat")
 	}
-	resp := &pb.HeartbeatResponse{}
 	for _, p := range a.Subnets {
 		resp.Subnets = append(resp.Subnets, p.String())
 	}

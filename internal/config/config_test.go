@@ -53,6 +53,15 @@ func TestLoadServer(t *testing.T) {
 		{name: "directory needs base", yaml: "directory:\n  url: ldaps://dc1\n  bind_dn: a\n  account_ou: c\n  realm: R\n", field: "directory.base_dn"},
 		{name: "bad backend", yaml: "ca:\n  backend: vault\n", field: "ca.backend"},
 		{name: "step-ca needs url", yaml: "ca:\n  backend: step-ca\n", field: "ca.step_ca.url"},
+		{name: "crl on every interface", yaml: "http:\n  listen: 0.0.0.0:7080\n", field: "ca.crl_url"},
+		{name: "crl on no host", yaml: "http:\n  listen: \":7080\"\n", field: "ca.crl_url"},
+		{name: "crl url not http", yaml: "ca:\n  crl_url: ldap://ca/crl\n", field: "ca.crl_url"},
+		{name: "crl url with any listen", yaml: "http:\n  listen: 0.0.0.0:7080\nca:\n  crl_url: http://pki.example.test/amt.crl\n",
+			check: func(t *testing.T, c Server) {
+				if c.CA.CRLURL != "http://pki.example.test/amt.crl" {
+					t.Fatalf("crl_url = %q", c.CA.CRLURL)
+				}
+			}},
 		{name: "bad sid", yaml: "amt:\n  kerberos:\n    admin_sids: [S-1-5-21-1, bob]\n", field: "amt.kerberos.admin_sids[1]"},
 		{name: "clock tolerance", yaml: "amt:\n  kerberos:\n    max_clock_tolerance: 9\n", field: "amt.kerberos.max_clock_tolerance"},
 		{name: "system user", yaml: "amt:\n  provisioning_user: $$OsAdmin\n", field: "amt.provisioning_user"},

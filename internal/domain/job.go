@@ -1,7 +1,6 @@
 package domain
 
 import (
-	"fmt"
 	"time"
 )
 
@@ -84,15 +83,6 @@ type Job struct {
 
 // JobID derives the job ID from batch and device.
 func JobID(batchID, deviceID string) string { return batchID + ":" + deviceID }
-
-// Move changes the state if the transition is allowed.
-func (j *Job) Move(next JobState, now time.Time) error {
-	if !j.State.CanMove(next) {
-		return fmt.Errorf("job %s: %s → %s: %w", j.ID, j.State, next, ErrConflict)
-	}
-	j.State, j.UpdatedAt = next, now
-	return nil
-}
 
 // Batch is a bulk operation: one job per device, with exact counters.
 type Batch struct {

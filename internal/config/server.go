@@ -83,7 +83,40 @@ type AMT struct {
 	MutualTLS                bool        `yaml:"mutual_tls"`
 	Settings                 AMTSettings `yaml:"settings"`
 	Kerberos                 Kerberos    `yaml:"kerberos"`
+	// RemoteConfig activates factory devices (state 0) in admin control
+	// mode after their Hello (C5, S7–S10).
+	RemoteConfig RemoteConfig `yaml:"remote_config"`
 }
+
+// RemoteConfig is zero-touch activation: the provisioning certificate the
+// server presents (through the agent) to a device that sent a Hello, and
+// what the device is expected to trust.
+type RemoteConfig struct {
+	// The provisioning certificate: PEM chain (leaf first, root last) and
+	// PEM key, or one PKCS#12 file with its password. Loaded once and
+	// sealed; the key never leaves the server.
+	ChainFile      string `yaml:"chain_file"`
+	KeyFile        string `yaml:"key_file"`
+	PKCS12File     string `yaml:"pkcs12_file"`
+	PKCS12Password string `yaml:"pkcs12_password_file"`
+	// MEBxPasswordFile holds the devices' current MEBx password (the
+	// factory default is "admin"); $AMTOPS_MEBX_PASSWORD when empty.
+	MEBxPasswordFile string `yaml:"mebx_password_file"`
+	// TrustedDomain is the DNS suffix devices trust for provisioning
+	// (DHCP option 15 of their network, or the PKI DNS suffix set in the
+	// MEBx); Subnets overrides it per subnet.
+	TrustedDomain string            `yaml:"trusted_domain"`
+	Subnets       []RemoteConfigNet `yaml:"subnets"`
+}
+
+// RemoteConfigNet is one subnet's trusted domain suffix.
+type RemoteConfigNet struct {
+	CIDR          string `yaml:"cidr"`
+	TrustedDomain string `yaml:"trusted_domain"`
+}
+
+// Enabled reports whether a provisioning certificate is configured.
+func (r RemoteConfig) Enabled() bool { return r.ChainFile != "" || r.PKCS12File != "" }
 
 // AMTSettings are the site's AMT settings (S9).
 type AMTSettings struct {
@@ -209,7 +242,7 @@ func LoadServer(path string) (Server, error) {
 // Validate checks every field; the error names the first bad one.
 func (c Server) Validate() error {
 	var k checker
-	for _, section := range []func(*checker){c.validateBasics, c.validatePhases, c.validateAMT, c.validateCA,
+	for _, section := range []func(*checker){c.validateBasics, c.validatePhases, c.validateAMT, c.validateRemoteConfig, c.validateCA,
 		c.validateDirectory, c.validateRest} {
 		section(&k)
 	}
@@ -261,6 +294,55 @@ func (c Server) validateAMT(k *checker) {
 			k.fail("amt.kerberos.admin_sids["+itoa(i)+"]", sid, "must be a Windows SID (S-1-…)")
 		}
 	}
+}
+
+// validateRemoteConfig: the provisioning certificate and trusted domains.
+func (c Server) validateRemoteConfig(k *checker) {
+	r := c.AMT.RemoteConfig
+	const f = "amt.remote_config."
+	switch {
+	case r.ChainFile != "" && r.PKCS12File != "":
+		k.fail(f+"pkcs12_file", r.PKCS12File, "give either chain_file and key_file or pkcs12_file, not both")
+	case r.ChainFile != "" && r.KeyFile == "":
+		k.fail(f+"key_file", "", "required with chain_file")
+	case r.KeyFile != "" && r.ChainFile == "":
+		k.fail(f+"chain_file", "", "required with key_file")
+	}
+	for field, v := range map[string]string{"chain_file": r.ChainFile, "key_file": r.KeyFile, "pkcs12_file": r.PKCS12File,
+		"pkcs12_password_file": r.PKCS12Password, "mebx_password_file": r.MEBxPasswordFile} {
+		k.fileExists(f+field, v)
+	}
+	if r.TrustedDomain != "" && !validDomain(r.TrustedDomain) {
+		k.fail(f+"trusted_domain", r.TrustedDomain, "must be a DNS suffix such as corp.example.test")
+	}
+	for i, n := range r.Subnets {
+		field := f + "subnets[" + itoa(i) + "]"
+		if p, err := netip.ParsePrefix(n.CIDR); err != nil || p != p.Masked() {
+			k.fail(field+".cidr", n.CIDR, "must be a network prefix such as 10.1.2.0/24")
+		}
+		if !validDomain(n.TrustedDomain) {
+			k.fail(field+".trusted_domain", n.TrustedDomain, "must be a DNS suffix such as corp.example.test")
+		}
+	}
+}
+
+// validDomain is a loose check of a DNS suffix: labels of letters, digits
+// and hyphens, at most 191 characters (AMT's DomainName limit).
+func validDomain(d string) bool {
+	if d == "" || len(d) > 191 {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(d, "."), ".") {
+		if l == "" || len(l) > 63 || strings.HasPrefix(l, "-") || strings.HasSuffix(l, "-") {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validateCA: the certificate authority and the CRL it names.

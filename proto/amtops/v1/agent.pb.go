@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SignatureHash is the digest algorithm of a TLS handshake signature.
+type SignatureHash int32
+
+const (
+	SignatureHash_SIGNATURE_HASH_UNSPECIFIED SignatureHash = 0
+	SignatureHash_SIGNATURE_HASH_SHA256      SignatureHash = 1
+	SignatureHash_SIGNATURE_HASH_SHA384      SignatureHash = 2
+	SignatureHash_SIGNATURE_HASH_SHA512      SignatureHash = 3
+	SignatureHash_SIGNATURE_HASH_SHA1        SignatureHash = 4
+)
+
+// Enum value maps for SignatureHash.
+var (
+	SignatureHash_name = map[int32]string{
+		0: "SIGNATURE_HASH_UNSPECIFIED",
+		1: "SIGNATURE_HASH_SHA256",
+		2: "SIGNATURE_HASH_SHA384",
+		3: "SIGNATURE_HASH_SHA512",
+		4: "SIGNATURE_HASH_SHA1",
+	}
+	SignatureHash_value = map[string]int32{
+		"SIGNATURE_HASH_UNSPECIFIED": 0,
+		"SIGNATURE_HASH_SHA256":      1,
+		"SIGNATURE_HASH_SHA384":      2,
+		"SIGNATURE_HASH_SHA512":      3,
+		"SIGNATURE_HASH_SHA1":        4,
+	}
+)
+
+func (x SignatureHash) Enum() *SignatureHash {
+	p := new(SignatureHash)
+	*p = x
+	return p
+}
+
+func (x SignatureHash) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SignatureHash) Descriptor() protoreflect.EnumDescriptor {
+	return file_amtops_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (SignatureHash) Type() protoreflect.EnumType {
+	return &file_amtops_v1_agent_proto_enumTypes[0]
+}
+
+func (x SignatureHash) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SignatureHash.Descriptor instead.
+func (SignatureHash) EnumDescriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 type NetworkProfile_Kind int32
 
 const (
@@ -56,11 +112,11 @@ func (x NetworkProfile_Kind) String() string {
 }
 
 func (NetworkProfile_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_amtops_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_amtops_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (NetworkProfile_Kind) Type() protoreflect.EnumType {
-	return &file_amtops_v1_agent_proto_enumTypes[0]
+	return &file_amtops_v1_agent_proto_enumTypes[1]
 }
 
 func (x NetworkProfile_Kind) Number() protoreflect.EnumNumber {
@@ -69,7 +125,7 @@ func (x NetworkProfile_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NetworkProfile_Kind.Descriptor instead.
 func (NetworkProfile_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{19, 0}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type EnrollRequest struct {
@@ -744,6 +800,118 @@ func (x *SignDeviceCSRResponse) GetSerial() string {
 	return ""
 }
 
+type SignProvisioningRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         *LeaseRef              `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Hash          SignatureHash          `protobuf:"varint,3,opt,name=hash,proto3,enum=amtops.v1.SignatureHash" json:"hash,omitempty"`
+	Pss           bool                   `protobuf:"varint,4,opt,name=pss,proto3" json:"pss,omitempty"` // RSASSA-PSS (salt length = hash length) instead of PKCS#1 v1.5
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignProvisioningRequest) Reset() {
+	*x = SignProvisioningRequest{}
+	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignProvisioningRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignProvisioningRequest) ProtoMessage() {}
+
+func (x *SignProvisioningRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignProvisioningRequest.ProtoReflect.Descriptor instead.
+func (*SignProvisioningRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SignProvisioningRequest) GetLease() *LeaseRef {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *SignProvisioningRequest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *SignProvisioningRequest) GetHash() SignatureHash {
+	if x != nil {
+		return x.Hash
+	}
+	return SignatureHash_SIGNATURE_HASH_UNSPECIFIED
+}
+
+func (x *SignProvisioningRequest) GetPss() bool {
+	if x != nil {
+		return x.Pss
+	}
+	return false
+}
+
+type SignProvisioningResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signature     []byte                 `protobuf:"bytes,1,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignProvisioningResponse) Reset() {
+	*x = SignProvisioningResponse{}
+	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignProvisioningResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignProvisioningResponse) ProtoMessage() {}
+
+func (x *SignProvisioningResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignProvisioningResponse.ProtoReflect.Descriptor instead.
+func (*SignProvisioningResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SignProvisioningResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // Phase2Job is everything an agent needs to do one device's phase 2.
 // It carries secrets: it only ever travels over mTLS and is sealed at rest.
 type Phase2Job struct {
@@ -756,19 +924,20 @@ type Phase2Job struct {
 	Deadline      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	Target        *Target                `protobuf:"bytes,7,opt,name=target,proto3" json:"target,omitempty"`
 	Credentials   *Credentials           `protobuf:"bytes,8,opt,name=credentials,proto3" json:"credentials,omitempty"`
-	Tls           *TLSMaterial           `protobuf:"bytes,9,opt,name=tls,proto3" json:"tls,omitempty"`            // S7
-	Settings      *Settings              `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"` // S9
-	Kerberos      *Kerberos              `protobuf:"bytes,11,opt,name=kerberos,proto3" json:"kerberos,omitempty"` // S10
-	Networks      []*NetworkProfile      `protobuf:"bytes,12,rep,name=networks,proto3" json:"networks,omitempty"` // S3/S7 (SP2)
-	Update        *UpdateOptions         `protobuf:"bytes,13,opt,name=update,proto3" json:"update,omitempty"`     // S15
-	Discover      *DiscoverOptions       `protobuf:"bytes,14,opt,name=discover,proto3" json:"discover,omitempty"` // S21
+	Tls           *TLSMaterial           `protobuf:"bytes,9,opt,name=tls,proto3" json:"tls,omitempty"`                // S7
+	Settings      *Settings              `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`     // S9
+	Kerberos      *Kerberos              `protobuf:"bytes,11,opt,name=kerberos,proto3" json:"kerberos,omitempty"`     // S10
+	Networks      []*NetworkProfile      `protobuf:"bytes,12,rep,name=networks,proto3" json:"networks,omitempty"`     // S3/S7 (SP2)
+	Update        *UpdateOptions         `protobuf:"bytes,13,opt,name=update,proto3" json:"update,omitempty"`         // S15
+	Discover      *DiscoverOptions       `protobuf:"bytes,14,opt,name=discover,proto3" json:"discover,omitempty"`     // S21
+	Activation    *Activation            `protobuf:"bytes,15,opt,name=activation,proto3" json:"activation,omitempty"` // remote configuration of a device in state 0
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Phase2Job) Reset() {
 	*x = Phase2Job{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	mi := &file_amtops_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +949,7 @@ func (x *Phase2Job) String() string {
 func (*Phase2Job) ProtoMessage() {}
 
 func (x *Phase2Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	mi := &file_amtops_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +962,7 @@ func (x *Phase2Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Phase2Job.ProtoReflect.Descriptor instead.
 func (*Phase2Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Phase2Job) GetLease() *LeaseRef {
@@ -894,6 +1063,13 @@ func (x *Phase2Job) GetDiscover() *DiscoverOptions {
 	return nil
 }
 
+func (x *Phase2Job) GetActivation() *Activation {
+	if x != nil {
+		return x.Activation
+	}
+	return nil
+}
+
 type Target struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
@@ -905,7 +1081,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	mi := &file_amtops_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1093,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	mi := &file_amtops_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1106,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Target) GetIp() string {
@@ -971,7 +1147,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[14]
+	mi := &file_amtops_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1159,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[14]
+	mi := &file_amtops_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1172,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Credentials) GetUsername() string {
@@ -1041,7 +1217,7 @@ type TLSMaterial struct {
 
 func (x *TLSMaterial) Reset() {
 	*x = TLSMaterial{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[15]
+	mi := &file_amtops_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1229,7 @@ func (x *TLSMaterial) String() string {
 func (*TLSMaterial) ProtoMessage() {}
 
 func (x *TLSMaterial) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[15]
+	mi := &file_amtops_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1242,7 @@ func (x *TLSMaterial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSMaterial.ProtoReflect.Descriptor instead.
 func (*TLSMaterial) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TLSMaterial) GetCertificateDer() []byte {
@@ -1125,7 +1301,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[16]
+	mi := &file_amtops_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1313,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[16]
+	mi := &file_amtops_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1326,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Settings) GetIdeRedirection() bool {
@@ -1218,7 +1394,7 @@ type Kerberos struct {
 
 func (x *Kerberos) Reset() {
 	*x = Kerberos{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[17]
+	mi := &file_amtops_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1406,7 @@ func (x *Kerberos) String() string {
 func (*Kerberos) ProtoMessage() {}
 
 func (x *Kerberos) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[17]
+	mi := &file_amtops_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1419,7 @@ func (x *Kerberos) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Kerberos.ProtoReflect.Descriptor instead.
 func (*Kerberos) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Kerberos) GetEnabled() bool {
@@ -1334,7 +1510,7 @@ type KerberosACL struct {
 
 func (x *KerberosACL) Reset() {
 	*x = KerberosACL{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[18]
+	mi := &file_amtops_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1522,7 @@ func (x *KerberosACL) String() string {
 func (*KerberosACL) ProtoMessage() {}
 
 func (x *KerberosACL) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[18]
+	mi := &file_amtops_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1535,7 @@ func (x *KerberosACL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KerberosACL.ProtoReflect.Descriptor instead.
 func (*KerberosACL) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KerberosACL) GetSid() string {
@@ -1399,7 +1575,7 @@ type NetworkProfile struct {
 
 func (x *NetworkProfile) Reset() {
 	*x = NetworkProfile{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[19]
+	mi := &file_amtops_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1587,7 @@ func (x *NetworkProfile) String() string {
 func (*NetworkProfile) ProtoMessage() {}
 
 func (x *NetworkProfile) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[19]
+	mi := &file_amtops_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1600,7 @@ func (x *NetworkProfile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkProfile.ProtoReflect.Descriptor instead.
 func (*NetworkProfile) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NetworkProfile) GetKind() NetworkProfile_Kind {
@@ -1493,7 +1669,7 @@ type UpdateOptions struct {
 
 func (x *UpdateOptions) Reset() {
 	*x = UpdateOptions{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[20]
+	mi := &file_amtops_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1681,7 @@ func (x *UpdateOptions) String() string {
 func (*UpdateOptions) ProtoMessage() {}
 
 func (x *UpdateOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[20]
+	mi := &file_amtops_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1694,7 @@ func (x *UpdateOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateOptions.ProtoReflect.Descriptor instead.
 func (*UpdateOptions) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateOptions) GetConfirm_8021X() bool {
@@ -1539,7 +1715,7 @@ type DiscoverOptions struct {
 
 func (x *DiscoverOptions) Reset() {
 	*x = DiscoverOptions{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[21]
+	mi := &file_amtops_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1727,7 @@ func (x *DiscoverOptions) String() string {
 func (*DiscoverOptions) ProtoMessage() {}
 
 func (x *DiscoverOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[21]
+	mi := &file_amtops_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1740,7 @@ func (x *DiscoverOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoverOptions.ProtoReflect.Descriptor instead.
 func (*DiscoverOptions) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DiscoverOptions) GetSubnets() []string {
@@ -1603,7 +1779,7 @@ type CompleteRequest struct {
 
 func (x *CompleteRequest) Reset() {
 	*x = CompleteRequest{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[22]
+	mi := &file_amtops_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1791,7 @@ func (x *CompleteRequest) String() string {
 func (*CompleteRequest) ProtoMessage() {}
 
 func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[22]
+	mi := &file_amtops_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1804,7 @@ func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CompleteRequest) GetLease() *LeaseRef {
@@ -1695,7 +1871,7 @@ type DeviceFacts struct {
 
 func (x *DeviceFacts) Reset() {
 	*x = DeviceFacts{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[23]
+	mi := &file_amtops_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1883,7 @@ func (x *DeviceFacts) String() string {
 func (*DeviceFacts) ProtoMessage() {}
 
 func (x *DeviceFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[23]
+	mi := &file_amtops_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1896,7 @@ func (x *DeviceFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFacts.ProtoReflect.Descriptor instead.
 func (*DeviceFacts) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeviceFacts) GetUuid() string {
@@ -1774,7 +1950,7 @@ type CompleteResponse struct {
 
 func (x *CompleteResponse) Reset() {
 	*x = CompleteResponse{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[24]
+	mi := &file_amtops_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +1962,7 @@ func (x *CompleteResponse) String() string {
 func (*CompleteResponse) ProtoMessage() {}
 
 func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[24]
+	mi := &file_amtops_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +1975,7 @@ func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
 func (*CompleteResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CompleteResponse) GetAlreadyCompleted() bool {
@@ -1821,7 +1997,7 @@ type ReportDiscoveryRequest struct {
 
 func (x *ReportDiscoveryRequest) Reset() {
 	*x = ReportDiscoveryRequest{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[25]
+	mi := &file_amtops_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +2009,7 @@ func (x *ReportDiscoveryRequest) String() string {
 func (*ReportDiscoveryRequest) ProtoMessage() {}
 
 func (x *ReportDiscoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[25]
+	mi := &file_amtops_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +2022,7 @@ func (x *ReportDiscoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDiscoveryRequest.ProtoReflect.Descriptor instead.
 func (*ReportDiscoveryRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportDiscoveryRequest) GetSubnet() string {
@@ -1897,7 +2073,7 @@ type DiscoveredDevice struct {
 
 func (x *DiscoveredDevice) Reset() {
 	*x = DiscoveredDevice{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[26]
+	mi := &file_amtops_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2085,7 @@ func (x *DiscoveredDevice) String() string {
 func (*DiscoveredDevice) ProtoMessage() {}
 
 func (x *DiscoveredDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[26]
+	mi := &file_amtops_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2098,7 @@ func (x *DiscoveredDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoveredDevice.ProtoReflect.Descriptor instead.
 func (*DiscoveredDevice) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DiscoveredDevice) GetIp() string {
@@ -2005,7 +2181,7 @@ type ReportDiscoveryResponse struct {
 
 func (x *ReportDiscoveryResponse) Reset() {
 	*x = ReportDiscoveryResponse{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[27]
+	mi := &file_amtops_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2193,7 @@ func (x *ReportDiscoveryResponse) String() string {
 func (*ReportDiscoveryResponse) ProtoMessage() {}
 
 func (x *ReportDiscoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[27]
+	mi := &file_amtops_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2206,7 @@ func (x *ReportDiscoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDiscoveryResponse.ProtoReflect.Descriptor instead.
 func (*ReportDiscoveryResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportDiscoveryResponse) GetCreated() int32 {
@@ -2051,7 +2227,7 @@ var File_amtops_v1_agent_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/agent.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n" +
+	"\x15amtops/v1/agent.proto\x12\tamtops.v1\x1a\x1aamtops/v1/activation.proto\x1a\x16amtops/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n" +
 	"\rEnrollRequest\x12'\n" +
 	"\x0fbootstrap_token\x18\x01 \x01(\tR\x0ebootstrapToken\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1d\n" +
@@ -2095,7 +2271,14 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x15SignDeviceCSRResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x1b\n" +
 	"\tchain_der\x18\x02 \x03(\fR\bchainDer\x12\x16\n" +
-	"\x06serial\x18\x03 \x01(\tR\x06serial\"\xfa\x04\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\"\x9c\x01\n" +
+	"\x17SignProvisioningRequest\x12)\n" +
+	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\x12,\n" +
+	"\x04hash\x18\x03 \x01(\x0e2\x18.amtops.v1.SignatureHashR\x04hash\x12\x10\n" +
+	"\x03pss\x18\x04 \x01(\bR\x03pss\"8\n" +
+	"\x18SignProvisioningResponse\x12\x1c\n" +
+	"\tsignature\x18\x01 \x01(\fR\tsignature\"\xb1\x05\n" +
 	"\tPhase2Job\x12)\n" +
 	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x1b\n" +
@@ -2111,7 +2294,10 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\bkerberos\x18\v \x01(\v2\x13.amtops.v1.KerberosR\bkerberos\x125\n" +
 	"\bnetworks\x18\f \x03(\v2\x19.amtops.v1.NetworkProfileR\bnetworks\x120\n" +
 	"\x06update\x18\r \x01(\v2\x18.amtops.v1.UpdateOptionsR\x06update\x126\n" +
-	"\bdiscover\x18\x0e \x01(\v2\x1a.amtops.v1.DiscoverOptionsR\bdiscover\"M\n" +
+	"\bdiscover\x18\x0e \x01(\v2\x1a.amtops.v1.DiscoverOptionsR\bdiscover\x125\n" +
+	"\n" +
+	"activation\x18\x0f \x01(\v2\x15.amtops.v1.ActivationR\n" +
+	"activation\"M\n" +
 	"\x06Target\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x1b\n" +
 	"\thost_name\x18\x02 \x01(\tR\bhostName\x12\x16\n" +
@@ -2216,7 +2402,13 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	" \x01(\tR\x06domain\"M\n" +
 	"\x17ReportDiscoveryResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\x05R\acreated\x12\x18\n" +
-	"\aupdated\x18\x02 \x01(\x05R\aupdated2\xd8\x04\n" +
+	"\aupdated\x18\x02 \x01(\x05R\aupdated*\x99\x01\n" +
+	"\rSignatureHash\x12\x1e\n" +
+	"\x1aSIGNATURE_HASH_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15SIGNATURE_HASH_SHA256\x10\x01\x12\x19\n" +
+	"\x15SIGNATURE_HASH_SHA384\x10\x02\x12\x19\n" +
+	"\x15SIGNATURE_HASH_SHA512\x10\x03\x12\x17\n" +
+	"\x13SIGNATURE_HASH_SHA1\x10\x042\x86\x06\n" +
 	"\fAgentService\x12=\n" +
 	"\x06Enroll\x12\x18.amtops.v1.EnrollRequest\x1a\x19.amtops.v1.EnrollResponse\x12;\n" +
 	"\x05Renew\x12\x17.amtops.v1.RenewRequest\x1a\x19.amtops.v1.EnrollResponse\x12:\n" +
@@ -2225,7 +2417,9 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x0eReportProgress\x12 .amtops.v1.ReportProgressRequest\x1a!.amtops.v1.ReportProgressResponse\x12R\n" +
 	"\rSignDeviceCSR\x12\x1f.amtops.v1.SignDeviceCSRRequest\x1a .amtops.v1.SignDeviceCSRResponse\x12C\n" +
 	"\bComplete\x12\x1a.amtops.v1.CompleteRequest\x1a\x1b.amtops.v1.CompleteResponse\x12X\n" +
-	"\x0fReportDiscovery\x12!.amtops.v1.ReportDiscoveryRequest\x1a\".amtops.v1.ReportDiscoveryResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
+	"\x0fReportDiscovery\x12!.amtops.v1.ReportDiscoveryRequest\x1a\".amtops.v1.ReportDiscoveryResponse\x12O\n" +
+	"\fReportHellos\x12\x1e.amtops.v1.ReportHellosRequest\x1a\x1f.amtops.v1.ReportHellosResponse\x12[\n" +
+	"\x10SignProvisioning\x12\".amtops.v1.SignProvisioningRequest\x1a#.amtops.v1.SignProvisioningResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
 
 var (
 	file_amtops_v1_agent_proto_rawDescOnce sync.Once
@@ -2239,92 +2433,105 @@ func file_amtops_v1_agent_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_agent_proto_rawDescData
 }
 
-var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_amtops_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_amtops_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_amtops_v1_agent_proto_goTypes = []any{
-	(NetworkProfile_Kind)(0),        // 0: amtops.v1.NetworkProfile.Kind
-	(*EnrollRequest)(nil),           // 1: amtops.v1.EnrollRequest
-	(*EnrollResponse)(nil),          // 2: amtops.v1.EnrollResponse
-	(*RenewRequest)(nil),            // 3: amtops.v1.RenewRequest
-	(*LeaseRequest)(nil),            // 4: amtops.v1.LeaseRequest
-	(*LeaseResponse)(nil),           // 5: amtops.v1.LeaseResponse
-	(*LeaseRef)(nil),                // 6: amtops.v1.LeaseRef
-	(*HeartbeatRequest)(nil),        // 7: amtops.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 8: amtops.v1.HeartbeatResponse
-	(*ReportProgressRequest)(nil),   // 9: amtops.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),  // 10: amtops.v1.ReportProgressResponse
-	(*SignDeviceCSRRequest)(nil),    // 11: amtops.v1.SignDeviceCSRRequest
-	(*SignDeviceCSRResponse)(nil),   // 12: amtops.v1.SignDeviceCSRResponse
-	(*Phase2Job)(nil),               // 13: amtops.v1.Phase2Job
-	(*Target)(nil),                  // 14: amtops.v1.Target
-	(*Credentials)(nil),             // 15: amtops.v1.Credentials
-	(*TLSMaterial)(nil),             // 16: amtops.v1.TLSMaterial
-	(*Settings)(nil),                // 17: amtops.v1.Settings
-	(*Kerberos)(nil),                // 18: amtops.v1.Kerberos
-	(*KerberosACL)(nil),             // 19: amtops.v1.KerberosACL
-	(*NetworkProfile)(nil),          // 20: amtops.v1.NetworkProfile
-	(*UpdateOptions)(nil),           // 21: amtops.v1.UpdateOptions
-	(*DiscoverOptions)(nil),         // 22: amtops.v1.DiscoverOptions
-	(*CompleteRequest)(nil),         // 23: amtops.v1.CompleteRequest
-	(*DeviceFacts)(nil),             // 24: amtops.v1.DeviceFacts
-	(*CompleteResponse)(nil),        // 25: amtops.v1.CompleteResponse
-	(*ReportDiscoveryRequest)(nil),  // 26: amtops.v1.ReportDiscoveryRequest
-	(*DiscoveredDevice)(nil),        // 27: amtops.v1.DiscoveredDevice
-	(*ReportDiscoveryResponse)(nil), // 28: amtops.v1.ReportDiscoveryResponse
-	(*timestamppb.Timestamp)(nil),   // 29: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 30: google.protobuf.Duration
-	(*OperationEvent)(nil),          // 31: amtops.v1.OperationEvent
-	(JobKind)(0),                    // 32: amtops.v1.JobKind
-	(Link)(0),                       // 33: amtops.v1.Link
+	(SignatureHash)(0),               // 0: amtops.v1.SignatureHash
+	(NetworkProfile_Kind)(0),         // 1: amtops.v1.NetworkProfile.Kind
+	(*EnrollRequest)(nil),            // 2: amtops.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 3: amtops.v1.EnrollResponse
+	(*RenewRequest)(nil),             // 4: amtops.v1.RenewRequest
+	(*LeaseRequest)(nil),             // 5: amtops.v1.LeaseRequest
+	(*LeaseResponse)(nil),            // 6: amtops.v1.LeaseResponse
+	(*LeaseRef)(nil),                 // 7: amtops.v1.LeaseRef
+	(*HeartbeatRequest)(nil),         // 8: amtops.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 9: amtops.v1.HeartbeatResponse
+	(*ReportProgressRequest)(nil),    // 10: amtops.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),   // 11: amtops.v1.ReportProgressResponse
+	(*SignDeviceCSRRequest)(nil),     // 12: amtops.v1.SignDeviceCSRRequest
+	(*SignDeviceCSRResponse)(nil),    // 13: amtops.v1.SignDeviceCSRResponse
+	(*SignProvisioningRequest)(nil),  // 14: amtops.v1.SignProvisioningRequest
+	(*SignProvisioningResponse)(nil), // 15: amtops.v1.SignProvisioningResponse
+	(*Phase2Job)(nil),                // 16: amtops.v1.Phase2Job
+	(*Target)(nil),                   // 17: amtops.v1.Target
+	(*Credentials)(nil),              // 18: amtops.v1.Credentials
+	(*TLSMaterial)(nil),              // 19: amtops.v1.TLSMaterial
+	(*Settings)(nil),                 // 20: amtops.v1.Settings
+	(*Kerberos)(nil),                 // 21: amtops.v1.Kerberos
+	(*KerberosACL)(nil),              // 22: amtops.v1.KerberosACL
+	(*NetworkProfile)(nil),           // 23: amtops.v1.NetworkProfile
+	(*UpdateOptions)(nil),            // 24: amtops.v1.UpdateOptions
+	(*DiscoverOptions)(nil),          // 25: amtops.v1.DiscoverOptions
+	(*CompleteRequest)(nil),          // 26: amtops.v1.CompleteRequest
+	(*DeviceFacts)(nil),              // 27: amtops.v1.DeviceFacts
+	(*CompleteResponse)(nil),         // 28: amtops.v1.CompleteResponse
+	(*ReportDiscoveryRequest)(nil),   // 29: amtops.v1.ReportDiscoveryRequest
+	(*DiscoveredDevice)(nil),         // 30: amtops.v1.DiscoveredDevice
+	(*ReportDiscoveryResponse)(nil),  // 31: amtops.v1.ReportDiscoveryResponse
+	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
+	(*OperationEvent)(nil),           // 34: amtops.v1.OperationEvent
+	(JobKind)(0),                     // 35: amtops.v1.JobKind
+	(*Activation)(nil),               // 36: amtops.v1.Activation
+	(Link)(0),                        // 37: amtops.v1.Link
+	(*ReportHellosRequest)(nil),      // 38: amtops.v1.ReportHellosRequest
+	(*ReportHellosResponse)(nil),     // 39: amtops.v1.ReportHellosResponse
 }
 var file_amtops_v1_agent_proto_depIdxs = []int32{
-	29, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	30, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	13, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
-	30, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
-	6,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
-	6,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
-	31, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
-	6,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
-	6,  // 8: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
-	32, // 9: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
-	29, // 10: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
-	14, // 11: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
-	15, // 12: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
-	16, // 13: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
-	17, // 14: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
-	18, // 15: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
-	20, // 16: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
-	21, // 17: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
-	22, // 18: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
-	19, // 19: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
-	0,  // 20: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
-	6,  // 21: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
-	24, // 22: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
-	33, // 23: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
-	27, // 24: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
-	24, // 25: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
-	1,  // 26: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
-	3,  // 27: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
-	4,  // 28: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
-	7,  // 29: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
-	9,  // 30: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
-	11, // 31: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
-	23, // 32: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
-	26, // 33: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
-	2,  // 34: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
-	2,  // 35: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
-	5,  // 36: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
-	8,  // 37: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
-	10, // 38: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
-	12, // 39: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
-	25, // 40: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
-	28, // 41: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	32, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	33, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	16, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
+	33, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
+	7,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
+	7,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
+	34, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
+	7,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
+	7,  // 8: amtops.v1.SignProvisioningRequest.lease:type_name -> amtops.v1.LeaseRef
+	0,  // 9: amtops.v1.SignProvisioningRequest.hash:type_name -> amtops.v1.SignatureHash
+	7,  // 10: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
+	35, // 11: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
+	32, // 12: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
+	17, // 13: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
+	18, // 14: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
+	19, // 15: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
+	20, // 16: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
+	21, // 17: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
+	23, // 18: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
+	24, // 19: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
+	25, // 20: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
+	36, // 21: amtops.v1.Phase2Job.activation:type_name -> amtops.v1.Activation
+	22, // 22: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
+	1,  // 23: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
+	7,  // 24: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
+	27, // 25: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
+	37, // 26: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
+	30, // 27: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
+	27, // 28: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
+	2,  // 29: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
+	4,  // 30: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
+	5,  // 31: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
+	8,  // 32: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
+	10, // 33: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
+	12, // 34: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
+	26, // 35: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
+	29, // 36: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
+	38, // 37: amtops.v1.AgentService.ReportHellos:input_type -> amtops.v1.ReportHellosRequest
+	14, // 38: amtops.v1.AgentService.SignProvisioning:input_type -> amtops.v1.SignProvisioningRequest
+	3,  // 39: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
+	3,  // 40: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
+	6,  // 41: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
+	9,  // 42: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
+	11, // 43: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
+	13, // 44: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
+	28, // 45: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
+	31, // 46: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
+	39, // 47: amtops.v1.AgentService.ReportHellos:output_type -> amtops.v1.ReportHellosResponse
+	15, // 48: amtops.v1.AgentService.SignProvisioning:output_type -> amtops.v1.SignProvisioningResponse
+	39, // [39:49] is the sub-list for method output_type
+	29, // [29:39] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_agent_proto_init() }
@@ -2332,14 +2539,15 @@ func file_amtops_v1_agent_proto_init() {
 	if File_amtops_v1_agent_proto != nil {
 		return
 	}
+	file_amtops_v1_activation_proto_init()
 	file_amtops_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_agent_proto_rawDesc), len(file_amtops_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   28,
+			NumEnums:      2,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

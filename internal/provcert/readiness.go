@@ -19,16 +19,16 @@ type Reason string
 
 // Reasons, stable for logs, the API and `devices readiness`.
 const (
-	ReasonChain            Reason = "chain-broken"         // not leaf → … → self-signed root
-	ReasonWeakSignature    Reason = "weak-signature"       // a certificate signed with SHA-1 or MD5
-	ReasonNotYetValid      Reason = "not-yet-valid"        // a certificate's NotBefore is in the future
-	ReasonExpired          Reason = "expired"              // a certificate's NotAfter has passed
+	ReasonChain            Reason = "chain-broken"          // not leaf → … → self-signed root
+	ReasonWeakSignature    Reason = "weak-signature"        // a certificate signed with SHA-1 or MD5
+	ReasonNotYetValid      Reason = "not-yet-valid"         // a certificate's NotBefore is in the future
+	ReasonExpired          Reason = "expired"               // a certificate's NotAfter has passed
 	ReasonNoProvisioningID Reason = "no-provisioning-usage" // leaf has neither the AMT EKU nor the setup OU
-	ReasonNoServerAuth     Reason = "no-server-auth"       // leaf EKU lacks serverAuth (only with RequireServerAuth)
-	ReasonRootNotTrusted   Reason = "root-not-trusted"     // no root hash in the device's Hello matches
-	ReasonNoHashes         Reason = "no-trusted-hashes"    // the device's Hello listed no hashes
-	ReasonNoDomainSuffix   Reason = "no-domain-suffix"     // the device's trusted suffix is not configured
-	ReasonDomainMismatch   Reason = "domain-mismatch"      // leaf CN is outside the device's trusted suffix
+	ReasonNoServerAuth     Reason = "no-server-auth"        // leaf EKU lacks serverAuth (only with RequireServerAuth)
+	ReasonRootNotTrusted   Reason = "root-not-trusted"      // no root hash in the device's Hello matches
+	ReasonNoHashes         Reason = "no-trusted-hashes"     // the device's Hello listed no hashes
+	ReasonNoDomainSuffix   Reason = "no-domain-suffix"      // the device's trusted suffix is not configured
+	ReasonDomainMismatch   Reason = "domain-mismatch"       // leaf CN is outside the device's trusted suffix
 )
 
 // Problem is one reason with a message for a person.

@@ -222,12 +222,15 @@ func (l *Listener) serve(ctx context.Context, conn net.Conn) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
-	if err != nil || !l.authorised(ap.Addr().Unmap()) {
+	ta, ok := conn.RemoteAddr().(*net.TCPAddr)
+	addr := netip.Addr{}
+	if ok {
+		addr = ta.AddrPort().Addr().Unmap()
+	}
+	if !addr.IsValid() || !l.authorised(addr) {
 		l.c.foreign.Add(1)
 		return
 	}
-	addr := ap.Addr().Unmap()
 	l.c.accepted.Add(1)
 	log := l.cfg.Log.With().Str("addr", addr.String()).Logger()
 
@@ -267,8 +270,11 @@ func (l *Listener) serve(ctx context.Context, conn net.Conn) {
 	case l.queue <- Report{Addr: addr, Hello: h, At: now}:
 	default:
 		l.forget(seenKey{h.UUID, addr})
-		l.c.queueFull.Add(1)
-		log.Warn().Msg("hello queue full, dropped")
+		// A storm can overflow the queue thousands of times: log the first
+		// drop and every thousandth, the counter has the rest.
+		if n := l.c.queueFull.Add(1); n == 1 || n%1000 == 0 {
+			log.Warn().Int64("dropped", n).Msg("hello queue full, dropped")
+		}
 	}
 }
 

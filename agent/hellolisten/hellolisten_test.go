@@ -30,9 +30,17 @@ type recorder struct {
 	mu      sync.Mutex
 	calls   [][]Report
 	failing bool
+	gate    chan struct{} // when set, each call waits for it: a slow server
 }
 
-func (r *recorder) ReportHello(_ context.Context, reports []Report) error {
+func (r *recorder) ReportHello(ctx context.Context, reports []Report) error {
+	if r.gate != nil {
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failing {
@@ -283,6 +291,37 @@ func TestReportFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "retry reported", func() bool { return len(h.rec.all()) == 1 })
+}
+
+// A server slower than the devices: the queue bounds memory, drops are
+// counted, and a dropped device's next Hello is not taken for a duplicate.
+func TestQueueFull(t *testing.T) {
+	gate := make(chan struct{})
+	h := start(t, func(c *Config) {
+		c.QueueSize, c.BatchSize = 2, 1
+		c.Reporter.(*recorder).gate = gate
+	})
+	const n = 10
+	for i := 0; i < n; i++ {
+		if err := send(h.addr, device(200+i), helloBytes(t, 200+i, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 { // let the batcher take the first and block on the server
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	eventually(t, 5*time.Second, "all accepted", func() bool { return h.l.Stats().Accepted == n })
+	eventually(t, 5*time.Second, "drops counted", func() bool { return h.l.Stats().QueueFull == n-3 })
+	close(gate)
+	eventually(t, 5*time.Second, "queued ones reported", func() bool { return h.l.Stats().Reported == 3 })
+	dropped := device(200 + n - 1)
+	if err := send(h.addr, dropped, helloBytes(t, 200+n-1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "dropped device's retry reported", func() bool { return h.l.Stats().Reported == 4 })
+	if got := h.rec.all()[3].Addr; got != dropped {
+		t.Errorf("4th report from %s, want %s", got, dropped)
+	}
 }
 
 // Subnets are read per connection: a subnet the server withdraws stops

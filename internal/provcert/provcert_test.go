@@ -162,7 +162,10 @@ func TestCheck(t *testing.T) {
 		{name: "suffix must fall on a label", chain: good, dev: Device{Hashes: trusts, DomainSuffix: "mt.test"}, want: []Reason{ReasonDomainMismatch}},
 		{name: "suffix case and dot", chain: good, dev: Device{Hashes: trusts, DomainSuffix: "AMT.Test."}},
 		{name: "subdomain device, strict", chain: good, dev: Device{Hashes: trusts, DomainSuffix: "site.amt.test"}, want: []Reason{ReasonDomainMismatch}},
-		{name: "subdomain device, parent rule", chain: good, dev: Device{Hashes: trusts, DomainSuffix: "site.amt.test"}, opt: Options{ParentDomainMatch: true}},
+		{name: "subdomain device, registrable rule", chain: good, dev: Device{Hashes: trusts, DomainSuffix: "site.amt.test"},
+			opt: Options{DomainRule: DomainRegistrable, TLDLabels: map[string]int{"test": 2}}},
+		{name: "registrable rule, TLD not listed: CN taken whole", chain: good, dev: dev,
+			opt: Options{DomainRule: DomainRegistrable}, want: []Reason{ReasonDomainMismatch}},
 		{name: "no suffix configured", chain: good, dev: Device{Hashes: trusts}, want: []Reason{ReasonNoDomainSuffix}},
 		{name: "OU only", chain: chainOf(t, func(s *certSpec) { s.amtEKU = false }), dev: dev},
 		{name: "EKU only", chain: chainOf(t, func(s *certSpec) { s.subject.OrganizationalUnit = nil }), dev: dev},
@@ -221,27 +224,37 @@ func reasons(rs []Reason) []string {
 }
 
 func TestDomainMatches(t *testing.T) {
+	reg := Options{DomainRule: DomainRegistrable}
+	regUK := Options{DomainRule: DomainRegistrable, TLDLabels: map[string]int{"uk": 3, "com": 2}}
 	for _, tc := range []struct {
-		cn, suffix  string
-		strict, rel bool
+		cn, suffix string
+		opt        Options
+		want       bool
 	}{
-		{"prov.amt.test", "amt.test", true, true},
-		{"amt.test", "amt.test", true, true},
-		{"PROV.Amt.Test.", "amt.test", true, true},
-		{"prov.amt.test", "test", true, true},
-		{"prov.amt.test", "mt.test", false, false},
-		{"prov.evilamt.test", "amt.test", false, false},
-		{"prov.amt.test", "a.b.amt.test", false, true},
-		{"prov.amt.test", "other.test", false, false},
-		{"prov.test", "site.test", false, false}, // the parent "test" is a TLD: never enough
-		{"", "amt.test", false, false},
-		{"prov.amt.test", "", false, false},
+		{"prov.amt.test", "amt.test", Options{}, true},
+		{"amt.test", "amt.test", Options{}, true},
+		{"PROV.Amt.Test.", "amt.test", Options{}, true},
+		{"prov.amt.test", "test", Options{}, true},
+		{"prov.amt.test", "mt.test", Options{}, false},
+		{"prov.evilamt.test", "amt.test", Options{}, false},
+		{"prov.amt.test", "site.amt.test", Options{}, false},
+		{"*.amt.test", "amt.test", Options{}, true},
+		{"", "amt.test", Options{}, false},
+		{"prov.amt.test", "", Options{}, false},
+
+		{"prov.example.com", "example.com", reg, true},
+		{"prov.example.com", "site.example.com", reg, true},
+		{"prov.site.example.com", "other.example.com", reg, true}, // cut to example.com
+		{"prov.example.com", "example.net", reg, false},
+		{"prov.example.com", "badexample.com", reg, false},
+		{"*.example.com", "a.b.example.com", reg, true},
+		{"prov.amt.test", "amt.test", reg, false}, // TLD not listed: whole CN, the device is not below it
+		{"amt.test", "site.amt.test", reg, true},
+		{"prov.example.co.uk", "site.example.co.uk", regUK, true},
+		{"prov.example.co.uk", "other.co.uk", regUK, false},
 	} {
-		if got := DomainMatches(tc.cn, tc.suffix, false); got != tc.strict {
-			t.Errorf("DomainMatches(%q, %q, strict) = %v", tc.cn, tc.suffix, got)
-		}
-		if got := DomainMatches(tc.cn, tc.suffix, true); got != tc.rel {
-			t.Errorf("DomainMatches(%q, %q, parent) = %v", tc.cn, tc.suffix, got)
+		if got := DomainMatches(tc.cn, tc.suffix, tc.opt); got != tc.want {
+			t.Errorf("DomainMatches(%q, %q, rule %d) = %v, want %v", tc.cn, tc.suffix, tc.opt.DomainRule, got, tc.want)
 		}
 	}
 }

@@ -48,14 +48,32 @@ type Device struct {
 	DomainSuffix string
 }
 
+// DomainRule is how the leaf's CN is compared with the device's trusted
+// DNS suffix. Sources differ; see each rule.
+type DomainRule int
+
+const (
+	// DomainSuffix: the CN equals the suffix or ends in "." + suffix
+	// (AMT-WSMAN.md; Intel: "the domain suffix in the leaf certificate must
+	// match the domain suffix of the DNS entry associated with the host").
+	DomainSuffix DomainRule = iota
+	// DomainRegistrable: the CN (less a leading "*.") is cut to its last n
+	// labels, n = TLDLabels[its top-level domain], or kept whole for a TLD not
+	// listed; the device suffix must equal it or lie below it. This is how
+	// MeshCentral (certoperations.js, checkAcmActivationCertName) models the
+	// firmware relaxation Intel describes for AMT 2.6+ (".com/.net: only the
+	// last two fields of the CN") and 4.1/5.1+ (third-level domains).
+	DomainRegistrable
+)
+
+// DefaultTLDLabels is the part of DomainRegistrable Intel states itself.
+var DefaultTLDLabels = map[string]int{"com": 2, "net": 2}
+
 // Options select firmware rules that differ between sources.
 type Options struct {
-	// ParentDomainMatch also accepts a leaf whose CN's parent domain (the CN
-	// without its first label, at least two labels) equals the device suffix
-	// or is a parent of it: provisioning "prov.example.com" for a device on
-	// "site.example.com". Intel describes this relaxation since AMT 2.6 for
-	// .com/.net names; off by default, where the CN must end in the suffix.
-	ParentDomainMatch bool
+	DomainRule DomainRule
+	// TLDLabels for DomainRegistrable; nil means DefaultTLDLabels.
+	TLDLabels map[string]int
 	// RequireServerAuth reports a leaf whose EKU list lacks serverAuth;
 	// Intel's reference guide says the EKU "must contain" it besides the AMT
 	// OID, but devices are reported to accept the AMT OID alone.
@@ -119,7 +137,7 @@ func (c Chain) Check(d Device, now time.Time, opt Options) Readiness {
 	switch cn := normName(leaf.Subject.CommonName); {
 	case suffix == "":
 		add(ReasonNoDomainSuffix, "the device's trusted domain suffix is not configured (set it for its subnet: the DHCP option 15 value or the MEBx PKI DNS suffix)")
-	case !DomainMatches(cn, suffix, opt.ParentDomainMatch):
+	case !DomainMatches(cn, suffix, opt):
 		add(ReasonDomainMismatch, "leaf CN %q is not in the device's trusted domain %q", cn, suffix)
 	}
 	return r
@@ -187,25 +205,24 @@ func (c Chain) matchRoot(trusted []hello.Hash) *hello.Hash {
 
 func normName(s string) string { return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), ".")) }
 
-// DomainMatches applies the device's domain rule to a leaf CN and the
-// device's trusted suffix (both compared case-insensitively, on label
-// boundaries): the CN equals the suffix or ends in "." + suffix; with
-// parent, the CN's parent domain may also equal the suffix or be a parent
-// of it.
-func DomainMatches(cn, suffix string, parent bool) bool {
+// DomainMatches applies opt's domain rule to a leaf CN and the device's
+// trusted suffix, case-insensitively and on label boundaries.
+func DomainMatches(cn, suffix string, opt Options) bool {
 	cn, suffix = normName(cn), normName(suffix)
 	if cn == "" || suffix == "" {
 		return false
 	}
-	if cn == suffix || strings.HasSuffix(cn, "."+suffix) {
-		return true
+	if opt.DomainRule != DomainRegistrable {
+		return cn == suffix || strings.HasSuffix(cn, "."+suffix)
 	}
-	if !parent {
-		return false
+	labels := strings.Split(strings.TrimPrefix(cn, "*."), ".")
+	tlds := opt.TLDLabels
+	if tlds == nil {
+		tlds = DefaultTLDLabels
 	}
-	_, p, ok := strings.Cut(cn, ".")
-	if !ok || !strings.Contains(p, ".") {
-		return false
+	if n := tlds[labels[len(labels)-1]]; n > 0 && len(labels) > n {
+		labels = labels[len(labels)-n:]
 	}
-	return suffix == p || strings.HasSuffix(suffix, "."+p)
+	d := strings.Join(labels, ".")
+	return suffix == d || strings.HasSuffix(suffix, "."+d)
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/domain"
@@ -71,7 +73,8 @@ type Config struct {
 	PollInterval time.Duration
 	// Dial, when set, makes every connection (tests, proxies).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Now is the clock the device's time is set from; default time.Now.
+	// Now is the clock the device's time is set from and commit deadlines
+	// are measured on; default time.Now.
 	Now func() time.Time
 	// SignCSR has the site sign a CSR the device generated (key_on_device):
 	// it returns the leaf, the chain (intermediates then root) and the
@@ -197,6 +200,8 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 // permanent decides retry versus give-up. Our own cancellation (agent
 // stopping, lease lost) is not the device's fault: another attempt may
 // finish the job, so it is transient here although wsman calls it final.
+// So is a site that cannot answer right now (SignCSR during a server
+// restart or overload).
 func permanent(ctx context.Context, err error) bool {
 	var te transientError
 	switch {
@@ -204,9 +209,25 @@ func permanent(ctx context.Context, err error) bool {
 		return false
 	case errors.As(err, &te):
 		return false
+	case siteBusy(err):
+		return false
 	default:
 		return !wsman.Retryable(err)
 	}
+}
+
+// siteBusy reports a gRPC error from the site that a later call may get
+// past.
+func siteBusy(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
 }
 
 func (r *job) validate() error {

@@ -133,7 +133,7 @@ func (r *job) tlsStage(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	committed := time.Now()
+	committed := r.e.cfg.Now()
 	if err := r.commit(ctx); err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func (r *job) verifyTLS(ctx context.Context, leaf []byte, committed time.Time) (
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
-		if time.Now().Add(r.e.cfg.PollInterval).After(deadline) {
+		if r.e.cfg.Now().Add(r.e.cfg.PollInterval).After(deadline) {
 			return "", transientError{fmt.Errorf("TLS port not serving the installed certificate within %s: %w", r.e.cfg.CommitDeadline, lastErr)}
 		}
 		if err := sleep(ctx, r.e.cfg.PollInterval); err != nil {

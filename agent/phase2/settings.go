@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/wsman"
@@ -52,7 +51,7 @@ func (r *job) settingsStage(ctx context.Context, skipWiFi bool) error {
 	// Make the settings durable (the firmware drops uncommitted changes on
 	// a reset), then wait until the device is back so the next job finds
 	// it answering.
-	committed := time.Now()
+	committed := r.e.cfg.Now()
 	if err := r.commit(ctx); err != nil {
 		return err
 	}

@@ -158,6 +158,52 @@ type job struct {
 	failed string
 	// oldPassword is the admin password before this attempt changed it.
 	oldPassword string
+	// leaf and chain are the TLS material being installed (the job's, or
+	// the site's signature of a key made on the device); certID is the
+	// leaf's handle on the device once installed.
+	leaf   []byte
+	chain  [][]byte
+	certID string
+	// tlsServed caches whether the device already served our leaf when
+	// the TLS stage began (nil: not checked yet).
+	tlsServed *bool
+	// committed is when the last CommitChanges was sent (Config.Now).
+	committed time.Time
+	// link is the device's link as update detected it.
+	link amtopsv1.Link
+}
+
+// step is one reported unit of a flow. A flow is a table of steps run in
+// order by runSteps; the order is written once, in the table.
+type step struct {
+	name string
+	// run does the work and returns a detail for the log (no secrets).
+	// It may return skipped{…} when it finds nothing to do. A nil run
+	// means the step is not part of this job and is not reported.
+	run func(ctx context.Context) (string, error)
+	// skip, when set, says why the step need not run ("already done",
+	// "nothing configured"); "" runs it. A skipped step is reported once,
+	// as skipped.
+	skip func(ctx context.Context) string
+}
+
+// runSteps runs steps in order and stops at the first failure.
+func (r *job) runSteps(ctx context.Context, steps []step) error {
+	for _, s := range steps {
+		if s.run == nil {
+			continue
+		}
+		if s.skip != nil {
+			if why := s.skip(ctx); why != "" {
+				r.rep.Step(ctx, s.name, domain.OutcomeSkipped, why)
+				continue
+			}
+		}
+		if err := r.step(ctx, s.name, func() (string, error) { return s.run(ctx) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Run executes job against job.Target.Ip and reports each step to rep.
@@ -175,9 +221,9 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 		case amtopsv1.JobKind_JOB_KIND_PROVISION:
 			err = r.provision(ctx)
 		case amtopsv1.JobKind_JOB_KIND_UPDATE:
-			err = r.update(ctx)
+			err = r.runSteps(ctx, r.updateSteps())
 		case amtopsv1.JobKind_JOB_KIND_REMOVE_CONFIG, amtopsv1.JobKind_JOB_KIND_REMOVE_ALL:
-			err = r.remove(ctx)
+			err = r.runSteps(ctx, r.removeSteps())
 		default:
 			err = fmt.Errorf("phase2: kind %s is not a phase-2 device job", j.GetKind())
 		}
@@ -291,9 +337,16 @@ func (r *job) fqdn() string {
 	return t.GetHostName() + "." + t.GetDomain()
 }
 
-// identity reads UUID, version and provisioning state into the facts.
-func (r *job) identity(ctx context.Context) error {
-	return r.step(ctx, StepIdentity, func() (string, error) {
+// connectStep finds a transport and password the device accepts;
+// tlsFirst orders the transports (a provisioned device normally has HTTP
+// closed).
+func (r *job) connectStep(tlsFirst bool) step {
+	return step{name: StepConnect, run: func(ctx context.Context) (string, error) { return r.connect(ctx, tlsFirst) }}
+}
+
+// identityStep reads UUID, version and provisioning state into the facts.
+func (r *job) identityStep() step {
+	return step{name: StepIdentity, run: func(ctx context.Context) (string, error) {
 		id, err := r.dev.Identity(ctx)
 		if err != nil {
 			return "", err
@@ -302,7 +355,7 @@ func (r *job) identity(ctx context.Context) error {
 		r.facts.Uuid, r.facts.AmtVersion = id.UUID, id.Version
 		r.facts.ProvisioningState = int32(id.ProvisioningState)
 		return fmt.Sprintf("uuid %s, AMT %s, provisioning state %d", id.UUID, id.Version, id.ProvisioningState), nil
-	})
+	}}
 }
 
 // sleep waits d or until ctx is done.

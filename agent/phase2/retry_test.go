@@ -98,3 +98,32 @@ func TestCommitDeadlineUsesInjectedClock(t *testing.T) {
 		t.Errorf("a TLS port not answering in time is permanent: %v", res.Err)
 	}
 }
+
+// A re-run on a device that already serves our leaf reports the TLS stage
+// as already done, step by step in the stage's order, sets the clock and
+// still runs the settings stage.
+func TestRerunSkipsDoneTLSStage(t *testing.T) {
+	sim := startSim(t, 1, nil)
+	c := newCA(t)
+	job := provisionJob(t, c, sim.Addrs()[0], "rerun")
+	mustRun(t, newExecutor(sim), job)
+	rec := &recorder{}
+	if res := newExecutor(sim).Run(context.Background(), job, rec); res.Err != nil {
+		t.Fatalf("re-run: step %s: %v", res.ErrorStep, res.Err)
+	}
+	var got []string
+	for _, e := range rec.events {
+		if !strings.Contains(e, " started") {
+			got = append(got, strings.SplitN(e, " ", 3)[0]+" "+strings.SplitN(e, " ", 3)[1])
+		}
+	}
+	want := []string{"connect ok", "identity ok",
+		"install-root skipped", "install-key skipped", "install-cert skipped", "set-fqdn skipped", "sync-clock ok",
+		"enable-tls skipped", "commit skipped", "verify-tls skipped", "reconnect skipped",
+		"redirection ok", "kvm ok", "ping ok", "web-ui ok", "power ok", "admin-password skipped", "remove-users ok",
+		"kerberos ok", "kerberos-acl ok", "network-profiles skipped", "commit ok", "verify-tls ok", "verify-settings ok",
+		"detect-link ok"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("re-run events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -102,8 +102,11 @@ type Agent struct {
 	client   pb.AgentServiceClient
 }
 
+// heldJob is one attempt at a leased job: held maps a job ID to its
+// latest attempt only.
 type heldJob struct {
 	ref    *pb.LeaseRef
+	ctx    context.Context // the attempt's; its cause says why it stopped
 	cancel context.CancelCauseFunc
 	rep    *reporter
 }
@@ -276,15 +279,35 @@ func (a *Agent) leaseLoop(ctx, jobsCtx context.Context, jobs *errgroup.Group) {
 		a.inflight += len(resp.GetJobs())
 		a.mu.Unlock()
 		for _, j := range resp.GetJobs() {
-			jobs.Go(func() error { a.runJob(jobsCtx, j); return nil })
+			h := a.hold(jobsCtx, j)
+			jobs.Go(func() error { a.runJob(jobsCtx, j, h); return nil })
 		}
 	}
 }
 
-func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
+// hold records a newly leased job for heartbeats, in lease order. The
+// server leases a job again only once the earlier lease is gone: an
+// attempt of this agent still holding it is stale (the agent was frozen
+// or cut off past the TTL) and stops now, before it works the device
+// against the new attempt.
+func (a *Agent) hold(jobsCtx context.Context, job *pb.Phase2Job) *heldJob {
 	ref := job.GetLease()
+	ctx, cancel := context.WithCancelCause(jobsCtx)
+	h := &heldJob{ref: ref, ctx: ctx, cancel: cancel, rep: &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}}
+	a.mu.Lock()
+	old := a.held[ref.GetJobId()]
+	a.held[ref.GetJobId()] = h
+	a.mu.Unlock()
+	if old != nil {
+		a.log.Warn().Str("job", ref.GetJobId()).Msg("job leased again: stale attempt stopped")
+		old.cancel(errLeaseLost)
+	}
+	return h
+}
+
+func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
+	ref, rep, cctx := h.ref, h.rep, h.ctx
 	log := a.log.With().Str("job", ref.GetJobId()).Str("device", job.GetDeviceId()).Logger()
-	cctx, cancel := context.WithCancelCause(jobsCtx)
 	discover := job.GetKind() == pb.JobKind_JOB_KIND_DISCOVER
 	ctx, cancelT := context.WithTimeout(cctx, a.cfg.DeviceDeadline)
 	if discover {
@@ -294,15 +317,14 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
 		cancelT()
 		ctx, cancelT = context.WithCancel(cctx)
 	}
-	rep := &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}
-	a.mu.Lock()
-	a.held[ref.GetJobId()] = &heldJob{ref: ref, cancel: cancel, rep: rep}
-	a.mu.Unlock()
 	defer func() {
 		cancelT()
-		cancel(nil)
+		h.cancel(nil)
 		a.mu.Lock()
-		delete(a.held, ref.GetJobId())
+		// A stale attempt ending late must not drop the newer one.
+		if a.held[ref.GetJobId()] == h {
+			delete(a.held, ref.GetJobId())
+		}
 		a.inflight--
 		a.mu.Unlock()
 		select {

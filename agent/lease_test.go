@@ -26,7 +26,7 @@ import (
 
 // leaseTTL is short so that a lease the agent fails to extend is reaped
 // within the test.
-const leaseTTL = time.Second
+const leaseTTL = 1500 * time.Millisecond
 
 // funcExecutor runs each attempt through run and counts attempts per job.
 type funcExecutor struct {
@@ -138,7 +138,7 @@ func TestLeaseOutlivesTTL(t *testing.T) {
 			f := &faults{}
 			f.hangProgress.Store(tc.hangProgress)
 			ex := &funcExecutor{runs: map[string]int{}, run: func(ctx context.Context, _ int, _ *pb.Phase2Job, rep phase2.Reporter) phase2.Result {
-				return work(ctx, rep, 4*leaseTTL)
+				return work(ctx, rep, 3*leaseTTL)
 			}}
 			startAgent(t, s, ex, f)
 			id := s.Job(t, "long", "10.1.0.0/24", "10.1.0.20", domain.KindProvision)
@@ -183,7 +183,7 @@ func TestStaleAttemptYieldsToNewLease(t *testing.T) {
 		case 2:
 			f.failHeartbeat.Store(false)
 			close(second)
-			return work(ctx, rep, 5*leaseTTL)
+			return work(ctx, rep, 4*leaseTTL)
 		}
 		return phase2.Result{Err: context.Canceled, ErrorStep: "third attempt"}
 	}

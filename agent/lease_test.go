@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/amtops/amtops/agent"
 	"github.com/amtops/amtops/agent/phase2"
-	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
@@ -88,13 +85,7 @@ func leaseServer(t *testing.T) *apitest.Server {
 // test ends.
 func startAgent(t *testing.T, s *apitest.Server, ex agent.Executor, f *faults) {
 	t.Helper()
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.DefaultAgent()
-	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg := agentConfig(t, s)
 	cfg.Concurrency, cfg.LongPoll = 4, 200*time.Millisecond
 	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(ex),
 		agent.WithBootstrapToken(s.Token(t, "10.1.0.0/24")), agent.WithBackoff(10*time.Millisecond, 100*time.Millisecond),
@@ -102,10 +93,7 @@ func startAgent(t *testing.T, s *apitest.Server, ex agent.Executor, f *faults) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	runUntilEnd(t, a)
 }
 
 // succeeded waits until batch has one success and no failure.

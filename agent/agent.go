@@ -70,6 +70,12 @@ func WithBackoff(lo, hi time.Duration) Option {
 // context ends; default 30s.
 func WithShutdownGrace(d time.Duration) Option { return func(a *Agent) { a.grace = d } }
 
+// WithDialOptions adds options to the agent's connection to the server
+// (interceptors, keepalive).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(a *Agent) { a.dialOpts = append(a.dialOpts, opts...) }
+}
+
 // Agent is one running agent.
 type Agent struct {
 	cfg        Config
@@ -82,20 +88,25 @@ type Agent struct {
 	grace      time.Duration
 	roots      *x509.CertPool
 	serverName string
+	dialOpts   []grpc.DialOption
 
 	mu       sync.Mutex
 	cert     *tls.Certificate
 	agentID  string
 	subnets  []netip.Prefix // authorised, as last told by the server
 	ttl      time.Duration
+	ttlSet   chan struct{} // a shorter ttl: re-arm the heartbeat timer
 	held     map[string]*heldJob
 	inflight int
 	freed    chan struct{}
 	client   pb.AgentServiceClient
 }
 
+// heldJob is one attempt at a leased job: held maps a job ID to its
+// latest attempt only.
 type heldJob struct {
 	ref    *pb.LeaseRef
+	ctx    context.Context // the attempt's; its cause says why it stopped
 	cancel context.CancelCauseFunc
 	rep    *reporter
 }
@@ -135,7 +146,7 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log, roots: roots, serverName: name, backoffMin: 250 * time.Millisecond,
 		backoffMax: 30 * time.Second, grace: 30 * time.Second, ttl: 30 * time.Second,
-		held: map[string]*heldJob{}, freed: make(chan struct{}, 1)}
+		held: map[string]*heldJob{}, freed: make(chan struct{}, 1), ttlSet: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(a)
 	}
@@ -171,7 +182,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer a.mu.Unlock()
 			return a.cert, nil
 		}}
-	conn, err := grpc.NewClient(a.cfg.Server, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	conn, err := grpc.NewClient(a.cfg.Server, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}, a.dialOpts...)...)
 	if err != nil {
 		return fmt.Errorf("agent: dial %s: %w", a.cfg.Server, err)
 	}
@@ -182,6 +193,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bg errgroup.Group
 	bg.Go(func() error { a.heartbeatLoop(bgCtx); return nil })
+	bg.Go(func() error { a.progressLoop(bgCtx); return nil })
 	bg.Go(func() error { a.renewLoop(bgCtx); return nil })
 	// Sweeps stop with ctx: a half-done sweep is simply redone.
 	bg.Go(func() error { a.sweepLoop(ctx); return nil })
@@ -255,21 +267,47 @@ func (a *Agent) leaseLoop(ctx, jobsCtx context.Context, jobs *errgroup.Group) {
 		}
 		fails = 0
 		a.mu.Lock()
-		if ttl := resp.GetLeaseTtl().AsDuration(); ttl > 0 {
+		if ttl := resp.GetLeaseTtl().AsDuration(); ttl > 0 && ttl != a.ttl {
+			if ttl < a.ttl {
+				select {
+				case a.ttlSet <- struct{}{}:
+				default:
+				}
+			}
 			a.ttl = ttl
 		}
 		a.inflight += len(resp.GetJobs())
 		a.mu.Unlock()
 		for _, j := range resp.GetJobs() {
-			jobs.Go(func() error { a.runJob(jobsCtx, j); return nil })
+			h := a.hold(jobsCtx, j)
+			jobs.Go(func() error { a.runJob(jobsCtx, j, h); return nil })
 		}
 	}
 }
 
-func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
+// hold records a newly leased job for heartbeats, in lease order. The
+// server leases a job again only once the earlier lease is gone: an
+// attempt of this agent still holding it is stale (the agent was frozen
+// or cut off past the TTL) and stops now, before it works the device
+// against the new attempt.
+func (a *Agent) hold(jobsCtx context.Context, job *pb.Phase2Job) *heldJob {
 	ref := job.GetLease()
+	ctx, cancel := context.WithCancelCause(jobsCtx)
+	h := &heldJob{ref: ref, ctx: ctx, cancel: cancel, rep: &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}}
+	a.mu.Lock()
+	old := a.held[ref.GetJobId()]
+	a.held[ref.GetJobId()] = h
+	a.mu.Unlock()
+	if old != nil {
+		a.log.Warn().Str("job", ref.GetJobId()).Msg("job leased again: stale attempt stopped")
+		old.cancel(errLeaseLost)
+	}
+	return h
+}
+
+func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
+	ref, rep, cctx := h.ref, h.rep, h.ctx
 	log := a.log.With().Str("job", ref.GetJobId()).Str("device", job.GetDeviceId()).Logger()
-	cctx, cancel := context.WithCancelCause(jobsCtx)
 	discover := job.GetKind() == pb.JobKind_JOB_KIND_DISCOVER
 	ctx, cancelT := context.WithTimeout(cctx, a.cfg.DeviceDeadline)
 	if discover {
@@ -279,15 +317,14 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job) {
 		cancelT()
 		ctx, cancelT = context.WithCancel(cctx)
 	}
-	rep := &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}
-	a.mu.Lock()
-	a.held[ref.GetJobId()] = &heldJob{ref: ref, cancel: cancel, rep: rep}
-	a.mu.Unlock()
 	defer func() {
 		cancelT()
-		cancel(nil)
+		h.cancel(nil)
 		a.mu.Lock()
-		delete(a.held, ref.GetJobId())
+		// A stale attempt ending late must not drop the newer one.
+		if a.held[ref.GetJobId()] == h {
+			delete(a.held, ref.GetJobId())
+		}
 		a.inflight--
 		a.mu.Unlock()
 		select {
@@ -351,21 +388,43 @@ func (a *Agent) signDeviceCSR(ctx context.Context, csr []byte) ([]byte, [][]byte
 	return resp.GetCertificateDer(), resp.GetChainDer(), resp.GetSerial(), nil
 }
 
+// flush sends rep's buffered events, one call per job at a time so they
+// arrive in order. The call is bounded by a heartbeat interval (at most
+// 5 s): progress is worth less than the lease and the completion.
 func (a *Agent) flush(ctx context.Context, ref *pb.LeaseRef, rep *reporter) {
+	rep.sending.Lock()
+	defer rep.sending.Unlock()
 	evs := rep.take()
 	if len(evs) == 0 {
 		return
 	}
-	if _, err := a.client.ReportProgress(ctx, &pb.ReportProgressRequest{Lease: ref, Events: evs}); err != nil {
-		a.log.Warn().Str("job", ref.GetJobId()).Err(err).Msg("report progress failed")
+	a.mu.Lock()
+	limit := min(a.ttl/3, 5*time.Second)
+	a.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if _, err := a.client.ReportProgress(cctx, &pb.ReportProgressRequest{Lease: ref, Events: evs}); err != nil {
+		a.log.Warn().Str("job", ref.GetJobId()).Int("events", len(evs)).Err(err).Msg("report progress failed")
 	}
 }
 
-func (a *Agent) heartbeatLoop(ctx context.Context) {
+// progressLoop flushes every held job's events, concurrently, every third
+// of the lease TTL. It is apart from the heartbeat so that a slow or hung
+// progress call never delays lease extension.
+func (a *Agent) progressLoop(ctx context.Context) {
 	for {
 		a.mu.Lock()
 		every := a.ttl / 3
+		held := make([]*heldJob, 0, len(a.held))
+		for _, h := range a.held {
+			held = append(held, h)
+		}
 		a.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, h := range held {
+			wg.Go(func() { a.flush(ctx, h.ref, h.rep) })
+		}
+		wg.Wait()
 		t := time.NewTimer(every)
 		select {
 		case <-ctx.Done():
@@ -373,6 +432,30 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// heartbeatLoop extends the held leases every third of the lease TTL. The
+// TTL starts at a default and is learnt from Lease responses: a shorter
+// one re-arms the timer at once, or the first leases would expire before
+// their first heartbeat.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	last := time.Now()
+	for {
+		a.mu.Lock()
+		every := a.ttl / 3
+		a.mu.Unlock()
+		t := time.NewTimer(time.Until(last.Add(every)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-a.ttlSet:
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		last = time.Now()
 		a.heartbeat(ctx)
 	}
 }
@@ -388,7 +471,6 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency)}
 	byID := map[string]*heldJob{}
 	for _, h := range held {
-		a.flush(ctx, h.ref, h.rep)
 		req.Leases = append(req.Leases, h.ref)
 		byID[h.ref.GetJobId()] = h
 	}

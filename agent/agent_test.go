@@ -236,6 +236,21 @@ func TestCertificateRenewedBeforeExpiry(t *testing.T) {
 // until the test ends.
 func runAgent(t *testing.T, s *apitest.Server, subnets ...string) (*agent.Agent, config.Agent) {
 	t.Helper()
+	cfg := agentConfig(t, s)
+	cfg.LongPoll = 200 * time.Millisecond
+	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(&fakeExecutor{ran: map[string]int{}}),
+		agent.WithBootstrapToken(s.Token(t, subnets...)), agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilEnd(t, a)
+	return a, cfg
+}
+
+// agentConfig is the default agent configuration for s, with the server's
+// CA and a private state directory.
+func agentConfig(t *testing.T, s *apitest.Server) config.Agent {
+	t.Helper()
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
@@ -243,15 +258,20 @@ func runAgent(t *testing.T, s *apitest.Server, subnets ...string) (*agent.Agent,
 	}
 	cfg := config.DefaultAgent()
 	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
-	cfg.LongPoll = 200 * time.Millisecond
-	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(&fakeExecutor{ran: map[string]int{}}),
-		agent.WithBootstrapToken(s.Token(t, subnets...)), agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	return cfg
+}
+
+// runUntilEnd runs a until the test ends and checks that it stopped
+// cleanly.
+func runUntilEnd(t *testing.T, a *agent.Agent) {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
-	return a, cfg
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
 }

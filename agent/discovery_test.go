@@ -3,8 +3,6 @@ package agent_test
 import (
 	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"github.com/amtops/amtops/agent"
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
-	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api/apitest"
@@ -44,13 +41,7 @@ func hostN(base netip.Addr, h int) netip.Addr {
 // simulator's ports, until the test ends.
 func discoveryAgent(t *testing.T, s *apitest.Server, sim *amtsim.Sim, interval time.Duration, subnets ...string) *agent.Agent {
 	t.Helper()
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, s.CA.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.DefaultAgent()
-	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg := agentConfig(t, s)
 	cfg.Concurrency, cfg.LongPoll, cfg.DeviceDeadline = 2, time.Second, 20*time.Second
 	if sim != nil {
 		cfg.AMT.HTTPPort, cfg.AMT.TLSPort = sim.HTTPPort(), sim.TLSPort()
@@ -61,15 +52,7 @@ func discoveryAgent(t *testing.T, s *apitest.Server, sim *amtsim.Sim, interval t
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
+	runUntilEnd(t, a)
 	return a
 }
 

@@ -191,6 +191,8 @@ type reporter struct {
 	deviceID, jobID string
 	mu              sync.Mutex
 	evs             []*pb.OperationEvent
+	// sending is held across one ReportProgress call (Agent.flush).
+	sending sync.Mutex
 }
 
 // Step records one event (phase2.Reporter).

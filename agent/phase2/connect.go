@@ -98,38 +98,36 @@ func (r *job) dial(ctx context.Context, useTLS bool, password string) (*amt.Clie
 
 // connect finds a transport and password the device accepts. tlsFirst
 // orders the transports: a provisioned device normally has HTTP closed.
-func (r *job) connect(ctx context.Context, tlsFirst bool) error {
-	return r.step(ctx, StepConnect, func() (string, error) {
-		order := []bool{false, true}
-		if tlsFirst {
-			order = []bool{true, false}
-		}
-		var lastErr error
-		refused := false
-		for _, useTLS := range order {
-			for i, pw := range r.passwords() {
-				dev, err := r.dial(ctx, useTLS, pw)
-				if err == nil {
-					r.setClient(dev, connInfo{tls: useTLS, password: pw})
-					return fmt.Sprintf("%s, password candidate %d", transport(useTLS), i+1), nil
-				}
-				if ctx.Err() != nil {
-					return "", err
-				}
-				if errors.Is(err, wsman.ErrUnauthorized) {
-					refused = true
-					continue
-				}
-				// Unreachable or untrusted: other passwords will not help here.
-				lastErr = fmt.Errorf("%s: %w", transport(useTLS), err)
-				break
+func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
+	order := []bool{false, true}
+	if tlsFirst {
+		order = []bool{true, false}
+	}
+	var lastErr error
+	refused := false
+	for _, useTLS := range order {
+		for i, pw := range r.passwords() {
+			dev, err := r.dial(ctx, useTLS, pw)
+			if err == nil {
+				r.setClient(dev, connInfo{tls: useTLS, password: pw})
+				return fmt.Sprintf("%s, password candidate %d", transport(useTLS), i+1), nil
 			}
+			if ctx.Err() != nil {
+				return "", err
+			}
+			if errors.Is(err, wsman.ErrUnauthorized) {
+				refused = true
+				continue
+			}
+			// Unreachable or untrusted: other passwords will not help here.
+			lastErr = fmt.Errorf("%s: %w", transport(useTLS), err)
+			break
 		}
-		if refused {
-			return "", fmt.Errorf("every password candidate was refused (externally provisioned or password changed elsewhere): %w", wsman.ErrUnauthorized)
-		}
-		return "", lastErr
-	})
+	}
+	if refused {
+		return "", fmt.Errorf("every password candidate was refused (externally provisioned or password changed elsewhere): %w", wsman.ErrUnauthorized)
+	}
+	return "", lastErr
 }
 
 func (r *job) setClient(dev *amt.Client, ci connInfo) {
@@ -140,15 +138,13 @@ func (r *job) setClient(dev *amt.Client, ci connInfo) {
 }
 
 // reconnect switches the client to another transport or password.
-func (r *job) reconnect(ctx context.Context, useTLS bool, password string) error {
-	return r.step(ctx, StepReconnect, func() (string, error) {
-		dev, err := r.dial(ctx, useTLS, password)
-		if err != nil {
-			return "", err
-		}
-		r.setClient(dev, connInfo{tls: useTLS, password: password})
-		return transport(useTLS), nil
-	})
+func (r *job) reconnect(ctx context.Context, useTLS bool, password string) (string, error) {
+	dev, err := r.dial(ctx, useTLS, password)
+	if err != nil {
+		return "", err
+	}
+	r.setClient(dev, connInfo{tls: useTLS, password: password})
+	return transport(useTLS), nil
 }
 
 func transport(useTLS bool) string {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/domain"
@@ -71,7 +73,8 @@ type Config struct {
 	PollInterval time.Duration
 	// Dial, when set, makes every connection (tests, proxies).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Now is the clock the device's time is set from; default time.Now.
+	// Now is the clock the device's time is set from and commit deadlines
+	// are measured on; default time.Now.
 	Now func() time.Time
 	// SignCSR has the site sign a CSR the device generated (key_on_device):
 	// it returns the leaf, the chain (intermediates then root) and the
@@ -155,6 +158,52 @@ type job struct {
 	failed string
 	// oldPassword is the admin password before this attempt changed it.
 	oldPassword string
+	// leaf and chain are the TLS material being installed (the job's, or
+	// the site's signature of a key made on the device); certID is the
+	// leaf's handle on the device once installed.
+	leaf   []byte
+	chain  [][]byte
+	certID string
+	// tlsServed caches whether the device already served our leaf when
+	// the TLS stage began (nil: not checked yet).
+	tlsServed *bool
+	// committed is when the last CommitChanges was sent (Config.Now).
+	committed time.Time
+	// link is the device's link as update detected it.
+	link amtopsv1.Link
+}
+
+// step is one reported unit of a flow. A flow is a table of steps run in
+// order by runSteps; the order is written once, in the table.
+type step struct {
+	name string
+	// run does the work and returns a detail for the log (no secrets).
+	// It may return skipped{…} when it finds nothing to do. A nil run
+	// means the step is not part of this job and is not reported.
+	run func(ctx context.Context) (string, error)
+	// skip, when set, says why the step need not run ("already done",
+	// "nothing configured"); "" runs it. A skipped step is reported once,
+	// as skipped.
+	skip func(ctx context.Context) string
+}
+
+// runSteps runs steps in order and stops at the first failure.
+func (r *job) runSteps(ctx context.Context, steps []step) error {
+	for _, s := range steps {
+		if s.run == nil {
+			continue
+		}
+		if s.skip != nil {
+			if why := s.skip(ctx); why != "" {
+				r.rep.Step(ctx, s.name, domain.OutcomeSkipped, why)
+				continue
+			}
+		}
+		if err := r.step(ctx, s.name, func() (string, error) { return s.run(ctx) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Run executes job against job.Target.Ip and reports each step to rep.
@@ -172,9 +221,9 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 		case amtopsv1.JobKind_JOB_KIND_PROVISION:
 			err = r.provision(ctx)
 		case amtopsv1.JobKind_JOB_KIND_UPDATE:
-			err = r.update(ctx)
+			err = r.runSteps(ctx, r.updateSteps())
 		case amtopsv1.JobKind_JOB_KIND_REMOVE_CONFIG, amtopsv1.JobKind_JOB_KIND_REMOVE_ALL:
-			err = r.remove(ctx)
+			err = r.runSteps(ctx, r.removeSteps())
 		default:
 			err = fmt.Errorf("phase2: kind %s is not a phase-2 device job", j.GetKind())
 		}
@@ -197,6 +246,8 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 // permanent decides retry versus give-up. Our own cancellation (agent
 // stopping, lease lost) is not the device's fault: another attempt may
 // finish the job, so it is transient here although wsman calls it final.
+// So is a site that cannot answer right now (SignCSR during a server
+// restart or overload).
 func permanent(ctx context.Context, err error) bool {
 	var te transientError
 	switch {
@@ -204,9 +255,25 @@ func permanent(ctx context.Context, err error) bool {
 		return false
 	case errors.As(err, &te):
 		return false
+	case siteBusy(err):
+		return false
 	default:
 		return !wsman.Retryable(err)
 	}
+}
+
+// siteBusy reports a gRPC error from the site that a later call may get
+// past.
+func siteBusy(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
 }
 
 func (r *job) validate() error {
@@ -270,9 +337,16 @@ func (r *job) fqdn() string {
 	return t.GetHostName() + "." + t.GetDomain()
 }
 
-// identity reads UUID, version and provisioning state into the facts.
-func (r *job) identity(ctx context.Context) error {
-	return r.step(ctx, StepIdentity, func() (string, error) {
+// connectStep finds a transport and password the device accepts;
+// tlsFirst orders the transports (a provisioned device normally has HTTP
+// closed).
+func (r *job) connectStep(tlsFirst bool) step {
+	return step{name: StepConnect, run: func(ctx context.Context) (string, error) { return r.connect(ctx, tlsFirst) }}
+}
+
+// identityStep reads UUID, version and provisioning state into the facts.
+func (r *job) identityStep() step {
+	return step{name: StepIdentity, run: func(ctx context.Context) (string, error) {
 		id, err := r.dev.Identity(ctx)
 		if err != nil {
 			return "", err
@@ -281,7 +355,7 @@ func (r *job) identity(ctx context.Context) error {
 		r.facts.Uuid, r.facts.AmtVersion = id.UUID, id.Version
 		r.facts.ProvisioningState = int32(id.ProvisioningState)
 		return fmt.Sprintf("uuid %s, AMT %s, provisioning state %d", id.UUID, id.Version, id.ProvisioningState), nil
-	})
+	}}
 }
 
 // sleep waits d or until ctx is done.

@@ -200,7 +200,8 @@ func TestFirmwareRules(t *testing.T) {
 		{"remove unknown handle", az, "RemoveUserAclEntry", `<h:Handle>99</h:Handle>`, "2053"},
 		{"trusted root", pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>` + b64(ca.der) + `</h:CertificateBlob>`, "0"},
 		{"duplicate certificate", pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>` + b64(ca.der) + `</h:CertificateBlob>`, "2058"},
-		{"not a certificate", pkm, "AddCertificate", `<h:CertificateBlob>AAAA</h:CertificateBlob>`, "36"},
+		{"not a certificate", pkm, "AddCertificate", `<h:CertificateBlob>AAAA</h:CertificateBlob>`, "2063"},
+		{"not a key", pkm, "AddKey", `<h:KeyBlob>AAAA</h:KeyBlob>`, "2062"},
 		{"key length", pkm, "GenerateKeyPair", `<h:KeyAlgorithm>0</h:KeyAlgorithm><h:KeyLength>1024</h:KeyLength>`, "36"},
 		{"unprovision bad mode", scs, "Unprovision", `<h:ProvisioningMode>7</h:ProvisioningMode>`, "36"},
 	}

@@ -79,7 +79,8 @@ type result struct {
 	action  string
 	body    []*xnode
 	fault   *fault
-	restart bool // take the listener down after answering (commit, unprovision)
+	restart    bool // take the listener down after answering (commit, unprovision)
+	tlsChanged bool // the restart changes what 16993 serves: wait TLSRestart
 }
 
 type call struct {
@@ -87,8 +88,9 @@ type call struct {
 	d       *device
 	req     *request
 	cls     *class
-	in      *elem // method _INPUT, or the instance of Put/Create
-	restart bool
+	in         *elem // method _INPUT, or the instance of Put/Create
+	restart    bool
+	tlsChanged bool
 }
 
 type methodFn func(c *call) (out []prop, rv int, f *fault)
@@ -243,7 +245,7 @@ func (s *Sim) dispatch(d *device, req *request) result {
 	if !m.bare {
 		n.kids = append(n.kids, tx(cls.uri, "ReturnValue", strconv.Itoa(rv)))
 	}
-	return result{action: cls.uri + "/" + name + "Response", body: []*xnode{n}, restart: c.restart}
+	return result{action: cls.uri + "/" + name + "Response", body: []*xnode{n}, restart: c.restart, tlsChanged: c.tlsChanged}
 }
 
 // pull answers from a context made by Enumerate: "SEQ-CLASS-OFFSET-…".

@@ -187,8 +187,10 @@ func (c *Config) validate() error {
 	if c.HTTPPort == c.TLSPort {
 		return fmt.Errorf("amtsim: config: HTTPPort and TLSPort are both %d", c.HTTPPort)
 	}
-	if err := checkPassword(c.Password); err != nil {
-		return fmt.Errorf("amtsim: config: Password: %w", err)
+	if c.Password != "" || c.needsPassword() {
+		if err := checkPassword(c.Password); err != nil {
+			return fmt.Errorf("amtsim: config: Password: %w", err)
+		}
 	}
 	if c.Version == "" {
 		c.Version = defaultVersion
@@ -243,6 +245,25 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// needsPassword: some device logs in with Config.Password (legacy,
+// in-provisioning, mebx and ccm devices without their own).
+func (c *Config) needsPassword() bool {
+	uses := func(k Kind) bool { return k != KindFactory && k != KindExternal && k != KindNotAMT }
+	if uses(c.Kind) && len(c.Overrides) < c.Devices {
+		return true
+	}
+	for _, o := range c.Overrides {
+		k := o.Kind
+		if k == 0 {
+			k = c.Kind
+		}
+		if uses(k) && o.Password == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (l Link) valid() bool { return l == LinkWired || l == LinkWired8021X || l == LinkWireless }

@@ -56,16 +56,16 @@ func (k Kind) String() string {
 type Link string
 
 const (
-	LinkWired       Link = "wired"
-	LinkWired8021X  Link = "8021x-wired"
-	LinkWireless    Link = "wireless"
-	defaultVersion       = "11.8.50"
-	defaultHTTPPort      = 16992
-	defaultTLSPort       = 16993
-	defaultNonceTTL      = 5 * time.Minute
-	defaultKeyPool       = 16
-	defaultMEBxPassword  = "admin"
-	defaultHelloInterval = time.Minute
+	LinkWired            Link = "wired"
+	LinkWired8021X       Link = "8021x-wired"
+	LinkWireless         Link = "wireless"
+	defaultVersion            = "11.8.50"
+	defaultHTTPPort           = 16992
+	defaultTLSPort            = 16993
+	defaultNonceTTL           = 5 * time.Minute
+	defaultKeyPool            = 16
+	defaultMEBxPassword       = "admin"
+	defaultHelloInterval      = time.Minute
 )
 
 // Override changes one device's start state; zero fields keep the fleet
@@ -92,7 +92,7 @@ type Config struct {
 	// Kind is the fleet's profile (zero: legacy).
 	Kind    Kind
 	Version string // default "11.8.50"
-	Link     Link   // default wired
+	Link    Link   // default wired
 	// Latency is added to every answer; CommitDelay is how long the listener
 	// stays down after CommitChanges, Unprovision or an injected reboot.
 	Latency, CommitDelay time.Duration

@@ -2,8 +2,8 @@ package amtsim
 
 import (
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
@@ -171,11 +171,11 @@ type device struct {
 	helloStop      func() // stops the running Hello cycle, nil when none
 	helloGen       int    // bumped by every new cycle and by unprovisioning
 	helloOnRestart bool   // start a cycle once back up (HelloAfterUnprovision)
-	hellos      int    // Hellos sent successfully
-	helloFails  int    // Hellos that could not be delivered
-	addedHashes [][]byte
-	fwCert      *tls.Certificate
-	lastRefusal string
+	hellos         int    // Hellos sent successfully
+	helloFails     int    // Hellos that could not be delivered
+	addedHashes    [][]byte
+	fwCert         *tls.Certificate
+	lastRefusal    string
 	// Digest: wrong passwords in a row per user, lockout end; nonces
 	// issued before nonceFloor are stale (user-list change, reset).
 	failures   map[string]int

@@ -76,18 +76,18 @@ func parseRequest(b []byte) (*request, *fault) {
 
 // result is a dispatched answer: its Action, Body, or a fault.
 type result struct {
-	action  string
-	body    []*xnode
-	fault   *fault
+	action     string
+	body       []*xnode
+	fault      *fault
 	restart    bool // take the listener down after answering (commit, unprovision)
 	tlsChanged bool // the restart changes what 16993 serves: wait TLSRestart
 }
 
 type call struct {
-	s       *Sim
-	d       *device
-	req     *request
-	cls     *class
+	s          *Sim
+	d          *device
+	req        *request
+	cls        *class
 	in         *elem // method _INPUT, or the instance of Put/Create
 	restart    bool
 	tlsChanged bool

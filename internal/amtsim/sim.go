@@ -41,7 +41,7 @@ type Sim struct {
 	classes map[string]*class
 
 	defaultHashes [][]byte
-	order   []*class
+	order         []*class
 
 	runMu   sync.Mutex
 	ctx     context.Context // set by Run; nil before

@@ -186,7 +186,7 @@ func (d *device) snapshot() DeviceState {
 		Profile: d.kind().Profile(), ControlMode: st.controlMode, TrustedDomain: d.trustedDomain(), HelloWindow: d.window,
 		HellosSent: d.hellos, HelloFailures: d.helloFails, ProvisioningSessions: d.stats.sessions,
 		ProvisioningRefusals: d.stats.refusals, LastRefusal: d.lastRefusal, Lockouts: d.stats.lockouts,
-		Requests:        d.stats.requests, Commits: d.stats.commits, Reboots: d.stats.reboots, Faults: d.stats.faults,
+		Requests: d.stats.requests, Commits: d.stats.commits, Reboots: d.stats.reboots, Faults: d.stats.faults,
 	}
 	for _, h := range d.trustedHashes() {
 		ds.TrustedHashes = append(ds.TrustedHashes, hex.EncodeToString(h))
@@ -278,5 +278,3 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
-
-

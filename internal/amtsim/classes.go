@@ -167,6 +167,7 @@ func (s *Sim) setupService() *class {
 					st.controlMode = 2 // remote configuration (PKI) ends in admin control
 				}
 			}
+			st.remoteSession = false
 			d.live = nl
 			d.commit()
 			d.stats.commits++
@@ -180,7 +181,7 @@ func (s *Sim) setupService() *class {
 			d, old := c.d, c.d.st
 			n := d.factory()
 			n.hostName, n.domainName, n.adminUser, n.adminHA1 = old.hostName, old.domainName, old.adminUser, old.adminHA1
-			n.provState, n.provMode = 1, max(old.provMode, 1)
+			n.provState, n.provMode, n.controlMode = 1, max(old.provMode, 1), 0
 			d.st, d.live = n, live{}
 			d.commit()
 			c.restart = true

@@ -55,6 +55,7 @@ type nvram struct {
 	// SetHighAccuracyTimeSynch during provisioning: CommitChanges of a
 	// remote configuration needs both (2057 otherwise).
 	adminSet, clockSet bool
+	remoteSession      bool // state 1 was entered by a remote configuration
 	wifiPortOn         bool // CIM_WiFiPort 32769 (enabled, local profile sync)
 	optInRequired      int  // IPS_OptInService.OptInRequired: 0 none, 1 KVM, 4294967295 all
 }
@@ -195,9 +196,13 @@ func (d *device) fwv() fwVersion   { v, _ := parseVersion(d.ov.Version); return 
 // realFirmware: the device follows the firmware's transport rules (see Kind.legacy).
 func (d *device) realFirmware() bool { return !d.kind().legacy() }
 
-// remoteConfig: a real-firmware device not yet provisioned (state 0 or 1)
-// offers only the remote-configuration session.
-func (d *device) remoteConfig() bool { return d.realFirmware() && d.state().provState < 2 }
+// remoteConfig: a real-firmware device in state 0, or in state 1 because a
+// remote configuration began, offers only the remote-configuration session
+// (a partial unprovision's state 1 keeps the admin login).
+func (d *device) remoteConfig() bool {
+	st := d.state()
+	return d.realFirmware() && (st.provState == 0 || (st.provState == 1 && st.remoteSession))
+}
 
 func (d *device) trustedHashes() [][]byte {
 	var out [][]byte
@@ -345,16 +350,25 @@ func (d *device) write() *nvram {
 func (d *device) touched() {
 	if d.st != nil && d.st.provState == 0 {
 		d.st.provState = 1
+		d.st.remoteSession = d.realFirmware()
 	}
 }
 
 // commit makes current state durable (caller holds mu).
 func (d *device) commit() { d.saved, d.dirty = nil, false }
 
-// revert drops uncommitted changes, as a firmware reset does (caller holds mu).
+// revert drops uncommitted changes, as a firmware reset does (caller
+// holds mu). On real firmware user ACL and password changes took effect
+// at once and survive; the legacy profile drops them too, as before.
 func (d *device) revert() {
 	if d.dirty {
+		cur := d.st
 		d.st = d.saved
+		if d.realFirmware() {
+			d.st.adminUser, d.st.adminHA1, d.st.adminSet = cur.adminUser, cur.adminHA1, cur.adminSet
+			d.st.users, d.st.nextUserHandle = cur.users, cur.nextUserHandle
+			d.st.mebxHA1, d.st.mebxDefault, d.st.mebxSet = cur.mebxHA1, cur.mebxDefault, cur.mebxSet
+		}
 	}
 	d.saved, d.dirty = nil, false
 }

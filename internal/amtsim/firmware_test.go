@@ -267,3 +267,38 @@ func TestLockoutAndNonces(t *testing.T) {
 	})
 	staleAfter("nonce reset period", func() { advance(time.Hour) })
 }
+
+// TestImmediateChanges: on real firmware a reset drops uncommitted
+// settings but not password or user changes (they took effect at once);
+// a partial unprovision keeps the admin login reachable.
+func TestImmediateChanges(t *testing.T) {
+	s := startSim(t, Config{Devices: 1, BaseIP: base83(t), Kind: KindMEBx})
+	a := s.Addrs()[0]
+	c := newClient(t, s, a, "admin", testPassword)
+	const admin = "Adm1n!pass"
+	if rv := c.rv(amtPrefix+"AMT_AuthorizationService", "SetAdminAclEntryEx", `<h:Username>admin</h:Username><h:DigestPassword>`+
+		digestB64(s, a, "admin", admin)+`</h:DigestPassword>`); rv != "0" {
+		t.Fatalf("SetAdminAclEntryEx: %s", rv)
+	}
+	c = newClient(t, s, a, "admin", admin)
+	ps := amtPrefix + "AMT_SystemPowerScheme"
+	c.invoke(ps, "SetPowerScheme", map[string]string{"InstanceID": "SCHEME 0"}, "")
+	d := s.device(a)
+	d.mu.Lock()
+	d.revert() // what an injected reboot does
+	d.mu.Unlock()
+	st, _ := s.Device(a)
+	if st.AdminHA1 != hexHA1(st.DigestRealm, admin) {
+		t.Error("the reset dropped the admin password change")
+	}
+	if st.PowerScheme == "Desktop: ON in S0" {
+		t.Error("the reset kept an uncommitted power scheme")
+	}
+	if rv := c.rv(amtPrefix+"AMT_SetupAndConfigurationService", "PartialUnprovision", ""); rv != "0" {
+		t.Fatalf("PartialUnprovision: %s", rv)
+	}
+	waitListening(t, a, s.HTTPPort(), true)
+	if v := textOf(t, c.get(amtPrefix+"AMT_SetupAndConfigurationService", nil), "ProvisioningState"); v != "1" {
+		t.Errorf("after PartialUnprovision: state %s, want 1", v)
+	}
+}

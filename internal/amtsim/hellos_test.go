@@ -3,11 +3,13 @@ package amtsim
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,8 +124,15 @@ func TestHelloSender(t *testing.T) {
 			t.Fatalf("retry counts %v, want 0,1,2,3", retries)
 		}
 	}
-	if st, _ := s.Device(a); !st.HelloWindow || st.HellosSent < 4 {
-		t.Errorf("window %v, sent %d", st.HelloWindow, st.HellosSent)
+	// The device counts a Hello once its write returned: poll briefly.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, _ := s.Device(a)
+		if st.HelloWindow && st.HellosSent >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("window %v, sent %d; want open, at least 4", st.HelloWindow, st.HellosSent)
+		}
 	}
 
 	// In-band trigger over the state API: a new cycle from retry 0.
@@ -160,5 +169,72 @@ func TestHelloSender(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no retry-0 Hello after the trigger")
 		}
+	}
+}
+
+// TestHelloLifecycle: Hellos stop once a remote configuration has begun;
+// after a full unprovision, HelloAfterUnprovision starts a new cycle.
+func TestHelloLifecycle(t *testing.T) {
+	addr, ch := helloSink(t)
+	root := newTestCA(t, "provisioning root", 2048)
+	s := startSim(t, Config{Devices: 1, BaseIP: base83(t), Kind: KindFactory, Firmware: Firmware{HelloAddr: addr,
+		HelloInterval: 20 * time.Millisecond, HelloAfterUnprovision: true, KeepHashesOnUnprovision: true,
+		TrustedDomain: provDomain, TrustHashes: [][]byte{sha256Of(root.der)}}})
+	a := s.Addrs()[0]
+	next(t, ch)
+	waitListening(t, a, s.TLSPort(), true)
+	prov := provClient(provLeaf(t, root, "prov.amt.test", nil), root.der)
+	c := tlsClient(t, s, a, "admin", "admin", prov)
+	const admin = "Adm1n!pass"
+	if rv := c.rv(amtPrefix+"AMT_AuthorizationService", "SetAdminAclEntryEx", `<h:Username>admin</h:Username><h:DigestPassword>`+
+		digestB64(s, a, "admin", admin)+`</h:DigestPassword>`); rv != "0" {
+		t.Fatalf("SetAdminAclEntryEx: %s", rv)
+	}
+	c = tlsClient(t, s, a, "admin", admin, prov)
+	timeSync(t, c)
+	// State 1 now: no more Hellos.
+	time.Sleep(60 * time.Millisecond)
+	for len(ch) > 0 {
+		<-ch
+	}
+	time.Sleep(250 * time.Millisecond)
+	if n := len(ch); n != 0 {
+		t.Fatalf("%d Hellos during the remote configuration", n)
+	}
+	scs := amtPrefix + "AMT_SetupAndConfigurationService"
+	if rv := c.rv(scs, "CommitChanges", ""); rv != "0" {
+		t.Fatalf("CommitChanges: %s", rv)
+	}
+	waitListening(t, a, s.HTTPPort(), true) // 11.8 in ACM without TLS
+	h := newClient(t, s, a, "admin", admin)
+	if rv := h.rv(scs, "Unprovision", `<h:ProvisioningMode>1</h:ProvisioningMode>`); rv != "0" {
+		t.Fatalf("Unprovision: %s", rv)
+	}
+	r := next(t, ch)
+	if r.h.RetryCount != 0 || r.h.Flags != 0 {
+		t.Errorf("first Hello after unprovision: retry %d flags %d, want 0 0", r.h.RetryCount, r.h.Flags)
+	}
+	waitListening(t, a, s.TLSPort(), true)
+	if _, err := session(s, a, prov); err != nil {
+		t.Errorf("provisioning session after the new Hello: %v", err)
+	}
+}
+
+// TestFactoryHTTP: with FactoryHTTP, a state-0 device answers Identify on
+// 16992 and refuses every login there, even the right MEBx password.
+func TestFactoryHTTP(t *testing.T) {
+	s := startSim(t, Config{Devices: 1, BaseIP: base83(t), Kind: KindFactory, Firmware: Firmware{FactoryHTTP: true}})
+	a := s.Addrs()[0]
+	id := `<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:i="http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"><s:Header/><s:Body><i:Identify/></s:Body></s:Envelope>`
+	res, err := http.Post(fmt.Sprintf("http://%s:%d/wsman", a, s.HTTPPort()), "application/soap+xml", strings.NewReader(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Errorf("Identify: HTTP %d", res.StatusCode)
+	}
+	if code, _, err := newClient(t, s, a, "admin", "admin").post(envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")); err != nil || code != 401 {
+		t.Errorf("login on 16992 in state 0: HTTP %d %v, want 401", code, err)
 	}
 }

@@ -47,27 +47,10 @@ func TestIdentifyNeedsNoAuth(t *testing.T) {
 }
 
 func TestDigest(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock, advance := fakeClock()
 	s := startSim(t, Config{Devices: 1, Now: clock, NonceTTL: time.Minute})
 	a := s.Addrs()[0]
-	url := fmt.Sprintf("http://%s:%d/wsman", a, s.HTTPPort())
-	body := envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")
-	send := func(auth string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { res.Body.Close() })
-		return res
-	}
+	send := rawGet(t, s, a)
 	challenge := func() (realm, nonce string) {
 		t.Helper()
 		res := send("")

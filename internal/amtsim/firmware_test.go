@@ -2,11 +2,9 @@ package amtsim
 
 import (
 	"crypto/x509"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -195,28 +193,11 @@ func TestKerberosAndStores(t *testing.T) {
 // refused too) until LockoutDuration passes; a user-list change or a
 // NonceReset period makes earlier nonces stale.
 func TestLockoutAndNonces(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock, advance := fakeClock()
 	s := startSim(t, Config{Devices: 1, BaseIP: base83(t), Kind: KindMEBx, Now: clock,
 		Firmware: Firmware{LockoutThreshold: 3, LockoutDuration: time.Minute, NonceReset: time.Hour}})
 	a := s.Addrs()[0]
-	url := fmt.Sprintf("http://%s:%d/wsman", a, s.HTTPPort())
-	body := envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")
-	send := func(auth string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res
-	}
+	send := rawGet(t, s, a)
 	m := challengeRE.FindStringSubmatch(send("").Header.Get("WWW-Authenticate"))
 	realm, nonce := m[1], m[2]
 	right := func() int { return send(digestAuth("admin", realm, testPassword, nonce, "/wsman")).StatusCode }

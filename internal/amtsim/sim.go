@@ -414,36 +414,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	d.mu.Lock()
-	n := d.reqs
-	d.reqs++
-	d.stats.requests++
-	fk := s.cfg.Faults.pick(s.cfg.Seed, d.idx, n)
-	if fk != faultNone {
-		d.stats.faults++
-	}
-	d.mu.Unlock()
-	if fk != faultNone {
-		s.log.Debug().Str("device", d.addr.String()).Str("fault", fk.String()).Uint64("request", n).Msg("fault injected")
-	}
-	switch fk {
-	case faultDrop:
-		dropConn(w)
-		return
-	case faultHTTP500:
-		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
-		return
-	case faultSlow:
-		if !sleepCtx(r.Context(), s.cfg.Faults.SlowFor) {
-			return
-		}
-	case faultReboot:
-		d.mu.Lock()
-		d.revert()
-		d.stats.reboots++
-		d.mu.Unlock()
-		dropConn(w)
-		d.restart(s.cfg.CommitDelay, nil)
+	if s.injectFault(w, r, d) {
 		return
 	}
 
@@ -471,6 +442,44 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		d.restart(delay, ci.conn)
 	}
+}
+
+// injectFault draws this request's fault and acts it out; true when the
+// request has been answered (or dropped) by it.
+func (s *Sim) injectFault(w http.ResponseWriter, r *http.Request, d *device) bool {
+	d.mu.Lock()
+	n := d.reqs
+	d.reqs++
+	d.stats.requests++
+	fk := s.cfg.Faults.pick(s.cfg.Seed, d.idx, n)
+	if fk != faultNone {
+		d.stats.faults++
+	}
+	d.mu.Unlock()
+	if fk != faultNone {
+		s.log.Debug().Str("device", d.addr.String()).Str("fault", fk.String()).Uint64("request", n).Msg("fault injected")
+	}
+	switch fk {
+	case faultDrop:
+		dropConn(w)
+		return true
+	case faultHTTP500:
+		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
+		return true
+	case faultSlow:
+		if !sleepCtx(r.Context(), s.cfg.Faults.SlowFor) {
+			return true
+		}
+	case faultReboot:
+		d.mu.Lock()
+		d.revert()
+		d.stats.reboots++
+		d.mu.Unlock()
+		dropConn(w)
+		d.restart(s.cfg.CommitDelay, nil)
+		return true
+	}
+	return false
 }
 
 func dropConn(w http.ResponseWriter) {

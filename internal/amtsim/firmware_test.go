@@ -2,6 +2,7 @@ package amtsim
 
 import (
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -281,5 +282,34 @@ func TestImmediateChanges(t *testing.T) {
 	waitListening(t, a, s.HTTPPort(), true)
 	if v := textOf(t, c.get(amtPrefix+"AMT_SetupAndConfigurationService", nil), "ProvisioningState"); v != "1" {
 		t.Errorf("after PartialUnprovision: state %s, want 1", v)
+	}
+}
+
+// TestStoreLimits: the certificate and key stores are finite; the first
+// entry past the limit answers 23, and deleting one makes room again.
+func TestStoreLimits(t *testing.T) {
+	s := startSim(t, Config{Devices: 1, BaseIP: base83(t), Kind: KindMEBx, KeyPoolSize: -1})
+	c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
+	pkm := amtPrefix + "AMT_PublicKeyManagementService"
+	root := newTestCA(t, "store root", 2048)
+	var last, firstID string
+	for i := 0; i <= maxCertificates; i++ {
+		out := c.invoke(pkm, "AddCertificate", nil, `<h:CertificateBlob>`+b64(provLeaf(t, root, fmt.Sprintf("c%d.amt.test", i), nil))+`</h:CertificateBlob>`)
+		if last = textOf(t, out, "ReturnValue"); i == 0 {
+			firstID = textOf(t, out, "Selector")
+		}
+	}
+	if last != "23" {
+		t.Fatalf("certificate %d: ReturnValue %s, want 23", maxCertificates+1, last)
+	}
+	c.ok(actionDelete, amtPrefix+"AMT_PublicKeyCertificate", map[string]string{"InstanceID": firstID}, "")
+	if rv := c.rv(pkm, "AddCertificate", `<h:CertificateBlob>`+b64(provLeaf(t, root, "again.amt.test", nil))+`</h:CertificateBlob>`); rv != "0" {
+		t.Errorf("after a delete: ReturnValue %s, want 0", rv)
+	}
+	for i := 0; i <= maxKeys; i++ {
+		last = textOf(t, c.invoke(pkm, "GenerateKeyPair", nil, `<h:KeyAlgorithm>0</h:KeyAlgorithm><h:KeyLength>2048</h:KeyLength>`), "ReturnValue")
+	}
+	if last != "23" {
+		t.Errorf("key %d: ReturnValue %s, want 23", maxKeys+1, last)
 	}
 }

@@ -213,17 +213,17 @@ func (s *Sim) setupService() *class {
 		}},
 		// SetMEBxPassword carries the password in clear, so here the firmware
 		// enforces the complexity rule (2054). Refused (16) in client
-		// control; once provisioned, allowed only while the MEBx password is
-		// still the factory one (the MEBx "default password only" policy;
-		// Intel's RPS sets it right after ACM activation). A legacy device
-		// refuses it in state 2, as before.
+		// control and, once provisioned, as Firmware.MEBxPolicy says (the
+		// MEBx setting; by default allowed while the MEBx password is still
+		// the factory one: Intel's RPS sets it right after ACM activation).
+		// A legacy device refuses it in state 2, as before.
 		"SetMEBxPassword": {write: true, fn: func(c *call) ([]prop, int, *fault) {
 			st := c.d.st
 			p, _ := c.paramText("Password")
 			if checkPassword(p) != nil {
 				return nil, rvInvalidPassword, nil
 			}
-			if st.controlMode == 1 || (st.provState == 2 && (!c.d.realFirmware() || !st.mebxDefault)) {
+			if st.controlMode == 1 || (st.provState == 2 && !c.d.mebxChangeAllowed()) {
 				return nil, rvNotPermitted, nil
 			}
 			st.mebxSet, st.mebxDefault, st.mebxHA1 = true, false, ha1("admin", c.d.realm(), p)
@@ -686,6 +686,9 @@ func (s *Sim) kvm() *class {
 		v, ok := c.paramInt("RequestedState")
 		if !ok || (v != 2 && v != 3) {
 			return nil, rvInvalidState, nil
+		}
+		if v == 2 && c.s.cfg.KVMWithoutListener == KVMRefuse && !c.d.st.listenerEnabled {
+			return nil, rvNotPermitted, nil
 		}
 		c.d.st.kvm = v == 2
 		return nil, rvSuccess, nil

@@ -68,6 +68,15 @@ const (
 	defaultHelloInterval      = time.Minute
 )
 
+// Firmware.MEBxPolicy and Firmware.KVMWithoutListener values.
+const (
+	MEBxDefaultOnly = "default-only"
+	MEBxDuringSetup = "during-setup"
+	MEBxAnytime     = "anytime"
+	KVMIneffective  = "ineffective"
+	KVMRefuse       = "refuse"
+)
+
 // Override changes one device's start state; zero fields keep the fleet
 // default (so Kind 0 inherits Config.Kind).
 type Override struct {
@@ -152,6 +161,14 @@ type Firmware struct {
 	// NonceReset, when set, invalidates every nonce on that period
 	// (firmware may reset nonces at any time); user-list changes always do.
 	NonceReset time.Duration
+	// MEBxPolicy is when a provisioned device takes SetMEBxPassword:
+	// MEBxDefaultOnly (default: while the factory MEBx password is
+	// unchanged), MEBxDuringSetup (never once provisioned) or MEBxAnytime.
+	MEBxPolicy string
+	// KVMWithoutListener is what CIM_KVMRedirectionSAP.RequestStateChange(2)
+	// does while the redirection listener is off: KVMIneffective (default:
+	// accepted, EnabledState stays 3) or KVMRefuse (ReturnValue 16).
+	KVMWithoutListener string
 	// WebUIUntil is the last major version with a web UI (default 15).
 	WebUIUntil int
 	// DERKeySPKIFrom is the first major version whose DERKey is
@@ -296,6 +313,20 @@ func (f *Firmware) validate() error {
 	}
 	if f.LockoutThreshold > 0 && f.LockoutDuration == 0 {
 		f.LockoutDuration = time.Minute
+	}
+	switch f.MEBxPolicy {
+	case "":
+		f.MEBxPolicy = MEBxDefaultOnly
+	case MEBxDefaultOnly, MEBxDuringSetup, MEBxAnytime:
+	default:
+		return fmt.Errorf("amtsim: config: MEBxPolicy %q unknown (want %s, %s or %s)", f.MEBxPolicy, MEBxDefaultOnly, MEBxDuringSetup, MEBxAnytime)
+	}
+	switch f.KVMWithoutListener {
+	case "":
+		f.KVMWithoutListener = KVMIneffective
+	case KVMIneffective, KVMRefuse:
+	default:
+		return fmt.Errorf("amtsim: config: KVMWithoutListener %q unknown (want %s or %s)", f.KVMWithoutListener, KVMIneffective, KVMRefuse)
 	}
 	if f.WebUIUntil == 0 {
 		f.WebUIUntil = defaultWebUIUntil

@@ -226,6 +226,20 @@ func (d *device) mebxPassword() string {
 	return d.sim.cfg.MEBxPassword
 }
 
+// mebxChangeAllowed: SetMEBxPassword on a provisioned device (mu held).
+func (d *device) mebxChangeAllowed() bool {
+	if !d.realFirmware() {
+		return false
+	}
+	switch d.sim.cfg.MEBxPolicy {
+	case MEBxAnytime:
+		return true
+	case MEBxDuringSetup:
+		return false
+	}
+	return d.state().mebxDefault
+}
+
 // clock is the device's time (caller holds mu).
 func (d *device) clock() time.Time { return d.sim.cfg.Now().Add(d.state().clockOffset) }
 func (d *device) ident(tag string) []byte {

@@ -313,3 +313,35 @@ func TestStoreLimits(t *testing.T) {
 		t.Errorf("key %d: ReturnValue %s, want 23", maxKeys+1, last)
 	}
 }
+
+// TestFirmwarePolicies: the settings whose firmware behaviour is not
+// documented act as configured.
+func TestFirmwarePolicies(t *testing.T) {
+	scs := amtPrefix + "AMT_SetupAndConfigurationService"
+	kvm := cimPrefix + "CIM_KVMRedirectionSAP"
+	tests := []struct {
+		name       string
+		fw         Firmware
+		mebx, kvmRV string
+	}{
+		{"defaults", Firmware{}, "16", "0"},
+		{"mebx anytime, KVM refused", Firmware{MEBxPolicy: MEBxAnytime, KVMWithoutListener: KVMRefuse}, "0", "16"},
+		{"mebx during setup only", Firmware{MEBxPolicy: MEBxDuringSetup}, "16", "0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSim(t, Config{Devices: 1, BaseIP: base83(t), Kind: KindMEBx, Firmware: tc.fw})
+			c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
+			if rv := c.rv(scs, "SetMEBxPassword", `<h:Password>Passw0rd!</h:Password>`); rv != tc.mebx {
+				t.Errorf("SetMEBxPassword in ACM: %s, want %s", rv, tc.mebx)
+			}
+			if rv := c.rv(kvm, "RequestStateChange", `<h:RequestedState>2</h:RequestedState>`); rv != tc.kvmRV {
+				t.Errorf("KVM without the listener: %s, want %s", rv, tc.kvmRV)
+			}
+		})
+	}
+	if _, err := New(Config{Devices: 1, BaseIP: base83(t), Kind: KindFactory, Firmware: Firmware{MEBxPolicy: "sometimes"}}); err == nil ||
+		!strings.Contains(err.Error(), "MEBxPolicy") {
+		t.Errorf("bad MEBxPolicy: %v, want an error naming the field", err)
+	}
+}

@@ -50,6 +50,8 @@ func run(args []string) error {
 	lockoutDuration := fs.Duration("lockout-duration", time.Minute, "how long a locked account refuses every login")
 	nonceReset := fs.Duration("nonce-reset", 0, "invalidate every digest nonce on this period (0: only on user-list changes)")
 	webUIUntil := fs.Int("webui-until", 15, "last AMT major version with a web UI")
+	mebxPolicy := fs.String("mebx-password-policy", amtsim.MEBxDefaultOnly, "when a provisioned device takes SetMEBxPassword: default-only, during-setup or anytime")
+	kvmWithoutListener := fs.String("kvm-without-listener", amtsim.KVMIneffective, "KVM enabled while the redirection listener is off: ineffective or refuse")
 	derKeySPKIFrom := fs.Int("derkey-spki-from", 0, "first AMT major version whose DERKey is SubjectPublicKeyInfo (0: always PKCS#1)")
 	commitDelay := fs.Duration("commit-delay", 5*time.Second, "how long a device is off the network after CommitChanges")
 	faults := fs.String("faults", "", "fault spec, e.g. drop=0.02,http500=0.02,slow=0.01:3s,reboot=0.005")
@@ -88,7 +90,8 @@ func run(args []string) error {
 			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,
 			HelloInterval: *helloInterval, HelloAfterUnprovision: *helloAfterUnprovision, FactoryHTTP: *factoryHTTP,
 			TLSRestart: *tlsRestart, LockoutThreshold: *lockoutThreshold, LockoutDuration: *lockoutDuration,
-			NonceReset: *nonceReset, WebUIUntil: *webUIUntil, DERKeySPKIFrom: *derKeySPKIFrom},
+			NonceReset: *nonceReset, WebUIUntil: *webUIUntil, DERKeySPKIFrom: *derKeySPKIFrom,
+			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener},
 	})
 	if err != nil {
 		return err

@@ -320,8 +320,8 @@ func TestFirmwarePolicies(t *testing.T) {
 	scs := amtPrefix + "AMT_SetupAndConfigurationService"
 	kvm := cimPrefix + "CIM_KVMRedirectionSAP"
 	tests := []struct {
-		name       string
-		fw         Firmware
+		name        string
+		fw          Firmware
 		mebx, kvmRV string
 	}{
 		{"defaults", Firmware{}, "16", "0"},

@@ -428,7 +428,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(w, req.messageID, res.fault)
 		return
 	}
-	if res.restart || (r.TLS != nil && d.realFirmware() && d.fwv().closePerCall()) {
+	if res.restart {
 		w.Header().Set("Connection", "close")
 	}
 	s.writeEnvelope(w, http.StatusOK, s.header(req, res.action), res.body)

@@ -47,27 +47,10 @@ func TestIdentifyNeedsNoAuth(t *testing.T) {
 }
 
 func TestDigest(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock, advance := fakeClock()
 	s := startSim(t, Config{Devices: 1, Now: clock, NonceTTL: time.Minute})
 	a := s.Addrs()[0]
-	url := fmt.Sprintf("http://%s:%d/wsman", a, s.HTTPPort())
-	body := envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")
-	send := func(auth string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { res.Body.Close() })
-		return res
-	}
+	send := rawGet(t, s, a)
 	challenge := func() (realm, nonce string) {
 		t.Helper()
 		res := send("")
@@ -200,7 +183,8 @@ func TestFirmwareRules(t *testing.T) {
 		{"remove unknown handle", az, "RemoveUserAclEntry", `<h:Handle>99</h:Handle>`, "2053"},
 		{"trusted root", pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>` + b64(ca.der) + `</h:CertificateBlob>`, "0"},
 		{"duplicate certificate", pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>` + b64(ca.der) + `</h:CertificateBlob>`, "2058"},
-		{"not a certificate", pkm, "AddCertificate", `<h:CertificateBlob>AAAA</h:CertificateBlob>`, "36"},
+		{"not a certificate", pkm, "AddCertificate", `<h:CertificateBlob>AAAA</h:CertificateBlob>`, "2063"},
+		{"not a key", pkm, "AddKey", `<h:KeyBlob>AAAA</h:KeyBlob>`, "2062"},
 		{"key length", pkm, "GenerateKeyPair", `<h:KeyAlgorithm>0</h:KeyAlgorithm><h:KeyLength>1024</h:KeyLength>`, "36"},
 		{"unprovision bad mode", scs, "Unprovision", `<h:ProvisioningMode>7</h:ProvisioningMode>`, "36"},
 	}

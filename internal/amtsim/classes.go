@@ -45,6 +45,9 @@ func (s *Sim) registerClasses() {
 	s.addClass(s.wifiPort())
 	s.addClass(s.wifiSettings())
 	s.addClass(s.ethernetPorts())
+	s.addClass(s.wifiPortState())
+	s.addClass(s.hostBasedSetup())
+	s.addClass(s.optIn())
 }
 
 // --- AMT_GeneralSettings ---
@@ -122,21 +125,24 @@ func (s *Sim) setupService() *class {
 	c.methods = map[string]method{
 		// GetUuid: base64 of the 16 UUID bytes with the first three fields little-endian.
 		"GetUuid": {bare: true, fn: func(c *call) ([]prop, int, *fault) {
-			u := c.d.uuid()
-			var b [16]byte
-			copy(b[:], u[:])
-			slices.Reverse(b[0:4])
-			slices.Reverse(b[4:6])
-			slices.Reverse(b[6:8])
+			b := c.d.wireUUID()
 			return []prop{ps("UUID", base64.StdEncoding.EncodeToString(b[:]))}, 0, nil
 		}},
 		// CommitChanges makes pending changes durable and applies the TLS
 		// settings; the device then restarts its network stack for
-		// CommitDelay. TLS enabled without a usable credential → 36.
+		// CommitDelay (TLSRestart when what 16993 serves changed). TLS
+		// enabled without a usable credential → 36; missing preconditions
+		// → 2057 (see commitPreconditions).
 		"CommitChanges": {write: true, fn: func(c *call) ([]prop, int, *fault) {
 			d, st := c.d, c.d.st
+			if rv := d.commitPreconditions(st); rv != rvSuccess {
+				return nil, rv, nil
+			}
 			nl := live{tls: st.tls8023.enabled, acceptNonSecure: st.tls8023.acceptNonSecure || !st.tls8023.enabled, mutual: st.tls8023.mutual}
-			if nl.tls {
+			tlsOnly := d.realFirmware() && d.fwv().tlsOnly()
+			if nl.tls && st.tlsCtxCert < 0 && tlsOnly {
+				nl.acceptNonSecure = false // the firmware certificate keeps serving (plan)
+			} else if nl.tls {
 				if st.tlsCtxCert < 0 {
 					return nil, rvInvalidParameter, nil
 				}
@@ -154,9 +160,14 @@ func (s *Sim) setupService() *class {
 					}
 				}
 			}
+			c.tlsChanged = d.remoteConfig() || nl.tls != d.live.tls || nl.mutual != d.live.mutual || !sameCredential(nl.cert, d.live.cert)
 			if st.provState < 2 {
 				st.provState, st.provMode = 2, max(st.provMode, 1)
+				if st.controlMode == 0 {
+					st.controlMode = 2 // remote configuration (PKI) ends in admin control
+				}
 			}
+			st.remoteSession = false
 			d.live = nl
 			d.commit()
 			d.stats.commits++
@@ -170,38 +181,52 @@ func (s *Sim) setupService() *class {
 			d, old := c.d, c.d.st
 			n := d.factory()
 			n.hostName, n.domainName, n.adminUser, n.adminHA1 = old.hostName, old.domainName, old.adminUser, old.adminHA1
-			n.provState, n.provMode = 1, max(old.provMode, 1)
+			n.provState, n.provMode, n.controlMode = 1, max(old.provMode, 1), 0
 			d.st, d.live = n, live{}
 			d.commit()
 			c.restart = true
 			return nil, rvSuccess, nil
 		}},
-		// Unprovision clears everything: factory state, provisioning state 0,
-		// admin password back to the original provisioning password, TLS off.
+		// Unprovision clears everything: provisioning state 0, TLS off. A
+		// legacy device takes its provisioning password back; a real one is
+		// dark again (only a new Hello cycle reopens 16993), keeps its MEBx
+		// password as the next remote-configuration login and loses the
+		// root hashes added to its list (unless KeepHashesOnUnprovision).
 		"Unprovision": {write: true, fn: func(c *call) ([]prop, int, *fault) {
 			if v, ok := c.paramInt("ProvisioningMode"); ok && v != 1 && v != 4 {
 				return nil, rvInvalidParameter, nil
 			}
-			d := c.d
+			d, old := c.d, c.d.st
 			n := d.factory()
-			n.provState = 0
+			n.provState, n.provMode, n.controlMode = 0, 0, 0
 			n.adminHA1 = ha1("admin", d.realm(), d.password())
+			if d.realFirmware() {
+				n.hostName, n.domainName, n.webUI, n.redirState, n.listenerEnabled = "", "", false, 32768, false
+				n.mebxHA1, n.mebxDefault, n.adminSet, n.optInRequired = old.mebxHA1, old.mebxDefault, false, 0
+				n.adminHA1 = old.mebxHA1
+				d.unprovisioned()
+			}
 			d.st, d.live = n, live{}
 			d.commit()
-			c.restart = true
+			c.restart, c.tlsChanged = true, true
 			return nil, rvSuccess, nil
 		}},
 		// SetMEBxPassword carries the password in clear, so here the firmware
-		// enforces the complexity rule (2054); refused once provisioned (16).
+		// enforces the complexity rule (2054). Refused (16) in client
+		// control and, once provisioned, as Firmware.MEBxPolicy says (the
+		// MEBx setting; by default allowed while the MEBx password is still
+		// the factory one: Intel's RPS sets it right after ACM activation).
+		// A legacy device refuses it in state 2, as before.
 		"SetMEBxPassword": {write: true, fn: func(c *call) ([]prop, int, *fault) {
+			st := c.d.st
 			p, _ := c.paramText("Password")
 			if checkPassword(p) != nil {
 				return nil, rvInvalidPassword, nil
 			}
-			if c.d.st.provState == 2 {
+			if st.controlMode == 1 || (st.provState == 2 && !c.d.mebxChangeAllowed()) {
 				return nil, rvNotPermitted, nil
 			}
-			c.d.st.mebxSet = true
+			st.mebxSet, st.mebxDefault, st.mebxHA1 = true, false, ha1("admin", c.d.realm(), p)
 			return nil, rvSuccess, nil
 		}},
 	}
@@ -247,11 +272,11 @@ func (s *Sim) pkiService() *class {
 		blob, _ := c.paramText("CertificateBlob")
 		der, err := base64.StdEncoding.DecodeString(blob)
 		if err != nil {
-			return nil, rvInvalidParameter, nil
+			return nil, rvInvalidCert, nil
 		}
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, rvInvalidParameter, nil
+			return nil, rvInvalidCert, nil
 		}
 		for _, ce := range st.certs {
 			if slices.Equal(ce.der, der) {
@@ -286,15 +311,15 @@ func (s *Sim) pkiService() *class {
 			blob, _ := c.paramText("KeyBlob")
 			der, err := base64.StdEncoding.DecodeString(blob)
 			if err != nil {
-				return nil, rvInvalidParameter, nil
+				return nil, rvInvalidKey, nil
 			}
 			k, err := parsePrivateKey(der)
 			if err != nil {
-				return nil, rvInvalidParameter, nil
+				return nil, rvInvalidKey, nil
 			}
 			for _, e := range st.keys {
 				if e.priv.Equal(k) {
-					return nil, rvDuplicateKey, nil
+					return nil, rvDuplicate, nil
 				}
 			}
 			if len(st.keys) >= maxKeys {
@@ -433,10 +458,10 @@ func (s *Sim) certificates() *class {
 
 func (s *Sim) keyPairs() *class {
 	c := &class{name: "AMT_PublicPrivateKeyPair", uri: amtPrefix + "AMT_PublicPrivateKeyPair"}
-	c.list = func(_ *call, st *nvram) []instance {
+	c.list = func(c *call, st *nvram) []instance {
 		var out []instance
 		for _, k := range st.keys {
-			out = append(out, instance{ps("DERKey", base64.StdEncoding.EncodeToString(x509.MarshalPKCS1PublicKey(&k.priv.PublicKey))),
+			out = append(out, instance{ps("DERKey", base64.StdEncoding.EncodeToString(c.d.derKey(k))),
 				ps("ElementName", "Intel(r) AMT Key"), ps("InstanceID", keyInstanceID(k.handle))})
 		}
 		return out
@@ -523,12 +548,19 @@ func (s *Sim) tlsCredentialContext() *class {
 
 func (s *Sim) tlsSettings() *class {
 	c := &class{name: "AMT_TLSSettingData", uri: amtPrefix + "AMT_TLSSettingData"}
-	render := func(id string, t tlsSetting) instance {
-		return instance{pb("AcceptNonSecureConnections", t.acceptNonSecure), ps("ElementName", id), pb("Enabled", t.enabled),
+	// CSME 16.1+ (real-firmware profiles) adds the read-only
+	// NonSecureConnectionsSupported (false: the device is TLS-only).
+	render := func(id string, t tlsSetting, tlsOnly bool) instance {
+		in := instance{pb("AcceptNonSecureConnections", t.acceptNonSecure), ps("ElementName", id), pb("Enabled", t.enabled),
 			ps("InstanceID", id), pb("MutualAuthentication", t.mutual)}
+		if tlsOnly {
+			in = append(in, pb("NonSecureConnectionsSupported", false))
+		}
+		return in
 	}
-	c.list = func(_ *call, st *nvram) []instance {
-		return []instance{render(tls8023ID, st.tls8023), render(tlsLMSID, st.tlsLMS)}
+	c.list = func(c *call, st *nvram) []instance {
+		only := c.d.realFirmware() && c.d.fwv().tlsOnly()
+		return []instance{render(tls8023ID, st.tls8023, only), render(tlsLMSID, st.tlsLMS, only)}
 	}
 	// Enabling remote (802.3) TLS needs a TLS credential context; the change
 	// takes effect at CommitChanges.
@@ -545,11 +577,19 @@ func (s *Sim) tlsSettings() *class {
 			*f.dst = v
 		}
 		id, _ := target.get("InstanceID")
+		if c.d.realFirmware() && c.d.fwv().tlsOnly() {
+			if c.in.child(c.cls.uri, "NonSecureConnectionsSupported") != nil {
+				return errRepresentation("NonSecureConnectionsSupported is read-only")
+			}
+			if id == tls8023ID && (t.acceptNonSecure || !t.enabled) {
+				return faultf(nsWSMan, "AccessDenied", "ReturnValue 16: this firmware is TLS-only on the network")
+			}
+		}
 		if id == tlsLMSID {
 			st.tlsLMS = t
 			return nil
 		}
-		if t.enabled && st.tlsCtxCert < 0 {
+		if t.enabled && st.tlsCtxCert < 0 && !(c.d.realFirmware() && c.d.fwv().tlsOnly()) {
 			return errRepresentation("TLS cannot be enabled without an AMT_TLSCredentialContext")
 		}
 		st.tls8023 = t
@@ -590,6 +630,7 @@ func (s *Sim) timeSync() *class {
 				return nil, rvInvalidParameter, nil
 			}
 			c.d.st.clockOffset = time.Unix(v[1], 0).Sub(c.s.cfg.Now()).Round(time.Second)
+			c.d.st.clockSet = true
 			return nil, rvSuccess, nil
 		}},
 	}
@@ -628,9 +669,14 @@ func (s *Sim) redirection() *class {
 func (s *Sim) kvm() *class {
 	c := &class{name: "CIM_KVMRedirectionSAP", uri: cimPrefix + "CIM_KVMRedirectionSAP"}
 	c.list = func(_ *call, st *nvram) []instance {
+		// KVM is usable only with the redirection listener on: a request
+		// without it is accepted but stays ineffective (EnabledState 3).
 		enabled, requested := 3, 3
 		if st.kvm {
-			enabled, requested = 6, 2 // enabled but offline: no session open
+			requested = 2
+			if st.listenerEnabled {
+				enabled = 6 // enabled but offline: no session open
+			}
 		}
 		return []instance{{ps("CreationClassName", "CIM_KVMRedirectionSAP"), ps("ElementName", "KVM Redirection Service Access Point"),
 			pi("EnabledState", enabled), pi("KVMProtocol", 4), ps("Name", "KVM Redirection Service Access Point"),
@@ -641,6 +687,9 @@ func (s *Sim) kvm() *class {
 		if !ok || (v != 2 && v != 3) {
 			return nil, rvInvalidState, nil
 		}
+		if v == 2 && c.s.cfg.KVMWithoutListener == KVMRefuse && !c.d.st.listenerEnabled {
+			return nil, rvNotPermitted, nil
+		}
 		c.d.st.kvm = v == 2
 		return nil, rvSuccess, nil
 	}}}
@@ -649,7 +698,10 @@ func (s *Sim) kvm() *class {
 
 func (s *Sim) webUI() *class {
 	c := &class{name: "AMT_WebUIService", uri: amtPrefix + "AMT_WebUIService"}
-	c.list = func(_ *call, st *nvram) []instance {
+	c.list = func(c *call, st *nvram) []instance {
+		if c.d.major() > c.s.cfg.WebUIUntil {
+			return nil // no web UI on this firmware: no instance to get or change
+		}
 		state := 3
 		if st.webUI {
 			state = 2
@@ -662,6 +714,9 @@ func (s *Sim) webUI() *class {
 		v, ok := c.paramInt("RequestedState")
 		if !ok || (v != 2 && v != 3) {
 			return nil, rvInvalidState, nil
+		}
+		if c.d.major() > c.s.cfg.WebUIUntil {
+			return nil, 0, faultf(nsAddressing, "DestinationUnreachable", "No instance of AMT_WebUIService exists.")
 		}
 		c.d.st.webUI = v == 2
 		return nil, rvSuccess, nil

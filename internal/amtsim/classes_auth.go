@@ -48,7 +48,8 @@ func (s *Sim) authorization() *class {
 			if !ok {
 				return nil, rvInvalidPassword, nil
 			}
-			st.adminUser, st.adminHA1 = user, h
+			st.adminUser, st.adminHA1, st.adminSet = user, h, true
+			c.d.usersChanged()
 			return nil, rvSuccess, nil
 		}},
 		"GetAdminAclEntry": {fn: func(c *call) ([]prop, int, *fault) {
@@ -104,6 +105,7 @@ func (s *Sim) authorization() *class {
 				return nil, rvInvalidHandle, nil
 			}
 			st.users = slices.Delete(st.users, i, i+1)
+			c.d.usersChanged()
 			return nil, rvSuccess, nil
 		}},
 		// AddUserAclEntryEx: either a digest user (name rule, hash as for
@@ -165,6 +167,7 @@ func (s *Sim) authorization() *class {
 			e.handle = st.nextUserHandle
 			st.nextUserHandle++
 			st.users = append(st.users, e)
+			c.d.usersChanged()
 			return []prop{pi("Handle", e.handle)}, rvSuccess, nil
 		}},
 	}
@@ -191,10 +194,12 @@ func (s *Sim) kerberos() *class {
 			ps("RealmName", k.realm), supported)
 		return []instance{in}
 	}
-	// Put rules: MaximumClockTolerance 1..5 minutes; MasterKey base64 of 16
-	// bytes (RC4-HMAC key) or 32 (AES-256), or Passphrase+Salt on AMT 8+;
-	// enabling needs RealmName and a key, and TLS (Kerberos over plain HTTP
-	// would expose tickets to replay on the LAN).
+	// Put rules: MaximumClockTolerance 1..5 minutes; MasterKey is base64 of
+	// a 16-byte RC4-HMAC key only; AES keys come from Passphrase + Salt +
+	// IterationCount (AMT 8+), never with a MasterKey in the same Put, and
+	// AES (1, 2) in ConfiguredEncryptionAlgorithms needs them; enabling
+	// needs RealmName and a key, and TLS (Kerberos over plain HTTP would
+	// expose tickets to replay on the LAN).
 	c.put = func(c *call, st *nvram, _ instance) *fault {
 		get := func(n string) (string, bool) {
 			e := c.in.child(c.cls.uri, n)
@@ -223,8 +228,8 @@ func (s *Sim) kerberos() *class {
 		}
 		if v, ok := get("MasterKey"); ok && v != "" {
 			b, err := base64.StdEncoding.DecodeString(v)
-			if err != nil || (len(b) != 16 && len(b) != 32) {
-				return errRepresentation("MasterKey must be base64 of 16 or 32 bytes")
+			if err != nil || len(b) != 16 {
+				return errRepresentation("MasterKey must be base64 of a 16-byte RC4-HMAC key")
 			}
 			k.masterKey = b
 		}
@@ -232,9 +237,15 @@ func (s *Sim) kerberos() *class {
 			if c.d.major() < 8 {
 				return errRepresentation("Passphrase needs AMT 8 or later")
 			}
-			k.passphrase = true
-			k.salt, _ = get("Salt")
-			k.iterations = atoiDefault(func() string { v, _ := get("IterationCount"); return v }(), 4096)
+			if mk, _ := get("MasterKey"); mk != "" {
+				return errRepresentation("MasterKey and Passphrase cannot be combined")
+			}
+			salt, _ := get("Salt")
+			iter, err := strconv.Atoi(func() string { v, _ := get("IterationCount"); return v }())
+			if salt == "" || err != nil || iter < 1 {
+				return errRepresentation("Passphrase needs Salt and a positive IterationCount")
+			}
+			k.passphrase, k.salt, k.iterations = true, salt, iter
 		}
 		var algs []int
 		for _, e := range c.in.all(c.cls.uri, "ConfiguredEncryptionAlgorithms") {
@@ -246,6 +257,11 @@ func (s *Sim) kerberos() *class {
 		}
 		if len(algs) > 0 {
 			k.configAlgs = algs
+		}
+		for _, a := range k.configAlgs {
+			if a != 0 && !k.passphrase {
+				return errRepresentation("AES (ConfiguredEncryptionAlgorithms %d) needs Passphrase, Salt and IterationCount", a)
+			}
 		}
 		v, ok := get("KrbEnabled")
 		en, good := parseBool(v)
@@ -350,11 +366,14 @@ func (s *Sim) ieee8021x() *class {
 		if !ok1 || !ok2 {
 			return nil, rvInvalidParameter, nil
 		}
-		if root >= 0 && (st.cert(root) == nil || !st.cert(root).trustedRoot) {
+		if (root >= 0 && st.cert(root) == nil) || (client >= 0 && st.cert(client) == nil) {
+			return nil, rvNotFound, nil
+		}
+		if root >= 0 && !st.cert(root).trustedRoot {
 			return nil, rvInvalidHandle, nil
 		}
-		if client >= 0 && (st.cert(client) == nil || st.key(st.cert(client).keyHandle) == nil) {
-			return nil, rvInvalidHandle, nil
+		if client >= 0 && st.key(st.cert(client).keyHandle) == nil {
+			return nil, rvCertKeyMismatch, nil // no private key on the device matches the certificate
 		}
 		st.dot1x.rootHandle, st.dot1x.clientHandle = root, client
 		return nil, rvSuccess, nil

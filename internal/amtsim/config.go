@@ -2,6 +2,7 @@ package amtsim
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -10,16 +11,25 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Kind is how a device starts. The zero value is a pre-provisioned AMT
-// device that accepts the fleet's provisioning password.
+// Kind is how a device starts (its profile, see ParseProfile). The zero
+// value is the "legacy" profile: a state-0 device that accepts the fleet's
+// provisioning password over 16992, which no firmware does.
 type Kind int
 
 const (
-	KindPreProvisioned Kind = iota // state 0, admin/Config.Password, HTTP only
+	KindPreProvisioned Kind = iota // "legacy": state 0, admin/Config.Password, HTTP only
 	KindInProvisioning             // state 1, admin/Config.Password, HTTP only
-	KindProvisioned                // state 2 (admin control), admin/Config.Password, HTTP only
+	KindProvisioned                // "mebx": state 2, ACM by hand in the MEBx, admin/Config.Password
 	KindExternal                   // state 2, admin password unknown to anyone
 	KindNotAMT                     // nothing listens on the address
+	KindFactory                    // state 0: dark but for its Hellos and the remote-configuration session on 16993
+	KindCCM                        // state 2, client control (host-based setup), admin/Config.Password
+)
+
+// Aliases named for the profiles.
+const (
+	KindLegacy = KindPreProvisioned
+	KindMEBx   = KindProvisioned
 )
 
 func (k Kind) String() string {
@@ -34,6 +44,10 @@ func (k Kind) String() string {
 		return "external"
 	case KindNotAMT:
 		return "not-amt"
+	case KindFactory:
+		return "factory"
+	case KindCCM:
+		return "ccm"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -42,22 +56,36 @@ func (k Kind) String() string {
 type Link string
 
 const (
-	LinkWired       Link = "wired"
-	LinkWired8021X  Link = "8021x-wired"
-	LinkWireless    Link = "wireless"
-	defaultVersion       = "11.8.50"
-	defaultHTTPPort      = 16992
-	defaultTLSPort       = 16993
-	defaultNonceTTL      = 5 * time.Minute
-	defaultKeyPool       = 16
+	LinkWired            Link = "wired"
+	LinkWired8021X       Link = "8021x-wired"
+	LinkWireless         Link = "wireless"
+	defaultVersion            = "11.8.50"
+	defaultHTTPPort           = 16992
+	defaultTLSPort            = 16993
+	defaultNonceTTL           = 5 * time.Minute
+	defaultKeyPool            = 16
+	defaultMEBxPassword       = "admin"
+	defaultHelloInterval      = time.Minute
 )
 
-// Override changes one device's start state; zero fields keep the fleet default.
+// Firmware.MEBxPolicy and Firmware.KVMWithoutListener values.
+const (
+	MEBxDefaultOnly = "default-only"
+	MEBxDuringSetup = "during-setup"
+	MEBxAnytime     = "anytime"
+	KVMIneffective  = "ineffective"
+	KVMRefuse       = "refuse"
+)
+
+// Override changes one device's start state; zero fields keep the fleet
+// default (so Kind 0 inherits Config.Kind).
 type Override struct {
-	Kind     Kind
-	Password string // provisioning password of this device
-	Version  string // AMT version, e.g. "16.1.25"
-	Link     Link
+	Kind          Kind
+	Password      string // provisioning password (legacy) or admin password (mebx, ccm)
+	Version       string // AMT version, e.g. "16.1.25"
+	Link          Link
+	MEBxPassword  string // factory devices: the MEBx password of the remote-configuration login
+	TrustedDomain string // factory devices: the PKI DNS suffix the provisioning leaf's CN must end in
 }
 
 // Config describes a simulated fleet. Devices get consecutive addresses
@@ -70,8 +98,10 @@ type Config struct {
 	// Password is the provisioning password (admin account) of every
 	// pre-provisioned device; it must satisfy the firmware's complexity rule.
 	Password string
-	Version  string // default "11.8.50"
-	Link     Link   // default wired
+	// Kind is the fleet's profile (zero: legacy).
+	Kind    Kind
+	Version string // default "11.8.50"
+	Link    Link   // default wired
 	// Latency is added to every answer; CommitDelay is how long the listener
 	// stays down after CommitChanges, Unprovision or an injected reboot.
 	Latency, CommitDelay time.Duration
@@ -88,6 +118,62 @@ type Config struct {
 	Overrides   map[netip.Addr]Override
 	// AllowNonLoopback permits a BaseIP outside 127.0.0.0/8.
 	AllowNonLoopback bool
+
+	Firmware
+}
+
+// Firmware holds the settings of the remote-configuration (factory) path
+// and the firmware rules whose exact values are not documented.
+type Firmware struct {
+	// MEBxPassword is the login of the remote-configuration session
+	// ("admin" as user); default "admin", not checked for complexity.
+	MEBxPassword string
+	// TrustHashes are root-certificate hashes added to every device's
+	// trusted list (20, 32 or 48 bytes: SHA-1, SHA-256, SHA-384), as in
+	// the MEBx; the factory list is always there unless NoDefaultHashes.
+	TrustHashes     [][]byte
+	NoDefaultHashes bool
+	// KeepHashesOnUnprovision keeps TrustHashes after Unprovision; Intel's
+	// Open AMT documentation says full unprovisioning deletes added hashes.
+	KeepHashesOnUnprovision bool
+	// TrustedDomain is the DNS suffix (DHCP option 15 or the MEBx PKI DNS
+	// suffix) the provisioning leaf's CN must end in; empty refuses all.
+	TrustedDomain string
+	// HelloAddr is where factory devices send Hellos ("host:port"); empty:
+	// no bare-metal Hellos, only TriggerHello (in-band) opens the window.
+	HelloAddr string
+	// HelloInterval is the schedule's base unit (default 1m: every minute
+	// for 5, every 5 for an hour, hourly for 23 h); 1s compresses it 60×.
+	HelloInterval time.Duration
+	// HelloAfterUnprovision starts a new Hello cycle right after a full
+	// unprovision (as a device powered on again would).
+	HelloAfterUnprovision bool
+	// FactoryHTTP keeps 16992 open on a state-0 device, answering Identify
+	// and refusing every login; false (default): connections refused.
+	FactoryHTTP bool
+	// TLSRestart is how long 16993 stays silent after a commit that changed
+	// TLS; zero: CommitDelay (the CLI defaults it to 20s).
+	TLSRestart time.Duration
+	// LockoutThreshold wrong digest passwords in a row lock an account for
+	// LockoutDuration (right passwords refused too); 0 disables.
+	LockoutThreshold int
+	LockoutDuration  time.Duration
+	// NonceReset, when set, invalidates every nonce on that period
+	// (firmware may reset nonces at any time); user-list changes always do.
+	NonceReset time.Duration
+	// MEBxPolicy is when a provisioned device takes SetMEBxPassword:
+	// MEBxDefaultOnly (default: while the factory MEBx password is
+	// unchanged), MEBxDuringSetup (never once provisioned) or MEBxAnytime.
+	MEBxPolicy string
+	// KVMWithoutListener is what CIM_KVMRedirectionSAP.RequestStateChange(2)
+	// does while the redirection listener is off: KVMIneffective (default:
+	// accepted, EnabledState stays 3) or KVMRefuse (ReturnValue 16).
+	KVMWithoutListener string
+	// WebUIUntil is the last major version with a web UI (default 15).
+	WebUIUntil int
+	// DERKeySPKIFrom is the first major version whose DERKey is
+	// SubjectPublicKeyInfo rather than PKCS#1 (0: always PKCS#1).
+	DERKeySPKIFrom int
 }
 
 func (c *Config) validate() error {
@@ -118,11 +204,19 @@ func (c *Config) validate() error {
 	if c.HTTPPort == c.TLSPort {
 		return fmt.Errorf("amtsim: config: HTTPPort and TLSPort are both %d", c.HTTPPort)
 	}
-	if err := checkPassword(c.Password); err != nil {
-		return fmt.Errorf("amtsim: config: Password: %w", err)
+	if c.Password != "" || c.needsPassword() {
+		if err := checkPassword(c.Password); err != nil {
+			return fmt.Errorf("amtsim: config: Password: %w", err)
+		}
 	}
 	if c.Version == "" {
 		c.Version = defaultVersion
+	}
+	if err := c.Firmware.validate(); err != nil {
+		return err
+	}
+	if c.Kind < KindPreProvisioned || c.Kind > KindCCM {
+		return fmt.Errorf("amtsim: config: Kind %d unknown", c.Kind)
 	}
 	if _, err := versionMajor(c.Version); err != nil {
 		return fmt.Errorf("amtsim: config: Version: %w", err)
@@ -150,7 +244,7 @@ func (c *Config) validate() error {
 		if !ok || i >= c.Devices {
 			return fmt.Errorf("amtsim: config: Overrides: %s is not a fleet address", a)
 		}
-		if o.Kind < KindPreProvisioned || o.Kind > KindNotAMT {
+		if o.Kind < KindPreProvisioned || o.Kind > KindCCM {
 			return fmt.Errorf("amtsim: config: Overrides[%s].Kind %d unknown", a, o.Kind)
 		}
 		if o.Password != "" {
@@ -170,24 +264,74 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// needsPassword: some device logs in with Config.Password (legacy,
+// in-provisioning, mebx and ccm devices without their own).
+func (c *Config) needsPassword() bool {
+	uses := func(k Kind) bool { return k != KindFactory && k != KindExternal && k != KindNotAMT }
+	if uses(c.Kind) && len(c.Overrides) < c.Devices {
+		return true
+	}
+	for _, o := range c.Overrides {
+		k := o.Kind
+		if k == 0 {
+			k = c.Kind
+		}
+		if uses(k) && o.Password == "" {
+			return true
+		}
+	}
+	return false
+}
+
 func (l Link) valid() bool { return l == LinkWired || l == LinkWired8021X || l == LinkWireless }
 
 func versionMajor(v string) (int, error) {
-	parts := strings.Split(v, ".")
-	if len(parts) != 3 {
-		return 0, fmt.Errorf("version %q is not major.minor.patch", v)
+	fv, err := parseVersion(v)
+	return fv.major, err
+}
+
+func (f *Firmware) validate() error {
+	if f.MEBxPassword == "" {
+		f.MEBxPassword = defaultMEBxPassword
 	}
-	var major int
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("version %q is not major.minor.patch", v)
-		}
-		if i == 0 {
-			major = n
+	for i, h := range f.TrustHashes {
+		if hashType(h) == 0 {
+			return fmt.Errorf("amtsim: config: TrustHashes[%d]: %d bytes is no SHA-1, SHA-256 or SHA-384 hash", i, len(h))
 		}
 	}
-	return major, nil
+	f.TrustedDomain = strings.Trim(strings.ToLower(f.TrustedDomain), ".")
+	if f.HelloAddr != "" {
+		if _, _, err := net.SplitHostPort(f.HelloAddr); err != nil {
+			return fmt.Errorf("amtsim: config: HelloAddr %q: %w", f.HelloAddr, err)
+		}
+	}
+	if f.HelloInterval < 0 || f.TLSRestart < 0 || f.LockoutDuration < 0 || f.NonceReset < 0 || f.LockoutThreshold < 0 {
+		return fmt.Errorf("amtsim: config: HelloInterval, TLSRestart, LockoutThreshold, LockoutDuration and NonceReset must not be negative")
+	}
+	if f.HelloInterval == 0 {
+		f.HelloInterval = defaultHelloInterval
+	}
+	if f.LockoutThreshold > 0 && f.LockoutDuration == 0 {
+		f.LockoutDuration = time.Minute
+	}
+	switch f.MEBxPolicy {
+	case "":
+		f.MEBxPolicy = MEBxDefaultOnly
+	case MEBxDefaultOnly, MEBxDuringSetup, MEBxAnytime:
+	default:
+		return fmt.Errorf("amtsim: config: MEBxPolicy %q unknown (want %s, %s or %s)", f.MEBxPolicy, MEBxDefaultOnly, MEBxDuringSetup, MEBxAnytime)
+	}
+	switch f.KVMWithoutListener {
+	case "":
+		f.KVMWithoutListener = KVMIneffective
+	case KVMIneffective, KVMRefuse:
+	default:
+		return fmt.Errorf("amtsim: config: KVMWithoutListener %q unknown (want %s or %s)", f.KVMWithoutListener, KVMIneffective, KVMRefuse)
+	}
+	if f.WebUIUntil == 0 {
+		f.WebUIUntil = defaultWebUIUntil
+	}
+	return nil
 }
 
 func addrAdd(a netip.Addr, n int) (netip.Addr, bool) {

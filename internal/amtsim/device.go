@@ -44,6 +44,20 @@ type nvram struct {
 	dot1x                dot1x
 	wifi                 []wifiProfile
 	mebxSet              bool
+	// controlMode is IPS_HostBasedSetupService.CurrentControlMode: 0 none,
+	// 1 client control (CCM), 2 admin control (ACM).
+	controlMode int
+	// mebxHA1 is MD5("admin":realm:MEBx password); mebxDefault while the
+	// factory MEBx password is unchanged.
+	mebxHA1     [16]byte
+	mebxDefault bool
+	// adminSet and clockSet record SetAdminAclEntryEx and
+	// SetHighAccuracyTimeSynch during provisioning: CommitChanges of a
+	// remote configuration needs both (2057 otherwise).
+	adminSet, clockSet bool
+	remoteSession      bool // state 1 was entered by a remote configuration
+	wifiPortOn         bool // CIM_WiFiPort 32769 (enabled, local profile sync)
+	optInRequired      int  // IPS_OptInService.OptInRequired: 0 none, 1 KVM, 4294967295 all
 }
 
 type aclEntry struct {
@@ -151,15 +165,83 @@ type device struct {
 	reqs     uint64
 	lastTa0  int64
 	stats    counters
+
+	// Remote configuration: window is open while a Hello cycle runs (the
+	// 16993 provisioning session is accepted only then).
+	window         bool
+	helloStop      func() // stops the running Hello cycle, nil when none
+	helloGen       int    // bumped by every new cycle and by unprovisioning
+	helloOnRestart bool   // start a cycle once back up (HelloAfterUnprovision)
+	hellos         int    // Hellos sent successfully
+	helloFails     int    // Hellos that could not be delivered
+	addedHashes    [][]byte
+	fwCert         *tls.Certificate
+	lastRefusal    string
+	// Digest: wrong passwords in a row per user, lockout end; nonces
+	// issued before nonceFloor are stale (user-list change, reset).
+	failures   map[string]int
+	lockedTill map[string]time.Time
+	nonceFloor time.Time
 }
 
-type counters struct{ requests, commits, reboots, faults int }
+type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts int }
 
 func (d *device) kind() Kind       { return d.ov.Kind }
 func (d *device) link() Link       { return d.ov.Link }
 func (d *device) version() string  { return d.ov.Version }
 func (d *device) password() string { return d.ov.Password }
-func (d *device) major() int       { m, _ := versionMajor(d.ov.Version); return m }
+func (d *device) major() int       { return d.fwv().major }
+func (d *device) fwv() fwVersion   { v, _ := parseVersion(d.ov.Version); return v }
+
+// realFirmware: the device follows the firmware's transport rules (see Kind.legacy).
+func (d *device) realFirmware() bool { return !d.kind().legacy() }
+
+// remoteConfig: a real-firmware device in state 0, or in state 1 because a
+// remote configuration began, offers only the remote-configuration session
+// (a partial unprovision's state 1 keeps the admin login).
+func (d *device) remoteConfig() bool {
+	st := d.state()
+	return d.realFirmware() && (st.provState == 0 || (st.provState == 1 && st.remoteSession))
+}
+
+func (d *device) trustedHashes() [][]byte {
+	var out [][]byte
+	if !d.sim.cfg.NoDefaultHashes {
+		out = append(out, d.sim.defaultHashes...)
+	}
+	return append(out, d.addedHashes...)
+}
+
+func (d *device) trustedDomain() string {
+	if d.ov.TrustedDomain != "" {
+		return strings.Trim(strings.ToLower(d.ov.TrustedDomain), ".")
+	}
+	return d.sim.cfg.TrustedDomain
+}
+
+func (d *device) mebxPassword() string {
+	if d.ov.MEBxPassword != "" {
+		return d.ov.MEBxPassword
+	}
+	return d.sim.cfg.MEBxPassword
+}
+
+// mebxChangeAllowed: SetMEBxPassword on a provisioned device (mu held).
+func (d *device) mebxChangeAllowed() bool {
+	if !d.realFirmware() {
+		return false
+	}
+	switch d.sim.cfg.MEBxPolicy {
+	case MEBxAnytime:
+		return true
+	case MEBxDuringSetup:
+		return false
+	}
+	return d.state().mebxDefault
+}
+
+// clock is the device's time (caller holds mu).
+func (d *device) clock() time.Time { return d.sim.cfg.Now().Add(d.state().clockOffset) }
 func (d *device) ident(tag string) []byte {
 	h := sha256.New()
 	var b [8]byte
@@ -179,6 +261,20 @@ func (d *device) uuid() [16]byte {
 	u[8] = u[8]&0x3f | 0x80
 	return u
 }
+
+// wireUUID is the UUID as GetUuid and the Hello carry it: the first three
+// fields little-endian.
+func (d *device) wireUUID() [16]byte {
+	b := d.uuid()
+	slices.Reverse(b[0:4])
+	slices.Reverse(b[4:6])
+	slices.Reverse(b[6:8])
+	return b
+}
+
+// usersChanged resets the digest session cache: nonces issued before now
+// are stale (mu held).
+func (d *device) usersChanged() { d.nonceFloor = d.sim.cfg.Now() }
 
 func (d *device) uuidString() string {
 	u := d.uuid()
@@ -207,21 +303,30 @@ func (d *device) factory() *nvram {
 		krb:            kerberos{maxTol: 5},
 		dot1x:          dot1x{enabled: 3, pxeTimeout: 120, rootHandle: -1, clientHandle: -1},
 	}
+	pw := d.password()
+	n.mebxHA1, n.mebxDefault = ha1("admin", d.realm(), d.mebxPassword()), true
 	switch d.kind() {
 	case KindInProvisioning:
 		n.provState = 1
 	case KindProvisioned:
-		n.provState, n.provMode = 2, 1
+		n.provState, n.provMode, n.controlMode = 2, 1, 2
+		n.mebxHA1, n.mebxDefault, n.adminSet = ha1("admin", d.realm(), "M"+hex.EncodeToString(d.ident("mebx"))), false, true
+	case KindCCM:
+		n.provState, n.provMode, n.controlMode = 2, 4, 1
+		n.optInRequired, n.adminSet = optInAll, true
 	case KindExternal:
-		n.provState, n.provMode = 2, 1
+		n.provState, n.provMode, n.controlMode = 2, 1, 2
 		n.hostName, n.domainName = fmt.Sprintf("ext%d", d.idx), "external.example"
-		n.webUI, n.redirState, n.listenerEnabled = true, 32771, true
-	}
-	pw := d.password()
-	if d.kind() == KindExternal {
+		n.webUI, n.redirState, n.listenerEnabled = d.major() <= d.sim.cfg.WebUIUntil, 32771, true
 		pw = "X" + hex.EncodeToString(d.ident("external")) // never known to a client
+		n.mebxHA1, n.mebxDefault, n.adminSet = ha1("admin", d.realm(), pw), false, true
+	case KindFactory:
+		pw = d.mebxPassword() // the remote-configuration login is admin + MEBx password
 	}
 	n.adminHA1 = ha1("admin", d.realm(), pw)
+	if d.realFirmware() && d.fwv().tlsOnly() {
+		n.tls8023 = tlsSetting{enabled: true} // CSME 16.1+: TLS-only, on from activation
+	}
 	switch d.link() {
 	case LinkWired8021X:
 		n.dot1x = dot1x{enabled: 2, authProto: 0, availableS0: true, pxeTimeout: 120, rootHandle: -1, clientHandle: -1,
@@ -259,16 +364,25 @@ func (d *device) write() *nvram {
 func (d *device) touched() {
 	if d.st != nil && d.st.provState == 0 {
 		d.st.provState = 1
+		d.st.remoteSession = d.realFirmware()
 	}
 }
 
 // commit makes current state durable (caller holds mu).
 func (d *device) commit() { d.saved, d.dirty = nil, false }
 
-// revert drops uncommitted changes, as a firmware reset does (caller holds mu).
+// revert drops uncommitted changes, as a firmware reset does (caller
+// holds mu). On real firmware user ACL and password changes took effect
+// at once and survive; the legacy profile drops them too, as before.
 func (d *device) revert() {
 	if d.dirty {
+		cur := d.st
 		d.st = d.saved
+		if d.realFirmware() {
+			d.st.adminUser, d.st.adminHA1, d.st.adminSet = cur.adminUser, cur.adminHA1, cur.adminSet
+			d.st.users, d.st.nextUserHandle = cur.users, cur.nextUserHandle
+			d.st.mebxHA1, d.st.mebxDefault, d.st.mebxSet = cur.mebxHA1, cur.mebxDefault, cur.mebxSet
+		}
 	}
 	d.saved, d.dirty = nil, false
 }

@@ -76,19 +76,21 @@ func parseRequest(b []byte) (*request, *fault) {
 
 // result is a dispatched answer: its Action, Body, or a fault.
 type result struct {
-	action  string
-	body    []*xnode
-	fault   *fault
-	restart bool // take the listener down after answering (commit, unprovision)
+	action     string
+	body       []*xnode
+	fault      *fault
+	restart    bool // take the listener down after answering (commit, unprovision)
+	tlsChanged bool // the restart changes what 16993 serves: wait TLSRestart
 }
 
 type call struct {
-	s       *Sim
-	d       *device
-	req     *request
-	cls     *class
-	in      *elem // method _INPUT, or the instance of Put/Create
-	restart bool
+	s          *Sim
+	d          *device
+	req        *request
+	cls        *class
+	in         *elem // method _INPUT, or the instance of Put/Create
+	restart    bool
+	tlsChanged bool
 }
 
 type methodFn func(c *call) (out []prop, rv int, f *fault)
@@ -243,7 +245,7 @@ func (s *Sim) dispatch(d *device, req *request) result {
 	if !m.bare {
 		n.kids = append(n.kids, tx(cls.uri, "ReturnValue", strconv.Itoa(rv)))
 	}
-	return result{action: cls.uri + "/" + name + "Response", body: []*xnode{n}, restart: c.restart}
+	return result{action: cls.uri + "/" + name + "Response", body: []*xnode{n}, restart: c.restart, tlsChanged: c.tlsChanged}
 }
 
 // pull answers from a context made by Enumerate: "SEQ-CLASS-OFFSET-…".

@@ -17,10 +17,32 @@
 //	<-sim.Ready()              // listeners are up
 //	st, _ := sim.Device(sim.Addrs()[0]) // deep-copied snapshot for assertions
 //
-// Start state: provisioning state 0, admin account "admin" with
-// Config.Password, TLS off, HTTP only. Config.Overrides changes single
-// devices (KindInProvisioning, KindProvisioned, KindExternal with an unknown
-// password, KindNotAMT with nothing listening; Version; Link).
+// # Profiles
+//
+// Config.Kind (--profile) sets every device's profile, Override.Kind one
+// device's (Kind 0 in an Override inherits Config.Kind):
+//
+//   - legacy (the zero Kind, the default until the tests migrate): state 0,
+//     admin account "admin" with Config.Password, digest on 16992, TLS as
+//     Go's defaults on every version. No firmware does this.
+//   - factory: state 0 and dark: 16992 closed (Firmware.FactoryHTTP keeps it
+//     for Identify only), 16993 open only while a Hello cycle runs (bare
+//     metal with Firmware.HelloAddr, or TriggerHello / POST
+//     /devices/{addr}/hello). That remote-configuration session presents the
+//     firmware's self-signed certificate and demands a provisioning client
+//     chain checked as firmware does (root hash in the list, AMT EKU or OU,
+//     CN under Firmware.TrustedDomain); then digest as "admin" with the MEBx
+//     password. CommitChanges needs the admin password and the clock set
+//     (2057) and ends in state 2, ACM. Unprovision makes it dark again.
+//   - mebx: activated by hand in ACM, admin/Config.Password.
+//   - ccm: host-based setup, client control: consent forced, no SetMEBxPassword.
+//   - external: state 2, admin password unknown; not-amt: nothing listens.
+//
+// Real-firmware profiles (all but legacy and in-provisioning) speak TLS as
+// their generation (Version): 11/12 TLS 1.2 with RSA key exchange only,
+// 13–18 TLS 1.2, 19+ also TLS 1.3 with Connection: close on every TLS
+// answer; CSME 16.1+ closes 16992, serves its self-signed certificate from
+// activation and refuses a Put allowing plain connections.
 //
 // # Behaviour
 //
@@ -35,9 +57,14 @@
 //   - Changes are pending until AMT_SetupAndConfigurationService.CommitChanges:
 //     it sets provisioning state 2, applies TLS (the bound certificate, its key
 //     and its installed chain) and takes the device off the network for
-//     CommitDelay (connections refused). With AcceptNonSecureConnections=false
-//     the HTTP port stays closed afterwards. An injected reboot drops the
-//     changes since the last commit.
+//     CommitDelay, or Firmware.TLSRestart when what 16993 serves changed
+//     (connections refused). With AcceptNonSecureConnections=false the HTTP
+//     port stays closed afterwards. An injected reboot drops the changes
+//     since the last commit, except (real-firmware profiles) password and
+//     user changes, which took effect at once.
+//   - Digest nonces go stale when the user list changes and on every
+//     Firmware.NonceReset period; Firmware.LockoutThreshold wrong passwords
+//     lock an account for LockoutDuration.
 //   - PartialUnprovision keeps host name, domain and the admin account,
 //     clears the rest and returns to state 1 with TLS off; Unprovision returns
 //     to the factory state 0 with the original provisioning password.

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -279,4 +280,32 @@ func waitListening(t testing.TB, a netip.Addr, port int, want bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%s:%d listening=%v never happened", a, port, !want)
+}
+
+// fakeClock is a settable clock for Config.Now.
+func fakeClock() (now func() time.Time, advance func(time.Duration)) {
+	t0 := time.Unix(1_700_000_000, 0)
+	var mu sync.Mutex
+	return func() time.Time { mu.Lock(); defer mu.Unlock(); return t0 },
+		func(d time.Duration) { mu.Lock(); t0 = t0.Add(d); mu.Unlock() }
+}
+
+// rawGet returns a sender of one AMT_GeneralSettings Get to a's 16992 with
+// the given Authorization header (none if empty); bodies are closed.
+func rawGet(t *testing.T, s *Sim, a netip.Addr) func(auth string) *http.Response {
+	url := fmt.Sprintf("http://%s:%d/wsman", a, s.HTTPPort())
+	body := envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")
+	return func(auth string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Body.Close() })
+		return res
+	}
 }

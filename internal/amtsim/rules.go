@@ -17,9 +17,13 @@ const (
 	rvInvalidParameter = 36
 	rvInvalidHandle    = 2053
 	rvInvalidPassword  = 2054
+	rvDataMissing      = 2057
 	rvDuplicate        = 2058
-	rvDuplicateKey     = 2068
-	rvInvalidState     = 5 // CIM RequestStateChange: invalid parameter
+	rvInvalidKey       = 2062
+	rvInvalidCert      = 2063
+	rvCertKeyMismatch  = 2064
+	rvNotFound         = 2068 // not "duplicate key": that is 2058
+	rvInvalidState     = 5    // CIM RequestStateChange: invalid parameter
 )
 
 // Firmware limits. Real AMT sizes its NVRAM tables roughly like this; the
@@ -101,4 +105,26 @@ func decodeDigestPassword(s string) ([16]byte, bool) {
 	}
 	copy(out[:], b)
 	return out, true
+}
+
+// commitPreconditions: CommitChanges answers 2057 (data missing) when
+// mutual TLS is on without a trusted root to check clients against, and,
+// for a remote configuration, when the admin password or the clock was
+// never set in it (the certificate checks that follow need a clock).
+func (d *device) commitPreconditions(st *nvram) int {
+	if st.tls8023.enabled && st.tls8023.mutual {
+		roots := 0
+		for _, ce := range st.certs {
+			if ce.trustedRoot {
+				roots++
+			}
+		}
+		if roots == 0 {
+			return rvDataMissing
+		}
+	}
+	if d.remoteConfig() && (!st.adminSet || !st.clockSet) {
+		return rvDataMissing
+	}
+	return rvSuccess
 }

@@ -91,6 +91,15 @@ func TestFixtureShapes(t *testing.T) {
 	steps := []shapeStep{
 		{"general/get-16", "amt/general/get.xml", false, func(t *testing.T) []byte { return n.get(gs, nil) }},
 		{"general/pull-11", "amt/general/pull.xml", false, func(t *testing.T) []byte { return c.pull(gs) }},
+		{"hostbasedsetup/get", "ips/hostbasedsetup/get.xml", false, func(t *testing.T) []byte { return c.get(ipsPrefix+"IPS_HostBasedSetupService", nil) }},
+		{"hostbasedsetup/pull", "ips/hostbasedsetup/pull.xml", false, func(t *testing.T) []byte { return c.pull(ipsPrefix + "IPS_HostBasedSetupService") }},
+		{"optin/get", "ips/optin/get.xml", false, func(t *testing.T) []byte { return c.get(ipsPrefix+"IPS_OptInService", nil) }},
+		{"optin/pull", "ips/optin/pull.xml", false, func(t *testing.T) []byte { return c.pull(ipsPrefix + "IPS_OptInService") }},
+		{"wifi/port/get", "cim/wifi/port/get.xml", false, func(t *testing.T) []byte { return c.get(cimPrefix+"CIM_WiFiPort", nil) }},
+		{"wifi/port/pull", "cim/wifi/port/pull.xml", false, func(t *testing.T) []byte { return c.pull(cimPrefix + "CIM_WiFiPort") }},
+		{"wifi/port/requeststatechange", "cim/wifi/port/requeststatechange.xml", false, func(t *testing.T) []byte {
+			return c.invoke(cimPrefix+"CIM_WiFiPort", "RequestStateChange", nil, `<h:RequestedState>32769</h:RequestedState>`)
+		}},
 		{"general/enumerate", "amt/general/enumerate.xml", false, func(t *testing.T) []byte { return c.enumerate(gs) }},
 		{"setup/get", "amt/setupandconfiguration/get.xml", false, func(t *testing.T) []byte { return c.get(scs, nil) }},
 		{"setup/pull", "amt/setupandconfiguration/pull.xml", false, func(t *testing.T) []byte { return c.pull(scs) }},

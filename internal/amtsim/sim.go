@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,8 +37,11 @@ type Sim struct {
 	msgID   atomic.Uint64
 	enumSeq atomic.Uint32
 	keys    *keyPool
+	fwKeys  *keyPool // firmware self-signed certificates' keys
 	classes map[string]*class
-	order   []*class
+
+	defaultHashes [][]byte
+	order         []*class
 
 	runMu   sync.Mutex
 	ctx     context.Context // set by Run; nil before
@@ -62,6 +66,8 @@ func New(cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("amtsim: nonce secret: %w", err)
 	}
 	s.keys = newKeyPool(cfg.KeyPoolSize)
+	s.fwKeys = newKeyPool(4)
+	s.defaultHashes = defaultHashes()
 	s.registerClasses()
 	s.devs = make([]*device, cfg.Devices)
 	for i := range s.devs {
@@ -76,7 +82,10 @@ func New(cfg Config) (*Sim, error) {
 		if ov.Link == "" {
 			ov.Link = cfg.Link
 		}
-		s.devs[i] = &device{sim: s, idx: i, addr: a, ov: ov}
+		if ov.Kind == 0 {
+			ov.Kind = cfg.Kind
+		}
+		s.devs[i] = &device{sim: s, idx: i, addr: a, ov: ov, addedHashes: cloneHashes(cfg.TrustHashes)}
 	}
 	s.srv = &http.Server{
 		Handler:           s,
@@ -139,6 +148,7 @@ func (s *Sim) Run(ctx context.Context) error {
 			Str("last", s.devs[len(s.devs)-1].addr.String()).Int("http_port", s.cfg.HTTPPort).
 			Int("tls_port", s.cfg.TLSPort).Msg("simulator listening")
 		close(s.ready)
+		s.startBareMetalHellos()
 		<-ctx.Done()
 	}
 	s.runMu.Lock()
@@ -216,6 +226,10 @@ func (d *device) openListeners() error {
 	if d.kind() == KindNotAMT || d.linkDown || s.stopping() {
 		return nil
 	}
+	httpOn, tlsCfg, err := d.plan()
+	if err != nil {
+		return err
+	}
 	lc := net.ListenConfig{}
 	listen := func(port int) (net.Listener, error) {
 		ln, err := lc.Listen(s.ctx, "tcp4", netip.AddrPortFrom(d.addr, uint16(port)).String())
@@ -224,7 +238,7 @@ func (d *device) openListeners() error {
 		}
 		return &trackedListener{Listener: ln, d: d}, nil
 	}
-	if !d.live.tls || d.live.acceptNonSecure {
+	if httpOn {
 		ln, err := listen(s.cfg.HTTPPort)
 		if err != nil {
 			return err
@@ -232,25 +246,68 @@ func (d *device) openListeners() error {
 		d.httpLn = ln
 		s.wg.Go(func() { _ = s.srv.Serve(ln) })
 	}
-	if d.live.tls {
+	if tlsCfg != nil {
 		ln, err := listen(s.cfg.TLSPort)
 		if err != nil {
 			d.closeListeners(nil)
 			return err
 		}
-		cfg := &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{*d.live.cert},
-		}
-		if d.live.mutual {
-			cfg.ClientAuth = tls.RequireAndVerifyClientCert
-			cfg.ClientCAs = d.live.clientCAs
-		}
-		tln := tls.NewListener(ln, cfg)
+		tln := tls.NewListener(ln, tlsCfg)
 		d.tlsLn = tln
 		s.wg.Go(func() { _ = s.srv.Serve(tln) })
 	}
 	return nil
+}
+
+// plan says what the device serves now (mu held): whether 16992 is open
+// and the TLS configuration of 16993 (nil: closed).
+func (d *device) plan() (httpOn bool, tlsCfg *tls.Config, err error) {
+	if !d.realFirmware() {
+		// legacy: the pre-profile simulator's transport, Go's TLS defaults.
+		if d.live.tls {
+			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*d.live.cert}}
+			d.mutualTLS(tlsCfg)
+		}
+		return !d.live.tls || d.live.acceptNonSecure, tlsCfg, nil
+	}
+	v := d.fwv()
+	if d.remoteConfig() {
+		// State 0/1: no management on 16992; 16993 only while a Hello
+		// cycle has opened the remote-configuration window.
+		if d.window {
+			tlsCfg, err = d.provisioningTLS()
+		}
+		return d.sim.cfg.FactoryHTTP && !v.tlsOnly(), tlsCfg, err
+	}
+	cert := d.live.cert
+	if cert == nil && v.tlsOnly() {
+		// CSME 16.1+: TLS is on from activation with the firmware certificate.
+		if cert, err = d.firmwareCert(); err != nil {
+			return false, nil, err
+		}
+	}
+	if cert != nil && (d.live.tls || v.tlsOnly()) {
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{*cert}}
+		tlsVersions(tlsCfg, v)
+		d.mutualTLS(tlsCfg)
+	}
+	httpOn = !v.tlsOnly() && (!d.live.tls || d.live.acceptNonSecure)
+	return httpOn, tlsCfg, nil
+}
+
+func (d *device) mutualTLS(cfg *tls.Config) {
+	if d.live.mutual {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = d.live.clientCAs
+	}
+}
+
+func cloneHashes(hs [][]byte) [][]byte {
+	out := make([][]byte, len(hs))
+	for i, h := range hs {
+		out[i] = slices.Clone(h)
+	}
+	return out
 }
 
 // closeListeners closes listeners and every connection but keep (mu held).
@@ -303,11 +360,14 @@ func (d *device) restart(delay time.Duration, keep net.Conn) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.down = false
-		if d.httpLn != nil || d.tlsLn != nil {
-			return
+		if d.httpLn == nil && d.tlsLn == nil {
+			if err := d.openListeners(); err != nil {
+				s.log.Error().Err(err).Str("device", d.addr.String()).Msg("listener restart failed")
+			}
 		}
-		if err := d.openListeners(); err != nil {
-			s.log.Error().Err(err).Str("device", d.addr.String()).Msg("listener restart failed")
+		if d.helloOnRestart {
+			d.helloOnRestart = false
+			d.startHello()
 		}
 	})
 }
@@ -346,41 +406,15 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeEnvelope(w, http.StatusOK, nil, s.identifyBody(d))
 		return
 	}
+	if d.realFirmware() && d.fwv().closePerCall() && r.TLS != nil {
+		w.Header().Set("Connection", "close")
+	}
 	if ok, stale := s.authenticate(d, r); !ok {
 		s.challenge(w, d, stale)
 		return
 	}
 
-	d.mu.Lock()
-	n := d.reqs
-	d.reqs++
-	d.stats.requests++
-	fk := s.cfg.Faults.pick(s.cfg.Seed, d.idx, n)
-	if fk != faultNone {
-		d.stats.faults++
-	}
-	d.mu.Unlock()
-	if fk != faultNone {
-		s.log.Debug().Str("device", d.addr.String()).Str("fault", fk.String()).Uint64("request", n).Msg("fault injected")
-	}
-	switch fk {
-	case faultDrop:
-		dropConn(w)
-		return
-	case faultHTTP500:
-		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
-		return
-	case faultSlow:
-		if !sleepCtx(r.Context(), s.cfg.Faults.SlowFor) {
-			return
-		}
-	case faultReboot:
-		d.mu.Lock()
-		d.revert()
-		d.stats.reboots++
-		d.mu.Unlock()
-		dropConn(w)
-		d.restart(s.cfg.CommitDelay, nil)
+	if s.injectFault(w, r, d) {
 		return
 	}
 
@@ -402,8 +436,50 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
-		d.restart(s.cfg.CommitDelay, ci.conn)
+		delay := s.cfg.CommitDelay
+		if res.tlsChanged && s.cfg.TLSRestart > 0 {
+			delay = s.cfg.TLSRestart
+		}
+		d.restart(delay, ci.conn)
 	}
+}
+
+// injectFault draws this request's fault and acts it out; true when the
+// request has been answered (or dropped) by it.
+func (s *Sim) injectFault(w http.ResponseWriter, r *http.Request, d *device) bool {
+	d.mu.Lock()
+	n := d.reqs
+	d.reqs++
+	d.stats.requests++
+	fk := s.cfg.Faults.pick(s.cfg.Seed, d.idx, n)
+	if fk != faultNone {
+		d.stats.faults++
+	}
+	d.mu.Unlock()
+	if fk != faultNone {
+		s.log.Debug().Str("device", d.addr.String()).Str("fault", fk.String()).Uint64("request", n).Msg("fault injected")
+	}
+	switch fk {
+	case faultDrop:
+		dropConn(w)
+		return true
+	case faultHTTP500:
+		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
+		return true
+	case faultSlow:
+		if !sleepCtx(r.Context(), s.cfg.Faults.SlowFor) {
+			return true
+		}
+	case faultReboot:
+		d.mu.Lock()
+		d.revert()
+		d.stats.reboots++
+		d.mu.Unlock()
+		dropConn(w)
+		d.restart(s.cfg.CommitDelay, nil)
+		return true
+	}
+	return false
 }
 
 func dropConn(w http.ResponseWriter) {
@@ -539,15 +615,13 @@ func (s *Sim) nonceMAC(d *device, ts []byte) []byte {
 	return m.Sum(nil)[:16]
 }
 
-// checkNonce reports whether the nonce was issued by this device and whether it is still fresh.
-func (s *Sim) checkNonce(d *device, nonce string) (valid, fresh bool) {
+// checkNonce reports whether the nonce was issued by this device, and when.
+func (s *Sim) checkNonce(d *device, nonce string) (time.Time, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(nonce)
 	if err != nil || len(b) != 24 || !hmac.Equal(b[8:], s.nonceMAC(d, b[:8])) {
-		return false, false
+		return time.Time{}, false
 	}
-	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
-	age := s.cfg.Now().Sub(issued)
-	return true, age >= -time.Minute && age <= s.cfg.NonceTTL
+	return time.Unix(0, int64(binary.BigEndian.Uint64(b[:8]))), true
 }
 
 func parseDigestHeader(h string) (map[string]string, bool) {
@@ -578,7 +652,9 @@ func parseDigestHeader(h string) (map[string]string, bool) {
 	return out, true
 }
 
-// authenticate verifies a qop=auth MD5 digest against the HA1 the device keeps.
+// authenticate verifies a qop=auth MD5 digest against the HA1 the device
+// keeps. A device in remote configuration logs in over TLS only; an
+// account locked by repeated wrong passwords refuses even the right one.
 func (s *Sim) authenticate(d *device, r *http.Request) (ok, stale bool) {
 	p, good := parseDigestHeader(r.Header.Get("Authorization"))
 	if !good {
@@ -590,25 +666,70 @@ func (s *Sim) authenticate(d *device, r *http.Request) (ok, stale bool) {
 	if p["qop"] != "auth" || p["nc"] == "" || p["cnonce"] == "" || p["realm"] != d.realm() || p["uri"] != r.URL.RequestURI() {
 		return false, false
 	}
+	user := p["username"]
 	d.mu.Lock()
-	secret, found := d.userHA1(p["username"])
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	if d.remoteConfig() && r.TLS == nil {
+		return false, false
+	}
+	secret, found := d.userHA1(user)
 	if !found {
+		return false, false
+	}
+	issued, valid := s.checkNonce(d, p["nonce"])
+	if !valid {
+		return false, false
+	}
+	now := s.cfg.Now()
+	if now.Before(d.lockedTill[user]) {
 		return false, false
 	}
 	h2 := md5.Sum([]byte(r.Method + ":" + p["uri"]))
 	want := md5.Sum([]byte(hex.EncodeToString(secret[:]) + ":" + p["nonce"] + ":" + p["nc"] + ":" + p["cnonce"] + ":auth:" + hex.EncodeToString(h2[:])))
 	if !hmac.Equal([]byte(hex.EncodeToString(want[:])), []byte(strings.ToLower(p["response"]))) {
+		d.loginFailed(user, now)
 		return false, false
 	}
-	valid, fresh := s.checkNonce(d, p["nonce"])
-	if !valid {
-		return false, false
-	}
-	if !fresh {
+	delete(d.failures, user)
+	if !s.nonceFresh(d, issued, now) {
 		return false, true // right credentials, old nonce: client retries without prompting
 	}
 	return true, false
+}
+
+// loginFailed counts a wrong password and locks the account at the
+// threshold (mu held).
+func (d *device) loginFailed(user string, now time.Time) {
+	th := d.sim.cfg.LockoutThreshold
+	if th <= 0 {
+		return
+	}
+	if d.failures == nil {
+		d.failures = map[string]int{}
+	}
+	d.failures[user]++
+	if d.failures[user] >= th {
+		delete(d.failures, user)
+		if d.lockedTill == nil {
+			d.lockedTill = map[string]time.Time{}
+		}
+		d.lockedTill[user] = now.Add(d.sim.cfg.LockoutDuration)
+		d.stats.lockouts++
+		d.sim.log.Debug().Str("device", d.addr.String()).Str("user", user).Msg("account locked")
+	}
+}
+
+// nonceFresh: within NonceTTL, not before the last user-list change, and
+// in the current NonceReset period.
+func (s *Sim) nonceFresh(d *device, issued, now time.Time) bool {
+	age := now.Sub(issued)
+	if age < -time.Minute || age > s.cfg.NonceTTL || issued.Before(d.nonceFloor) {
+		return false
+	}
+	if p := s.cfg.NonceReset; p > 0 && issued.UnixNano()/int64(p) != now.UnixNano()/int64(p) {
+		return false
+	}
+	return true
 }
 
 // userHA1 finds the digest secret of a user (mu held).

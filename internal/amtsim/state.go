@@ -1,7 +1,6 @@
 package amtsim
 
 import (
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 type DeviceState struct {
 	Addr              netip.Addr `json:"addr"`
 	Kind              string     `json:"kind"`
+	Profile           string     `json:"profile"`
 	UUID              string     `json:"uuid"`
 	Version           string     `json:"version"`
 	DigestRealm       string     `json:"digest_realm"`
@@ -22,6 +22,8 @@ type DeviceState struct {
 	LinkDown          bool       `json:"link_down"`
 	ProvisioningState int        `json:"provisioning_state"`
 	ProvisioningMode  int        `json:"provisioning_mode"`
+	// ControlMode is IPS_HostBasedSetupService.CurrentControlMode: 0 none, 1 CCM, 2 ACM.
+	ControlMode int `json:"control_mode"`
 	// UncommittedChanges is true when a reboot would lose changes.
 	UncommittedChanges bool `json:"uncommitted_changes"`
 
@@ -48,6 +50,23 @@ type DeviceState struct {
 	RMCPPing         bool   `json:"rmcp_ping"`
 	PowerScheme      string `json:"power_scheme"` // e.g. "Desktop: ON in S0"
 	MEBxPasswordSet  bool   `json:"mebx_password_set"`
+	// MEBxHA1 is hex MD5("admin":realm:MEBx password) — a hash, never the password.
+	MEBxHA1         string `json:"mebx_ha1_md5_hash"`
+	MEBxDefault     bool   `json:"mebx_password_default"`
+	KVMUsable       bool   `json:"kvm_usable"` // requested and the redirection listener on
+	WiFiPortEnabled bool   `json:"wifi_port_enabled"`
+	OptInRequired   int    `json:"opt_in_required"`
+
+	// Remote configuration (factory path).
+	TrustedHashes        []string `json:"trusted_hashes"` // hex, factory stand-ins first
+	TrustedDomain        string   `json:"trusted_domain"`
+	HelloWindow          bool     `json:"hello_window"` // 16993 accepts a provisioning session
+	HellosSent           int      `json:"hellos_sent"`
+	HelloFailures        int      `json:"hello_failures"`
+	ProvisioningSessions int      `json:"provisioning_sessions"` // client chains accepted
+	ProvisioningRefusals int      `json:"provisioning_refusals"` // client chains refused
+	LastRefusal          string   `json:"last_refusal,omitempty"`
+	Lockouts             int      `json:"lockouts"`
 
 	Kerberos KerberosState  `json:"kerberos"`
 	IEEE8021 IEEE8021xState `json:"ieee8021x"`
@@ -84,7 +103,7 @@ type CertState struct {
 type KeyState struct {
 	Handle            int    `json:"handle"`
 	InstanceID        string `json:"instance_id"`
-	PublicKeyDER      []byte `json:"public_key_der"` // PKCS#1
+	PublicKeyDER      []byte `json:"public_key_der"` // as DERKey: PKCS#1, or SubjectPublicKeyInfo (DERKeySPKIFrom)
 	GeneratedOnDevice bool   `json:"generated_on_device"`
 }
 
@@ -162,8 +181,15 @@ func (d *device) snapshot() DeviceState {
 		RedirectionState: st.redirState, IDER: st.redirState == 32769 || st.redirState == 32771,
 		SOL: st.redirState == 32770 || st.redirState == 32771, ListenerEnabled: st.listenerEnabled,
 		KVM: st.kvm, WebUI: st.webUI, Ping: st.ping, RMCPPing: st.rmcpPing, PowerScheme: powerDescription(st.powerScheme),
-		MEBxPasswordSet: st.mebxSet,
-		Requests:        d.stats.requests, Commits: d.stats.commits, Reboots: d.stats.reboots, Faults: d.stats.faults,
+		MEBxPasswordSet: st.mebxSet, MEBxHA1: hex.EncodeToString(st.mebxHA1[:]), MEBxDefault: st.mebxDefault,
+		KVMUsable: st.kvm && st.listenerEnabled, WiFiPortEnabled: st.wifiPortOn, OptInRequired: st.optInRequired,
+		Profile: d.kind().Profile(), ControlMode: st.controlMode, TrustedDomain: d.trustedDomain(), HelloWindow: d.window,
+		HellosSent: d.hellos, HelloFailures: d.helloFails, ProvisioningSessions: d.stats.sessions,
+		ProvisioningRefusals: d.stats.refusals, LastRefusal: d.lastRefusal, Lockouts: d.stats.lockouts,
+		Requests: d.stats.requests, Commits: d.stats.commits, Reboots: d.stats.reboots, Faults: d.stats.faults,
+	}
+	for _, h := range d.trustedHashes() {
+		ds.TrustedHashes = append(ds.TrustedHashes, hex.EncodeToString(h))
 	}
 	for _, u := range systemAccounts() {
 		ds.Users = append(ds.Users, UserState{Handle: u.handle, Name: u.name, AccessPermission: u.access, Realms: u.realms, System: true})
@@ -182,7 +208,7 @@ func (d *device) snapshot() DeviceState {
 	}
 	for _, k := range st.keys {
 		ds.Keys = append(ds.Keys, KeyState{Handle: k.handle, InstanceID: keyInstanceID(k.handle),
-			PublicKeyDER: x509MarshalPKCS1(k), GeneratedOnDevice: k.generated})
+			PublicKeyDER: d.derKey(k), GeneratedOnDevice: k.generated})
 	}
 	ds.TLS = TLSState{CredentialCertHandle: st.tlsCtxCert, Enabled: st.tls8023.enabled, MutualAuthentication: st.tls8023.mutual,
 		AcceptNonSecure: st.tls8023.acceptNonSecure, ServingTLS: d.tlsLn != nil, ServingHTTP: d.httpLn != nil}
@@ -206,9 +232,27 @@ func (d *device) snapshot() DeviceState {
 }
 
 // StateHandler serves snapshots as JSON: GET /devices (all) and
-// GET /devices/{addr}. Passwords never appear; hashes are marked as such.
+// GET /devices/{addr}; POST /devices/{addr}/hello is the in-band Hello
+// trigger (202, or 409 for a device that sends none). Passwords never
+// appear; hashes are marked as such.
 func (s *Sim) StateHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /devices/{addr}/hello", func(w http.ResponseWriter, r *http.Request) {
+		a, err := netip.ParseAddr(r.PathValue("addr"))
+		if err != nil {
+			http.Error(w, "bad address", http.StatusBadRequest)
+			return
+		}
+		if s.device(a) == nil {
+			http.NotFound(w, r)
+			return
+		}
+		if err := s.TriggerHello(a); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
 	mux.HandleFunc("GET /devices", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, s.Devices())
 	})
@@ -234,5 +278,3 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
-
-func x509MarshalPKCS1(k *keyEntry) []byte { return x509.MarshalPKCS1PublicKey(&k.priv.PublicKey) }

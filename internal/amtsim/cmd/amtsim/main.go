@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,12 +32,31 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("amtsim", flag.ContinueOnError)
 	devices := fs.Int("devices", 1, "number of devices")
 	baseIP := fs.String("base-ip", "127.20.0.1", "address of the first device; the others follow")
-	password := fs.String("password", "", "provisioning password of the admin account (firmware complexity rules apply)")
-	latency := fs.Duration("latency", 0, "latency added to every answer")
+	password := fs.String("password", "", "admin password of mebx and ccm devices, provisioning password of legacy ones (firmware complexity rules apply)")
+	profile := fs.String("profile", "legacy", "device profile: factory, mebx, ccm, external, not-amt, or legacy (state 0 with a password on 16992: no firmware does this)")
+	latency := fs.Duration("latency", 0, "latency added to every WS-Man call")
+	var hashes hashList
+	fs.Var(&hashes, "trust-hash", "root certificate hash (hex SHA-1, SHA-256 or SHA-384) added to every device's trusted list; repeatable")
+	noDefaultHashes := fs.Bool("no-default-hashes", false, "drop the factory stand-in hashes from the trusted list")
+	keepHashes := fs.Bool("keep-hashes-on-unprovision", false, "keep --trust-hash entries after a full unprovision (Intel documents that it deletes them)")
+	trustedDomain := fs.String("trusted-domain", "", "DNS suffix the provisioning certificate's CN must end in (DHCP option 15 or the MEBx PKI DNS suffix)")
+	mebxPassword := fs.String("mebx-password", "admin", "MEBx password: the admin login of the remote-configuration session")
+	helloAddr := fs.String("hello", "", "ADDR:PORT factory devices send Hellos to (bare metal: from start)")
+	helloInterval := fs.Duration("hello-interval", time.Minute, "base interval of the Hello schedule (1m is firmware's; 1s runs it 60x faster)")
+	helloAfterUnprovision := fs.Bool("hello-after-unprovision", false, "start a new Hello cycle right after a full unprovision (as on the next power-on)")
+	factoryHTTP := fs.Bool("factory-http", false, "keep 16992 open on state-0 devices (Identify only, every login refused); default closed")
+	tlsRestart := fs.Duration("tls-restart", 20*time.Second, "how long 16993 stays silent after a commit that changed TLS")
+	lockoutThreshold := fs.Int("lockout-threshold", 0, "wrong digest passwords in a row that lock the account (0: no lockout)")
+	lockoutDuration := fs.Duration("lockout-duration", time.Minute, "how long a locked account refuses every login")
+	nonceReset := fs.Duration("nonce-reset", 0, "invalidate every digest nonce on this period (0: only on user-list changes)")
+	webUIUntil := fs.Int("webui-until", 15, "last AMT major version with a web UI")
+	mebxPolicy := fs.String("mebx-password-policy", amtsim.MEBxDefaultOnly, "when a provisioned device takes SetMEBxPassword: default-only, during-setup or anytime")
+	kvmWithoutListener := fs.String("kvm-without-listener", amtsim.KVMIneffective, "KVM enabled while the redirection listener is off: ineffective or refuse")
+	derKeySPKIFrom := fs.Int("derkey-spki-from", 0, "first AMT major version whose DERKey is SubjectPublicKeyInfo (0: always PKCS#1)")
 	commitDelay := fs.Duration("commit-delay", 5*time.Second, "how long a device is off the network after CommitChanges")
 	faults := fs.String("faults", "", "fault spec, e.g. drop=0.02,http500=0.02,slow=0.01:3s,reboot=0.005")
 	seed := fs.Int64("seed", 1, "seed for identities and fault draws")
-	stateAddr := fs.String("state-addr", "", "serve device state as JSON on this address (GET /devices, /devices/{addr})")
+	stateAddr := fs.String("state-addr", "", "serve device state as JSON on this address (GET /devices, /devices/{addr}; POST /devices/{addr}/hello triggers a Hello)")
 	httpPort := fs.Int("http-port", 16992, "HTTP port of every device")
 	tlsPort := fs.Int("tls-port", 16993, "TLS port of every device")
 	version := fs.String("amt-version", "11.8.50", "AMT firmware version")
@@ -52,6 +73,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--faults: %w", err)
 	}
+	kind, err := amtsim.ParseProfile(*profile)
+	if err != nil {
+		return fmt.Errorf("--profile: %w", err)
+	}
 	level := zerolog.InfoLevel
 	if *debug {
 		level = zerolog.DebugLevel
@@ -60,7 +85,13 @@ func run(args []string) error {
 	sim, err := amtsim.New(amtsim.Config{
 		Devices: *devices, BaseIP: base, HTTPPort: *httpPort, TLSPort: *tlsPort, Password: *password,
 		Version: *version, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
-		Log: log, AllowNonLoopback: *allowNonLoopback,
+		Log: log, AllowNonLoopback: *allowNonLoopback, Kind: kind,
+		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, NoDefaultHashes: *noDefaultHashes,
+			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,
+			HelloInterval: *helloInterval, HelloAfterUnprovision: *helloAfterUnprovision, FactoryHTTP: *factoryHTTP,
+			TLSRestart: *tlsRestart, LockoutThreshold: *lockoutThreshold, LockoutDuration: *lockoutDuration,
+			NonceReset: *nonceReset, WebUIUntil: *webUIUntil, DERKeySPKIFrom: *derKeySPKIFrom,
+			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener},
 	})
 	if err != nil {
 		return err
@@ -89,8 +120,8 @@ func run(args []string) error {
 	select {
 	case <-sim.Ready():
 		addrs := sim.Addrs()
-		fmt.Printf("serving %d devices %s .. %s http-port %d tls-port %d (faults %q, seed %d)\n",
-			len(addrs), addrs[0], addrs[len(addrs)-1], sim.HTTPPort(), sim.TLSPort(), fspec.String(), *seed)
+		fmt.Printf("serving %d %s devices %s .. %s http-port %d tls-port %d (faults %q, seed %d)\n",
+			len(addrs), kind.Profile(), addrs[0], addrs[len(addrs)-1], sim.HTTPPort(), sim.TLSPort(), fspec.String(), *seed)
 	case err := <-errc:
 		return err
 	}
@@ -101,4 +132,27 @@ func run(args []string) error {
 		_ = stateSrv.Shutdown(sctx)
 	}
 	return err
+}
+
+// hashList is a repeatable --trust-hash.
+type hashList [][]byte
+
+func (h *hashList) String() string {
+	var out []string
+	for _, x := range *h {
+		out = append(out, hex.EncodeToString(x))
+	}
+	return strings.Join(out, ",")
+}
+
+func (h *hashList) Set(v string) error {
+	b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(v), ":", ""))
+	if err != nil {
+		return fmt.Errorf("not hex: %w", err)
+	}
+	if n := len(b); n != 20 && n != 32 && n != 48 {
+		return fmt.Errorf("%d bytes is no SHA-1 (20), SHA-256 (32) or SHA-384 (48) hash", n)
+	}
+	*h = append(*h, b)
+	return nil
 }

@@ -214,6 +214,38 @@ func TestReturnValue(t *testing.T) {
 	}
 }
 
+// The names AMT-WSMAN.md gives: 2068 is NOT_FOUND, a duplicate is 2058.
+func TestStatusNames(t *testing.T) {
+	tests := []struct {
+		code int
+		name string
+	}{
+		{wsman.StatusDuplicate, "DUPLICATE"},
+		{wsman.StatusInvalidKey, "INVALID_KEY"},
+		{wsman.StatusInvalidCert, "INVALID_CERT"},
+		{wsman.StatusCertKeyNotMatch, "CERT_KEY_NOT_MATCH"},
+		{wsman.StatusNotFound, "NOT_FOUND"},
+		{2068, "NOT_FOUND"},
+		{2058, "DUPLICATE"},
+		{4242, "UNKNOWN_4242"},
+	}
+	for _, tc := range tests {
+		if got := wsman.StatusName(tc.code); got != tc.name {
+			t.Errorf("StatusName(%d) = %s, want %s", tc.code, got, tc.name)
+		}
+	}
+	notFound := fmt.Errorf("wrapped: %w", &wsman.ReturnValueError{Method: "Delete", Code: 2068, Name: "NOT_FOUND"})
+	if wsman.IsReturnValue(notFound, wsman.StatusDuplicate) || wsman.IsReturnValue(notFound, wsman.StatusDuplicateKey) {
+		t.Error("2068 (NOT_FOUND) taken for a duplicate")
+	}
+	if !wsman.IsReturnValue(notFound, wsman.StatusInvalidKey, wsman.StatusNotFound) {
+		t.Error("IsReturnValue missed 2068 in its list")
+	}
+	if wsman.IsReturnValue(errors.New("plain"), wsman.StatusNotFound) {
+		t.Error("IsReturnValue on an error without a ReturnValue")
+	}
+}
+
 // TestEnumerateFollowsContext serves a Pull without EndOfSequence (as real
 // devices do for CIM_Chip) and checks the client pulls again with the new
 // context until EndOfSequence.

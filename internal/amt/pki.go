@@ -2,8 +2,11 @@ package amt
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"slices"
 
 	"github.com/amtops/amtops/internal/wsman"
 )
@@ -20,7 +23,24 @@ type Certificate struct {
 // KeyPair is an AMT_PublicPrivateKeyPair (only the public part is readable).
 type KeyPair struct {
 	InstanceID string // "Intel(r) AMT Key: Handle: N"
-	PublicDER  []byte // PKCS#1 RSAPublicKey
+	PublicDER  []byte // DERKey: PKCS#1 RSAPublicKey or SubjectPublicKeyInfo, by firmware version
+}
+
+// RSAPublicKey decodes DERKey in either form firmware uses: PKCS#1
+// RSAPublicKey on some versions, SubjectPublicKeyInfo on others.
+func (k KeyPair) RSAPublicKey() (*rsa.PublicKey, error) {
+	if pub, err := x509.ParsePKCS1PublicKey(k.PublicDER); err == nil {
+		return pub, nil
+	}
+	pub, err := x509.ParsePKIXPublicKey(k.PublicDER)
+	if err != nil {
+		return nil, fmt.Errorf("amt: AMT_PublicPrivateKeyPair %q: DERKey is neither PKCS#1 nor SubjectPublicKeyInfo: %w", k.InstanceID, err)
+	}
+	rk, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("amt: AMT_PublicPrivateKeyPair %q: DERKey holds a %T, want RSA", k.InstanceID, pub)
+	}
+	return rk, nil
 }
 
 func parseCertificate(n *wsman.Node) (Certificate, error) {
@@ -166,6 +186,50 @@ func (c *Client) DeleteCertificate(ctx context.Context, instanceID string) error
 func (c *Client) DeleteKey(ctx context.Context, instanceID string) error {
 	if err := c.ws.Delete(ctx, URIPublicPrivateKeyPair, sel("InstanceID", instanceID)...); err != nil {
 		return fmt.Errorf("amt: delete key %q: %w", instanceID, err)
+	}
+	return nil
+}
+
+// DeleteCertificateAndKey deletes certificate certID and, unless it is a
+// trusted root, the key pair holding the certificate's public key: what a
+// TLS or 802.1X change replaced, so repeated changes never fill the
+// stores (23). Either already gone counts as deleted. The certificate the
+// TLS listener serves is refused: delete after binding its successor.
+func (c *Client) DeleteCertificateAndKey(ctx context.Context, certID string) error {
+	bound, err := c.TLSCredentialContexts(ctx)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(bound, certID) {
+		return fmt.Errorf("amt: delete certificate %q: it is the TLS certificate in use", certID)
+	}
+	certs, err := c.Certificates(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(certs, func(x Certificate) bool { return x.InstanceID == certID })
+	if i < 0 {
+		return nil
+	}
+	cert := certs[i]
+	if err := c.DeleteCertificate(ctx, certID); err != nil {
+		return err
+	}
+	if cert.TrustedRoot {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(cert.DER)
+	if err != nil {
+		return fmt.Errorf("amt: delete certificate %q: its key is left: X509Certificate: %w", certID, err)
+	}
+	keys, err := c.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if pub, err := k.RSAPublicKey(); err == nil && pub.Equal(leaf.PublicKey) {
+			return c.DeleteKey(ctx, k.InstanceID)
+		}
 	}
 	return nil
 }

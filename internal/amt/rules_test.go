@@ -392,7 +392,7 @@ func TestDeleteCertificateAndKey(t *testing.T) {
 		wantErr    bool
 	}{
 		{"Intel(r) AMT Certificate: Handle: 1", true, true, false},
-		{"Intel(r) AMT Certificate: Handle: 2", false, true, false}, // trusted root
+		{"Intel(r) AMT Certificate: Handle: 2", false, true, false},  // trusted root
 		{"Intel(r) AMT Certificate: Handle: 9", false, false, false}, // already gone
 		{"Intel(r) AMT Certificate: Handle: 3", false, false, true},  // serving TLS
 	}

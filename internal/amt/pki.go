@@ -2,6 +2,7 @@ package amt
 
 import (
 	"context"
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -222,14 +223,31 @@ func (c *Client) DeleteCertificateAndKey(ctx context.Context, certID string) err
 	if err != nil {
 		return fmt.Errorf("amt: delete certificate %q: its key is left: X509Certificate: %w", certID, err)
 	}
-	keys, err := c.Keys(ctx)
-	if err != nil {
+	keyID, err := c.FindKey(ctx, leaf.PublicKey)
+	if err != nil || keyID == "" {
 		return err
 	}
+	return c.DeleteKey(ctx, keyID)
+}
+
+// FindKey returns the InstanceID of the key pair whose public key is pub,
+// or "" when the store has none. A caller whose AddKey was refused (2058
+// duplicate; Intel's own documentation also names 2068 there, which is
+// NOT_FOUND elsewhere) checks with it whether the key really is on the
+// device rather than assuming so.
+func (c *Client) FindKey(ctx context.Context, pub crypto.PublicKey) (string, error) {
+	want, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return "", fmt.Errorf("amt: find key: %T is not an RSA public key", pub)
+	}
+	keys, err := c.Keys(ctx)
+	if err != nil {
+		return "", err
+	}
 	for _, k := range keys {
-		if pub, err := k.RSAPublicKey(); err == nil && pub.Equal(leaf.PublicKey) {
-			return c.DeleteKey(ctx, k.InstanceID)
+		if have, err := k.RSAPublicKey(); err == nil && have.Equal(want) {
+			return k.InstanceID, nil
 		}
 	}
-	return nil
+	return "", nil
 }

@@ -417,4 +417,19 @@ func TestDeleteCertificateAndKey(t *testing.T) {
 			}
 		})
 	}
+
+	// FindKey: the SPKI-form key is found by its public part, another is not
+	c, _ := newFixtureClient(t, routes)
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		pub  *rsa.PublicKey
+		want string
+	}{{&key.PublicKey, "Intel(r) AMT Key: Handle: 1"}, {&other.PublicKey, ""}} {
+		if id, err := c.FindKey(context.Background(), tc.pub); err != nil || id != tc.want {
+			t.Errorf("FindKey = %q, %v; want %q", id, err, tc.want)
+		}
+	}
 }

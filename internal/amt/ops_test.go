@@ -311,6 +311,14 @@ func TestOperations(t *testing.T) {
 			}
 			return ps[0].SSID, c.DeleteWiFiProfile(ctx, ps[0].InstanceID)
 		}, "testSSID"},
+		{"enable_wifi_port", func(ctx context.Context, c *amt.Client) (any, error) { return nil, c.EnableWiFiPort(ctx) }, nil},
+		{"control_mode", func(ctx context.Context, c *amt.Client) (any, error) {
+			m, err := c.ControlMode(ctx)
+			return amt.ControlModeName(m), err
+		}, "acm"},
+		{"set_mebx_password", func(ctx context.Context, c *amt.Client) (any, error) {
+			return nil, c.SetMEBxPassword(ctx, "N3w-MEBx-pw!")
+		}, nil},
 		{"unprovision", func(ctx context.Context, c *amt.Client) (any, error) {
 			if err := c.PartialUnprovision(ctx); err != nil {
 				return nil, err
@@ -398,6 +406,7 @@ func TestInputValidation(t *testing.T) {
 		{"wifi eap mismatch", func() error {
 			return c.AddWiFiProfile(ctx, amt.WiFiEndpointSettings{ElementName: "x", SSID: "y", AuthenticationMethod: 6}, &amt.WiFiEAP{})
 		}},
+		{"weak mebx password", func() error { return c.SetMEBxPassword(ctx, "admin") }},
 		{"kerberos user bad sid", func() error { _, err := c.AddKerberosUser(ctx, []byte{1}, amt.AccessAny, []int{3}); return err }},
 	}
 	for _, tc := range tests {

@@ -261,40 +261,6 @@ func TestRedirectionListener(t *testing.T) {
 	}
 }
 
-func TestFirmwareOps(t *testing.T) {
-	tests := []struct {
-		name string
-		run  func(ctx context.Context, c *amt.Client) (any, error)
-		want any
-	}{
-		{"enable_wifi_port", func(ctx context.Context, c *amt.Client) (any, error) { return nil, c.EnableWiFiPort(ctx) }, nil},
-		{"control_mode", func(ctx context.Context, c *amt.Client) (any, error) {
-			m, err := c.ControlMode(ctx)
-			return amt.ControlModeName(m), err
-		}, "acm"},
-		{"set_mebx_password", func(ctx context.Context, c *amt.Client) (any, error) {
-			return nil, c.SetMEBxPassword(ctx, "N3w-MEBx-pw!")
-		}, nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c, d := newFixtureClient(t, nil)
-			got, err := tc.run(context.Background(), c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-			compareGolden(t, tc.name, d.bodies)
-		})
-	}
-	c, d := newFixtureClient(t, nil)
-	if err := c.SetMEBxPassword(context.Background(), "admin"); err == nil || len(d.bodies) != 0 {
-		t.Errorf("weak MEBx password: err %v, %d requests", err, len(d.bodies))
-	}
-}
-
 // CSME 16.1+: the read-only NonSecureConnectionsSupported that a Get shows
 // is never put back.
 func TestTLSPutLeavesReadOnlyOut(t *testing.T) {

@@ -48,8 +48,8 @@ func (e *FaultError) Error() string {
 }
 
 // ReturnValueError is a method call that completed with a non-zero
-// ReturnValue; Name is AMT's PT_STATUS name when known.
-// IsReturnValue tests for one.
+// ReturnValue; Name is AMT's PT_STATUS name when known (IsReturnValue
+// tests for codes).
 type ReturnValueError struct {
 	Method string
 	Code   int

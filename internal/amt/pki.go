@@ -92,11 +92,23 @@ func (c *Client) AddCertificate(ctx context.Context, der []byte) (string, error)
 	return createdRef(op, out, "CreatedCertificate")
 }
 
-// AddKey installs an RSA private key (PKCS#1 DER) and returns its InstanceID.
+// AddKey installs an RSA private key (PKCS#1 DER) and returns its
+// InstanceID. A refusal as duplicate (2058; Intel's documentation of
+// AddKey also names 2068, which is NOT_FOUND everywhere else) is checked
+// against the store: when the key is listed its InstanceID is returned,
+// otherwise the refusal stands. A repeated install is thereby idempotent
+// without ever taking NOT_FOUND for "already there".
 func (c *Client) AddKey(ctx context.Context, pkcs1DER []byte) (string, error) {
 	const op = "add key"
 	out, err := c.invoke(ctx, op, URIPublicKeyManagement, "AddKey", nil,
 		field("KeyBlob", base64.StdEncoding.EncodeToString(pkcs1DER)))
+	if wsman.IsReturnValue(err, wsman.StatusDuplicate, wsman.StatusNotFound) {
+		if key, perr := x509.ParsePKCS1PrivateKey(pkcs1DER); perr == nil {
+			if id, ferr := c.FindKey(ctx, &key.PublicKey); ferr == nil && id != "" {
+				return id, nil
+			}
+		}
+	}
 	if err != nil {
 		return "", err
 	}

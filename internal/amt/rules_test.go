@@ -187,20 +187,62 @@ func TestKerberosACLRealms(t *testing.T) {
 	}
 }
 
-// A reply of 2068 is NOT_FOUND: never read as "already there".
-func TestNotFoundIsNotDuplicate(t *testing.T) {
+// A refused AddKey is "already there" only when the store lists the key:
+// 2068 is NOT_FOUND, never read as a duplicate by itself.
+func TestAddKeyRefused(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := os.ReadFile(fixturePath(t, "amt/publickey/management/addkey.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply := regexp.MustCompile(`(?s)<g:AddKey_OUTPUT>.*</g:AddKey_OUTPUT>`).ReplaceAllString(string(b), `<g:AddKey_OUTPUT><g:ReturnValue>2068</g:ReturnValue></g:AddKey_OUTPUT>`)
-	c, _ := newFixtureClient(t, withReply(t, nil, "AddKey AMT_PublicKeyManagementService", reply))
-	_, err = c.AddKey(context.Background(), []byte("key"))
-	if !wsman.IsReturnValue(err, wsman.StatusNotFound) || !strings.Contains(err.Error(), "NOT_FOUND") {
-		t.Fatalf("err = %v, want ReturnValue 2068 NOT_FOUND", err)
+	keys, err := os.ReadFile(fixturePath(t, "amt/publicprivate/pull.xml"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if wsman.IsReturnValue(err, wsman.StatusDuplicate, wsman.StatusDuplicateKey) {
-		t.Error("2068 taken for a duplicate")
+	// handle 1 of the store holds key
+	keyReply := regexp.MustCompile(`(?s)<h:DERKey>[^<]*(</h:DERKey>\s*<h:ElementName>Intel\(r\) AMT Key</h:ElementName>\s*<h:InstanceID>Intel\(r\) AMT Key: Handle: 1<)`).
+		ReplaceAllString(string(keys), "<h:DERKey>"+base64.StdEncoding.EncodeToString(x509.MarshalPKCS1PublicKey(&key.PublicKey))+"${1}")
+	refuse := func(code string) string {
+		return regexp.MustCompile(`(?s)<g:AddKey_OUTPUT>.*</g:AddKey_OUTPUT>`).ReplaceAllString(string(b), `<g:AddKey_OUTPUT><g:ReturnValue>`+code+`</g:ReturnValue></g:AddKey_OUTPUT>`)
+	}
+	tests := []struct {
+		name   string
+		code   string
+		key    *rsa.PrivateKey
+		wantID string
+		wantRV int
+	}{
+		{"duplicate, listed", "2058", key, "Intel(r) AMT Key: Handle: 1", 0},
+		{"2068, listed", "2068", key, "Intel(r) AMT Key: Handle: 1", 0},
+		{"2068, not listed", "2068", other, "", wsman.StatusNotFound},
+		{"duplicate, not listed", "2058", other, "", wsman.StatusDuplicate},
+		{"invalid key", "2062", key, "", wsman.StatusInvalidKey},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			routes := withReply(t, withReply(t, nil, "Pull AMT_PublicPrivateKeyPair", keyReply), "AddKey AMT_PublicKeyManagementService", refuse(tc.code))
+			c, _ := newFixtureClient(t, routes)
+			id, err := c.AddKey(context.Background(), x509.MarshalPKCS1PrivateKey(tc.key))
+			if tc.wantRV == 0 {
+				if err != nil || id != tc.wantID {
+					t.Fatalf("AddKey = %q, %v; want %q", id, err, tc.wantID)
+				}
+				return
+			}
+			if !wsman.IsReturnValue(err, tc.wantRV) || id != "" {
+				t.Fatalf("AddKey = %q, %v; want ReturnValue %d", id, err, tc.wantRV)
+			}
+			if tc.wantRV == wsman.StatusNotFound && (!strings.Contains(err.Error(), "NOT_FOUND") || wsman.IsReturnValue(err, wsman.StatusDuplicateKey)) {
+				t.Errorf("2068 named %v", err)
+			}
+		})
 	}
 }
 

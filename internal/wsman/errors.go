@@ -181,6 +181,10 @@ func Retryable(err error) bool {
 		return false
 	case errors.Is(err, context.DeadlineExceeded):
 		return true
+	case strings.Contains(err.Error(), "remote error: tls: "):
+		// The device's TLS alert is its verdict on us (our client
+		// certificate, chain or offer), not a network hiccup.
+		return false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),

@@ -241,8 +241,12 @@ func TestTLSClientCertificate(t *testing.T) {
 			if len(st.PeerCertificates) == 0 || !st.PeerCertificates[0].Equal(p.client.Leaf) {
 				t.Error("server did not see our client certificate")
 			}
-			if _, err := get(t, addr, &wsman.TLSConfig{RootCAs: p.caPool, ServerName: "amt.example"}); err == nil {
-				t.Error("a server requiring a client certificate accepted a client without one")
+			_, err := get(t, addr, &wsman.TLSConfig{RootCAs: p.caPool, ServerName: "amt.example"})
+			if err == nil {
+				t.Fatal("a server requiring a client certificate accepted a client without one")
+			}
+			if wsman.Retryable(err) {
+				t.Errorf("the device refusing our certificate must be permanent: %v", err)
 			}
 		})
 	}

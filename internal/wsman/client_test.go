@@ -3,6 +3,7 @@ package wsman_test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -472,6 +473,11 @@ func TestConfig(t *testing.T) {
 		{"tls without trust", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{}}, "", true},
 		{"short pin", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{PinSHA256: pin[:5]}}, "", true},
 		{"pin and roots", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{PinSHA256: pin, RootCAs: x509.NewCertPool()}}, "", true},
+		{"first use", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true}}, "https://h:16993/wsman", false},
+		{"first use and pin", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, PinSHA256: pin}}, "", true},
+		{"first use and roots", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, RootCAs: x509.NewCertPool()}}, "", true},
+		{"max TLS 1.1", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, MaxVersion: tls.VersionTLS11}}, "", true},
+		{"max TLS 1.2", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, MaxVersion: tls.VersionTLS12}}, "https://h:16993/wsman", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -481,6 +487,9 @@ func TestConfig(t *testing.T) {
 			}
 			if err == nil && c.URL() != tc.wantURL {
 				t.Errorf("URL = %s, want %s", c.URL(), tc.wantURL)
+			}
+			if err == nil && c.ServerLeafSHA256() != nil {
+				t.Error("a server fingerprint before any handshake")
 			}
 		})
 	}

@@ -317,29 +317,3 @@ func TestTLSTrustFirstUse(t *testing.T) {
 		t.Fatalf("pinned to the observed fingerprint: %v", err)
 	}
 }
-
-func TestTLSConfigModes(t *testing.T) {
-	pin := make([]byte, 32)
-	tests := []struct {
-		name string
-		tc   wsman.TLSConfig
-		ok   bool
-	}{
-		{"first use", wsman.TLSConfig{TrustFirstUse: true}, true},
-		{"first use and pin", wsman.TLSConfig{TrustFirstUse: true, PinSHA256: pin}, false},
-		{"first use and roots", wsman.TLSConfig{TrustFirstUse: true, RootCAs: x509.NewCertPool()}, false},
-		{"max TLS 1.1", wsman.TLSConfig{TrustFirstUse: true, MaxVersion: tls.VersionTLS11}, false},
-		{"max TLS 1.2", wsman.TLSConfig{TrustFirstUse: true, MaxVersion: tls.VersionTLS12}, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := wsman.New(wsman.Config{Address: "h", TLS: &tc.tc})
-			if (err == nil) != tc.ok {
-				t.Fatalf("err = %v, want ok %v", err, tc.ok)
-			}
-			if err == nil && c.ServerLeafSHA256() != nil {
-				t.Error("a fingerprint before any handshake")
-			}
-		})
-	}
-}

@@ -33,6 +33,8 @@ const (
 	URIWiFiPortConfiguration = wsman.AMTSchema + "AMT_WiFiPortConfigurationService"
 	URIWiFiEndpointSettings  = wsman.CIMSchema + "CIM_WiFiEndpointSettings"
 	URIWiFiEndpoint          = wsman.CIMSchema + "CIM_WiFiEndpoint"
+	URIWiFiPort              = wsman.CIMSchema + "CIM_WiFiPort"
+	URIHostBasedSetup        = wsman.IPSSchema + "IPS_HostBasedSetupService"
 )
 
 // Client performs typed AMT operations on one device.

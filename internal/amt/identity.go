@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/amtops/amtops/internal/wsman"
@@ -274,5 +275,50 @@ func (c *Client) PartialUnprovision(ctx context.Context) error {
 // ProvisioningMode to return to, normally ProvisioningModeAdmin (1).
 func (c *Client) Unprovision(ctx context.Context, mode int) error {
 	_, err := c.invoke(ctx, "unprovision", URISetupAndConfiguration, "Unprovision", nil, intField("ProvisioningMode", mode))
+	return err
+}
+
+// Control modes of IPS_HostBasedSetupService.CurrentControlMode.
+const (
+	ControlModeNone   = 0
+	ControlModeClient = 1 // CCM: user consent forced for KVM, SOL, IDE-R; no SetMEBxPassword
+	ControlModeAdmin  = 2 // ACM
+)
+
+// ControlModeName is "none", "ccm", "acm" or "mode-<n>".
+func ControlModeName(mode int) string {
+	switch mode {
+	case ControlModeNone:
+		return "none"
+	case ControlModeClient:
+		return "ccm"
+	case ControlModeAdmin:
+		return "acm"
+	}
+	return "mode-" + strconv.Itoa(mode)
+}
+
+// ControlMode reads IPS_HostBasedSetupService.CurrentControlMode.
+func (c *Client) ControlMode(ctx context.Context) (int, error) {
+	n, err := c.get(ctx, "get host based setup service", URIHostBasedSetup)
+	if err != nil {
+		return 0, err
+	}
+	if !n.Has("CurrentControlMode") {
+		return 0, fmt.Errorf("amt: get host based setup service: %w: no CurrentControlMode", wsman.ErrMalformed)
+	}
+	f := read(n, "IPS_HostBasedSetupService")
+	mode := f.int("CurrentControlMode")
+	return mode, f.err
+}
+
+// SetMEBxPassword sets the MEBx password (the one typed at the machine,
+// and the remote-configuration login of a factory device). The firmware
+// takes it in ACM, during provisioning, and refuses it in CCM (16).
+func (c *Client) SetMEBxPassword(ctx context.Context, password string) error {
+	if err := ValidatePassword(password); err != nil {
+		return fmt.Errorf("amt: set mebx password: %w", err)
+	}
+	_, err := c.invoke(ctx, "set mebx password", URISetupAndConfiguration, "SetMEBxPassword", nil, field("Password", password))
 	return err
 }

@@ -198,3 +198,37 @@ func (c *Client) AddWiFiProfile(ctx context.Context, w WiFiEndpointSettings, eap
 	_, err := c.invoke(ctx, "add wifi settings", URIWiFiPortConfiguration, "AddWiFiSettings", nil, in...)
 	return err
 }
+
+// CIM_WiFiPort states: off is the factory default; WiFiPortOnWithSync
+// turns the radio on with local profile synchronisation.
+const (
+	WiFiPortOff         = 3
+	WiFiPortOnWithSync  = 32769
+	wifiPortEnabledIdle = 2
+)
+
+// WiFiPortState reads CIM_WiFiPort's EnabledState (3 off, 32769 on with
+// local profile sync, 2 on).
+func (c *Client) WiFiPortState(ctx context.Context) (int, error) {
+	n, err := c.get(ctx, "get wifi port", URIWiFiPort)
+	if err != nil {
+		return 0, err
+	}
+	f := read(n, "CIM_WiFiPort")
+	st := f.int("EnabledState")
+	return st, f.err
+}
+
+// EnableWiFiPort switches the wireless port on with local profile sync
+// (RequestStateChange 32769), so the profiles added are used; a port
+// already on is left alone.
+func (c *Client) EnableWiFiPort(ctx context.Context) error {
+	st, err := c.WiFiPortState(ctx)
+	if err != nil {
+		return err
+	}
+	if st == WiFiPortOnWithSync || st == wifiPortEnabledIdle {
+		return nil
+	}
+	return c.requestStateChange(ctx, "wifi port state change", URIWiFiPort, WiFiPortOnWithSync)
+}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -96,6 +97,31 @@ var defaultRoutes = map[string]string{
 	"Enumerate CIM_WiFiEndpointSettings":               "cim/wifi/endpointsettings/enumerate.xml",
 	"Pull CIM_WiFiEndpointSettings":                    "cim/wifi/endpointsettings/pull.xml",
 	"Delete CIM_WiFiEndpointSettings":                  "cim/wifi/endpointsettings/delete.xml",
+	"Get CIM_WiFiPort":                                 "cim/wifi/port/get.xml",
+	"RequestStateChange CIM_WiFiPort":                  "cim/wifi/port/requeststatechange.xml",
+	"Get IPS_HostBasedSetupService":                    "ips/hostbasedsetup/get.xml",
+	"SetMEBxPassword AMT_SetupAndConfigurationService": "amt/setupandconfiguration/setmebxpassword.xml",
+}
+
+// withReply copies defaultRoutes with key answered by body (written to a
+// temporary file), for replies no fixture has.
+func withReply(t *testing.T, routes map[string]string, key, body string) map[string]string {
+	t.Helper()
+	if routes == nil {
+		routes = maps.Clone(defaultRoutes)
+	}
+	f := filepath.Join(t.TempDir(), "reply.xml")
+	if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(f)
+	fixAbs, _ := filepath.Abs(fixturePath(t, "."))
+	rel, err := filepath.Rel(fixAbs, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes[key] = rel
+	return routes
 }
 
 func (d *fixtureDevice) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -285,6 +311,14 @@ func TestOperations(t *testing.T) {
 			}
 			return ps[0].SSID, c.DeleteWiFiProfile(ctx, ps[0].InstanceID)
 		}, "testSSID"},
+		{"enable_wifi_port", func(ctx context.Context, c *amt.Client) (any, error) { return nil, c.EnableWiFiPort(ctx) }, nil},
+		{"control_mode", func(ctx context.Context, c *amt.Client) (any, error) {
+			m, err := c.ControlMode(ctx)
+			return amt.ControlModeName(m), err
+		}, "acm"},
+		{"set_mebx_password", func(ctx context.Context, c *amt.Client) (any, error) {
+			return nil, c.SetMEBxPassword(ctx, "N3w-MEBx-pw!")
+		}, nil},
 		{"unprovision", func(ctx context.Context, c *amt.Client) (any, error) {
 			if err := c.PartialUnprovision(ctx); err != nil {
 				return nil, err
@@ -309,19 +343,7 @@ func TestOperations(t *testing.T) {
 
 // TestBindTLSCreate: with no credential context yet, the binding is created.
 func TestBindTLSCreate(t *testing.T) {
-	routes := map[string]string{}
-	for k, v := range defaultRoutes {
-		routes[k] = v
-	}
-	routes["Pull AMT_TLSCredentialContext"] = "amt/tls/settingdata/enumerate.xml" // replaced below
-	emptyPull := filepath.Join(t.TempDir(), "empty.xml")
-	if err := os.WriteFile(emptyPull, []byte(`<a:Envelope xmlns:a="http://www.w3.org/2003/05/soap-envelope" xmlns:g="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><a:Header/><a:Body><g:PullResponse><g:Items></g:Items><g:EndOfSequence></g:EndOfSequence></g:PullResponse></a:Body></a:Envelope>`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	abs, _ := filepath.Abs(emptyPull)
-	fixAbs, _ := filepath.Abs(fixturePath(t, "."))
-	rel, _ := filepath.Rel(fixAbs, abs)
-	routes["Pull AMT_TLSCredentialContext"] = rel
+	routes := withReply(t, nil, "Pull AMT_TLSCredentialContext", `<a:Envelope xmlns:a="http://www.w3.org/2003/05/soap-envelope" xmlns:g="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><a:Header/><a:Body><g:PullResponse><g:Items></g:Items><g:EndOfSequence></g:EndOfSequence></g:PullResponse></a:Body></a:Envelope>`)
 	c, d := newFixtureClient(t, routes)
 	if err := c.BindTLSCertificate(context.Background(), "Intel(r) AMT Certificate: Handle: 1"); err != nil {
 		t.Fatal(err)
@@ -384,6 +406,7 @@ func TestInputValidation(t *testing.T) {
 		{"wifi eap mismatch", func() error {
 			return c.AddWiFiProfile(ctx, amt.WiFiEndpointSettings{ElementName: "x", SSID: "y", AuthenticationMethod: 6}, &amt.WiFiEAP{})
 		}},
+		{"weak mebx password", func() error { return c.SetMEBxPassword(ctx, "admin") }},
 		{"kerberos user bad sid", func() error { _, err := c.AddKerberosUser(ctx, []byte{1}, amt.AccessAny, []int{3}); return err }},
 	}
 	for _, tc := range tests {

@@ -2,8 +2,12 @@ package amt
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"slices"
 
 	"github.com/amtops/amtops/internal/wsman"
 )
@@ -20,7 +24,24 @@ type Certificate struct {
 // KeyPair is an AMT_PublicPrivateKeyPair (only the public part is readable).
 type KeyPair struct {
 	InstanceID string // "Intel(r) AMT Key: Handle: N"
-	PublicDER  []byte // PKCS#1 RSAPublicKey
+	PublicDER  []byte // DERKey: PKCS#1 RSAPublicKey or SubjectPublicKeyInfo, by firmware version
+}
+
+// RSAPublicKey decodes DERKey in either form firmware uses: PKCS#1
+// RSAPublicKey on some versions, SubjectPublicKeyInfo on others.
+func (k KeyPair) RSAPublicKey() (*rsa.PublicKey, error) {
+	if pub, err := x509.ParsePKCS1PublicKey(k.PublicDER); err == nil {
+		return pub, nil
+	}
+	pub, err := x509.ParsePKIXPublicKey(k.PublicDER)
+	if err != nil {
+		return nil, fmt.Errorf("amt: AMT_PublicPrivateKeyPair %q: DERKey is neither PKCS#1 nor SubjectPublicKeyInfo: %w", k.InstanceID, err)
+	}
+	rk, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("amt: AMT_PublicPrivateKeyPair %q: DERKey holds a %T, want RSA", k.InstanceID, pub)
+	}
+	return rk, nil
 }
 
 func parseCertificate(n *wsman.Node) (Certificate, error) {
@@ -71,11 +92,23 @@ func (c *Client) AddCertificate(ctx context.Context, der []byte) (string, error)
 	return createdRef(op, out, "CreatedCertificate")
 }
 
-// AddKey installs an RSA private key (PKCS#1 DER) and returns its InstanceID.
+// AddKey installs an RSA private key (PKCS#1 DER) and returns its
+// InstanceID. A refusal as duplicate (2058; Intel's documentation of
+// AddKey also names 2068, which is NOT_FOUND everywhere else) is checked
+// against the store: when the key is listed its InstanceID is returned,
+// otherwise the refusal stands. A repeated install is thereby idempotent
+// without ever taking NOT_FOUND for "already there".
 func (c *Client) AddKey(ctx context.Context, pkcs1DER []byte) (string, error) {
 	const op = "add key"
 	out, err := c.invoke(ctx, op, URIPublicKeyManagement, "AddKey", nil,
 		field("KeyBlob", base64.StdEncoding.EncodeToString(pkcs1DER)))
+	if wsman.IsReturnValue(err, wsman.StatusDuplicate, wsman.StatusNotFound) {
+		if key, perr := x509.ParsePKCS1PrivateKey(pkcs1DER); perr == nil {
+			if id, ferr := c.FindKey(ctx, &key.PublicKey); ferr == nil && id != "" {
+				return id, nil
+			}
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -168,4 +201,65 @@ func (c *Client) DeleteKey(ctx context.Context, instanceID string) error {
 		return fmt.Errorf("amt: delete key %q: %w", instanceID, err)
 	}
 	return nil
+}
+
+// DeleteCertificateAndKey deletes certificate certID and, unless it is a
+// trusted root, the key pair holding the certificate's public key: what a
+// TLS or 802.1X change replaced, so repeated changes never fill the
+// stores (23). Either already gone counts as deleted. The certificate the
+// TLS listener serves is refused: delete after binding its successor.
+func (c *Client) DeleteCertificateAndKey(ctx context.Context, certID string) error {
+	bound, err := c.TLSCredentialContexts(ctx)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(bound, certID) {
+		return fmt.Errorf("amt: delete certificate %q: it is the TLS certificate in use", certID)
+	}
+	certs, err := c.Certificates(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(certs, func(x Certificate) bool { return x.InstanceID == certID })
+	if i < 0 {
+		return nil
+	}
+	cert := certs[i]
+	if err := c.DeleteCertificate(ctx, certID); err != nil {
+		return err
+	}
+	if cert.TrustedRoot {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(cert.DER)
+	if err != nil {
+		return fmt.Errorf("amt: delete certificate %q: its key is left: X509Certificate: %w", certID, err)
+	}
+	keyID, err := c.FindKey(ctx, leaf.PublicKey)
+	if err != nil || keyID == "" {
+		return err
+	}
+	return c.DeleteKey(ctx, keyID)
+}
+
+// FindKey returns the InstanceID of the key pair whose public key is pub,
+// or "" when the store has none. A caller whose AddKey was refused (2058
+// duplicate; Intel's own documentation also names 2068 there, which is
+// NOT_FOUND elsewhere) checks with it whether the key really is on the
+// device rather than assuming so.
+func (c *Client) FindKey(ctx context.Context, pub crypto.PublicKey) (string, error) {
+	want, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return "", fmt.Errorf("amt: find key: %T is not an RSA public key", pub)
+	}
+	keys, err := c.Keys(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range keys {
+		if have, err := k.RSAPublicKey(); err == nil && have.Equal(want) {
+			return k.InstanceID, nil
+		}
+	}
+	return "", nil
 }

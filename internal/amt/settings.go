@@ -89,18 +89,59 @@ func (c *Client) RedirectionService(ctx context.Context) (*RedirectionService, e
 	return parseRedirectionService(n)
 }
 
-// SetRedirection applies IDE-R and SOL (S9): RequestStateChange, then the
-// redirection listener on when either is on.
-func (c *Client) SetRedirection(ctx context.Context, ider, sol bool) error {
-	if err := c.requestStateChange(ctx, "redirection state change", URIRedirectionService, int(RedirectionFor(ider, sol))); err != nil {
+// Redirection is which redirection features a device should have on.
+type Redirection struct {
+	IDER, SOL bool
+	// KVM nil leaves KVM alone and out of the listener decision: for a
+	// device without KVM (Standard Manageability), or a caller that sets
+	// it separately with SetKVM.
+	KVM *bool
+}
+
+// ApplyRedirection sets IDE-R/SOL (RequestStateChange), KVM, and the
+// redirection listener, which must be on for any of them to be usable
+// (S9). The listener goes on before the features and off after them.
+func (c *Client) ApplyRedirection(ctx context.Context, r Redirection) error {
+	listener := r.IDER || r.SOL || (r.KVM != nil && *r.KVM)
+	if listener {
+		if err := c.SetRedirectionListener(ctx, true); err != nil {
+			return err
+		}
+	}
+	if err := c.requestStateChange(ctx, "redirection state change", URIRedirectionService, int(RedirectionFor(r.IDER, r.SOL))); err != nil {
 		return err
 	}
+	if r.KVM != nil {
+		if err := c.requestStateChange(ctx, "kvm state change", URIKVMRedirectionSAP, enabledState(*r.KVM)); err != nil {
+			return err
+		}
+	}
+	if !listener {
+		return c.SetRedirectionListener(ctx, false)
+	}
+	return nil
+}
+
+// SetRedirection applies IDE-R and SOL with the listener following them;
+// a later SetKVM(true) turns the listener back on for KVM.
+func (c *Client) SetRedirection(ctx context.Context, ider, sol bool) error {
+	return c.ApplyRedirection(ctx, Redirection{IDER: ider, SOL: sol})
+}
+
+// SetRedirectionListener puts AMT_RedirectionService.ListenerEnabled (the
+// redirection port KVM, SOL and IDE-R all go through); no write when it
+// already is as wanted (flash writes are limited).
+func (c *Client) SetRedirectionListener(ctx context.Context, on bool) error {
 	rs, err := c.RedirectionService(ctx)
 	if err != nil {
 		return err
 	}
+	if rs.ListenerEnabled == on {
+		return nil
+	}
 	in := rs.raw
-	in.Set("ListenerEnabled", fmtBool(ider || sol))
+	in.Fields = append([]wsman.Field(nil), rs.raw.Fields...)
+	in.Set("ListenerEnabled", fmtBool(on))
 	_, err = c.put(ctx, "put redirection service", in)
 	return err
 }
@@ -119,8 +160,15 @@ func enabledState(on bool) int {
 	return StateDisabled
 }
 
-// SetKVM enables or disables KVM redirection (CIM_KVMRedirectionSAP).
+// SetKVM enables or disables KVM redirection (CIM_KVMRedirectionSAP);
+// enabling it turns the redirection listener on first, without which KVM
+// is unusable.
 func (c *Client) SetKVM(ctx context.Context, enabled bool) error {
+	if enabled {
+		if err := c.SetRedirectionListener(ctx, true); err != nil {
+			return err
+		}
+	}
 	return c.requestStateChange(ctx, "kvm state change", URIKVMRedirectionSAP, enabledState(enabled))
 }
 

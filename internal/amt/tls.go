@@ -68,6 +68,10 @@ type TLSSettingData struct {
 	Enabled                    bool
 	MutualAuthentication       bool
 	AcceptNonSecureConnections bool
+	// NonSecureConnectionsSupported is read-only, present from CSME 16.1
+	// (nil before): there the remote instance refuses
+	// AcceptNonSecureConnections=true and Enabled=false (16).
+	NonSecureConnectionsSupported *bool
 
 	raw wsman.Instance
 }
@@ -80,6 +84,10 @@ func parseTLSSettingData(n *wsman.Node) (*TLSSettingData, error) {
 		MutualAuthentication:       f.bool("MutualAuthentication"),
 		AcceptNonSecureConnections: f.bool("AcceptNonSecureConnections"),
 		raw:                        wsman.InstanceFromNode(URITLSSettingData, n),
+	}
+	if n.Has("NonSecureConnectionsSupported") {
+		v := f.bool("NonSecureConnectionsSupported")
+		s.NonSecureConnectionsSupported = &v
 	}
 	return s, f.err
 }
@@ -102,7 +110,9 @@ func (c *Client) TLSSettings(ctx context.Context) ([]*TLSSettingData, error) {
 }
 
 // SetTLS reads the TLS setting instance instanceID, changes the three flags
-// and puts the whole instance back. It takes effect after CommitChanges.
+// and puts the whole instance back, without the read-only
+// NonSecureConnectionsSupported, which the firmware refuses in a Put. It
+// takes effect after CommitChanges.
 func (c *Client) SetTLS(ctx context.Context, instanceID string, enabled, mutualAuth, acceptNonSecure bool) error {
 	n, err := c.get(ctx, "get tls settings", URITLSSettingData, sel("InstanceID", instanceID)...)
 	if err != nil {
@@ -113,6 +123,7 @@ func (c *Client) SetTLS(ctx context.Context, instanceID string, enabled, mutualA
 		return err
 	}
 	in := s.raw
+	in.Remove("NonSecureConnectionsSupported")
 	in.Set("Enabled", fmtBool(enabled))
 	in.Set("MutualAuthentication", fmtBool(mutualAuth))
 	in.Set("AcceptNonSecureConnections", fmtBool(acceptNonSecure))

@@ -3,10 +3,7 @@ package wsman
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -55,16 +52,6 @@ type Config struct {
 	ReadRetries int
 }
 
-// TLSConfig says how the device's certificate is verified: either against
-// RootCAs (with ServerName, normally the FQDN we put in the certificate) or
-// by pinning the SHA-256 of the leaf certificate's DER. Exactly one of the
-// two must be given; there is no "skip verification" mode.
-type TLSConfig struct {
-	RootCAs    *x509.CertPool
-	ServerName string
-	PinSHA256  []byte
-}
-
 // Client is a WS-Man client for ONE device. It serialises its requests (AMT
 // firmware handles one request at a time well, and the digest nonce count is
 // per client), so use one Client per device and share it between goroutines
@@ -78,6 +65,7 @@ type Client struct {
 	readRetries int
 	log         zerolog.Logger
 	http        *http.Client
+	leaf        *leafSeen // nil over plain HTTP
 
 	sem chan struct{} // one request in flight; guards the fields below
 	// msgID is the last MessageID sent; deterministic so golden tests can
@@ -93,11 +81,14 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("wsman: config: Address is empty")
 	}
 	scheme, port := "http", PortHTTP
-	var tlsConf *tls.Config
+	var (
+		tlsConf *tls.Config
+		leaf    *leafSeen
+	)
 	if cfg.TLS != nil {
 		scheme, port = "https", PortHTTPS
 		var err error
-		if tlsConf, err = cfg.TLS.build(); err != nil {
+		if tlsConf, leaf, err = cfg.TLS.build(); err != nil {
 			return nil, err
 		}
 	}
@@ -147,41 +138,9 @@ func New(cfg Config) (*Client, error) {
 			// AMT never redirects; following one would leak the digest exchange.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		sem: make(chan struct{}, 1),
+		leaf: leaf,
+		sem:  make(chan struct{}, 1),
 	}, nil
-}
-
-func (t *TLSConfig) build() (*tls.Config, error) {
-	switch {
-	case len(t.PinSHA256) > 0 && t.RootCAs != nil:
-		return nil, errors.New("wsman: config: TLS: set RootCAs or PinSHA256, not both")
-	case len(t.PinSHA256) > 0:
-		if len(t.PinSHA256) != sha256.Size {
-			return nil, fmt.Errorf("wsman: config: TLS PinSHA256 is %d bytes, want %d", len(t.PinSHA256), sha256.Size)
-		}
-		pin := append([]byte(nil), t.PinSHA256...)
-		return &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			ServerName: t.ServerName,
-			// Chain verification is replaced by the pin check below, which
-			// runs on every handshake including resumptions.
-			InsecureSkipVerify: true, //nolint:gosec // pinned leaf verified in VerifyConnection
-			VerifyConnection: func(cs tls.ConnectionState) error {
-				if len(cs.PeerCertificates) == 0 {
-					return ErrPinMismatch
-				}
-				sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
-				if subtle.ConstantTimeCompare(sum[:], pin) != 1 {
-					return ErrPinMismatch
-				}
-				return nil
-			},
-		}, nil
-	case t.RootCAs != nil:
-		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: t.RootCAs, ServerName: t.ServerName}, nil
-	default:
-		return nil, errors.New("wsman: config: TLS needs RootCAs or PinSHA256")
-	}
 }
 
 // URL is the endpoint this client posts to.

@@ -3,6 +3,7 @@ package wsman_test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -211,6 +212,38 @@ func TestReturnValue(t *testing.T) {
 	}
 	if _, err := c.Invoke(context.Background(), wsman.IPSSchema+"IPS_HTTPProxyService", "OtherMethod", nil, nil); !errors.Is(err, wsman.ErrMalformed) {
 		t.Errorf("mismatched _OUTPUT: err = %v", err)
+	}
+}
+
+// The names AMT-WSMAN.md gives: 2068 is NOT_FOUND, a duplicate is 2058.
+func TestStatusNames(t *testing.T) {
+	tests := []struct {
+		code int
+		name string
+	}{
+		{wsman.StatusDuplicate, "DUPLICATE"},
+		{wsman.StatusInvalidKey, "INVALID_KEY"},
+		{wsman.StatusInvalidCert, "INVALID_CERT"},
+		{wsman.StatusCertKeyNotMatch, "CERT_KEY_NOT_MATCH"},
+		{wsman.StatusNotFound, "NOT_FOUND"},
+		{2068, "NOT_FOUND"},
+		{2058, "DUPLICATE"},
+		{4242, "UNKNOWN_4242"},
+	}
+	for _, tc := range tests {
+		if got := wsman.StatusName(tc.code); got != tc.name {
+			t.Errorf("StatusName(%d) = %s, want %s", tc.code, got, tc.name)
+		}
+	}
+	notFound := fmt.Errorf("wrapped: %w", &wsman.ReturnValueError{Method: "Delete", Code: 2068, Name: "NOT_FOUND"})
+	if wsman.IsReturnValue(notFound, wsman.StatusDuplicate) || wsman.IsReturnValue(notFound, wsman.StatusDuplicateKey) {
+		t.Error("2068 (NOT_FOUND) taken for a duplicate")
+	}
+	if !wsman.IsReturnValue(notFound, wsman.StatusInvalidKey, wsman.StatusNotFound) {
+		t.Error("IsReturnValue missed 2068 in its list")
+	}
+	if wsman.IsReturnValue(errors.New("plain"), wsman.StatusNotFound) {
+		t.Error("IsReturnValue on an error without a ReturnValue")
 	}
 }
 
@@ -440,6 +473,11 @@ func TestConfig(t *testing.T) {
 		{"tls without trust", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{}}, "", true},
 		{"short pin", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{PinSHA256: pin[:5]}}, "", true},
 		{"pin and roots", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{PinSHA256: pin, RootCAs: x509.NewCertPool()}}, "", true},
+		{"first use", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true}}, "https://h:16993/wsman", false},
+		{"first use and pin", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, PinSHA256: pin}}, "", true},
+		{"first use and roots", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, RootCAs: x509.NewCertPool()}}, "", true},
+		{"max TLS 1.1", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, MaxVersion: tls.VersionTLS11}}, "", true},
+		{"max TLS 1.2", wsman.Config{Address: "h", TLS: &wsman.TLSConfig{TrustFirstUse: true, MaxVersion: tls.VersionTLS12}}, "https://h:16993/wsman", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -449,6 +487,9 @@ func TestConfig(t *testing.T) {
 			}
 			if err == nil && c.URL() != tc.wantURL {
 				t.Errorf("URL = %s, want %s", c.URL(), tc.wantURL)
+			}
+			if err == nil && c.ServerLeafSHA256() != nil {
+				t.Error("a server fingerprint before any handshake")
 			}
 		})
 	}

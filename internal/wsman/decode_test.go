@@ -139,4 +139,13 @@ func TestInstanceSet(t *testing.T) {
 	if got := string(in.Body()); got != want {
 		t.Errorf("body\n got %s\nwant %s", got, want)
 	}
+	orig := in.Fields
+	in.Remove("L", "Missing")
+	want = `<h:C xmlns:h="u"><h:A>&lt;&amp;&gt;</h:A><h:B>2</h:B><h:New>n</h:New></h:C>`
+	if got := string(in.Body()); got != want {
+		t.Errorf("after Remove\n got %s\nwant %s", got, want)
+	}
+	if orig[1].Name != "L" {
+		t.Error("Remove changed the fields it was given (shared with a Get's instance)")
+	}
 }

@@ -3,6 +3,7 @@ package wsman
 import (
 	"bytes"
 	"encoding/xml"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -108,6 +109,18 @@ func (in *Instance) SetAll(name string, values ...string) {
 	if !placed {
 		for _, v := range values {
 			out = append(out, Field{Name: name, Value: v})
+		}
+	}
+	in.Fields = out
+}
+
+// Remove drops every occurrence of the named fields: read-only properties
+// a Get returned that a Put must not send back.
+func (in *Instance) Remove(names ...string) {
+	out := in.Fields[:0:0]
+	for _, f := range in.Fields {
+		if !slices.Contains(names, f.Name) {
+			out = append(out, f)
 		}
 	}
 	in.Fields = out

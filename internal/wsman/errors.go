@@ -48,7 +48,8 @@ func (e *FaultError) Error() string {
 }
 
 // ReturnValueError is a method call that completed with a non-zero
-// ReturnValue; Name is AMT's PT_STATUS name when known.
+// ReturnValue; Name is AMT's PT_STATUS name when known (IsReturnValue
+// tests for codes).
 type ReturnValueError struct {
 	Method string
 	Code   int
@@ -59,6 +60,21 @@ func (e *ReturnValueError) Error() string {
 	return fmt.Sprintf("%s returned %d (%s)", e.Method, e.Code, e.Name)
 }
 
+// IsReturnValue reports whether err carries a method ReturnValue equal to
+// one of codes.
+func IsReturnValue(err error, codes ...int) bool {
+	var rve *ReturnValueError
+	if !errors.As(err, &rve) {
+		return false
+	}
+	for _, c := range codes {
+		if rve.Code == c {
+			return true
+		}
+	}
+	return false
+}
+
 // HTTPError is a reply with an unexpected HTTP status and no SOAP fault.
 type HTTPError struct {
 	StatusCode int
@@ -67,19 +83,31 @@ type HTTPError struct {
 
 func (e *HTTPError) Error() string { return "wsman: http status " + e.Status }
 
-// AMT status codes (PT_STATUS_*) seen as ReturnValue. The ones named in
-// AMT-WSMAN.md are authoritative; the 0x800 block around them follows the
-// AMT SDK's numbering (0x806 INVALID_PASSWORD, 0x80A DUPLICATE anchor it).
+// AMT status codes (PT_STATUS_*) seen as ReturnValue, as AMT-WSMAN.md and
+// Intel's SDK number them (0x800 block: 0x806 INVALID_PASSWORD, 0x80A
+// DUPLICATE, 0x814 NOT_FOUND).
 const (
 	StatusSuccess                 = 0
 	StatusInternalError           = 1
+	StatusInvalidMode             = 3
 	StatusNotPermitted            = 16
 	StatusMaxLimitReached         = 23
 	StatusInvalidParameter        = 36
 	StatusFlashWriteLimitExceeded = 38
+	StatusInvalidHandle           = 2053
 	StatusInvalidPassword         = 2054
+	StatusInvalidRealm            = 2055
+	StatusDataMissing             = 2057
 	StatusDuplicate               = 2058
-	StatusDuplicateKey            = 2068
+	StatusInvalidKey              = 2062
+	StatusInvalidCert             = 2063
+	StatusCertKeyNotMatch         = 2064
+	StatusNotFound                = 2068
+
+	// Deprecated: 2068 is NOT_FOUND, never "duplicate key"; a duplicate
+	// key is StatusDuplicate (2058). Kept, equal to StatusDuplicate, only
+	// until agent/phase2 stops naming it.
+	StatusDuplicateKey = StatusDuplicate
 )
 
 var statusNames = map[int]string{
@@ -107,7 +135,7 @@ var statusNames = map[int]string{
 	2065: "MAX_KERB_DOMAIN_REACHED",
 	2066: "UNSUPPORTED",
 	2067: "INVALID_PRIORITY",
-	2068: "DUPLICATE_KEY",
+	2068: "NOT_FOUND",
 }
 
 // StatusName returns AMT's name for a ReturnValue, or "UNKNOWN_<n>".
@@ -153,6 +181,10 @@ func Retryable(err error) bool {
 		return false
 	case errors.Is(err, context.DeadlineExceeded):
 		return true
+	case strings.Contains(err.Error(), "remote error: tls: "):
+		// The device's TLS alert is its verdict on us (our client
+		// certificate, chain or offer), not a network hiccup.
+		return false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),

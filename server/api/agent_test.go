@@ -19,8 +19,8 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/api/apitest"
+	"github.com/amtops/amtops/server/jobs"
 )
 
 func wantCode(t *testing.T, err error, want codes.Code) {
@@ -130,7 +130,7 @@ func TestSubnetAuthorisation(t *testing.T) {
 		call func() error
 	}{
 		{"complete", func() error {
-			_, err := a.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true})
+			_, err := a.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED})
 			return err
 		}},
 		{"heartbeat", func() error {
@@ -149,7 +149,7 @@ func TestSubnetAuthorisation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(), codes.PermissionDenied) })
 	}
 	// Nothing changed: B still holds the lease and can complete.
-	if _, err := b.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true}); err != nil {
+	if _, err := b.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED}); err != nil {
 		t.Fatalf("B complete: %v", err)
 	}
 }
@@ -188,11 +188,11 @@ func TestLeaseHeartbeatComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A stale token changes nothing.
-	_, err = c.Complete(ctx, &pb.CompleteRequest{Lease: &pb.LeaseRef{Subnet: ref.Subnet, JobId: ref.JobId, Token: "stale"}, Success: true})
+	_, err = c.Complete(ctx, &pb.CompleteRequest{Lease: &pb.LeaseRef{Subnet: ref.Subnet, JobId: ref.JobId, Token: "stale"}, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED})
 	wantCode(t, err, codes.FailedPrecondition)
 
 	for i, want := range []bool{false, true, true} {
-		r, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true,
+		r, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED,
 			Facts: &pb.DeviceFacts{Uuid: "u-1", AmtVersion: "11.8"}})
 		if err != nil {
 			t.Fatalf("complete %d: %v", i, err)
@@ -230,7 +230,7 @@ func TestLeaseHeartbeatComplete(t *testing.T) {
 }
 
 func TestCompleteFailure(t *testing.T) {
-	s := apitest.Start(t, apitest.Options{API: apitestOptionsRetry()})
+	s := apitest.Start(t, apitest.Options{Jobs: jobs.Config{RetryDelay: time.Second}})
 	ctx := context.Background()
 	c, _ := s.Enroll(t, "10.1.0.0/24")
 
@@ -250,7 +250,8 @@ func TestCompleteFailure(t *testing.T) {
 				t.Fatalf("lease = %v, %v", resp.GetJobs(), err)
 			}
 			ref := resp.GetJobs()[0].GetLease()
-			if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, ErrorStep: "tls", Error: "boom", Permanent: tc.permanent}); err != nil {
+			if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, ErrorStep: "tls", Error: "boom",
+				Result: map[bool]pb.CompleteResult{true: pb.CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT, false: pb.CompleteResult_COMPLETE_RESULT_FAILED}[tc.permanent]}); err != nil {
 				t.Fatal(err)
 			}
 			b, _ := s.Store.GetBatch(ctx, batch)
@@ -264,8 +265,6 @@ func TestCompleteFailure(t *testing.T) {
 		})
 	}
 }
-
-func apitestOptionsRetry() api.Options { return api.Options{RetryDelay: time.Second} }
 
 func TestLeaseAnswersBeforeDeadline(t *testing.T) {
 	s := apitest.Start(t, apitest.Options{})

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
 
@@ -91,7 +92,7 @@ func (s *AgentService) recordDiscovered(ctx context.Context, a domain.Agent, sub
 	update := func(d *domain.Device) error {
 		d.Status = discoveredStatus(d.Status, dd)
 		d.IP, d.Subnet = ip, subnet
-		applyFacts(d, dd.GetFacts())
+		wire.FactsFrom(dd.GetFacts()).Apply(d)
 		// Identify says "AMT 11.8"; the device record holds bare versions.
 		if v := strings.TrimSpace(strings.TrimPrefix(dd.GetProductVersion(), "AMT")); d.AMTVersion == "" && v != "" {
 			d.AMTVersion = v

@@ -23,6 +23,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CompleteResult is how an agent ends its lease on a job.
+type CompleteResult int32
+
+const (
+	CompleteResult_COMPLETE_RESULT_UNSPECIFIED      CompleteResult = 0 // refused: the agent must say
+	CompleteResult_COMPLETE_RESULT_SUCCEEDED        CompleteResult = 1
+	CompleteResult_COMPLETE_RESULT_FAILED           CompleteResult = 2 // retryable: the job comes back after a delay
+	CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT CompleteResult = 3 // retrying cannot help
+	CompleteResult_COMPLETE_RESULT_RELEASED         CompleteResult = 4 // given back unfinished, the attempt not counted
+	CompleteResult_COMPLETE_RESULT_CANCELLED        CompleteResult = 5 // the batch was cancelled while the job ran
+)
+
+// Enum value maps for CompleteResult.
+var (
+	CompleteResult_name = map[int32]string{
+		0: "COMPLETE_RESULT_UNSPECIFIED",
+		1: "COMPLETE_RESULT_SUCCEEDED",
+		2: "COMPLETE_RESULT_FAILED",
+		3: "COMPLETE_RESULT_FAILED_PERMANENT",
+		4: "COMPLETE_RESULT_RELEASED",
+		5: "COMPLETE_RESULT_CANCELLED",
+	}
+	CompleteResult_value = map[string]int32{
+		"COMPLETE_RESULT_UNSPECIFIED":      0,
+		"COMPLETE_RESULT_SUCCEEDED":        1,
+		"COMPLETE_RESULT_FAILED":           2,
+		"COMPLETE_RESULT_FAILED_PERMANENT": 3,
+		"COMPLETE_RESULT_RELEASED":         4,
+		"COMPLETE_RESULT_CANCELLED":        5,
+	}
+)
+
+func (x CompleteResult) Enum() *CompleteResult {
+	p := new(CompleteResult)
+	*p = x
+	return p
+}
+
+func (x CompleteResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CompleteResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_amtops_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (CompleteResult) Type() protoreflect.EnumType {
+	return &file_amtops_v1_agent_proto_enumTypes[0]
+}
+
+func (x CompleteResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CompleteResult.Descriptor instead.
+func (CompleteResult) EnumDescriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 type NetworkProfile_Kind int32
 
 const (
@@ -56,11 +115,11 @@ func (x NetworkProfile_Kind) String() string {
 }
 
 func (NetworkProfile_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_amtops_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_amtops_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (NetworkProfile_Kind) Type() protoreflect.EnumType {
-	return &file_amtops_v1_agent_proto_enumTypes[0]
+	return &file_amtops_v1_agent_proto_enumTypes[1]
 }
 
 func (x NetworkProfile_Kind) Number() protoreflect.EnumNumber {
@@ -1591,10 +1650,9 @@ func (x *DiscoverOptions) GetRatePerSecond() int32 {
 type CompleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Lease         *LeaseRef              `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
-	Success       bool                   `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
-	ErrorStep     string                 `protobuf:"bytes,3,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`          // never a secret
-	Permanent     bool                   `protobuf:"varint,5,opt,name=permanent,proto3" json:"permanent,omitempty"` // retrying cannot help
+	Result        CompleteResult         `protobuf:"varint,8,opt,name=result,proto3,enum=amtops.v1.CompleteResult" json:"result,omitempty"`
+	ErrorStep     string                 `protobuf:"bytes,3,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"` // the step that failed; a step name only
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`                          // never a secret
 	Facts         *DeviceFacts           `protobuf:"bytes,6,opt,name=facts,proto3" json:"facts,omitempty"`
 	Warnings      []string               `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1638,11 +1696,11 @@ func (x *CompleteRequest) GetLease() *LeaseRef {
 	return nil
 }
 
-func (x *CompleteRequest) GetSuccess() bool {
+func (x *CompleteRequest) GetResult() CompleteResult {
 	if x != nil {
-		return x.Success
+		return x.Result
 	}
-	return false
+	return CompleteResult_COMPLETE_RESULT_UNSPECIFIED
 }
 
 func (x *CompleteRequest) GetErrorStep() string {
@@ -1657,13 +1715,6 @@ func (x *CompleteRequest) GetError() string {
 		return x.Error
 	}
 	return ""
-}
-
-func (x *CompleteRequest) GetPermanent() bool {
-	if x != nil {
-		return x.Permanent
-	}
-	return false
 }
 
 func (x *CompleteRequest) GetFacts() *DeviceFacts {
@@ -2175,16 +2226,15 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x0fDiscoverOptions\x12\x18\n" +
 	"\asubnets\x18\x01 \x03(\tR\asubnets\x12 \n" +
 	"\vconcurrency\x18\x02 \x01(\x05R\vconcurrency\x12&\n" +
-	"\x0frate_per_second\x18\x03 \x01(\x05R\rratePerSecond\"\xf3\x01\n" +
+	"\x0frate_per_second\x18\x03 \x01(\x05R\rratePerSecond\"\xfa\x01\n" +
 	"\x0fCompleteRequest\x12)\n" +
-	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x12\x18\n" +
-	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x1d\n" +
+	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x121\n" +
+	"\x06result\x18\b \x01(\x0e2\x19.amtops.v1.CompleteResultR\x06result\x12\x1d\n" +
 	"\n" +
 	"error_step\x18\x03 \x01(\tR\terrorStep\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1c\n" +
-	"\tpermanent\x18\x05 \x01(\bR\tpermanent\x12,\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12,\n" +
 	"\x05facts\x18\x06 \x01(\v2\x16.amtops.v1.DeviceFactsR\x05facts\x12\x1a\n" +
-	"\bwarnings\x18\a \x03(\tR\bwarnings\"\xfb\x01\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarningsJ\x04\b\x02\x10\x03J\x04\b\x05\x10\x06\"\xfb\x01\n" +
 	"\vDeviceFacts\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x1f\n" +
 	"\vamt_version\x18\x02 \x01(\tR\n" +
@@ -2216,7 +2266,14 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	" \x01(\tR\x06domain\"M\n" +
 	"\x17ReportDiscoveryResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\x05R\acreated\x12\x18\n" +
-	"\aupdated\x18\x02 \x01(\x05R\aupdated2\xd8\x04\n" +
+	"\aupdated\x18\x02 \x01(\x05R\aupdated*\xcf\x01\n" +
+	"\x0eCompleteResult\x12\x1f\n" +
+	"\x1bCOMPLETE_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19COMPLETE_RESULT_SUCCEEDED\x10\x01\x12\x1a\n" +
+	"\x16COMPLETE_RESULT_FAILED\x10\x02\x12$\n" +
+	" COMPLETE_RESULT_FAILED_PERMANENT\x10\x03\x12\x1c\n" +
+	"\x18COMPLETE_RESULT_RELEASED\x10\x04\x12\x1d\n" +
+	"\x19COMPLETE_RESULT_CANCELLED\x10\x052\xd8\x04\n" +
 	"\fAgentService\x12=\n" +
 	"\x06Enroll\x12\x18.amtops.v1.EnrollRequest\x1a\x19.amtops.v1.EnrollResponse\x12;\n" +
 	"\x05Renew\x12\x17.amtops.v1.RenewRequest\x1a\x19.amtops.v1.EnrollResponse\x12:\n" +
@@ -2239,92 +2296,94 @@ func file_amtops_v1_agent_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_agent_proto_rawDescData
 }
 
-var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_amtops_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_amtops_v1_agent_proto_goTypes = []any{
-	(NetworkProfile_Kind)(0),        // 0: amtops.v1.NetworkProfile.Kind
-	(*EnrollRequest)(nil),           // 1: amtops.v1.EnrollRequest
-	(*EnrollResponse)(nil),          // 2: amtops.v1.EnrollResponse
-	(*RenewRequest)(nil),            // 3: amtops.v1.RenewRequest
-	(*LeaseRequest)(nil),            // 4: amtops.v1.LeaseRequest
-	(*LeaseResponse)(nil),           // 5: amtops.v1.LeaseResponse
-	(*LeaseRef)(nil),                // 6: amtops.v1.LeaseRef
-	(*HeartbeatRequest)(nil),        // 7: amtops.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 8: amtops.v1.HeartbeatResponse
-	(*ReportProgressRequest)(nil),   // 9: amtops.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),  // 10: amtops.v1.ReportProgressResponse
-	(*SignDeviceCSRRequest)(nil),    // 11: amtops.v1.SignDeviceCSRRequest
-	(*SignDeviceCSRResponse)(nil),   // 12: amtops.v1.SignDeviceCSRResponse
-	(*Phase2Job)(nil),               // 13: amtops.v1.Phase2Job
-	(*Target)(nil),                  // 14: amtops.v1.Target
-	(*Credentials)(nil),             // 15: amtops.v1.Credentials
-	(*TLSMaterial)(nil),             // 16: amtops.v1.TLSMaterial
-	(*Settings)(nil),                // 17: amtops.v1.Settings
-	(*Kerberos)(nil),                // 18: amtops.v1.Kerberos
-	(*KerberosACL)(nil),             // 19: amtops.v1.KerberosACL
-	(*NetworkProfile)(nil),          // 20: amtops.v1.NetworkProfile
-	(*UpdateOptions)(nil),           // 21: amtops.v1.UpdateOptions
-	(*DiscoverOptions)(nil),         // 22: amtops.v1.DiscoverOptions
-	(*CompleteRequest)(nil),         // 23: amtops.v1.CompleteRequest
-	(*DeviceFacts)(nil),             // 24: amtops.v1.DeviceFacts
-	(*CompleteResponse)(nil),        // 25: amtops.v1.CompleteResponse
-	(*ReportDiscoveryRequest)(nil),  // 26: amtops.v1.ReportDiscoveryRequest
-	(*DiscoveredDevice)(nil),        // 27: amtops.v1.DiscoveredDevice
-	(*ReportDiscoveryResponse)(nil), // 28: amtops.v1.ReportDiscoveryResponse
-	(*timestamppb.Timestamp)(nil),   // 29: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 30: google.protobuf.Duration
-	(*OperationEvent)(nil),          // 31: amtops.v1.OperationEvent
-	(JobKind)(0),                    // 32: amtops.v1.JobKind
-	(Link)(0),                       // 33: amtops.v1.Link
+	(CompleteResult)(0),             // 0: amtops.v1.CompleteResult
+	(NetworkProfile_Kind)(0),        // 1: amtops.v1.NetworkProfile.Kind
+	(*EnrollRequest)(nil),           // 2: amtops.v1.EnrollRequest
+	(*EnrollResponse)(nil),          // 3: amtops.v1.EnrollResponse
+	(*RenewRequest)(nil),            // 4: amtops.v1.RenewRequest
+	(*LeaseRequest)(nil),            // 5: amtops.v1.LeaseRequest
+	(*LeaseResponse)(nil),           // 6: amtops.v1.LeaseResponse
+	(*LeaseRef)(nil),                // 7: amtops.v1.LeaseRef
+	(*HeartbeatRequest)(nil),        // 8: amtops.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 9: amtops.v1.HeartbeatResponse
+	(*ReportProgressRequest)(nil),   // 10: amtops.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),  // 11: amtops.v1.ReportProgressResponse
+	(*SignDeviceCSRRequest)(nil),    // 12: amtops.v1.SignDeviceCSRRequest
+	(*SignDeviceCSRResponse)(nil),   // 13: amtops.v1.SignDeviceCSRResponse
+	(*Phase2Job)(nil),               // 14: amtops.v1.Phase2Job
+	(*Target)(nil),                  // 15: amtops.v1.Target
+	(*Credentials)(nil),             // 16: amtops.v1.Credentials
+	(*TLSMaterial)(nil),             // 17: amtops.v1.TLSMaterial
+	(*Settings)(nil),                // 18: amtops.v1.Settings
+	(*Kerberos)(nil),                // 19: amtops.v1.Kerberos
+	(*KerberosACL)(nil),             // 20: amtops.v1.KerberosACL
+	(*NetworkProfile)(nil),          // 21: amtops.v1.NetworkProfile
+	(*UpdateOptions)(nil),           // 22: amtops.v1.UpdateOptions
+	(*DiscoverOptions)(nil),         // 23: amtops.v1.DiscoverOptions
+	(*CompleteRequest)(nil),         // 24: amtops.v1.CompleteRequest
+	(*DeviceFacts)(nil),             // 25: amtops.v1.DeviceFacts
+	(*CompleteResponse)(nil),        // 26: amtops.v1.CompleteResponse
+	(*ReportDiscoveryRequest)(nil),  // 27: amtops.v1.ReportDiscoveryRequest
+	(*DiscoveredDevice)(nil),        // 28: amtops.v1.DiscoveredDevice
+	(*ReportDiscoveryResponse)(nil), // 29: amtops.v1.ReportDiscoveryResponse
+	(*timestamppb.Timestamp)(nil),   // 30: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 31: google.protobuf.Duration
+	(*OperationEvent)(nil),          // 32: amtops.v1.OperationEvent
+	(JobKind)(0),                    // 33: amtops.v1.JobKind
+	(Link)(0),                       // 34: amtops.v1.Link
 }
 var file_amtops_v1_agent_proto_depIdxs = []int32{
-	29, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	30, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	13, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
-	30, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
-	6,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
-	6,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
-	31, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
-	6,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
-	6,  // 8: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
-	32, // 9: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
-	29, // 10: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
-	14, // 11: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
-	15, // 12: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
-	16, // 13: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
-	17, // 14: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
-	18, // 15: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
-	20, // 16: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
-	21, // 17: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
-	22, // 18: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
-	19, // 19: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
-	0,  // 20: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
-	6,  // 21: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
-	24, // 22: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
-	33, // 23: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
-	27, // 24: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
-	24, // 25: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
-	1,  // 26: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
-	3,  // 27: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
-	4,  // 28: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
-	7,  // 29: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
-	9,  // 30: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
-	11, // 31: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
-	23, // 32: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
-	26, // 33: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
-	2,  // 34: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
-	2,  // 35: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
-	5,  // 36: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
-	8,  // 37: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
-	10, // 38: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
-	12, // 39: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
-	25, // 40: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
-	28, // 41: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	30, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	31, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	14, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
+	31, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
+	7,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
+	7,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
+	32, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
+	7,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
+	7,  // 8: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
+	33, // 9: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
+	30, // 10: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
+	15, // 11: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
+	16, // 12: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
+	17, // 13: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
+	18, // 14: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
+	19, // 15: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
+	21, // 16: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
+	22, // 17: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
+	23, // 18: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
+	20, // 19: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
+	1,  // 20: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
+	7,  // 21: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
+	0,  // 22: amtops.v1.CompleteRequest.result:type_name -> amtops.v1.CompleteResult
+	25, // 23: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
+	34, // 24: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
+	28, // 25: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
+	25, // 26: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
+	2,  // 27: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
+	4,  // 28: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
+	5,  // 29: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
+	8,  // 30: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
+	10, // 31: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
+	12, // 32: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
+	24, // 33: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
+	27, // 34: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
+	3,  // 35: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
+	3,  // 36: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
+	6,  // 37: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
+	9,  // 38: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
+	11, // 39: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
+	13, // 40: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
+	26, // 41: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
+	29, // 42: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_agent_proto_init() }
@@ -2338,7 +2397,7 @@ func file_amtops_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_agent_proto_rawDesc), len(file_amtops_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -36,7 +36,7 @@ import (
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/dispatch"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -84,7 +84,7 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatal(err)
 	}
 	aq := asynq.NewClientFromRedisClient(rdb)
-	bs := batch.New(st, phase1.NewEnqueuer(aq, 3, 0), o.Log)
+	bs := batch.New(st, jobs.NewEnqueuer(aq, 3, 0), o.Log)
 	var batches admin.Batches = bs
 	if o.Batches != nil {
 		batches = o.Batches
@@ -106,7 +106,8 @@ func Start(t testing.TB, o Options) *Server {
 	// The production wiring: one TLS port for agents (mTLS, AgentService's
 	// interceptor) and administrators (bearer tokens, AdminService's).
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
-	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca, api.Options{Log: o.Log})
+	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca,
+		jobs.New(st, q, nil, nil, jobs.Config{}, o.Log), api.Options{Log: o.Log})
 	gs := grpc.NewServer(append(api.ServerOptions(agents, cert),
 		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(svc.StreamInterceptor()))...)

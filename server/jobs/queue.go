@@ -3,7 +3,7 @@
 // from the device and the operation, so a duplicate request is one task;
 // transient errors are retried with backoff, permanent ones archived and
 // recorded on the job.
-package phase1
+package jobs
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package phase1
+package jobs
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/store"
 )
@@ -121,59 +122,17 @@ func (p *pipeline) mustRun(t *testing.T, d domain.Device, kind domain.JobKind, o
 	return res
 }
 
-// record applies a successful result the way AgentService.Complete does.
+// record applies a successful result as the agent service does.
 func (p *pipeline) record(t *testing.T, task Task, l store.Leased, res phase2.Result) {
 	t.Helper()
-	ctx := context.Background()
-	now := time.Now().UTC()
-	if _, err := p.store.UpdateDevice(ctx, task.DeviceID, func(d *domain.Device) error {
-		switch task.Kind {
-		case domain.KindProvision, domain.KindUpdate:
-			d.Status, d.State, d.ProvisionedAt = domain.StatusProvisioned, domain.ProvisioningPost, now
-		default:
-			d.Status, d.State, d.ProvisionedAt = domain.StatusNotProvisioned, domain.ProvisioningPre, time.Time{}
-		}
-		switch res.Facts.GetLink() {
-		case pb.Link_LINK_WIRED:
-			d.Link = domain.LinkWired
-		case pb.Link_LINK_WIRED_8021X:
-			d.Link = domain.LinkWired8021X
-		case pb.Link_LINK_WIRELESS:
-			d.Link = domain.LinkWireless
-		}
-		d.Warnings = res.Warnings
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if res.Err != nil {
+		t.Fatalf("recording a failed result: %v", res.Err)
 	}
-	certs, err := p.store.CertificatesByDevice(ctx, task.DeviceID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range certs {
-		if c.JobID == task.JobID && c.Status == domain.CertIssued {
-			if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, 0, now); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if task.Kind == domain.KindProvision {
-		pw, err := p.store.GetSecret(ctx, PendingPasswordSecret(task.DeviceID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.store.PutSecret(ctx, AdminPasswordSecret(task.DeviceID), pw); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.store.DeleteSecret(ctx, PendingPasswordSecret(task.DeviceID)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := p.store.FinishJob(ctx, task.BatchID, task.JobID, domain.JobSucceeded, "", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
-		t.Fatal(err)
+	already, err := p.prov.Complete(context.Background(), "agent-1", Lease{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token,
+		BatchID: task.BatchID, DeviceID: task.DeviceID}, Result{Outcome: domain.ResultSucceeded, Facts: wire.FactsFrom(res.Facts),
+		Warnings: res.Warnings})
+	if err != nil || already {
+		t.Fatalf("complete %s: already %t, %v", l.JobID, already, err)
 	}
 }
 
@@ -428,7 +387,7 @@ func TestRemoveEndToEnd(t *testing.T) {
 			if !tc.keepIdentity && (st.HostName != "" || st.DomainName != "") {
 				t.Errorf("identity left: %q.%q", st.HostName, st.DomainName)
 			}
-			admin, err := p.store.GetSecret(ctx, AdminPasswordSecret(d.ID))
+			admin, err := p.store.GetSecret(ctx, adminPasswordSecret(d.ID))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/amtops/amtops/internal/amt"
+	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/wsman"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -548,7 +549,7 @@ func (r *job) update(ctx context.Context) error {
 				case !change:
 					return "802.1X settings unchanged", nil
 				case !r.j.GetUpdate().GetConfirm_8021X():
-					return "", ErrConfirm8021X
+					return "", domain.ErrConfirm8021X
 				}
 				r.warn(ctx, StepNetworkProfiles, WarnConfirmed8021X)
 				return "802.1X settings change confirmed", nil
@@ -562,12 +563,6 @@ func (r *job) update(ctx context.Context) error {
 	}
 	return r.settingsStage(ctx, link == amtopsv1.Link_LINK_WIRELESS)
 }
-
-// ErrConfirm8021X is the (permanent) error when an update would change the
-// 802.1X settings over an 802.1X wired link without the administrator's
-// confirmation (S15).
-var ErrConfirm8021X = errors.New("the update changes the 802.1X settings of a device managed over an 802.1X wired link; " +
-	"incompatible settings can drop the link while no OS runs: confirm with update.confirm_8021x to proceed")
 
 // remove is S16: PartialUnprovision keeps identity, Unprovision clears all.
 func (r *job) remove(ctx context.Context) error {

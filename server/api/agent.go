@@ -25,12 +25,11 @@ import (
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
-	"github.com/amtops/amtops/server/store"
 )
 
 // Store is the part of the site database AgentService uses (store.Store).
 type Store interface {
-	ConsumeEnrollmentToken(ctx context.Context, token string) (store.Enrollment, error)
+	ConsumeEnrollmentToken(ctx context.Context, token string) (domain.Enrollment, error)
 	PutAgent(ctx context.Context, a domain.Agent) error
 	GetAgent(ctx context.Context, id string) (domain.Agent, error)
 	Heartbeat(ctx context.Context, agentID string, at time.Time) error
@@ -51,7 +50,7 @@ type Queue interface {
 
 // Leaser long-polls the queue (dispatch.Dispatcher).
 type Leaser interface {
-	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]store.Leased, error)
+	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]domain.Leased, error)
 }
 
 // Options tunes AgentService. The zero value is usable.
@@ -331,7 +330,7 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	cancelled := map[string]bool{}
 	for _, r := range refs {
 		if _, err := s.q.Extend(ctx, r.p, r.jobID, r.token, s.opts.LeaseTTL); err != nil {
-			if errors.Is(err, domain.ErrLeaseLost) || errors.Is(err, store.ErrAlreadyCompleted) {
+			if errors.Is(err, domain.ErrLeaseLost) || errors.Is(err, domain.ErrAlreadyCompleted) {
 				resp.LostJobIds = append(resp.LostJobIds, r.jobID)
 				continue
 			}

@@ -11,7 +11,7 @@ import (
 
 // Completer settles a leased job with the agent's result (jobs.Service).
 type Completer interface {
-	Complete(ctx context.Context, agentID string, l jobs.Lease, r jobs.Result) (already bool, err error)
+	Complete(ctx context.Context, agentID string, l domain.LeaseRef, r jobs.Result) (already bool, err error)
 }
 
 // Complete records a job's result (jobs.Service.Complete has the rules).
@@ -36,11 +36,8 @@ func (s *AgentService) Complete(ctx context.Context, req *pb.CompleteRequest) (*
 	return &pb.CompleteResponse{AlreadyCompleted: already}, nil
 }
 
-// lease checks a LeaseRef as leaseRef does and names the job it holds.
-func lease(a domain.Agent, ref *pb.LeaseRef) (jobs.Lease, error) {
-	p, batch, dev, err := leaseRef(a, ref)
-	if err != nil {
-		return jobs.Lease{}, err
-	}
-	return jobs.Lease{Subnet: p, JobID: ref.GetJobId(), Token: ref.GetToken(), BatchID: batch, DeviceID: dev}, nil
+// lease checks a LeaseRef as leaseRef does.
+func lease(a domain.Agent, ref *pb.LeaseRef) (domain.LeaseRef, error) {
+	p, _, _, err := leaseRef(a, ref)
+	return domain.LeaseRef{Subnet: p, JobID: ref.GetJobId(), Token: ref.GetToken()}, err
 }

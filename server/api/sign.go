@@ -3,13 +3,14 @@ package api
 import (
 	"context"
 
+	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/jobs"
 )
 
 // Signer signs the key a device made for a leased job (jobs.Service).
 type Signer interface {
-	SignDeviceCSR(ctx context.Context, agentID string, l jobs.Lease, csrDER []byte) (jobs.Signed, error)
+	SignDeviceCSR(ctx context.Context, agentID string, l domain.LeaseRef, csrDER []byte) (jobs.Signed, error)
 }
 
 // SignDeviceCSR signs the PKCS#10 request an AMT device made for a key it

@@ -158,7 +158,7 @@ func (s *Service) devices(ctx context.Context, r Request) ([]domain.Device, erro
 		if _, err := s.st.ApplyCollectionRules(ctx, r.Collection); err != nil {
 			return nil, err
 		}
-		var page store.DevicePage
+		var page domain.DevicePage
 		for first := true; first || page.Next != ""; first = false {
 			var err error
 			if page, err = s.st.Members(ctx, r.Collection, 1000, page.Next); err != nil {
@@ -211,10 +211,10 @@ func (s *Service) queueAll(ctx context.Context, b domain.Batch, queue string, kn
 	if queue == "" {
 		queue = queueFor(b)
 	}
-	var page store.JobPage
+	var page domain.JobPage
 	for first := true; first || page.Next != ""; first = false {
 		var err error
-		if page, err = s.st.ListJobs(ctx, b.ID, store.JobFilter{State: domain.JobQueued, Limit: 1000, Cursor: page.Next}); err != nil {
+		if page, err = s.st.ListJobs(ctx, b.ID, domain.JobFilter{State: domain.JobQueued, Limit: 1000, Cursor: page.Next}); err != nil {
 			return fmt.Errorf("batch: resume %s: %w", b.ID, err)
 		}
 		for _, j := range page.Jobs {

@@ -22,7 +22,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server/store"
 )
 
 // The day-2 pipeline minus the gRPC hop: the phase-1 handler (real CA,
@@ -123,13 +122,12 @@ func (p *pipeline) mustRun(t *testing.T, d domain.Device, kind domain.JobKind, o
 }
 
 // record applies a successful result as the agent service does.
-func (p *pipeline) record(t *testing.T, task Task, l store.Leased, res phase2.Result) {
+func (p *pipeline) record(t *testing.T, task Task, l domain.Leased, res phase2.Result) {
 	t.Helper()
 	if res.Err != nil {
 		t.Fatalf("recording a failed result: %v", res.Err)
 	}
-	already, err := p.prov.Complete(context.Background(), "agent-1", Lease{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token,
-		BatchID: task.BatchID, DeviceID: task.DeviceID}, Result{Outcome: domain.ResultSucceeded, Facts: wire.FactsFrom(res.Facts),
+	already, err := p.prov.Complete(context.Background(), "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token}, Result{Outcome: domain.ResultSucceeded, Facts: wire.FactsFrom(res.Facts),
 		Warnings: res.Warnings})
 	if err != nil || already {
 		t.Fatalf("complete %s: already %t, %v", l.JobID, already, err)
@@ -265,7 +263,7 @@ func TestUpdateEndToEnd(t *testing.T) {
 	// Unconfirmed over an 802.1X link: refused for good in phase 1,
 	// nothing revoked, nothing queued, the device untouched.
 	_, err := p.run(t, d, domain.KindUpdate, nil)
-	if !errors.Is(err, ErrConfirm8021X) || !domain.IsPermanent(err) {
+	if !errors.Is(err, domain.ErrConfirm8021X) || !domain.IsPermanent(err) {
 		t.Fatalf("unconfirmed update over 802.1X: %v, want permanent ErrConfirm8021X", err)
 	}
 	if live, _ := p.certs(t, d.ID, domain.Purpose8021X); len(live) != 1 || live[0].Serial != client0[0].Serial {

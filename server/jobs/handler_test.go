@@ -111,7 +111,7 @@ func (f *fixture) live(t *testing.T, deviceID string, purpose domain.CertPurpose
 }
 
 // leaseOne takes the device's phase-2 job from the queue and decodes it.
-func (f *fixture) leaseOne(t *testing.T) (*pb.Phase2Job, store.Leased) {
+func (f *fixture) leaseOne(t *testing.T) (*pb.Phase2Job, domain.Leased) {
 	t.Helper()
 	got, err := f.queue.Lease(context.Background(), "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute)
 	if err != nil {

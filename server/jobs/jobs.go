@@ -11,7 +11,6 @@ import (
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/pki"
-	"github.com/amtops/amtops/server/store"
 )
 
 // Store is the part of the site database a job's life uses.
@@ -54,7 +53,7 @@ type Queue interface {
 	Defer(ctx context.Context, subnet netip.Prefix, jobID, token string, delay time.Duration) error
 	Complete(ctx context.Context, subnet netip.Prefix, jobID, token string) error
 	Release(ctx context.Context, subnet netip.Prefix, jobID, token string) error
-	Job(ctx context.Context, subnet netip.Prefix, jobID string) (store.QueueJob, error)
+	Job(ctx context.Context, subnet netip.Prefix, jobID string) (domain.QueueJob, error)
 }
 
 // Site is what phase 1 puts into every controller: the site's settings.

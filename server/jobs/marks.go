@@ -2,19 +2,12 @@ package jobs
 
 import (
 	"context"
-	"errors"
 
 	"github.com/amtops/amtops/internal/domain"
 )
 
 // Device marks: what phase 1 records on the device itself, and S15's
 // guard on the link the device is managed over.
-
-// ErrConfirm8021X refuses an update of a device known to be managed over
-// an 802.1X wired link whose 802.1X settings the update would change (a
-// new client certificate always does), before anything is revoked (S15).
-var ErrConfirm8021X = errors.New("the device is managed over an 802.1X wired link and the update replaces its 802.1X " +
-	"client certificate; incompatible settings can drop the link while no OS runs: start the update with confirm_8021x to proceed")
 
 // markDevice applies a removal's marks (S18, S19). They are only ever
 // set here; an administrator clears them (SetAutoProvisionSuppressed,
@@ -56,5 +49,5 @@ func (r *run) checkLink(context.Context) (string, error) {
 	case r.t.option(OptionConfirm8021X):
 		return "802.1X wired link; the administrator confirmed the change", nil
 	}
-	return "", domain.Permanent(ErrConfirm8021X)
+	return "", domain.Permanent(domain.ErrConfirm8021X)
 }

@@ -13,20 +13,11 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/discover"
-	"github.com/amtops/amtops/server/store"
 )
 
 // The effects of a phase-2 result: what the agent's Complete, or the
 // reaper's dead letter, does to the job, the device, its certificates and
 // its secrets.
-
-// Lease names the leased job an agent reports on; the agent service has
-// checked the agent may serve Subnet, and the job ID gave batch and device.
-type Lease struct {
-	Subnet            netip.Prefix
-	JobID, Token      string
-	BatchID, DeviceID string
-}
 
 // Result is how the agent ended the job.
 type Result struct {
@@ -49,7 +40,7 @@ type Result struct {
 // the job (FinishJob failed). Otherwise the job is parked for RetryDelay
 // (Defer) and the reaper gives it out again, counting the attempt
 // (and dead-lettering it at the queue's MaxAttempts, see OnDead).
-func (p *Service) Complete(ctx context.Context, agentID string, l Lease, r Result) (already bool, err error) {
+func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRef, r Result) (already bool, err error) {
 	if !slices.Contains(domain.JobResults, r.Outcome) {
 		return false, domain.InvalidField("result", string(r.Outcome), "one of succeeded, failed, failed-permanent, released, cancelled")
 	}
@@ -67,7 +58,7 @@ func (p *Service) Complete(ctx context.Context, agentID string, l Lease, r Resul
 	if discover.IsJobID(l.JobID) {
 		return p.completeDiscover(ctx, log, l, r)
 	}
-	job, err := p.store.GetJob(ctx, l.BatchID, l.JobID)
+	job, err := p.leasedJob(ctx, l)
 	if err != nil {
 		return false, err
 	}
@@ -96,7 +87,7 @@ func (p *Service) Complete(ctx context.Context, agentID string, l Lease, r Resul
 		log.Info().Str("device", job.DeviceID).Int("attempt", qj.Attempts).Str("step", r.Step).Msg("phase 2 failed, will retry")
 		return false, nil
 	}
-	if _, err := p.store.FinishJob(ctx, l.BatchID, l.JobID, domain.JobFailed, failedStep(r), r.Error); err != nil {
+	if _, err := p.store.FinishJob(ctx, job.BatchID, l.JobID, domain.JobFailed, failedStep(r), r.Error); err != nil {
 		return false, err
 	}
 	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
@@ -104,6 +95,19 @@ func (p *Service) Complete(ctx context.Context, agentID string, l Lease, r Resul
 	}
 	log.Info().Str("device", job.DeviceID).Str("step", failedStep(r)).Msg("phase 2 failed")
 	return false, nil
+}
+
+// leasedJob reads the batch job a lease holds; its ID names the batch.
+func (p *Service) leasedJob(ctx context.Context, l domain.LeaseRef) (domain.Job, error) {
+	batch, dev, ok := domain.SplitJobID(l.JobID)
+	if !ok {
+		return domain.Job{}, domain.InvalidField("lease.job_id", l.JobID, "not a batch:device job ID")
+	}
+	job, err := p.store.GetJob(ctx, batch, l.JobID)
+	if err == nil && job.DeviceID != dev {
+		err = fmt.Errorf("jobs: job %s is for device %s: %w", l.JobID, job.DeviceID, domain.ErrConflict)
+	}
+	return job, err
 }
 
 // failedStep is the step a failure is recorded at: a cancelled job at
@@ -118,7 +122,7 @@ func failedStep(r Result) string {
 // alreadyDone turns the queue's "completed before" into the already
 // answer; any other error stays one.
 func alreadyDone(err error) (bool, error) {
-	if errors.Is(err, store.ErrAlreadyCompleted) {
+	if errors.Is(err, domain.ErrAlreadyCompleted) {
 		return true, nil
 	}
 	return false, err
@@ -128,7 +132,7 @@ func alreadyDone(err error) (bool, error) {
 // to no batch and the agent already reported its findings through
 // ReportDiscovery, so only the lease is settled: a retryable failure
 // comes back after RetryDelay like any job, anything else is done.
-func (p *Service) completeDiscover(ctx context.Context, log zerolog.Logger, l Lease, r Result) (bool, error) {
+func (p *Service) completeDiscover(ctx context.Context, log zerolog.Logger, l domain.LeaseRef, r Result) (bool, error) {
 	if r.Outcome == domain.ResultFailed {
 		qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
 		if err != nil {

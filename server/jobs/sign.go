@@ -36,7 +36,7 @@ type Signed struct {
 // Like phase 1's S1, any other live server certificate of the device is
 // revoked as superseded first. A retry with the same device key returns
 // the certificate already issued, so one job never leaves two live.
-func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l Lease, csrDER []byte) (Signed, error) {
+func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l domain.LeaseRef, csrDER []byte) (Signed, error) {
 	if p.ca == nil {
 		return Signed{}, fmt.Errorf("jobs: sign device csr: no device CA configured on this server: %w", domain.ErrConflict)
 	}
@@ -48,11 +48,11 @@ func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l Lease, cs
 	if _, err := p.queue.Extend(ctx, l.Subnet, l.JobID, l.Token, p.cfg.LeaseTTL); err != nil {
 		return Signed{}, fmt.Errorf("jobs: sign device csr for %s: %w", l.JobID, err)
 	}
-	job, err := p.store.GetJob(ctx, l.BatchID, l.JobID)
+	job, err := p.leasedJob(ctx, l)
 	if err != nil {
 		return Signed{}, err
 	}
-	if job.DeviceID != l.DeviceID || job.Kind != domain.KindProvision && job.Kind != domain.KindUpdate {
+	if job.Kind != domain.KindProvision && job.Kind != domain.KindUpdate {
 		return Signed{}, fmt.Errorf("jobs: sign device csr: job %s is a %s job, not provisioning: %w", l.JobID, job.Kind, domain.ErrConflict)
 	}
 	prepared, err := p.store.GetSecret(ctx, signOnDeviceSecret(l.JobID))
@@ -62,7 +62,7 @@ func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l Lease, cs
 	if err != nil {
 		return Signed{}, err
 	}
-	dev, err := p.store.GetDevice(ctx, l.DeviceID)
+	dev, err := p.store.GetDevice(ctx, job.DeviceID)
 	if err != nil {
 		return Signed{}, err
 	}
@@ -71,17 +71,17 @@ func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l Lease, cs
 		// The job sets the name phase 1 saw; a certificate for another
 		// name would not match it. Renamed devices are re-provisioned (S19).
 		return Signed{}, fmt.Errorf("jobs: sign device csr: device %s is now %s, the job was prepared for %s: %w",
-			l.DeviceID, fqdn, prepared, domain.ErrConflict)
+			job.DeviceID, fqdn, prepared, domain.ErrConflict)
 	}
-	log := p.log.With().Str("agent", agentID).Str("job", l.JobID).Str("device", l.DeviceID).Logger()
+	log := p.log.With().Str("agent", agentID).Str("job", l.JobID).Str("device", job.DeviceID).Logger()
 
-	if prev, ok, err := p.previous(ctx, l.JobID, l.DeviceID, spki); err != nil {
+	if prev, ok, err := p.previous(ctx, l.JobID, job.DeviceID, spki); err != nil {
 		return Signed{}, err
 	} else if ok {
 		log.Info().Str("serial", prev.Serial).Msg("device csr signed before, same key: same certificate")
 		return Signed(prev.issued), nil
 	}
-	n, err := p.revoke(ctx, l.DeviceID, domain.ReasonSuperseded, func(c domain.CertificateRecord) bool {
+	n, err := p.revoke(ctx, job.DeviceID, domain.ReasonSuperseded, func(c domain.CertificateRecord) bool {
 		return c.Purpose == domain.PurposeServerAuth
 	})
 	if err != nil {
@@ -92,7 +92,7 @@ func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l Lease, cs
 		return Signed{}, fmt.Errorf("jobs: sign device csr for %s: %w", l.JobID, err)
 	}
 	now := p.now().UTC()
-	rec := cert.Record(l.DeviceID, domain.PurposeServerAuth, now)
+	rec := cert.Record(job.DeviceID, domain.PurposeServerAuth, now)
 	rec.JobID = l.JobID
 	if err := p.store.PutCertificate(ctx, rec); err != nil {
 		return Signed{}, err
@@ -109,7 +109,7 @@ func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l Lease, cs
 	if n > 0 {
 		detail += fmt.Sprintf("; revoked %d superseded server certificate(s)", n)
 	}
-	if err := p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: l.DeviceID, JobID: l.JobID, Phase: 2, Step: StepSignDeviceCSR,
+	if err := p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: l.JobID, Phase: 2, Step: StepSignDeviceCSR,
 		Outcome: domain.OutcomeOK, Detail: detail, Actor: agentID, Time: now}); err != nil {
 		log.Warn().Err(err).Msg("operations log append failed")
 	}

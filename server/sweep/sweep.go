@@ -26,7 +26,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/jobs"
-	"github.com/amtops/amtops/server/store"
 )
 
 // TaskType is the asynq type of the sweep task; the phase-1 worker serves
@@ -40,7 +39,7 @@ const Origin = "sweep"
 type Store interface {
 	ListCollections(ctx context.Context) ([]domain.Collection, error)
 	ApplyCollectionRules(ctx context.Context, name string) (added int, err error)
-	Members(ctx context.Context, name string, limit int, cursor string) (store.DevicePage, error)
+	Members(ctx context.Context, name string, limit int, cursor string) (domain.DevicePage, error)
 }
 
 // Batches starts provision batches (batch.Service).
@@ -205,7 +204,7 @@ func (s *Sweeper) eligible(ctx context.Context) (ids []string, collections int, 
 		if _, err := s.st.ApplyCollectionRules(ctx, c.Name); err != nil {
 			return nil, collections, err
 		}
-		var page store.DevicePage
+		var page domain.DevicePage
 		for first := true; first || page.Next != ""; first = false {
 			if page, err = s.st.Members(ctx, c.Name, 1000, page.Next); err != nil {
 				return nil, collections, err

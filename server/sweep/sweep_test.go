@@ -207,7 +207,7 @@ func TestSweepTwoReplicasProvisionOnlyEligible(t *testing.T) {
 			return false
 		}
 		b = bs[0]
-		page, err := r1.st.ListJobs(ctx, b.ID, store.JobFilter{State: domain.JobPhase2})
+		page, err := r1.st.ListJobs(ctx, b.ID, domain.JobFilter{State: domain.JobPhase2})
 		return err == nil && len(page.Jobs) == b.Total
 	})
 	if want := "sweep-" + r1.sw.Slot(slotNow); b.ID != want || b.Kind != domain.KindProvision || b.Total != 2 {
@@ -362,8 +362,8 @@ type fakeStore struct{}
 
 func (fakeStore) ListCollections(context.Context) ([]domain.Collection, error) { return nil, nil }
 func (fakeStore) ApplyCollectionRules(context.Context, string) (int, error)    { return 0, nil }
-func (fakeStore) Members(context.Context, string, int, string) (store.DevicePage, error) {
-	return store.DevicePage{}, nil
+func (fakeStore) Members(context.Context, string, int, string) (domain.DevicePage, error) {
+	return domain.DevicePage{}, nil
 }
 
 type nopBatches struct{}

@@ -124,11 +124,11 @@ func Start(t testing.TB, o Options) *Server {
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	operate, _, err := st.CreateAdminToken(ctx, "ops", store.RoleOperate)
+	operate, _, err := st.CreateAdminToken(ctx, "ops", domain.RoleOperate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, _, err := st.CreateAdminToken(ctx, "viewer", store.RoleRead)
+	read, _, err := st.CreateAdminToken(ctx, "viewer", domain.RoleRead)
 	if err != nil {
 		t.Fatal(err)
 	}

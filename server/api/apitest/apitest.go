@@ -113,7 +113,7 @@ func Start(t testing.TB, o Options) *Server {
 // Token makes a one-time enrollment token for subnets.
 func (s *Server) Token(t testing.TB, subnets ...string) string {
 	t.Helper()
-	e := store.Enrollment{}
+	e := domain.Enrollment{}
 	for _, sn := range subnets {
 		e.Subnets = append(e.Subnets, netip.MustParsePrefix(sn))
 	}

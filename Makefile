@@ -12,8 +12,9 @@ BENCH     ?= .
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOCYCLO            := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 
-.PHONY: all build test lint proto proto-check demo bench clean
+.PHONY: all build test lint check-size cyclo proto proto-check demo bench clean
 
 all: build
 
@@ -24,10 +25,28 @@ build:
 test:
 	scripts/test.sh
 
-lint: $(TOOLS)/staticcheck
+lint: $(TOOLS)/staticcheck check-size cyclo
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(TOOLS)/staticcheck ./...
+
+# No tracked file over 1 MB (a committed binary once slipped in), and no
+# hand-written Go file over 700 lines outside the simulator.
+check-size:
+	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 1048576 {print $$2}'); \
+	if [ -n "$$big" ]; then echo "tracked files over 1 MB:"; echo "$$big"; exit 1; fi
+	@long=$$(git ls-files '*.go' | grep -v -e '\.pb\.go$$' -e '^internal/amtsim/' | xargs wc -l | awk '$$2 != "total" && $$1 > 700 {print}'); \
+	if [ -n "$$long" ]; then echo "Go files over 700 lines:"; echo "$$long"; exit 1; fi
+
+# Cyclomatic complexity: the top ten, and a failure over 25 in production
+# code outside the simulator.
+cyclo: $(TOOLS)/gocyclo
+	@$(TOOLS)/gocyclo -top 10 -ignore '_test\.go|\.pb\.go|internal/amtsim/' .
+	@over=$$($(TOOLS)/gocyclo -over 25 -ignore '_test\.go|\.pb\.go|internal/amtsim/' .); \
+	if [ -n "$$over" ]; then echo "functions over complexity 25:"; echo "$$over"; exit 1; fi
+
+$(TOOLS)/gocyclo:
+	GOBIN=$(TOOLS) $(GO) install $(GOCYCLO)
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)

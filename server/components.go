@@ -48,8 +48,15 @@ func (s *Server) buildCA(ctx context.Context, sealer *secrets.Sealer) (pki.CA, e
 		}
 		return ca, nil
 	}
+	crl := c.CRLURL
+	if crl == "" {
+		// The bound address, not the configured one: ":0" in tests, and
+		// config refuses an unspecified host.
+		crl = "http://" + s.httpLis.Addr().String() + "/crl"
+		s.log.Warn().Str("crl_url", crl).Msg("ca.crl_url not set: certificates name this server's own address; set it when running replicas")
+	}
 	ca, err := builtin.New(ctx, builtin.Sealed(s.store.Blobs("ca"), sealer), builtin.Config{
-		Validity: c.Validity, CRLURL: "http://" + s.cfg.HTTP.Listen + "/crl", Log: s.log})
+		Validity: c.Validity, CRLURL: crl, Log: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("server: built-in ca: %w", err)
 	}

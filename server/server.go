@@ -88,6 +88,13 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data_dir: %w", err)
 	}
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
+		return nil, fmt.Errorf("server: grpc.listen: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("server: http.listen: %w", err)
+	}
 	sealer, err := s.siteKey()
 	if err != nil {
 		return nil, err
@@ -126,12 +133,6 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	mux.HandleFunc("GET /grpc-ca.pem", s.grpcCA)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	if s.grpcLis, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
-		return nil, fmt.Errorf("server: grpc.listen: %w", err)
-	}
-	if s.httpLis, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-		return nil, fmt.Errorf("server: http.listen: %w", err)
-	}
 	ok = true
 	return s, nil
 }

@@ -25,6 +25,15 @@ type Agent struct {
 	LongPoll           time.Duration `yaml:"long_poll"`
 	AMT                AgentAMT      `yaml:"amt"`
 	Discovery          Discovery     `yaml:"discovery"`
+	// Hello is where factory devices' Hello messages are received.
+	Hello Hello `yaml:"hello"`
+}
+
+// Hello is the listener for AMT Hello messages (remote configuration):
+// devices connect to it, port 9971 by default, and say who they are.
+type Hello struct {
+	// Listen is host:port; empty turns the listener off.
+	Listen string `yaml:"listen"`
 }
 
 // AgentAMT is how the agent reaches controllers (C5).
@@ -56,6 +65,7 @@ func DefaultAgent() Agent {
 		AMT: AgentAMT{HTTPPort: 16992, TLSPort: 16993, CallTimeout: 30 * time.Second,
 			CommitWait: 5 * time.Second, CommitDeadline: 2 * time.Minute},
 		Discovery: Discovery{Interval: time.Hour, Concurrency: 64, Rate: 200, DialTimeout: 2 * time.Second},
+		Hello:     Hello{Listen: ":9971"},
 	}
 }
 
@@ -75,6 +85,7 @@ func (c Agent) Validate() error {
 	k.oneOf("log.format", c.Log.Format, "json", "console")
 	k.hostPort("server", c.Server, true)
 	k.fileExists("server_ca_file", c.ServerCAFile)
+	k.hostPort("hello.listen", c.Hello.Listen, false)
 	if c.StateDir == "" {
 		k.fail("state_dir", c.StateDir, "required")
 	}

@@ -53,6 +53,21 @@ func TestLoadServer(t *testing.T) {
 		{name: "directory needs base", yaml: "directory:\n  url: ldaps://dc1\n  bind_dn: a\n  account_ou: c\n  realm: R\n", field: "directory.base_dn"},
 		{name: "bad backend", yaml: "ca:\n  backend: vault\n", field: "ca.backend"},
 		{name: "step-ca needs url", yaml: "ca:\n  backend: step-ca\n", field: "ca.step_ca.url"},
+		{name: "remote config chain without key", yaml: "amt:\n  remote_config:\n    chain_file: /etc/hostname\n", field: "amt.remote_config.key_file"},
+		{name: "remote config both forms", yaml: "amt:\n  remote_config:\n    chain_file: /etc/hostname\n    key_file: /etc/hostname\n    pkcs12_file: /etc/hostname\n", field: "amt.remote_config.pkcs12_file"},
+		{name: "remote config missing file", yaml: "amt:\n  remote_config:\n    pkcs12_file: /nonexistent/prov.p12\n", field: "amt.remote_config.pkcs12_file"},
+		{name: "remote config bad domain", yaml: "amt:\n  remote_config:\n    trusted_domain: \"corp example\"\n", field: "amt.remote_config.trusted_domain"},
+		{name: "remote config bad subnet", yaml: "amt:\n  remote_config:\n    subnets:\n    - {cidr: 10.1.2.3/24, trusted_domain: corp.example.test}\n", field: "amt.remote_config.subnets[0].cidr"},
+		{name: "remote config subnet domain", yaml: "amt:\n  remote_config:\n    subnets:\n    - {cidr: 10.1.2.0/24, trusted_domain: \"\"}\n", field: "amt.remote_config.subnets[0].trusted_domain"},
+		{name: "crl on every interface", yaml: "http:\n  listen: 0.0.0.0:7080\n", field: "ca.crl_url"},
+		{name: "crl on no host", yaml: "http:\n  listen: \":7080\"\n", field: "ca.crl_url"},
+		{name: "crl url not http", yaml: "ca:\n  crl_url: ldap://ca/crl\n", field: "ca.crl_url"},
+		{name: "crl url with any listen", yaml: "http:\n  listen: 0.0.0.0:7080\nca:\n  crl_url: http://pki.example.test/amt.crl\n",
+			check: func(t *testing.T, c Server) {
+				if c.CA.CRLURL != "http://pki.example.test/amt.crl" {
+					t.Fatalf("crl_url = %q", c.CA.CRLURL)
+				}
+			}},
 		{name: "bad sid", yaml: "amt:\n  kerberos:\n    admin_sids: [S-1-5-21-1, bob]\n", field: "amt.kerberos.admin_sids[1]"},
 		{name: "clock tolerance", yaml: "amt:\n  kerberos:\n    max_clock_tolerance: 9\n", field: "amt.kerberos.max_clock_tolerance"},
 		{name: "system user", yaml: "amt:\n  provisioning_user: $$OsAdmin\n", field: "amt.provisioning_user"},
@@ -89,6 +104,8 @@ func TestLoadAgent(t *testing.T) {
 		{"bad port", "amt:\n  http_port: 70000\n", "amt.http_port"},
 		{"no server", "server: \"\"\n", "server"},
 		{"bad concurrency", "concurrency: 0\n", "concurrency"},
+		{"hello off", "hello:\n  listen: \"\"\n", ""},
+		{"bad hello", "hello:\n  listen: 9971\n", "hello.listen"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

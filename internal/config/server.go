@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -82,7 +83,40 @@ type AMT struct {
 	MutualTLS                bool        `yaml:"mutual_tls"`
 	Settings                 AMTSettings `yaml:"settings"`
 	Kerberos                 Kerberos    `yaml:"kerberos"`
+	// RemoteConfig activates factory devices (state 0) in admin control
+	// mode after their Hello (C5, S7–S10).
+	RemoteConfig RemoteConfig `yaml:"remote_config"`
 }
+
+// RemoteConfig is zero-touch activation: the provisioning certificate the
+// server presents (through the agent) to a device that sent a Hello, and
+// what the device is expected to trust.
+type RemoteConfig struct {
+	// The provisioning certificate: PEM chain (leaf first, root last) and
+	// PEM key, or one PKCS#12 file with its password. Loaded once and
+	// sealed; the key never leaves the server.
+	ChainFile      string `yaml:"chain_file"`
+	KeyFile        string `yaml:"key_file"`
+	PKCS12File     string `yaml:"pkcs12_file"`
+	PKCS12Password string `yaml:"pkcs12_password_file"`
+	// MEBxPasswordFile holds the devices' current MEBx password (the
+	// factory default is "admin"); $AMTOPS_MEBX_PASSWORD when empty.
+	MEBxPasswordFile string `yaml:"mebx_password_file"`
+	// TrustedDomain is the DNS suffix devices trust for provisioning
+	// (DHCP option 15 of their network, or the PKI DNS suffix set in the
+	// MEBx); Subnets overrides it per subnet.
+	TrustedDomain string            `yaml:"trusted_domain"`
+	Subnets       []RemoteConfigNet `yaml:"subnets"`
+}
+
+// RemoteConfigNet is one subnet's trusted domain suffix.
+type RemoteConfigNet struct {
+	CIDR          string `yaml:"cidr"`
+	TrustedDomain string `yaml:"trusted_domain"`
+}
+
+// Enabled reports whether a provisioning certificate is configured.
+func (r RemoteConfig) Enabled() bool { return r.ChainFile != "" || r.PKCS12File != "" }
 
 // AMTSettings are the site's AMT settings (S9).
 type AMTSettings struct {
@@ -109,7 +143,11 @@ type CA struct {
 	ServerProfile string        `yaml:"server_profile"`
 	ClientProfile string        `yaml:"client_profile"`
 	Validity      time.Duration `yaml:"validity"`
-	StepCA        StepCA        `yaml:"step_ca"`
+	// CRLURL is the public URL of the built-in CA's CRL, written into every
+	// certificate it issues. Empty: this server's own http.listen address,
+	// which must then be one devices can reach (not 0.0.0.0).
+	CRLURL string `yaml:"crl_url"`
+	StepCA StepCA `yaml:"step_ca"`
 }
 
 // StepCA is an external smallstep step-ca with a JWK provisioner.
@@ -204,6 +242,15 @@ func LoadServer(path string) (Server, error) {
 // Validate checks every field; the error names the first bad one.
 func (c Server) Validate() error {
 	var k checker
+	for _, section := range []func(*checker){c.validateBasics, c.validatePhases, c.validateAMT, c.validateRemoteConfig, c.validateCA,
+		c.validateDirectory, c.validateRest} {
+		section(&k)
+	}
+	return k.err
+}
+
+// validateBasics: logging, Redis, data and listeners.
+func (c Server) validateBasics(k *checker) {
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
 	k.hostPort("redis.addr", c.Redis.Addr, false)
@@ -217,6 +264,10 @@ func (c Server) Validate() error {
 	}
 	k.hostPort("grpc.listen", c.GRPC.Listen, true)
 	k.hostPort("http.listen", c.HTTP.Listen, true)
+}
+
+// validatePhases: the phase-1 workers and the phase-2 lease queue.
+func (c Server) validatePhases(k *checker) {
 	k.between("phase1.concurrency", c.Phase1.Concurrency, 1, 4096)
 	k.between("phase1.max_retry", c.Phase1.MaxRetry, 0, 100)
 	k.positive("phase1.timeout", c.Phase1.Timeout)
@@ -229,6 +280,10 @@ func (c Server) Validate() error {
 	if c.Phase2.LeaseTTL > 0 && c.Phase2.LeaseTTL < 10*time.Second {
 		k.fail("phase2.lease_ttl", c.Phase2.LeaseTTL, "must be at least 10s: agents heartbeat at a third of it")
 	}
+}
+
+// validateAMT: the provisioning account and Kerberos.
+func (c Server) validateAMT(k *checker) {
 	if u := c.AMT.ProvisioningUser; u == "" || len(u) > 16 || strings.HasPrefix(u, "$$") {
 		k.fail("amt.provisioning_user", u, "must be 1 to 16 characters, not starting with $$")
 	}
@@ -239,8 +294,73 @@ func (c Server) Validate() error {
 			k.fail("amt.kerberos.admin_sids["+itoa(i)+"]", sid, "must be a Windows SID (S-1-…)")
 		}
 	}
+}
+
+// validateRemoteConfig: the provisioning certificate and trusted domains.
+func (c Server) validateRemoteConfig(k *checker) {
+	r := c.AMT.RemoteConfig
+	const f = "amt.remote_config."
+	switch {
+	case r.ChainFile != "" && r.PKCS12File != "":
+		k.fail(f+"pkcs12_file", r.PKCS12File, "give either chain_file and key_file or pkcs12_file, not both")
+	case r.ChainFile != "" && r.KeyFile == "":
+		k.fail(f+"key_file", "", "required with chain_file")
+	case r.KeyFile != "" && r.ChainFile == "":
+		k.fail(f+"chain_file", "", "required with key_file")
+	}
+	for field, v := range map[string]string{"chain_file": r.ChainFile, "key_file": r.KeyFile, "pkcs12_file": r.PKCS12File,
+		"pkcs12_password_file": r.PKCS12Password, "mebx_password_file": r.MEBxPasswordFile} {
+		k.fileExists(f+field, v)
+	}
+	if r.TrustedDomain != "" && !validDomain(r.TrustedDomain) {
+		k.fail(f+"trusted_domain", r.TrustedDomain, "must be a DNS suffix such as corp.example.test")
+	}
+	for i, n := range r.Subnets {
+		field := f + "subnets[" + itoa(i) + "]"
+		if p, err := netip.ParsePrefix(n.CIDR); err != nil || p != p.Masked() {
+			k.fail(field+".cidr", n.CIDR, "must be a network prefix such as 10.1.2.0/24")
+		}
+		if !validDomain(n.TrustedDomain) {
+			k.fail(field+".trusted_domain", n.TrustedDomain, "must be a DNS suffix such as corp.example.test")
+		}
+	}
+}
+
+// validDomain is a loose check of a DNS suffix: labels of letters, digits
+// and hyphens, at most 191 characters (AMT's DomainName limit).
+func validDomain(d string) bool {
+	if d == "" || len(d) > 191 {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(d, "."), ".") {
+		if l == "" || len(l) > 63 || strings.HasPrefix(l, "-") || strings.HasSuffix(l, "-") {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validateCA: the certificate authority and the CRL it names.
+func (c Server) validateCA(k *checker) {
 	k.oneOf("ca.backend", c.CA.Backend, "builtin", "step-ca")
 	k.positive("ca.validity", c.CA.Validity)
+	if c.CA.CRLURL != "" {
+		if u, err := url.Parse(c.CA.CRLURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+			k.fail("ca.crl_url", c.CA.CRLURL, "must be an http:// or https:// URL devices can reach")
+		}
+	} else if c.CA.Backend == "builtin" {
+		if h, _, err := net.SplitHostPort(c.HTTP.Listen); err == nil {
+			if ip, perr := netip.ParseAddr(h); h == "" || perr == nil && ip.IsUnspecified() {
+				k.fail("ca.crl_url", "", "required when http.listen ("+c.HTTP.Listen+") is not an address devices can reach: "+
+					"every certificate names the CRL's URL")
+			}
+		}
+	}
 	if c.CA.Backend == "step-ca" {
 		if u, err := url.Parse(c.CA.StepCA.URL); err != nil || u.Scheme != "https" || u.Host == "" {
 			k.fail("ca.step_ca.url", c.CA.StepCA.URL, "must be an https:// URL")
@@ -256,6 +376,10 @@ func (c Server) Validate() error {
 			k.fileExists(f, v)
 		}
 	}
+}
+
+// validateDirectory: Active Directory, when configured.
+func (c Server) validateDirectory(k *checker) {
 	if d := c.Directory; d.URL != "" {
 		u, err := url.Parse(d.URL)
 		switch {
@@ -277,6 +401,10 @@ func (c Server) Validate() error {
 		k.positive("directory.timeout", d.Timeout)
 		k.between("directory.pool_size", d.PoolSize, 1, 64)
 	}
+}
+
+// validateRest: networks, sweeps and admin tokens.
+func (c Server) validateRest(k *checker) {
 	for i, w := range c.Networks.Wireless {
 		if w.SSID == "" || len(w.SSID) > 32 {
 			k.fail("networks.wireless["+itoa(i)+"].ssid", w.SSID, "must be 1 to 32 characters")
@@ -289,14 +417,4 @@ func (c Server) Validate() error {
 			k.fail("admin.tokens["+itoa(i)+"].token_file", "", "required")
 		}
 	}
-	return k.err
-}
-
-// SubnetOf parses a CIDR and names the field on error.
-func SubnetOf(field, cidr string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
-	if err != nil {
-		return p, &Error{Field: field, Value: cidr, Reason: "must be a CIDR such as 10.1.2.0/24"}
-	}
-	return p.Masked(), nil
 }

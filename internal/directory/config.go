@@ -76,16 +76,8 @@ func (c Config) Validate() error {
 		return domain.InvalidField("directory.url", "", "required")
 	}
 	for _, raw := range c.URLs {
-		u, err := url.Parse(raw)
-		switch {
-		case err != nil || u.Host == "":
-			return domain.InvalidField("directory.url", raw, "must be ldaps://host[:port] or ldap://host[:port] with start_tls")
-		case u.Scheme == "ldap" && !c.StartTLS:
-			return domain.InvalidField("directory.url", raw, "plain LDAP is refused: use ldaps:// or set start_tls")
-		case u.Scheme == "ldaps" && c.StartTLS:
-			return domain.InvalidField("directory.start_tls", raw, "StartTLS applies to ldap:// URLs, not ldaps://")
-		case u.Scheme != "ldap" && u.Scheme != "ldaps":
-			return domain.InvalidField("directory.url", raw, "scheme must be ldaps or ldap")
+		if err := c.validateURL(raw); err != nil {
+			return err
 		}
 	}
 	if c.BindDN == "" {
@@ -123,6 +115,22 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(c.CAFile); err != nil {
 			return domain.InvalidField("directory.ca_file", c.CAFile, "cannot read: "+err.Error())
 		}
+	}
+	return nil
+}
+
+// validateURL checks one directory URL: LDAPS, or LDAP with StartTLS.
+func (c Config) validateURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "":
+		return domain.InvalidField("directory.url", raw, "must be ldaps://host[:port] or ldap://host[:port] with start_tls")
+	case u.Scheme == "ldap" && !c.StartTLS:
+		return domain.InvalidField("directory.url", raw, "plain LDAP is refused: use ldaps:// or set start_tls")
+	case u.Scheme == "ldaps" && c.StartTLS:
+		return domain.InvalidField("directory.start_tls", raw, "StartTLS applies to ldap:// URLs, not ldaps://")
+	case u.Scheme != "ldap" && u.Scheme != "ldaps":
+		return domain.InvalidField("directory.url", raw, "scheme must be ldaps or ldap")
 	}
 	return nil
 }

@@ -228,49 +228,11 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 		if err != nil {
 			return err
 		}
-		dn := "CN=" + EscapeRDNValue(cn) + "," + c.cfg.AccountOU
-		existing, err := c.findBySAM(conn, sam+"$")
+		dn, made, err := c.ensureAccount(conn, d, cn, sam, winDN, &password, resetPassword)
 		if err != nil {
 			return err
 		}
-		if existing != nil {
-			// Same sAMAccountName but elsewhere, or another name that
-			// shortened to the same sAMAccountName: not ours to take over.
-			if !sameParent(existing.DN, c.cfg.AccountOU) || strings.EqualFold(existing.DN, winDN) ||
-				!strings.EqualFold(existing.CN, cn) {
-				return &NameConflictError{Name: sam + "$", HeldBy: existing.DN}
-			}
-			dn = existing.DN
-		}
-		if password == "" && (existing == nil || resetPassword) {
-			if password, err = NewPassword(); err != nil {
-				return err
-			}
-		}
-		if existing == nil {
-			err = c.addAccount(conn, dn, cn, sam, winDN, d.UUID, password)
-			if ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
-				// The DN is taken: by a concurrent publish of the same
-				// device (then update it), or by another object.
-				other, ferr := c.findBySAM(conn, sam+"$")
-				if ferr != nil {
-					return ferr
-				}
-				if other == nil || !strings.EqualFold(other.DN, dn) {
-					return &NameConflictError{Name: dn, HeldBy: dn}
-				}
-				existing, err = other, nil
-			}
-			if err != nil {
-				return err
-			}
-			created = existing == nil
-		}
-		if existing != nil {
-			if err := c.updateAccount(conn, dn, winDN, d.UUID, password); err != nil {
-				return err
-			}
-		}
+		created = made
 		if err := c.setSPNs(conn, dn, SPNs(d.FQDN)); err != nil {
 			return err
 		}
@@ -294,6 +256,58 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 		Str("uuid", d.UUID).Int("kvno", out.KVNO).Bool("created", out.Created).
 		Bool("password_reset", out.Password != "").Msg("amt account published")
 	return out, nil
+}
+
+// ensureAccount finds or creates the AMT account of d and sets its
+// attributes (and *password, when one is made); it returns the account's
+// DN and whether this call created it. *password outlives a retried
+// attempt, so an account created by a lost attempt still gets a known one.
+func (c *Client) ensureAccount(conn *ldap.Conn, d Device, cn, sam, winDN string, password *string, resetPassword bool) (string, bool, error) {
+	created := false
+	dn := "CN=" + EscapeRDNValue(cn) + "," + c.cfg.AccountOU
+	existing, err := c.findBySAM(conn, sam+"$")
+	if err != nil {
+		return "", false, err
+	}
+	if existing != nil {
+		// Same sAMAccountName but elsewhere, or another name that
+		// shortened to the same sAMAccountName: not ours to take over.
+		if !sameParent(existing.DN, c.cfg.AccountOU) || strings.EqualFold(existing.DN, winDN) ||
+			!strings.EqualFold(existing.CN, cn) {
+			return "", false, &NameConflictError{Name: sam + "$", HeldBy: existing.DN}
+		}
+		dn = existing.DN
+	}
+	if *password == "" && (existing == nil || resetPassword) {
+		if *password, err = NewPassword(); err != nil {
+			return "", false, err
+		}
+	}
+	if existing == nil {
+		err = c.addAccount(conn, dn, cn, sam, winDN, d.UUID, *password)
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
+			// The DN is taken: by a concurrent publish of the same
+			// device (then update it), or by another object.
+			other, ferr := c.findBySAM(conn, sam+"$")
+			if ferr != nil {
+				return "", false, ferr
+			}
+			if other == nil || !strings.EqualFold(other.DN, dn) {
+				return "", false, &NameConflictError{Name: dn, HeldBy: dn}
+			}
+			existing, err = other, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		created = existing == nil
+	}
+	if existing != nil {
+		if err := c.updateAccount(conn, dn, winDN, d.UUID, *password); err != nil {
+			return "", false, err
+		}
+	}
+	return dn, created, nil
 }
 
 // sameParent reports whether dn sits directly in container.

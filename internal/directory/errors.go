@@ -74,11 +74,6 @@ var permanentCodes = []uint16{
 	ldap.ErrorEmptyPassword,
 }
 
-// IsRetryable reports whether err may succeed when tried again: network
-// failures, busy/unavailable servers, timeouts. It is the negation of
-// domain.IsPermanent for errors from this package.
-func IsRetryable(err error) bool { return err != nil && !domain.IsPermanent(err) }
-
 // fail wraps err with the operation and marks it permanent when the
 // directory's answer cannot change by retrying.
 func fail(op string, err error) error {

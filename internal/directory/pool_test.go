@@ -179,7 +179,7 @@ func TestContextEndsRequestInFlight(t *testing.T) {
 	cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := c.Lookup(cctx, name)
-	if !errors.Is(err, context.DeadlineExceeded) || !directory.IsRetryable(err) {
+	if !errors.Is(err, context.DeadlineExceeded) || domain.IsPermanent(err) {
 		t.Fatalf("err = %v, want a retryable deadline exceeded", err)
 	}
 	// The pool slot came back: with the directory reachable again, the

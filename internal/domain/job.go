@@ -1,7 +1,6 @@
 package domain
 
 import (
-	"fmt"
 	"strings"
 	"time"
 )
@@ -109,15 +108,6 @@ const (
 
 // JobResults lists every result.
 var JobResults = []JobResult{ResultSucceeded, ResultFailed, ResultFailedPermanent, ResultReleased, ResultCancelled}
-
-// Move changes the state if the transition is allowed.
-func (j *Job) Move(next JobState, now time.Time) error {
-	if !j.State.CanMove(next) {
-		return fmt.Errorf("job %s: %s → %s: %w", j.ID, j.State, next, ErrConflict)
-	}
-	j.State, j.UpdatedAt = next, now
-	return nil
-}
 
 // Batch is a bulk operation: one job per device, with exact counters.
 type Batch struct {

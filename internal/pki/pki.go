@@ -61,17 +61,6 @@ func (p Profile) ExtKeyUsage() x509.ExtKeyUsage {
 	return x509.ExtKeyUsageServerAuth
 }
 
-// ProfileFor maps a certificate's purpose to its default profile.
-func ProfileFor(p domain.CertPurpose) (Profile, error) {
-	switch p {
-	case domain.PurposeServerAuth:
-		return ProfileServerAuth, nil
-	case domain.Purpose8021X, domain.PurposeWireless:
-		return ProfileClientAuth, nil
-	}
-	return "", domain.InvalidField("purpose", string(p), "unknown certificate purpose")
-}
-
 // Request asks a CA for one certificate. The names in the certificate
 // always come from FQDN (the site database), never from the CSR.
 type Request struct {

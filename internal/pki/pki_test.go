@@ -58,27 +58,6 @@ func TestParseSerial(t *testing.T) {
 	}
 }
 
-func TestProfileFor(t *testing.T) {
-	tests := []struct {
-		purpose domain.CertPurpose
-		want    pki.Profile
-		ok      bool
-	}{
-		{domain.PurposeServerAuth, pki.ProfileServerAuth, true},
-		{domain.Purpose8021X, pki.ProfileClientAuth, true},
-		{domain.PurposeWireless, pki.ProfileClientAuth, true},
-		{"smtp", "", false},
-	}
-	for _, tt := range tests {
-		t.Run(string(tt.purpose), func(t *testing.T) {
-			got, err := pki.ProfileFor(tt.purpose)
-			if got != tt.want || tt.ok != (err == nil) {
-				t.Fatalf("ProfileFor(%s) = %s, %v", tt.purpose, got, err)
-			}
-		})
-	}
-}
-
 func TestValidateReason(t *testing.T) {
 	for r := domain.RevocationReason(-1); r <= 11; r++ {
 		want := r >= 0 && r <= 10 && r != 7 && r != 8

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -54,10 +55,7 @@ func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequ
 	if len(subnets) == 0 {
 		return nil, api.ToStatus(domain.InvalidField("subnets", "", "name at least one subnet"))
 	}
-	a, err := s.st.GetAgent(ctx, req.GetAgentId())
-	if errors.Is(err, domain.ErrNotFound) {
-		return nil, api.ToStatus(fmt.Errorf("unknown agent %q: %w", req.GetAgentId(), domain.ErrNotFound))
-	}
+	a, err := s.agent(ctx, req.GetAgentId())
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
@@ -71,6 +69,68 @@ func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequ
 	}
 	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg("agent authorized")
 	return agentToPB(a), nil
+}
+
+// UnauthorizeAgent takes subnets away from an agent. Its calls for them
+// are refused from the next one on (AgentService reads the agent record
+// on every call); jobs it holds there return to the queue at lease expiry.
+func (s *Service) UnauthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequest) (*pb.Agent, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	subnets, err := prefixesFrom("subnets", req.GetSubnets())
+	if err != nil {
+		return nil, api.ToStatus(err)
+	}
+	if len(subnets) == 0 {
+		return nil, api.ToStatus(domain.InvalidField("subnets", "", "name at least one subnet"))
+	}
+	a, err := s.agent(ctx, req.GetAgentId())
+	if err != nil {
+		return nil, api.ToStatus(err)
+	}
+	for _, sn := range subnets {
+		if !slices.Contains(a.Subnets, sn) {
+			return nil, api.ToStatus(domain.InvalidField("subnets", sn.String(), "agent "+a.ID+" does not serve it"))
+		}
+	}
+	a.Subnets = slices.DeleteFunc(a.Subnets, func(sn netip.Prefix) bool { return slices.Contains(subnets, sn) })
+	if err := s.st.PutAgent(ctx, a); err != nil {
+		return nil, api.ToStatus(err)
+	}
+	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg("agent unauthorized")
+	return agentToPB(a), nil
+}
+
+// RevokeAgent forgets an agent. AgentService looks the agent up on every
+// call, so its certificate is refused from the next call on, and agent IDs
+// are never reused, so no later enrollment brings it back.
+func (s *Service) RevokeAgent(ctx context.Context, req *pb.RevokeAgentRequest) (*pb.RevokeAgentResponse, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.agent(ctx, req.GetAgentId())
+	if err != nil {
+		return nil, api.ToStatus(err)
+	}
+	if err := s.st.DeleteAgent(ctx, a.ID); err != nil {
+		return nil, api.ToStatus(err)
+	}
+	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Msg("agent revoked")
+	return &pb.RevokeAgentResponse{}, nil
+}
+
+func (s *Service) agent(ctx context.Context, id string) (domain.Agent, error) {
+	if id == "" {
+		return domain.Agent{}, domain.InvalidField("agent_id", "", "required")
+	}
+	a, err := s.st.GetAgent(ctx, id)
+	if errors.Is(err, domain.ErrNotFound) {
+		return a, fmt.Errorf("unknown agent %q: %w", id, domain.ErrNotFound)
+	}
+	return a, err
 }
 
 // ListAgents returns every enrolled agent.

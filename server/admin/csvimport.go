@@ -85,12 +85,61 @@ func parseCSV(data []byte) ([]csvRow, error) {
 	r.FieldsPerRecord = -1
 	r.TrimLeadingSpace = true
 	r.Comment = '#'
+	col, width, err := csvHeader(r)
+	if err != nil {
+		return nil, err
+	}
+	var errs errList
+	var rows []csvRow
+	seen := csvSeen{byFQDN: map[string]int{}, byIP: map[netip.Addr]int{}, byUUID: map[string]int{}}
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			errs.add(csvSyntax(err))
+			var pe *csv.ParseError
+			if errors.As(err, &pe) && !errors.Is(pe.Err, csv.ErrFieldCount) {
+				// A quoting error leaves the reader unsure where lines
+				// end; stop here.
+				return nil, errs.err()
+			}
+			continue
+		}
+		line, _ := r.FieldPos(0)
+		if len(rec) != width {
+			errs.add(fmt.Errorf("csv line %d: %w", line, domain.InvalidField("fields", fmt.Sprint(len(rec)), fmt.Sprintf("the header has %d columns", width))))
+			continue
+		}
+		get := func(c string) string {
+			if col[c] == 0 {
+				return ""
+			}
+			return strings.TrimSpace(rec[col[c]-1])
+		}
+		if row, ok := csvLine(line, get, &errs); ok && seen.first(row, &errs) {
+			rows = append(rows, row)
+		}
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, domain.InvalidField("csv", "", "no devices after the header")
+	}
+	return rows, nil
+}
+
+// csvHeader reads the header: each column's position (1-based; 0 is
+// absent) and the number of columns every line must have.
+func csvHeader(r *csv.Reader) (map[string]int, int, error) {
 	header, err := r.Read()
 	if errors.Is(err, io.EOF) {
-		return nil, domain.InvalidField("csv", "", "empty file: the first line must be the header "+strings.Join(csvColumns[:3], ",")+"[,uuid][,subnet]")
+		return nil, 0, domain.InvalidField("csv", "", "empty file: the first line must be the header "+strings.Join(csvColumns[:3], ",")+"[,uuid][,subnet]")
 	}
 	if err != nil {
-		return nil, csvSyntax(err)
+		return nil, 0, csvSyntax(err)
 	}
 	hline, _ := r.FieldPos(0)
 	col := map[string]int{}
@@ -103,7 +152,7 @@ func parseCSV(data []byte) ([]csvRow, error) {
 		case col[h] != 0:
 			errs.add(lineErr(hline, "header", h, "column appears twice"))
 		default:
-			col[h] = i + 1 // 0 means absent
+			col[h] = i + 1
 		}
 	}
 	for _, need := range csvColumns[:3] {
@@ -111,107 +160,80 @@ func parseCSV(data []byte) ([]csvRow, error) {
 			errs.add(lineErr(hline, "header", need, "required column missing (the first line must be the header host_name,domain,ip[,uuid][,subnet])"))
 		}
 	}
-	if err := errs.err(); err != nil {
-		return nil, err
-	}
-	var rows []csvRow
-	byFQDN, byIP, byUUID := map[string]int{}, map[netip.Addr]int{}, map[string]int{}
-	for {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) && !errors.Is(pe.Err, csv.ErrFieldCount) {
-				// A quoting error leaves the reader unsure where lines
-				// end; stop here.
-				errs.add(csvSyntax(err))
-				return nil, errs.err()
-			}
-			errs.add(csvSyntax(err))
-			continue
-		}
-		line, _ := r.FieldPos(0)
-		if len(rec) != len(header) {
-			errs.add(fmt.Errorf("csv line %d: %w", line, domain.InvalidField("fields", fmt.Sprint(len(rec)), fmt.Sprintf("the header has %d columns", len(header)))))
-			continue
-		}
-		get := func(c string) string {
-			if col[c] == 0 {
-				return ""
-			}
-			return strings.TrimSpace(rec[col[c]-1])
-		}
-		row, ok := csvRow{line: line}, true
-		bad := func(field, value, reason string) { errs.add(lineErr(line, field, value, reason)); ok = false }
+	return col, len(header), errs.err()
+}
 
-		row.host = get(colHost)
-		if row.host == "" {
-			bad(colHost, "", "required")
-		} else if err := domain.ValidateHostName(row.host); err != nil {
-			var fe *domain.FieldError
-			errors.As(err, &fe)
-			bad(colHost, row.host, fe.Reason)
-		}
-		row.domain = strings.TrimSuffix(get(colDomain), ".")
-		if reason := checkDomain(row.domain); reason != "" {
-			bad(colDomain, row.domain, reason)
-		}
-		if s := get(colIP); s == "" {
-			bad(colIP, "", "required")
-		} else if ip, err := netip.ParseAddr(s); err != nil || ip.Zone() != "" {
-			bad(colIP, s, "not an IP address")
+// csvLine checks the fields of one line; every problem goes to errs.
+func csvLine(line int, get func(string) string, errs *errList) (csvRow, bool) {
+	row, ok := csvRow{line: line}, true
+	bad := func(field, value, reason string) { errs.add(lineErr(line, field, value, reason)); ok = false }
+	row.host = get(colHost)
+	if row.host == "" {
+		bad(colHost, "", "required")
+	} else if err := domain.ValidateHostName(row.host); err != nil {
+		var fe *domain.FieldError
+		errors.As(err, &fe)
+		bad(colHost, row.host, fe.Reason)
+	}
+	row.domain = strings.TrimSuffix(get(colDomain), ".")
+	if reason := checkDomain(row.domain); reason != "" {
+		bad(colDomain, row.domain, reason)
+	}
+	if s := get(colIP); s == "" {
+		bad(colIP, "", "required")
+	} else if ip, err := netip.ParseAddr(s); err != nil || ip.Zone() != "" {
+		bad(colIP, s, "not an IP address")
+	} else {
+		row.ip = ip.Unmap()
+	}
+	if s := get(colUUID); s != "" {
+		if u, err := uuid.Parse(s); err != nil {
+			bad(colUUID, s, "not a UUID")
 		} else {
-			row.ip = ip.Unmap()
+			row.uuid = u.String()
 		}
-		if s := get(colUUID); s != "" {
-			u, err := uuid.Parse(s)
-			if err != nil {
-				bad(colUUID, s, "not a UUID")
-			} else {
-				row.uuid = u.String()
-			}
+	}
+	if s := get(colSubnet); s != "" {
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			bad(colSubnet, s, "not a CIDR prefix")
+		case row.ip.IsValid() && !p.Contains(row.ip):
+			bad(colSubnet, s, "does not contain ip "+row.ip.String())
+		default:
+			row.subnet = p.Masked()
 		}
-		if s := get(colSubnet); s != "" {
-			p, err := netip.ParsePrefix(s)
-			switch {
-			case err != nil:
-				bad(colSubnet, s, "not a CIDR prefix")
-			case row.ip.IsValid() && !p.Contains(row.ip):
-				bad(colSubnet, s, "does not contain ip "+row.ip.String())
-			default:
-				row.subnet = p.Masked()
-			}
-		}
-		if !ok {
-			continue
-		}
-		if prev, dup := byFQDN[row.fqdn()]; dup {
-			bad(colHost, row.host+"."+row.domain, fmt.Sprintf("the same name is on line %d", prev))
-		}
-		if prev, dup := byIP[row.ip]; dup {
-			bad(colIP, row.ip.String(), fmt.Sprintf("the same address is on line %d", prev))
-		}
-		if prev, dup := byUUID[row.uuid]; dup && row.uuid != "" {
-			bad(colUUID, row.uuid, fmt.Sprintf("the same UUID is on line %d", prev))
-		}
-		if !ok {
-			continue
-		}
-		byFQDN[row.fqdn()], byIP[row.ip] = line, line
+	}
+	return row, ok
+}
+
+// csvSeen finds a name, address or UUID that an earlier line already has.
+type csvSeen struct {
+	byFQDN map[string]int
+	byIP   map[netip.Addr]int
+	byUUID map[string]int
+}
+
+// first records row and reports whether it repeats no earlier line.
+func (s csvSeen) first(row csvRow, errs *errList) bool {
+	ok := true
+	bad := func(field, value, reason string) { errs.add(lineErr(row.line, field, value, reason)); ok = false }
+	if prev, dup := s.byFQDN[row.fqdn()]; dup {
+		bad(colHost, row.host+"."+row.domain, fmt.Sprintf("the same name is on line %d", prev))
+	}
+	if prev, dup := s.byIP[row.ip]; dup {
+		bad(colIP, row.ip.String(), fmt.Sprintf("the same address is on line %d", prev))
+	}
+	if prev, dup := s.byUUID[row.uuid]; dup && row.uuid != "" {
+		bad(colUUID, row.uuid, fmt.Sprintf("the same UUID is on line %d", prev))
+	}
+	if ok {
+		s.byFQDN[row.fqdn()], s.byIP[row.ip] = row.line, row.line
 		if row.uuid != "" {
-			byUUID[row.uuid] = line
+			s.byUUID[row.uuid] = row.line
 		}
-		rows = append(rows, row)
 	}
-	if err := errs.err(); err != nil {
-		return nil, err
-	}
-	if len(rows) == 0 {
-		return nil, domain.InvalidField("csv", "", "no devices after the header")
-	}
-	return rows, nil
+	return ok
 }
 
 // csvSyntax turns a reader error into one naming the line.

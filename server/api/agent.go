@@ -306,15 +306,23 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	if err != nil {
 		return nil, err
 	}
-	// Check every lease first: one foreign subnet refuses the whole call.
+	// A malformed lease refuses the whole call. A lease on a subnet the
+	// agent does not (or no longer) serve is not extended and is reported
+	// lost, so an agent whose subnet an administrator took away drops that
+	// work while its other leases live on.
 	type ref struct {
 		p            netip.Prefix
 		batch, jobID string
 		token        string
 	}
 	refs := make([]ref, 0, len(req.GetLeases()))
+	resp := &pb.HeartbeatResponse{}
 	for _, l := range req.GetLeases() {
 		p, batch, _, err := leaseRef(a, l)
+		if errors.Is(err, domain.ErrUnauthorized) {
+			resp.LostJobIds = append(resp.LostJobIds, l.GetJobId())
+			continue
+		}
 		if err != nil {
 			return nil, ToStatus(err)
 		}
@@ -323,7 +331,6 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record heartbeat")
 	}
-	resp := &pb.HeartbeatResponse{}
 	for _, p := range a.Subnets {
 		resp.Subnets = append(resp.Subnets, p.String())
 	}
@@ -355,15 +362,23 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 	if err != nil {
 		return nil, err
 	}
-	_, _, dev, err := leaseRef(a, req.GetLease())
+	p, _, dev, err := leaseRef(a, req.GetLease())
 	if err != nil {
 		return nil, ToStatus(err)
+	}
+	// Only the holder of the job's live lease writes its device's log: the
+	// token is given to one agent per attempt, so a forged or stale lease
+	// (another device's job, an attempt that was reaped) is refused. A job
+	// this token has just completed still takes its last events.
+	jobID := req.GetLease().GetJobId()
+	if _, err := s.q.Extend(ctx, p, jobID, req.GetLease().GetToken(), s.opts.LeaseTTL); err != nil && !errors.Is(err, domain.ErrAlreadyCompleted) {
+		return nil, ToStatus(fmt.Errorf("api: report progress for %s: %w", jobID, err))
 	}
 	for _, ev := range req.GetEvents() {
 		if ev.GetDeviceId() != "" && ev.GetDeviceId() != dev {
 			return nil, ToStatus(domain.InvalidField("events.device_id", ev.GetDeviceId(), "not the lease's device "+dev))
 		}
-		e := domain.OperationEvent{DeviceID: dev, JobID: req.GetLease().GetJobId(), Phase: 2, Step: ev.GetStep(),
+		e := domain.OperationEvent{DeviceID: dev, JobID: jobID, Phase: 2, Step: ev.GetStep(),
 			Outcome: cmp.Or(wire.OutcomeFrom(ev.GetOutcome()), domain.OutcomeOK), Detail: ev.GetDetail(), Actor: a.ID, Time: s.opts.Clock().UTC()}
 		if ev.GetTime() != nil {
 			e.Time = ev.GetTime().AsTime()

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -133,10 +134,6 @@ func TestSubnetAuthorisation(t *testing.T) {
 			_, err := a.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED})
 			return err
 		}},
-		{"heartbeat", func() error {
-			_, err := a.Heartbeat(ctx, &pb.HeartbeatRequest{Leases: []*pb.LeaseRef{ref}})
-			return err
-		}},
 		{"progress", func() error {
 			_, err := a.ReportProgress(ctx, &pb.ReportProgressRequest{Lease: ref, Events: []*pb.OperationEvent{{Step: "x"}}})
 			return err
@@ -147,6 +144,21 @@ func TestSubnetAuthorisation(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(), codes.PermissionDenied) })
+	}
+	// A heartbeat naming B's lease does not extend it: A is told the job
+	// is not its own (lost), whatever the token.
+	bSubnet := netip.MustParsePrefix("10.2.0.0/24")
+	was, err := s.Queue.Job(ctx, bSubnet, ref.GetJobId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // an extension would move the deadline
+	hb, err := a.Heartbeat(ctx, &pb.HeartbeatRequest{Leases: []*pb.LeaseRef{ref}})
+	if err != nil || len(hb.GetLostJobIds()) != 1 || hb.GetLostJobIds()[0] != ref.GetJobId() {
+		t.Fatalf("A heartbeat on B's lease = %v, %v; want it reported lost", hb, err)
+	}
+	if qj, err := s.Queue.Job(ctx, bSubnet, ref.GetJobId()); err != nil || qj.State != "leased" || !qj.Deadline.Equal(was.Deadline) {
+		t.Fatalf("B's job after A's heartbeat = %+v, %v", qj, err)
 	}
 	// Nothing changed: B still holds the lease and can complete.
 	if _, err := b.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED}); err != nil {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -24,6 +25,7 @@ func (s *AgentService) ReportDiscovery(ctx context.Context, req *pb.ReportDiscov
 		return nil, ToStatus(err)
 	}
 	resp := &pb.ReportDiscoveryResponse{}
+	refused := 0
 	for _, dd := range req.GetDevices() {
 		ip, err := netip.ParseAddr(dd.GetIp())
 		if err != nil {
@@ -35,18 +37,22 @@ func (s *AgentService) ReportDiscovery(ctx context.Context, req *pb.ReportDiscov
 		if !dd.GetPort_16992() && !dd.GetPort_16993() && dd.GetFacts() == nil {
 			continue // nothing answered: no AMT seen there
 		}
-		created, err := s.recordDiscovered(ctx, a, subnet, ip, dd)
+		res, err := s.recordDiscovered(ctx, a, subnet, ip, dd)
 		if err != nil {
 			return nil, ToStatus(err)
 		}
-		if created {
+		switch res {
+		case discoveredNew:
 			resp.Created++
-		} else {
+		case discoveredKnown:
 			resp.Updated++
+		case discoveredForeign:
+			refused++
 		}
 	}
 	s.opts.Log.Info().Str("agent", a.ID).Str("subnet", subnet.String()).Str("sweep", req.GetSweepId()).
-		Int32("created", resp.Created).Int32("updated", resp.Updated).Bool("complete", req.GetSweepComplete()).Msg("discovery reported")
+		Int32("created", resp.Created).Int32("updated", resp.Updated).Int("refused", refused).
+		Bool("complete", req.GetSweepComplete()).Msg("discovery reported")
 	return resp, nil
 }
 
@@ -71,25 +77,54 @@ func discoveredStatus(prev domain.Status, dd *pb.DiscoveredDevice) domain.Status
 	return domain.StatusNotProvisioned
 }
 
-func (s *AgentService) recordDiscovered(ctx context.Context, a domain.Agent, subnet netip.Prefix, ip netip.Addr, dd *pb.DiscoveredDevice) (bool, error) {
-	id := ""
-	if u := strings.ToLower(dd.GetFacts().GetUuid()); u != "" {
-		if _, err := s.st.GetDevice(ctx, u); err == nil {
-			id = u
+// discovered is what recordDiscovered did with one report.
+type discovered int
+
+const (
+	discoveredNew     discovered = iota // a device record was created
+	discoveredKnown                     // an existing record of this subnet was updated
+	discoveredForeign                   // the report named a device of another subnet: left alone
+)
+
+// recordDiscovered matches a report to the inventory and updates it. An
+// agent speaks only for its own subnet: a report whose UUID (or address)
+// names a device recorded on another subnet changes nothing, because
+// moving the device would hand this agent that device's admin password on
+// the next job. An administrator moves devices between subnets.
+func (s *AgentService) recordDiscovered(ctx context.Context, a domain.Agent, subnet netip.Prefix, ip netip.Addr, dd *pb.DiscoveredDevice) (discovered, error) {
+	var match *domain.Device
+	uuidID := strings.ToLower(dd.GetFacts().GetUuid())
+	if uuidID != "" {
+		d, err := s.st.GetDevice(ctx, uuidID)
+		if err == nil {
+			match = &d
 		} else if !errors.Is(err, domain.ErrNotFound) {
-			return false, err
+			return 0, err
 		}
 	}
-	if id == "" {
+	if match == nil {
 		devs, err := s.st.DevicesByIP(ctx, ip)
 		if err != nil {
-			return false, err
+			return 0, err
 		}
 		if len(devs) == 1 {
-			id = devs[0].ID
+			match = &devs[0]
 		}
 	}
+	if match != nil && match.Subnet.IsValid() && match.Subnet.Masked() != subnet {
+		s.opts.Log.Warn().Str("agent", a.ID).Str("subnet", subnet.String()).Str("device", match.ID).
+			Str("device_subnet", match.Subnet.String()).Str("ip", ip.String()).Msg("discovery report for a device of another subnet refused")
+		_ = s.st.AppendEvent(ctx, domain.OperationEvent{DeviceID: match.ID, Phase: 0, Step: "discover", Outcome: domain.OutcomeFailed,
+			Detail: "agent " + a.ID + " reported this device at " + ip.String() + " on subnet " + subnet.String() +
+				"; it is recorded on " + match.Subnet.String() + " and was not moved (an administrator moves devices between subnets)",
+			Actor: a.ID, Time: s.opts.Clock().UTC()})
+		return discoveredForeign, nil
+	}
 	update := func(d *domain.Device) error {
+		if d.Subnet.IsValid() && d.Subnet.Masked() != subnet {
+			// Moved by someone else since we read it: still not ours to move.
+			return fmt.Errorf("api: discovery of %s: %w", d.ID, errForeignDevice)
+		}
 		d.Status = discoveredStatus(d.Status, dd)
 		d.IP, d.Subnet = ip, subnet
 		wire.FactsFrom(dd.GetFacts()).Apply(d)
@@ -105,21 +140,26 @@ func (s *AgentService) recordDiscovered(ctx context.Context, a domain.Agent, sub
 		}
 		return nil
 	}
-	if id != "" {
-		_, err := s.st.UpdateDevice(ctx, id, update)
-		return false, err
+	if match != nil {
+		_, err := s.st.UpdateDevice(ctx, match.ID, update)
+		if errors.Is(err, errForeignDevice) {
+			return discoveredForeign, nil
+		}
+		return discoveredKnown, err
 	}
 	d := domain.Device{ID: "ip-" + ip.String(), Status: domain.StatusUnknown}
-	if u := strings.ToLower(dd.GetFacts().GetUuid()); u != "" {
-		d.ID = u
+	if uuidID != "" {
+		d.ID = uuidID
 	}
 	if err := update(&d); err != nil {
-		return false, err
+		return 0, err
 	}
 	if err := s.st.PutDevice(ctx, d); err != nil {
-		return false, err
+		return 0, err
 	}
 	_ = s.st.AppendEvent(ctx, domain.OperationEvent{DeviceID: d.ID, Phase: 0, Step: "discover", Outcome: domain.OutcomeOK,
 		Detail: "discovered at " + ip.String() + " as " + string(d.Status), Actor: a.ID, Time: s.opts.Clock().UTC()})
-	return true, nil
+	return discoveredNew, nil
 }
+
+var errForeignDevice = errors.New("device is recorded on another subnet")

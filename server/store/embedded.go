@@ -25,7 +25,7 @@ func Embedded(ctx context.Context, log zerolog.Logger) (redis.UniversalClient, f
 		return nil, nil, fmt.Errorf("store: start embedded redis: %w", err)
 	}
 	log.Warn().Str("addr", m.Addr()).
-		Msg("embedded Redis in use: data is NOT persistent and is lost when the server stops; configure redis.addrs for real use")
+		Msg("embedded Redis in use: data is NOT persistent and is lost when the server stops; configure redis.addr for real use")
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {

@@ -2262,6 +2262,86 @@ func (x *AuthorizeAgentRequest) GetSubnets() []string {
 	return nil
 }
 
+type RevokeAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentRequest) Reset() {
+	*x = RevokeAgentRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentRequest) ProtoMessage() {}
+
+func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RevokeAgentRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+type RevokeAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentResponse) Reset() {
+	*x = RevokeAgentResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentResponse) ProtoMessage() {}
+
+func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2270,7 +2350,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2362,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2375,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type ListAgentsResponse struct {
@@ -2307,7 +2387,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2399,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2412,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2353,7 +2433,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2445,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2458,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AdminToken) GetName() string {
@@ -2412,7 +2492,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2504,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2517,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -2464,7 +2544,7 @@ type CreateAdminTokenResponse struct {
 
 func (x *CreateAdminTokenResponse) Reset() {
 	*x = CreateAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2556,7 @@ func (x *CreateAdminTokenResponse) String() string {
 func (*CreateAdminTokenResponse) ProtoMessage() {}
 
 func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +2569,7 @@ func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateAdminTokenResponse) GetToken() string {
@@ -2514,7 +2594,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2606,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2619,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type ListAdminTokensResponse struct {
@@ -2551,7 +2631,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2643,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2656,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
@@ -2595,7 +2675,7 @@ type RevokeAdminTokenRequest struct {
 
 func (x *RevokeAdminTokenRequest) Reset() {
 	*x = RevokeAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2687,7 @@ func (x *RevokeAdminTokenRequest) String() string {
 func (*RevokeAdminTokenRequest) ProtoMessage() {}
 
 func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2700,7 @@ func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeAdminTokenRequest) GetName() string {
@@ -2638,7 +2718,7 @@ type RevokeAdminTokenResponse struct {
 
 func (x *RevokeAdminTokenResponse) Reset() {
 	*x = RevokeAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2730,7 @@ func (x *RevokeAdminTokenResponse) String() string {
 func (*RevokeAdminTokenResponse) ProtoMessage() {}
 
 func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2743,7 @@ func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 type IssueAdminCertificateRequest struct {
@@ -2677,7 +2757,7 @@ type IssueAdminCertificateRequest struct {
 
 func (x *IssueAdminCertificateRequest) Reset() {
 	*x = IssueAdminCertificateRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2769,7 @@ func (x *IssueAdminCertificateRequest) String() string {
 func (*IssueAdminCertificateRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2782,7 @@ func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IssueAdminCertificateRequest) GetName() string {
@@ -2737,7 +2817,7 @@ type IssueAdminCertificateResponse struct {
 
 func (x *IssueAdminCertificateResponse) Reset() {
 	*x = IssueAdminCertificateResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2829,7 @@ func (x *IssueAdminCertificateResponse) String() string {
 func (*IssueAdminCertificateResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2842,7 @@ func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
@@ -2976,7 +3056,10 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"enrolledAt\"L\n" +
 	"\x15AuthorizeAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
-	"\asubnets\x18\x02 \x03(\tR\asubnets\"\x13\n" +
+	"\asubnets\x18\x02 \x03(\tR\asubnets\"/\n" +
+	"\x12RevokeAgentRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\x15\n" +
+	"\x13RevokeAgentResponse\"\x13\n" +
 	"\x11ListAgentsRequest\">\n" +
 	"\x12ListAgentsResponse\x12(\n" +
 	"\x06agents\x18\x01 \x03(\v2\x10.amtops.v1.AgentR\x06agents\"o\n" +
@@ -3005,7 +3088,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueAdminCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
-	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf4\x11\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\x8a\x13\n" +
 	"\fAdminService\x12L\n" +
 	"\vListDevices\x12\x1d.amtops.v1.ListDevicesRequest\x1a\x1e.amtops.v1.ListDevicesResponse\x12;\n" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
@@ -3032,7 +3115,9 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x0eCompleteRename\x12 .amtops.v1.CompleteRenameRequest\x1a\x10.amtops.v1.Batch\x128\n" +
 	"\bSweepNow\x12\x1a.amtops.v1.SweepNowRequest\x1a\x10.amtops.v1.Batch\x12j\n" +
 	"\x15CreateEnrollmentToken\x12'.amtops.v1.CreateEnrollmentTokenRequest\x1a(.amtops.v1.CreateEnrollmentTokenResponse\x12D\n" +
-	"\x0eAuthorizeAgent\x12 .amtops.v1.AuthorizeAgentRequest\x1a\x10.amtops.v1.Agent\x12I\n" +
+	"\x0eAuthorizeAgent\x12 .amtops.v1.AuthorizeAgentRequest\x1a\x10.amtops.v1.Agent\x12F\n" +
+	"\x10UnauthorizeAgent\x12 .amtops.v1.AuthorizeAgentRequest\x1a\x10.amtops.v1.Agent\x12L\n" +
+	"\vRevokeAgent\x12\x1d.amtops.v1.RevokeAgentRequest\x1a\x1e.amtops.v1.RevokeAgentResponse\x12I\n" +
 	"\n" +
 	"ListAgents\x12\x1c.amtops.v1.ListAgentsRequest\x1a\x1d.amtops.v1.ListAgentsResponse\x12[\n" +
 	"\x10CreateAdminToken\x12\".amtops.v1.CreateAdminTokenRequest\x1a#.amtops.v1.CreateAdminTokenResponse\x12X\n" +
@@ -3052,7 +3137,7 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
 	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
@@ -3091,52 +3176,54 @@ var file_amtops_v1_admin_proto_goTypes = []any{
 	(*CreateEnrollmentTokenResponse)(nil),      // 34: amtops.v1.CreateEnrollmentTokenResponse
 	(*Agent)(nil),                              // 35: amtops.v1.Agent
 	(*AuthorizeAgentRequest)(nil),              // 36: amtops.v1.AuthorizeAgentRequest
-	(*ListAgentsRequest)(nil),                  // 37: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 38: amtops.v1.ListAgentsResponse
-	(*AdminToken)(nil),                         // 39: amtops.v1.AdminToken
-	(*CreateAdminTokenRequest)(nil),            // 40: amtops.v1.CreateAdminTokenRequest
-	(*CreateAdminTokenResponse)(nil),           // 41: amtops.v1.CreateAdminTokenResponse
-	(*ListAdminTokensRequest)(nil),             // 42: amtops.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),            // 43: amtops.v1.ListAdminTokensResponse
-	(*RevokeAdminTokenRequest)(nil),            // 44: amtops.v1.RevokeAdminTokenRequest
-	(*RevokeAdminTokenResponse)(nil),           // 45: amtops.v1.RevokeAdminTokenResponse
-	(*IssueAdminCertificateRequest)(nil),       // 46: amtops.v1.IssueAdminCertificateRequest
-	(*IssueAdminCertificateResponse)(nil),      // 47: amtops.v1.IssueAdminCertificateResponse
-	nil,                                        // 48: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 49: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 50: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 51: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 52: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 53: amtops.v1.JobKind
+	(*RevokeAgentRequest)(nil),                 // 37: amtops.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),                // 38: amtops.v1.RevokeAgentResponse
+	(*ListAgentsRequest)(nil),                  // 39: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 40: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 41: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 42: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 43: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 44: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 45: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 46: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 47: amtops.v1.RevokeAdminTokenResponse
+	(*IssueAdminCertificateRequest)(nil),       // 48: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 49: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 50: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 51: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 52: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 53: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 54: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 55: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	49, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	50, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	51, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	51, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	49, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	51, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	52, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	53, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	53, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	51, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
 	0,  // 5: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
 	0,  // 6: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	52, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	51, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	54, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	53, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
 	15, // 9: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
 	8,  // 10: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
 	15, // 11: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	53, // 12: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	53, // 13: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	51, // 14: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	48, // 15: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	55, // 12: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	55, // 13: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	53, // 14: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	50, // 15: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
 	21, // 16: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	53, // 17: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	55, // 17: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
 	26, // 18: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	51, // 19: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	51, // 20: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	51, // 21: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	53, // 19: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	53, // 20: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	53, // 21: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
 	35, // 22: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	51, // 23: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
-	39, // 24: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
-	39, // 25: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	51, // 26: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	53, // 23: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	41, // 24: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	41, // 25: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	53, // 26: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 27: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
 	3,  // 28: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
 	4,  // 29: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
@@ -3160,41 +3247,45 @@ var file_amtops_v1_admin_proto_depIdxs = []int32{
 	32, // 47: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
 	33, // 48: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
 	36, // 49: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	37, // 50: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	40, // 51: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	42, // 52: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	44, // 53: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	46, // 54: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
-	2,  // 55: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 56: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	5,  // 57: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	7,  // 58: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	8,  // 59: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	11, // 60: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	8,  // 61: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	14, // 62: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	17, // 63: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	17, // 64: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	19, // 65: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	21, // 66: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	21, // 67: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	24, // 68: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	21, // 69: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	21, // 70: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	27, // 71: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	29, // 72: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	21, // 73: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	21, // 74: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	21, // 75: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	34, // 76: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	35, // 77: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	38, // 78: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	41, // 79: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	43, // 80: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	45, // 81: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	47, // 82: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
-	55, // [55:83] is the sub-list for method output_type
-	27, // [27:55] is the sub-list for method input_type
+	36, // 50: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	37, // 51: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
+	39, // 52: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	42, // 53: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	44, // 54: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	46, // 55: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	48, // 56: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	2,  // 57: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 58: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	5,  // 59: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	7,  // 60: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	8,  // 61: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	11, // 62: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	8,  // 63: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	14, // 64: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	17, // 65: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	17, // 66: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	19, // 67: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	21, // 68: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	21, // 69: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	24, // 70: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	21, // 71: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	21, // 72: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	27, // 73: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	29, // 74: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	21, // 75: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	21, // 76: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	21, // 77: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	34, // 78: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	35, // 79: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	35, // 80: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
+	38, // 81: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
+	40, // 82: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	43, // 83: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	45, // 84: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	47, // 85: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	49, // 86: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	57, // [57:87] is the sub-list for method output_type
+	27, // [27:57] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
 	27, // [27:27] is the sub-list for extension extendee
 	0,  // [0:27] is the sub-list for field type_name
@@ -3213,7 +3304,7 @@ func file_amtops_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

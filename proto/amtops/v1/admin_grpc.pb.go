@@ -42,6 +42,8 @@ const (
 	AdminService_SweepNow_FullMethodName                   = "/amtops.v1.AdminService/SweepNow"
 	AdminService_CreateEnrollmentToken_FullMethodName      = "/amtops.v1.AdminService/CreateEnrollmentToken"
 	AdminService_AuthorizeAgent_FullMethodName             = "/amtops.v1.AdminService/AuthorizeAgent"
+	AdminService_UnauthorizeAgent_FullMethodName           = "/amtops.v1.AdminService/UnauthorizeAgent"
+	AdminService_RevokeAgent_FullMethodName                = "/amtops.v1.AdminService/RevokeAgent"
 	AdminService_ListAgents_FullMethodName                 = "/amtops.v1.AdminService/ListAgents"
 	AdminService_CreateAdminToken_FullMethodName           = "/amtops.v1.AdminService/CreateAdminToken"
 	AdminService_ListAdminTokens_FullMethodName            = "/amtops.v1.AdminService/ListAdminTokens"
@@ -91,6 +93,12 @@ type AdminServiceClient interface {
 	SweepNow(ctx context.Context, in *SweepNowRequest, opts ...grpc.CallOption) (*Batch, error)
 	CreateEnrollmentToken(ctx context.Context, in *CreateEnrollmentTokenRequest, opts ...grpc.CallOption) (*CreateEnrollmentTokenResponse, error)
 	AuthorizeAgent(ctx context.Context, in *AuthorizeAgentRequest, opts ...grpc.CallOption) (*Agent, error)
+	// UnauthorizeAgent takes subnets away from an agent: from its next call
+	// it can no longer lease, extend, complete or report for them.
+	UnauthorizeAgent(ctx context.Context, in *AuthorizeAgentRequest, opts ...grpc.CallOption) (*Agent, error)
+	// RevokeAgent forgets an agent: its certificate is refused from the
+	// next call; leases it held return to the queue when they expire.
+	RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*RevokeAgentResponse, error)
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	// Admin tokens: the returned token is shown once; only its hash is kept.
 	CreateAdminToken(ctx context.Context, in *CreateAdminTokenRequest, opts ...grpc.CallOption) (*CreateAdminTokenResponse, error)
@@ -351,6 +359,26 @@ func (c *adminServiceClient) AuthorizeAgent(ctx context.Context, in *AuthorizeAg
 	return out, nil
 }
 
+func (c *adminServiceClient) UnauthorizeAgent(ctx context.Context, in *AuthorizeAgentRequest, opts ...grpc.CallOption) (*Agent, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Agent)
+	err := c.cc.Invoke(ctx, AdminService_UnauthorizeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*RevokeAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAgentResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAgentsResponse)
@@ -443,6 +471,12 @@ type AdminServiceServer interface {
 	SweepNow(context.Context, *SweepNowRequest) (*Batch, error)
 	CreateEnrollmentToken(context.Context, *CreateEnrollmentTokenRequest) (*CreateEnrollmentTokenResponse, error)
 	AuthorizeAgent(context.Context, *AuthorizeAgentRequest) (*Agent, error)
+	// UnauthorizeAgent takes subnets away from an agent: from its next call
+	// it can no longer lease, extend, complete or report for them.
+	UnauthorizeAgent(context.Context, *AuthorizeAgentRequest) (*Agent, error)
+	// RevokeAgent forgets an agent: its certificate is refused from the
+	// next call; leases it held return to the queue when they expire.
+	RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error)
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	// Admin tokens: the returned token is shown once; only its hash is kept.
 	CreateAdminToken(context.Context, *CreateAdminTokenRequest) (*CreateAdminTokenResponse, error)
@@ -532,6 +566,12 @@ func (UnimplementedAdminServiceServer) CreateEnrollmentToken(context.Context, *C
 }
 func (UnimplementedAdminServiceServer) AuthorizeAgent(context.Context, *AuthorizeAgentRequest) (*Agent, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AuthorizeAgent not implemented")
+}
+func (UnimplementedAdminServiceServer) UnauthorizeAgent(context.Context, *AuthorizeAgentRequest) (*Agent, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UnauthorizeAgent not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeAgent not implemented")
 }
 func (UnimplementedAdminServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListAgents not implemented")
@@ -976,6 +1016,42 @@ func _AdminService_AuthorizeAgent_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_UnauthorizeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorizeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UnauthorizeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UnauthorizeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UnauthorizeAgent(ctx, req.(*AuthorizeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeAgent(ctx, req.(*RevokeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAgentsRequest)
 	if err := dec(in); err != nil {
@@ -1160,6 +1236,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuthorizeAgent",
 			Handler:    _AdminService_AuthorizeAgent_Handler,
+		},
+		{
+			MethodName: "UnauthorizeAgent",
+			Handler:    _AdminService_UnauthorizeAgent_Handler,
+		},
+		{
+			MethodName: "RevokeAgent",
+			Handler:    _AdminService_RevokeAgent_Handler,
 		},
 		{
 			MethodName: "ListAgents",

@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SignatureHash is the digest algorithm of a TLS handshake signature.
+type SignatureHash int32
+
+const (
+	SignatureHash_SIGNATURE_HASH_UNSPECIFIED SignatureHash = 0
+	SignatureHash_SIGNATURE_HASH_SHA256      SignatureHash = 1
+	SignatureHash_SIGNATURE_HASH_SHA384      SignatureHash = 2
+	SignatureHash_SIGNATURE_HASH_SHA512      SignatureHash = 3
+	SignatureHash_SIGNATURE_HASH_SHA1        SignatureHash = 4
+)
+
+// Enum value maps for SignatureHash.
+var (
+	SignatureHash_name = map[int32]string{
+		0: "SIGNATURE_HASH_UNSPECIFIED",
+		1: "SIGNATURE_HASH_SHA256",
+		2: "SIGNATURE_HASH_SHA384",
+		3: "SIGNATURE_HASH_SHA512",
+		4: "SIGNATURE_HASH_SHA1",
+	}
+	SignatureHash_value = map[string]int32{
+		"SIGNATURE_HASH_UNSPECIFIED": 0,
+		"SIGNATURE_HASH_SHA256":      1,
+		"SIGNATURE_HASH_SHA384":      2,
+		"SIGNATURE_HASH_SHA512":      3,
+		"SIGNATURE_HASH_SHA1":        4,
+	}
+)
+
+func (x SignatureHash) Enum() *SignatureHash {
+	p := new(SignatureHash)
+	*p = x
+	return p
+}
+
+func (x SignatureHash) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SignatureHash) Descriptor() protoreflect.EnumDescriptor {
+	return file_amtops_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (SignatureHash) Type() protoreflect.EnumType {
+	return &file_amtops_v1_agent_proto_enumTypes[0]
+}
+
+func (x SignatureHash) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SignatureHash.Descriptor instead.
+func (SignatureHash) EnumDescriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // CompleteResult is how an agent ends its lease on a job.
 type CompleteResult int32
 
@@ -66,11 +122,11 @@ func (x CompleteResult) String() string {
 }
 
 func (CompleteResult) Descriptor() protoreflect.EnumDescriptor {
-	return file_amtops_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_amtops_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (CompleteResult) Type() protoreflect.EnumType {
-	return &file_amtops_v1_agent_proto_enumTypes[0]
+	return &file_amtops_v1_agent_proto_enumTypes[1]
 }
 
 func (x CompleteResult) Number() protoreflect.EnumNumber {
@@ -79,7 +135,7 @@ func (x CompleteResult) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CompleteResult.Descriptor instead.
 func (CompleteResult) EnumDescriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 type NetworkProfile_Kind int32
@@ -115,11 +171,11 @@ func (x NetworkProfile_Kind) String() string {
 }
 
 func (NetworkProfile_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_amtops_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_amtops_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (NetworkProfile_Kind) Type() protoreflect.EnumType {
-	return &file_amtops_v1_agent_proto_enumTypes[1]
+	return &file_amtops_v1_agent_proto_enumTypes[2]
 }
 
 func (x NetworkProfile_Kind) Number() protoreflect.EnumNumber {
@@ -128,7 +184,7 @@ func (x NetworkProfile_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NetworkProfile_Kind.Descriptor instead.
 func (NetworkProfile_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{19, 0}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type EnrollRequest struct {
@@ -803,6 +859,118 @@ func (x *SignDeviceCSRResponse) GetSerial() string {
 	return ""
 }
 
+type SignProvisioningRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         *LeaseRef              `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Hash          SignatureHash          `protobuf:"varint,3,opt,name=hash,proto3,enum=amtops.v1.SignatureHash" json:"hash,omitempty"`
+	Pss           bool                   `protobuf:"varint,4,opt,name=pss,proto3" json:"pss,omitempty"` // RSASSA-PSS (salt length = hash length) instead of PKCS#1 v1.5
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignProvisioningRequest) Reset() {
+	*x = SignProvisioningRequest{}
+	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignProvisioningRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignProvisioningRequest) ProtoMessage() {}
+
+func (x *SignProvisioningRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignProvisioningRequest.ProtoReflect.Descriptor instead.
+func (*SignProvisioningRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SignProvisioningRequest) GetLease() *LeaseRef {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *SignProvisioningRequest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *SignProvisioningRequest) GetHash() SignatureHash {
+	if x != nil {
+		return x.Hash
+	}
+	return SignatureHash_SIGNATURE_HASH_UNSPECIFIED
+}
+
+func (x *SignProvisioningRequest) GetPss() bool {
+	if x != nil {
+		return x.Pss
+	}
+	return false
+}
+
+type SignProvisioningResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signature     []byte                 `protobuf:"bytes,1,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignProvisioningResponse) Reset() {
+	*x = SignProvisioningResponse{}
+	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignProvisioningResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignProvisioningResponse) ProtoMessage() {}
+
+func (x *SignProvisioningResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignProvisioningResponse.ProtoReflect.Descriptor instead.
+func (*SignProvisioningResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SignProvisioningResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // Phase2Job is everything an agent needs to do one device's phase 2.
 // It carries secrets: it only ever travels over mTLS and is sealed at rest.
 type Phase2Job struct {
@@ -815,19 +983,20 @@ type Phase2Job struct {
 	Deadline      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	Target        *Target                `protobuf:"bytes,7,opt,name=target,proto3" json:"target,omitempty"`
 	Credentials   *Credentials           `protobuf:"bytes,8,opt,name=credentials,proto3" json:"credentials,omitempty"`
-	Tls           *TLSMaterial           `protobuf:"bytes,9,opt,name=tls,proto3" json:"tls,omitempty"`            // S7
-	Settings      *Settings              `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"` // S9
-	Kerberos      *Kerberos              `protobuf:"bytes,11,opt,name=kerberos,proto3" json:"kerberos,omitempty"` // S10
-	Networks      []*NetworkProfile      `protobuf:"bytes,12,rep,name=networks,proto3" json:"networks,omitempty"` // S3/S7 (SP2)
-	Update        *UpdateOptions         `protobuf:"bytes,13,opt,name=update,proto3" json:"update,omitempty"`     // S15
-	Discover      *DiscoverOptions       `protobuf:"bytes,14,opt,name=discover,proto3" json:"discover,omitempty"` // S21
+	Tls           *TLSMaterial           `protobuf:"bytes,9,opt,name=tls,proto3" json:"tls,omitempty"`                // S7
+	Settings      *Settings              `protobuf:"bytes,10,opt,name=settings,proto3" json:"settings,omitempty"`     // S9
+	Kerberos      *Kerberos              `protobuf:"bytes,11,opt,name=kerberos,proto3" json:"kerberos,omitempty"`     // S10
+	Networks      []*NetworkProfile      `protobuf:"bytes,12,rep,name=networks,proto3" json:"networks,omitempty"`     // S3/S7 (SP2)
+	Update        *UpdateOptions         `protobuf:"bytes,13,opt,name=update,proto3" json:"update,omitempty"`         // S15
+	Discover      *DiscoverOptions       `protobuf:"bytes,14,opt,name=discover,proto3" json:"discover,omitempty"`     // S21
+	Activation    *Activation            `protobuf:"bytes,15,opt,name=activation,proto3" json:"activation,omitempty"` // remote configuration of a device in state 0
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Phase2Job) Reset() {
 	*x = Phase2Job{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	mi := &file_amtops_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +1008,7 @@ func (x *Phase2Job) String() string {
 func (*Phase2Job) ProtoMessage() {}
 
 func (x *Phase2Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[12]
+	mi := &file_amtops_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +1021,7 @@ func (x *Phase2Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Phase2Job.ProtoReflect.Descriptor instead.
 func (*Phase2Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Phase2Job) GetLease() *LeaseRef {
@@ -953,6 +1122,13 @@ func (x *Phase2Job) GetDiscover() *DiscoverOptions {
 	return nil
 }
 
+func (x *Phase2Job) GetActivation() *Activation {
+	if x != nil {
+		return x.Activation
+	}
+	return nil
+}
+
 type Target struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
@@ -964,7 +1140,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	mi := &file_amtops_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1152,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[13]
+	mi := &file_amtops_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1165,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Target) GetIp() string {
@@ -1030,7 +1206,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[14]
+	mi := &file_amtops_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1218,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[14]
+	mi := &file_amtops_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1231,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Credentials) GetUsername() string {
@@ -1100,7 +1276,7 @@ type TLSMaterial struct {
 
 func (x *TLSMaterial) Reset() {
 	*x = TLSMaterial{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[15]
+	mi := &file_amtops_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1288,7 @@ func (x *TLSMaterial) String() string {
 func (*TLSMaterial) ProtoMessage() {}
 
 func (x *TLSMaterial) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[15]
+	mi := &file_amtops_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1301,7 @@ func (x *TLSMaterial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSMaterial.ProtoReflect.Descriptor instead.
 func (*TLSMaterial) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TLSMaterial) GetCertificateDer() []byte {
@@ -1184,7 +1360,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[16]
+	mi := &file_amtops_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1372,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[16]
+	mi := &file_amtops_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1385,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Settings) GetIdeRedirection() bool {
@@ -1277,7 +1453,7 @@ type Kerberos struct {
 
 func (x *Kerberos) Reset() {
 	*x = Kerberos{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[17]
+	mi := &file_amtops_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1465,7 @@ func (x *Kerberos) String() string {
 func (*Kerberos) ProtoMessage() {}
 
 func (x *Kerberos) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[17]
+	mi := &file_amtops_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1478,7 @@ func (x *Kerberos) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Kerberos.ProtoReflect.Descriptor instead.
 func (*Kerberos) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Kerberos) GetEnabled() bool {
@@ -1393,7 +1569,7 @@ type KerberosACL struct {
 
 func (x *KerberosACL) Reset() {
 	*x = KerberosACL{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[18]
+	mi := &file_amtops_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1581,7 @@ func (x *KerberosACL) String() string {
 func (*KerberosACL) ProtoMessage() {}
 
 func (x *KerberosACL) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[18]
+	mi := &file_amtops_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1594,7 @@ func (x *KerberosACL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KerberosACL.ProtoReflect.Descriptor instead.
 func (*KerberosACL) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KerberosACL) GetSid() string {
@@ -1458,7 +1634,7 @@ type NetworkProfile struct {
 
 func (x *NetworkProfile) Reset() {
 	*x = NetworkProfile{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[19]
+	mi := &file_amtops_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1646,7 @@ func (x *NetworkProfile) String() string {
 func (*NetworkProfile) ProtoMessage() {}
 
 func (x *NetworkProfile) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[19]
+	mi := &file_amtops_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1659,7 @@ func (x *NetworkProfile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkProfile.ProtoReflect.Descriptor instead.
 func (*NetworkProfile) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NetworkProfile) GetKind() NetworkProfile_Kind {
@@ -1552,7 +1728,7 @@ type UpdateOptions struct {
 
 func (x *UpdateOptions) Reset() {
 	*x = UpdateOptions{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[20]
+	mi := &file_amtops_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1740,7 @@ func (x *UpdateOptions) String() string {
 func (*UpdateOptions) ProtoMessage() {}
 
 func (x *UpdateOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[20]
+	mi := &file_amtops_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1753,7 @@ func (x *UpdateOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateOptions.ProtoReflect.Descriptor instead.
 func (*UpdateOptions) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateOptions) GetConfirm_8021X() bool {
@@ -1598,7 +1774,7 @@ type DiscoverOptions struct {
 
 func (x *DiscoverOptions) Reset() {
 	*x = DiscoverOptions{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[21]
+	mi := &file_amtops_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1786,7 @@ func (x *DiscoverOptions) String() string {
 func (*DiscoverOptions) ProtoMessage() {}
 
 func (x *DiscoverOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[21]
+	mi := &file_amtops_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1799,7 @@ func (x *DiscoverOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoverOptions.ProtoReflect.Descriptor instead.
 func (*DiscoverOptions) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DiscoverOptions) GetSubnets() []string {
@@ -1661,7 +1837,7 @@ type CompleteRequest struct {
 
 func (x *CompleteRequest) Reset() {
 	*x = CompleteRequest{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[22]
+	mi := &file_amtops_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1849,7 @@ func (x *CompleteRequest) String() string {
 func (*CompleteRequest) ProtoMessage() {}
 
 func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[22]
+	mi := &file_amtops_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1862,7 @@ func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CompleteRequest) GetLease() *LeaseRef {
@@ -1746,7 +1922,7 @@ type DeviceFacts struct {
 
 func (x *DeviceFacts) Reset() {
 	*x = DeviceFacts{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[23]
+	mi := &file_amtops_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1934,7 @@ func (x *DeviceFacts) String() string {
 func (*DeviceFacts) ProtoMessage() {}
 
 func (x *DeviceFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[23]
+	mi := &file_amtops_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1947,7 @@ func (x *DeviceFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFacts.ProtoReflect.Descriptor instead.
 func (*DeviceFacts) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeviceFacts) GetUuid() string {
@@ -1825,7 +2001,7 @@ type CompleteResponse struct {
 
 func (x *CompleteResponse) Reset() {
 	*x = CompleteResponse{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[24]
+	mi := &file_amtops_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +2013,7 @@ func (x *CompleteResponse) String() string {
 func (*CompleteResponse) ProtoMessage() {}
 
 func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[24]
+	mi := &file_amtops_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +2026,7 @@ func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
 func (*CompleteResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CompleteResponse) GetAlreadyCompleted() bool {
@@ -1872,7 +2048,7 @@ type ReportDiscoveryRequest struct {
 
 func (x *ReportDiscoveryRequest) Reset() {
 	*x = ReportDiscoveryRequest{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[25]
+	mi := &file_amtops_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2060,7 @@ func (x *ReportDiscoveryRequest) String() string {
 func (*ReportDiscoveryRequest) ProtoMessage() {}
 
 func (x *ReportDiscoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[25]
+	mi := &file_amtops_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2073,7 @@ func (x *ReportDiscoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDiscoveryRequest.ProtoReflect.Descriptor instead.
 func (*ReportDiscoveryRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportDiscoveryRequest) GetSubnet() string {
@@ -1948,7 +2124,7 @@ type DiscoveredDevice struct {
 
 func (x *DiscoveredDevice) Reset() {
 	*x = DiscoveredDevice{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[26]
+	mi := &file_amtops_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2136,7 @@ func (x *DiscoveredDevice) String() string {
 func (*DiscoveredDevice) ProtoMessage() {}
 
 func (x *DiscoveredDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[26]
+	mi := &file_amtops_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2149,7 @@ func (x *DiscoveredDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoveredDevice.ProtoReflect.Descriptor instead.
 func (*DiscoveredDevice) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DiscoveredDevice) GetIp() string {
@@ -2056,7 +2232,7 @@ type ReportDiscoveryResponse struct {
 
 func (x *ReportDiscoveryResponse) Reset() {
 	*x = ReportDiscoveryResponse{}
-	mi := &file_amtops_v1_agent_proto_msgTypes[27]
+	mi := &file_amtops_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2244,7 @@ func (x *ReportDiscoveryResponse) String() string {
 func (*ReportDiscoveryResponse) ProtoMessage() {}
 
 func (x *ReportDiscoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_agent_proto_msgTypes[27]
+	mi := &file_amtops_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2257,7 @@ func (x *ReportDiscoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDiscoveryResponse.ProtoReflect.Descriptor instead.
 func (*ReportDiscoveryResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportDiscoveryResponse) GetCreated() int32 {
@@ -2102,7 +2278,7 @@ var File_amtops_v1_agent_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/agent.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n" +
+	"\x15amtops/v1/agent.proto\x12\tamtops.v1\x1a\x1aamtops/v1/activation.proto\x1a\x16amtops/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n" +
 	"\rEnrollRequest\x12'\n" +
 	"\x0fbootstrap_token\x18\x01 \x01(\tR\x0ebootstrapToken\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1d\n" +
@@ -2146,7 +2322,14 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x15SignDeviceCSRResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x1b\n" +
 	"\tchain_der\x18\x02 \x03(\fR\bchainDer\x12\x16\n" +
-	"\x06serial\x18\x03 \x01(\tR\x06serial\"\xfa\x04\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\"\x9c\x01\n" +
+	"\x17SignProvisioningRequest\x12)\n" +
+	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\x12,\n" +
+	"\x04hash\x18\x03 \x01(\x0e2\x18.amtops.v1.SignatureHashR\x04hash\x12\x10\n" +
+	"\x03pss\x18\x04 \x01(\bR\x03pss\"8\n" +
+	"\x18SignProvisioningResponse\x12\x1c\n" +
+	"\tsignature\x18\x01 \x01(\fR\tsignature\"\xb1\x05\n" +
 	"\tPhase2Job\x12)\n" +
 	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x1b\n" +
@@ -2162,7 +2345,10 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\bkerberos\x18\v \x01(\v2\x13.amtops.v1.KerberosR\bkerberos\x125\n" +
 	"\bnetworks\x18\f \x03(\v2\x19.amtops.v1.NetworkProfileR\bnetworks\x120\n" +
 	"\x06update\x18\r \x01(\v2\x18.amtops.v1.UpdateOptionsR\x06update\x126\n" +
-	"\bdiscover\x18\x0e \x01(\v2\x1a.amtops.v1.DiscoverOptionsR\bdiscover\"M\n" +
+	"\bdiscover\x18\x0e \x01(\v2\x1a.amtops.v1.DiscoverOptionsR\bdiscover\x125\n" +
+	"\n" +
+	"activation\x18\x0f \x01(\v2\x15.amtops.v1.ActivationR\n" +
+	"activation\"M\n" +
 	"\x06Target\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x1b\n" +
 	"\thost_name\x18\x02 \x01(\tR\bhostName\x12\x16\n" +
@@ -2266,14 +2452,20 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	" \x01(\tR\x06domain\"M\n" +
 	"\x17ReportDiscoveryResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\x05R\acreated\x12\x18\n" +
-	"\aupdated\x18\x02 \x01(\x05R\aupdated*\xcf\x01\n" +
+	"\aupdated\x18\x02 \x01(\x05R\aupdated*\x99\x01\n" +
+	"\rSignatureHash\x12\x1e\n" +
+	"\x1aSIGNATURE_HASH_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15SIGNATURE_HASH_SHA256\x10\x01\x12\x19\n" +
+	"\x15SIGNATURE_HASH_SHA384\x10\x02\x12\x19\n" +
+	"\x15SIGNATURE_HASH_SHA512\x10\x03\x12\x17\n" +
+	"\x13SIGNATURE_HASH_SHA1\x10\x04*\xcf\x01\n" +
 	"\x0eCompleteResult\x12\x1f\n" +
 	"\x1bCOMPLETE_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMPLETE_RESULT_SUCCEEDED\x10\x01\x12\x1a\n" +
 	"\x16COMPLETE_RESULT_FAILED\x10\x02\x12$\n" +
 	" COMPLETE_RESULT_FAILED_PERMANENT\x10\x03\x12\x1c\n" +
 	"\x18COMPLETE_RESULT_RELEASED\x10\x04\x12\x1d\n" +
-	"\x19COMPLETE_RESULT_CANCELLED\x10\x052\xd8\x04\n" +
+	"\x19COMPLETE_RESULT_CANCELLED\x10\x052\x86\x06\n" +
 	"\fAgentService\x12=\n" +
 	"\x06Enroll\x12\x18.amtops.v1.EnrollRequest\x1a\x19.amtops.v1.EnrollResponse\x12;\n" +
 	"\x05Renew\x12\x17.amtops.v1.RenewRequest\x1a\x19.amtops.v1.EnrollResponse\x12:\n" +
@@ -2282,7 +2474,9 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x0eReportProgress\x12 .amtops.v1.ReportProgressRequest\x1a!.amtops.v1.ReportProgressResponse\x12R\n" +
 	"\rSignDeviceCSR\x12\x1f.amtops.v1.SignDeviceCSRRequest\x1a .amtops.v1.SignDeviceCSRResponse\x12C\n" +
 	"\bComplete\x12\x1a.amtops.v1.CompleteRequest\x1a\x1b.amtops.v1.CompleteResponse\x12X\n" +
-	"\x0fReportDiscovery\x12!.amtops.v1.ReportDiscoveryRequest\x1a\".amtops.v1.ReportDiscoveryResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
+	"\x0fReportDiscovery\x12!.amtops.v1.ReportDiscoveryRequest\x1a\".amtops.v1.ReportDiscoveryResponse\x12O\n" +
+	"\fReportHellos\x12\x1e.amtops.v1.ReportHellosRequest\x1a\x1f.amtops.v1.ReportHellosResponse\x12[\n" +
+	"\x10SignProvisioning\x12\".amtops.v1.SignProvisioningRequest\x1a#.amtops.v1.SignProvisioningResponseB3Z1github.com/amtops/amtops/proto/amtops/v1;amtopsv1b\x06proto3"
 
 var (
 	file_amtops_v1_agent_proto_rawDescOnce sync.Once
@@ -2296,94 +2490,107 @@ func file_amtops_v1_agent_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_agent_proto_rawDescData
 }
 
-var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_amtops_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_amtops_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_amtops_v1_agent_proto_goTypes = []any{
-	(CompleteResult)(0),             // 0: amtops.v1.CompleteResult
-	(NetworkProfile_Kind)(0),        // 1: amtops.v1.NetworkProfile.Kind
-	(*EnrollRequest)(nil),           // 2: amtops.v1.EnrollRequest
-	(*EnrollResponse)(nil),          // 3: amtops.v1.EnrollResponse
-	(*RenewRequest)(nil),            // 4: amtops.v1.RenewRequest
-	(*LeaseRequest)(nil),            // 5: amtops.v1.LeaseRequest
-	(*LeaseResponse)(nil),           // 6: amtops.v1.LeaseResponse
-	(*LeaseRef)(nil),                // 7: amtops.v1.LeaseRef
-	(*HeartbeatRequest)(nil),        // 8: amtops.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 9: amtops.v1.HeartbeatResponse
-	(*ReportProgressRequest)(nil),   // 10: amtops.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),  // 11: amtops.v1.ReportProgressResponse
-	(*SignDeviceCSRRequest)(nil),    // 12: amtops.v1.SignDeviceCSRRequest
-	(*SignDeviceCSRResponse)(nil),   // 13: amtops.v1.SignDeviceCSRResponse
-	(*Phase2Job)(nil),               // 14: amtops.v1.Phase2Job
-	(*Target)(nil),                  // 15: amtops.v1.Target
-	(*Credentials)(nil),             // 16: amtops.v1.Credentials
-	(*TLSMaterial)(nil),             // 17: amtops.v1.TLSMaterial
-	(*Settings)(nil),                // 18: amtops.v1.Settings
-	(*Kerberos)(nil),                // 19: amtops.v1.Kerberos
-	(*KerberosACL)(nil),             // 20: amtops.v1.KerberosACL
-	(*NetworkProfile)(nil),          // 21: amtops.v1.NetworkProfile
-	(*UpdateOptions)(nil),           // 22: amtops.v1.UpdateOptions
-	(*DiscoverOptions)(nil),         // 23: amtops.v1.DiscoverOptions
-	(*CompleteRequest)(nil),         // 24: amtops.v1.CompleteRequest
-	(*DeviceFacts)(nil),             // 25: amtops.v1.DeviceFacts
-	(*CompleteResponse)(nil),        // 26: amtops.v1.CompleteResponse
-	(*ReportDiscoveryRequest)(nil),  // 27: amtops.v1.ReportDiscoveryRequest
-	(*DiscoveredDevice)(nil),        // 28: amtops.v1.DiscoveredDevice
-	(*ReportDiscoveryResponse)(nil), // 29: amtops.v1.ReportDiscoveryResponse
-	(*timestamppb.Timestamp)(nil),   // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 31: google.protobuf.Duration
-	(*OperationEvent)(nil),          // 32: amtops.v1.OperationEvent
-	(JobKind)(0),                    // 33: amtops.v1.JobKind
-	(Link)(0),                       // 34: amtops.v1.Link
+	(SignatureHash)(0),               // 0: amtops.v1.SignatureHash
+	(CompleteResult)(0),              // 1: amtops.v1.CompleteResult
+	(NetworkProfile_Kind)(0),         // 2: amtops.v1.NetworkProfile.Kind
+	(*EnrollRequest)(nil),            // 3: amtops.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 4: amtops.v1.EnrollResponse
+	(*RenewRequest)(nil),             // 5: amtops.v1.RenewRequest
+	(*LeaseRequest)(nil),             // 6: amtops.v1.LeaseRequest
+	(*LeaseResponse)(nil),            // 7: amtops.v1.LeaseResponse
+	(*LeaseRef)(nil),                 // 8: amtops.v1.LeaseRef
+	(*HeartbeatRequest)(nil),         // 9: amtops.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 10: amtops.v1.HeartbeatResponse
+	(*ReportProgressRequest)(nil),    // 11: amtops.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),   // 12: amtops.v1.ReportProgressResponse
+	(*SignDeviceCSRRequest)(nil),     // 13: amtops.v1.SignDeviceCSRRequest
+	(*SignDeviceCSRResponse)(nil),    // 14: amtops.v1.SignDeviceCSRResponse
+	(*SignProvisioningRequest)(nil),  // 15: amtops.v1.SignProvisioningRequest
+	(*SignProvisioningResponse)(nil), // 16: amtops.v1.SignProvisioningResponse
+	(*Phase2Job)(nil),                // 17: amtops.v1.Phase2Job
+	(*Target)(nil),                   // 18: amtops.v1.Target
+	(*Credentials)(nil),              // 19: amtops.v1.Credentials
+	(*TLSMaterial)(nil),              // 20: amtops.v1.TLSMaterial
+	(*Settings)(nil),                 // 21: amtops.v1.Settings
+	(*Kerberos)(nil),                 // 22: amtops.v1.Kerberos
+	(*KerberosACL)(nil),              // 23: amtops.v1.KerberosACL
+	(*NetworkProfile)(nil),           // 24: amtops.v1.NetworkProfile
+	(*UpdateOptions)(nil),            // 25: amtops.v1.UpdateOptions
+	(*DiscoverOptions)(nil),          // 26: amtops.v1.DiscoverOptions
+	(*CompleteRequest)(nil),          // 27: amtops.v1.CompleteRequest
+	(*DeviceFacts)(nil),              // 28: amtops.v1.DeviceFacts
+	(*CompleteResponse)(nil),         // 29: amtops.v1.CompleteResponse
+	(*ReportDiscoveryRequest)(nil),   // 30: amtops.v1.ReportDiscoveryRequest
+	(*DiscoveredDevice)(nil),         // 31: amtops.v1.DiscoveredDevice
+	(*ReportDiscoveryResponse)(nil),  // 32: amtops.v1.ReportDiscoveryResponse
+	(*timestamppb.Timestamp)(nil),    // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 34: google.protobuf.Duration
+	(*OperationEvent)(nil),           // 35: amtops.v1.OperationEvent
+	(JobKind)(0),                     // 36: amtops.v1.JobKind
+	(*Activation)(nil),               // 37: amtops.v1.Activation
+	(Link)(0),                        // 38: amtops.v1.Link
+	(*ReportHellosRequest)(nil),      // 39: amtops.v1.ReportHellosRequest
+	(*ReportHellosResponse)(nil),     // 40: amtops.v1.ReportHellosResponse
 }
 var file_amtops_v1_agent_proto_depIdxs = []int32{
-	30, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	31, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	14, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
-	31, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
-	7,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
-	7,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
-	32, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
-	7,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
-	7,  // 8: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
-	33, // 9: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
-	30, // 10: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
-	15, // 11: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
-	16, // 12: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
-	17, // 13: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
-	18, // 14: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
-	19, // 15: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
-	21, // 16: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
-	22, // 17: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
-	23, // 18: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
-	20, // 19: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
-	1,  // 20: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
-	7,  // 21: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
-	0,  // 22: amtops.v1.CompleteRequest.result:type_name -> amtops.v1.CompleteResult
-	25, // 23: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
-	34, // 24: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
-	28, // 25: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
-	25, // 26: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
-	2,  // 27: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
-	4,  // 28: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
-	5,  // 29: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
-	8,  // 30: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
-	10, // 31: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
-	12, // 32: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
-	24, // 33: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
-	27, // 34: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
-	3,  // 35: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
-	3,  // 36: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
-	6,  // 37: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
-	9,  // 38: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
-	11, // 39: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
-	13, // 40: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
-	26, // 41: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
-	29, // 42: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
-	35, // [35:43] is the sub-list for method output_type
-	27, // [27:35] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	33, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	34, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	17, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
+	34, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
+	8,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
+	8,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
+	35, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
+	8,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
+	8,  // 8: amtops.v1.SignProvisioningRequest.lease:type_name -> amtops.v1.LeaseRef
+	0,  // 9: amtops.v1.SignProvisioningRequest.hash:type_name -> amtops.v1.SignatureHash
+	8,  // 10: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
+	36, // 11: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
+	33, // 12: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
+	18, // 13: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
+	19, // 14: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
+	20, // 15: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
+	21, // 16: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
+	22, // 17: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
+	24, // 18: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
+	25, // 19: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
+	26, // 20: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
+	37, // 21: amtops.v1.Phase2Job.activation:type_name -> amtops.v1.Activation
+	23, // 22: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
+	2,  // 23: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
+	8,  // 24: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
+	1,  // 25: amtops.v1.CompleteRequest.result:type_name -> amtops.v1.CompleteResult
+	28, // 26: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
+	38, // 27: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
+	31, // 28: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
+	28, // 29: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
+	3,  // 30: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
+	5,  // 31: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
+	6,  // 32: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
+	9,  // 33: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
+	11, // 34: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
+	13, // 35: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
+	27, // 36: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
+	30, // 37: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
+	39, // 38: amtops.v1.AgentService.ReportHellos:input_type -> amtops.v1.ReportHellosRequest
+	15, // 39: amtops.v1.AgentService.SignProvisioning:input_type -> amtops.v1.SignProvisioningRequest
+	4,  // 40: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
+	4,  // 41: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
+	7,  // 42: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
+	10, // 43: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
+	12, // 44: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
+	14, // 45: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
+	29, // 46: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
+	32, // 47: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
+	40, // 48: amtops.v1.AgentService.ReportHellos:output_type -> amtops.v1.ReportHellosResponse
+	16, // 49: amtops.v1.AgentService.SignProvisioning:output_type -> amtops.v1.SignProvisioningResponse
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_agent_proto_init() }
@@ -2391,14 +2598,15 @@ func file_amtops_v1_agent_proto_init() {
 	if File_amtops_v1_agent_proto != nil {
 		return
 	}
+	file_amtops_v1_activation_proto_init()
 	file_amtops_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_agent_proto_rawDesc), len(file_amtops_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   28,
+			NumEnums:      3,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Enroll_FullMethodName          = "/amtops.v1.AgentService/Enroll"
-	AgentService_Renew_FullMethodName           = "/amtops.v1.AgentService/Renew"
-	AgentService_Lease_FullMethodName           = "/amtops.v1.AgentService/Lease"
-	AgentService_Heartbeat_FullMethodName       = "/amtops.v1.AgentService/Heartbeat"
-	AgentService_ReportProgress_FullMethodName  = "/amtops.v1.AgentService/ReportProgress"
-	AgentService_SignDeviceCSR_FullMethodName   = "/amtops.v1.AgentService/SignDeviceCSR"
-	AgentService_Complete_FullMethodName        = "/amtops.v1.AgentService/Complete"
-	AgentService_ReportDiscovery_FullMethodName = "/amtops.v1.AgentService/ReportDiscovery"
+	AgentService_Enroll_FullMethodName           = "/amtops.v1.AgentService/Enroll"
+	AgentService_Renew_FullMethodName            = "/amtops.v1.AgentService/Renew"
+	AgentService_Lease_FullMethodName            = "/amtops.v1.AgentService/Lease"
+	AgentService_Heartbeat_FullMethodName        = "/amtops.v1.AgentService/Heartbeat"
+	AgentService_ReportProgress_FullMethodName   = "/amtops.v1.AgentService/ReportProgress"
+	AgentService_SignDeviceCSR_FullMethodName    = "/amtops.v1.AgentService/SignDeviceCSR"
+	AgentService_Complete_FullMethodName         = "/amtops.v1.AgentService/Complete"
+	AgentService_ReportDiscovery_FullMethodName  = "/amtops.v1.AgentService/ReportDiscovery"
+	AgentService_ReportHellos_FullMethodName     = "/amtops.v1.AgentService/ReportHellos"
+	AgentService_SignProvisioning_FullMethodName = "/amtops.v1.AgentService/SignProvisioning"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -57,6 +59,13 @@ type AgentServiceClient interface {
 	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
 	// ReportDiscovery records what a sweep of a subnet found (S21).
 	ReportDiscovery(ctx context.Context, in *ReportDiscoveryRequest, opts ...grpc.CallOption) (*ReportDiscoveryResponse, error)
+	// ReportHellos hands the server the Hello messages the agent's listener
+	// received from devices of its subnets (remote configuration).
+	ReportHellos(ctx context.Context, in *ReportHellosRequest, opts ...grpc.CallOption) (*ReportHellosResponse, error)
+	// SignProvisioning signs one TLS handshake digest with the provisioning
+	// certificate's key, for a device the caller holds a live lease on. Every
+	// signature is recorded in that device's operations log.
+	SignProvisioning(ctx context.Context, in *SignProvisioningRequest, opts ...grpc.CallOption) (*SignProvisioningResponse, error)
 }
 
 type agentServiceClient struct {
@@ -147,6 +156,26 @@ func (c *agentServiceClient) ReportDiscovery(ctx context.Context, in *ReportDisc
 	return out, nil
 }
 
+func (c *agentServiceClient) ReportHellos(ctx context.Context, in *ReportHellosRequest, opts ...grpc.CallOption) (*ReportHellosResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportHellosResponse)
+	err := c.cc.Invoke(ctx, AgentService_ReportHellos_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) SignProvisioning(ctx context.Context, in *SignProvisioningRequest, opts ...grpc.CallOption) (*SignProvisioningResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignProvisioningResponse)
+	err := c.cc.Invoke(ctx, AgentService_SignProvisioning_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -175,6 +204,13 @@ type AgentServiceServer interface {
 	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)
 	// ReportDiscovery records what a sweep of a subnet found (S21).
 	ReportDiscovery(context.Context, *ReportDiscoveryRequest) (*ReportDiscoveryResponse, error)
+	// ReportHellos hands the server the Hello messages the agent's listener
+	// received from devices of its subnets (remote configuration).
+	ReportHellos(context.Context, *ReportHellosRequest) (*ReportHellosResponse, error)
+	// SignProvisioning signs one TLS handshake digest with the provisioning
+	// certificate's key, for a device the caller holds a live lease on. Every
+	// signature is recorded in that device's operations log.
+	SignProvisioning(context.Context, *SignProvisioningRequest) (*SignProvisioningResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -208,6 +244,12 @@ func (UnimplementedAgentServiceServer) Complete(context.Context, *CompleteReques
 }
 func (UnimplementedAgentServiceServer) ReportDiscovery(context.Context, *ReportDiscoveryRequest) (*ReportDiscoveryResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReportDiscovery not implemented")
+}
+func (UnimplementedAgentServiceServer) ReportHellos(context.Context, *ReportHellosRequest) (*ReportHellosResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportHellos not implemented")
+}
+func (UnimplementedAgentServiceServer) SignProvisioning(context.Context, *SignProvisioningRequest) (*SignProvisioningResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SignProvisioning not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -374,6 +416,42 @@ func _AgentService_ReportDiscovery_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ReportHellos_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportHellosRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ReportHellos(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ReportHellos_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ReportHellos(ctx, req.(*ReportHellosRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_SignProvisioning_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignProvisioningRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).SignProvisioning(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_SignProvisioning_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).SignProvisioning(ctx, req.(*SignProvisioningRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -412,6 +490,14 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportDiscovery",
 			Handler:    _AgentService_ReportDiscovery_Handler,
+		},
+		{
+			MethodName: "ReportHellos",
+			Handler:    _AgentService_ReportHellos_Handler,
+		},
+		{
+			MethodName: "SignProvisioning",
+			Handler:    _AgentService_SignProvisioning_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -63,17 +65,50 @@ func (a *app) agentsCmd() *cobra.Command {
 	}
 	token.Flags().StringSliceVar(&subnets, "subnet", nil, "subnet (CIDR) the agent may serve; repeat or separate with commas")
 	token.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token can be used")
-	var authSubnets []string
-	authorize := &cobra.Command{
-		Use:   "authorize AGENT --subnet CIDR...",
-		Short: "Let an enrolled agent serve more subnets",
+	authorize := a.agentSubnetsCmd("authorize", "Let an enrolled agent serve more subnets", "to add",
+		func(c pb.AdminServiceClient) func(context.Context, *pb.AuthorizeAgentRequest, ...grpc.CallOption) (*pb.Agent, error) {
+			return c.AuthorizeAgent
+		})
+	unauthorize := a.agentSubnetsCmd("unauthorize", "Take subnets away from an agent; it stops serving them at its next call", "to remove",
+		func(c pb.AdminServiceClient) func(context.Context, *pb.AuthorizeAgentRequest, ...grpc.CallOption) (*pb.Agent, error) {
+			return c.UnauthorizeAgent
+		})
+	revoke := &cobra.Command{
+		Use:   "revoke AGENT",
+		Short: "Revoke an agent: its certificate is refused from its next call; its jobs go back to the queue",
 		Args:  exactArgs("AGENT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(authSubnets) == 0 {
+			if _, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.RevokeAgentResponse, error) {
+				return c.RevokeAgent(ctx, &pb.RevokeAgentRequest{AgentId: args[0]})
+			}); err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			}
+			_, err := fmt.Fprintf(a.stdout, "agent %s revoked\n", args[0])
+			return err
+		},
+	}
+	cmd.AddCommand(list, token, authorize, unauthorize, revoke)
+	return cmd
+}
+
+// agentSubnetsCmd is "agents authorize" or "agents unauthorize": the same
+// request, a different call.
+func (a *app) agentSubnetsCmd(verb, short, what string,
+	rpc func(pb.AdminServiceClient) func(context.Context, *pb.AuthorizeAgentRequest, ...grpc.CallOption) (*pb.Agent, error)) *cobra.Command {
+	var subnets []string
+	cmd := &cobra.Command{
+		Use:   verb + " AGENT --subnet CIDR...",
+		Short: short,
+		Args:  exactArgs("AGENT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(subnets) == 0 {
 				return usage("name at least one --subnet")
 			}
 			ag, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Agent, error) {
-				return c.AuthorizeAgent(ctx, &pb.AuthorizeAgentRequest{AgentId: args[0], Subnets: authSubnets})
+				return rpc(c)(ctx, &pb.AuthorizeAgentRequest{AgentId: args[0], Subnets: subnets})
 			})
 			if err != nil {
 				return err
@@ -82,12 +117,11 @@ func (a *app) agentsCmd() *cobra.Command {
 			if a.output == "json" {
 				return printJSON(a.stdout, v)
 			}
-			_, err = fmt.Fprintf(a.stdout, "agent %s serves %s\n", v.ID, strings.Join(v.Subnets, ", "))
+			_, err = fmt.Fprintf(a.stdout, "agent %s serves %s\n", v.ID, cmp.Or(strings.Join(v.Subnets, ", "), "no subnet"))
 			return err
 		},
 	}
-	authorize.Flags().StringSliceVar(&authSubnets, "subnet", nil, "subnet (CIDR) to add; repeat or separate with commas")
-	cmd.AddCommand(list, token, authorize)
+	cmd.Flags().StringSliceVar(&subnets, "subnet", nil, "subnet (CIDR) "+what+"; repeat or separate with commas")
 	return cmd
 }
 

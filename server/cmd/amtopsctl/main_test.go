@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"math/big"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,6 +335,22 @@ func TestTokensAndAgents(t *testing.T) {
 	}
 	cli(t, s, s.Operate, "agents", "token", "--subnet", "nope").want(t, 2, `subnets "nope"`)
 	cli(t, s, s.Operate, "agents", "authorize", "ghost", "--subnet", "10.0.0.0/24").want(t, 2, `unknown agent "ghost"`)
+
+	if err := s.Store.PutAgent(context.Background(), domain.Agent{ID: "a1", EnrolledAt: admintest.Epoch,
+		Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.0.1.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, s, s.Read, "agents", "unauthorize", "a1", "--subnet", "10.0.1.0/24").want(t, 1, "operate role")
+	r = cli(t, s, s.Operate, "agents", "unauthorize", "a1", "--subnet", "10.0.1.0/24")
+	r.want(t, 0)
+	if strings.TrimSpace(r.stdout) != "agent a1 serves 10.0.0.0/24" {
+		t.Fatalf("unauthorize printed %q", r.stdout)
+	}
+	cli(t, s, s.Operate, "agents", "unauthorize", "a1", "--subnet", "10.0.1.0/24").want(t, 2, "does not serve")
+	if r = cli(t, s, s.Operate, "agents", "revoke", "a1"); r.code != 0 || !strings.Contains(r.stdout, "agent a1 revoked") {
+		t.Fatalf("revoke = %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	cli(t, s, s.Operate, "agents", "revoke", "a1").want(t, 2, `unknown agent "a1"`)
 }
 
 func TestConnectionProblems(t *testing.T) {

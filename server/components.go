@@ -26,6 +26,7 @@ import (
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
@@ -139,11 +140,11 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 	p2 := s.cfg.Phase2
 	s.agentCA = ca
 	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
-	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, s.jobs, api.Options{LeaseTTL: p2.LeaseTTL,
+	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, s.jobs, discover.NewRecorder(s.store, s.log, nil), api.Options{LeaseTTL: p2.LeaseTTL,
 		DefaultWait: p2.LongPoll, Log: s.log})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
-		Discoverer: discoverer{st: s.store, q: s.queue, now: time.Now}, CA: ca})
+		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca})
 	opts := append(api.ServerOptions(s.agents, cert),
 		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
 	s.grpc = grpc.NewServer(opts...)

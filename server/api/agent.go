@@ -33,12 +33,7 @@ type Store interface {
 	PutAgent(ctx context.Context, a domain.Agent) error
 	GetAgent(ctx context.Context, id string) (domain.Agent, error)
 	Heartbeat(ctx context.Context, agentID string, at time.Time) error
-	GetDevice(ctx context.Context, id string) (domain.Device, error)
-	PutDevice(ctx context.Context, d domain.Device) error
-	UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error)
-	DevicesByIP(ctx context.Context, ip netip.Addr) ([]domain.Device, error)
 	AppendEvent(ctx context.Context, e domain.OperationEvent) error
-	GetJob(ctx context.Context, batchID, jobID string) (domain.Job, error)
 	GetBatch(ctx context.Context, id string) (domain.Batch, error)
 }
 
@@ -67,12 +62,13 @@ type Options struct {
 // AgentService implements amtops.v1.AgentService.
 type AgentService struct {
 	pb.UnimplementedAgentServiceServer
-	st   Store
-	q    Queue
-	l    Leaser
-	ca   *agentca.CA
-	jobs Jobs
-	opts Options
+	st          Store
+	q           Queue
+	l           Leaser
+	ca          *agentca.CA
+	jobs        Jobs
+	discoveries Discoveries
+	opts        Options
 }
 
 // Jobs is what the agent service asks of a job's life (jobs.Service).
@@ -82,8 +78,8 @@ type Jobs interface {
 }
 
 // NewAgentService builds the service. l is normally a dispatch.Dispatcher
-// over q, and j the jobs.Service over both.
-func NewAgentService(st Store, q Queue, l Leaser, ca *agentca.CA, j Jobs, o Options) *AgentService {
+// over q, j the jobs.Service over both and d a discover.Recorder.
+func NewAgentService(st Store, q Queue, l Leaser, ca *agentca.CA, j Jobs, d Discoveries, o Options) *AgentService {
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 60 * time.Second
 	}
@@ -93,7 +89,7 @@ func NewAgentService(st Store, q Queue, l Leaser, ca *agentca.CA, j Jobs, o Opti
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &AgentService{st: st, q: q, l: l, ca: ca, jobs: j, opts: o}
+	return &AgentService{st: st, q: q, l: l, ca: ca, jobs: j, discoveries: d, opts: o}
 }
 
 // Register adds svc to s. The server must use ServerTLS credentials and

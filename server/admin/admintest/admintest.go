@@ -35,6 +35,7 @@ import (
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
@@ -107,7 +108,7 @@ func Start(t testing.TB, o Options) *Server {
 	// interceptor) and administrators (bearer tokens, AdminService's).
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
 	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca,
-		jobs.New(st, q, nil, nil, jobs.Config{}, o.Log), api.Options{Log: o.Log})
+		jobs.New(st, q, nil, nil, jobs.Config{}, o.Log), discover.NewRecorder(st, o.Log, nil), api.Options{Log: o.Log})
 	gs := grpc.NewServer(append(api.ServerOptions(agents, cert),
 		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(svc.StreamInterceptor()))...)

@@ -30,6 +30,7 @@ import (
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
@@ -79,7 +80,7 @@ func Start(t testing.TB, o Options) *Server {
 		o.Jobs.LeaseTTL = o.API.LeaseTTL
 	}
 	j := jobs.New(st, q, o.DeviceCA, nil, o.Jobs, zerolog.Nop())
-	svc := api.NewAgentService(st, q, d, ca, j, o.API)
+	svc := api.NewAgentService(st, q, d, ca, j, discover.NewRecorder(st, zerolog.Nop(), nil), o.API)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -163,19 +163,7 @@ func (r *Recorder) record(ctx context.Context, agentID string, subnet netip.Pref
 			// Moved by someone else since we read it: still not ours to move.
 			return fmt.Errorf("discover: record %s: %w", d.ID, errForeignDevice)
 		}
-		d.Status = discoveredStatus(d.Status, f)
-		d.IP, d.Subnet = ip, subnet
-		f.Facts.Apply(d)
-		// Identify says "AMT 11.8"; the device record holds bare versions.
-		if v := strings.TrimSpace(strings.TrimPrefix(f.ProductVersion, "AMT")); d.AMTVersion == "" && v != "" {
-			d.AMTVersion = v
-		}
-		if d.HostName == "" && f.HostName != "" && domain.ValidateHostName(f.HostName) == nil {
-			d.HostName, d.Domain = f.HostName, f.Domain
-		}
-		if f.Facts != nil {
-			d.State = f.Facts.ProvisioningState
-		}
+		f.apply(d, subnet)
 		return nil
 	}
 	if match != nil {
@@ -201,3 +189,20 @@ func (r *Recorder) record(ctx context.Context, agentID string, subnet netip.Pref
 }
 
 var errForeignDevice = errors.New("device is recorded on another subnet")
+
+// apply records what the sweep saw on the device, now on subnet.
+func (f Found) apply(d *domain.Device, subnet netip.Prefix) {
+	d.Status = discoveredStatus(d.Status, f)
+	d.IP, d.Subnet = f.IP, subnet
+	f.Facts.Apply(d)
+	// Identify says "AMT 11.8"; the device record holds bare versions.
+	if v := strings.TrimSpace(strings.TrimPrefix(f.ProductVersion, "AMT")); d.AMTVersion == "" && v != "" {
+		d.AMTVersion = v
+	}
+	if d.HostName == "" && f.HostName != "" && domain.ValidateHostName(f.HostName) == nil {
+		d.HostName, d.Domain = f.HostName, f.Domain
+	}
+	if f.Facts != nil {
+		d.State = f.Facts.ProvisioningState
+	}
+}

@@ -182,30 +182,12 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 		return err
 	}
 	if job.Kind == domain.KindProvision || job.Kind == domain.KindUpdate {
-		certs, err := p.store.CertificatesByDevice(ctx, job.DeviceID)
-		if err != nil {
+		if err := p.installed(ctx, job, now); err != nil {
 			return err
-		}
-		for _, c := range certs {
-			if c.JobID == job.ID && c.Status == domain.CertIssued {
-				if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, domain.ReasonUnspecified, now); err != nil {
-					return err
-				}
-			}
 		}
 	}
 	if job.Kind == domain.KindProvision {
-		// The device now has the pending password: make it the current one.
-		pw, err := p.store.GetSecret(ctx, pendingPasswordSecret(job.DeviceID))
-		switch {
-		case err == nil:
-			if err := p.store.PutSecret(ctx, adminPasswordSecret(job.DeviceID), pw); err != nil {
-				return err
-			}
-			if err := p.store.DeleteSecret(ctx, pendingPasswordSecret(job.DeviceID)); err != nil {
-				return err
-			}
-		case !errors.Is(err, domain.ErrNotFound):
+		if err := p.promotePassword(ctx, job.DeviceID); err != nil {
 			return err
 		}
 	}
@@ -225,6 +207,38 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 	}
 	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
 		Outcome: domain.OutcomeOK, Detail: string(job.Kind) + " succeeded", Actor: agentID, Time: now})
+}
+
+// installed marks the certificates the job had issued as on the device.
+func (p *Service) installed(ctx context.Context, job domain.Job, now time.Time) error {
+	certs, err := p.store.CertificatesByDevice(ctx, job.DeviceID)
+	if err != nil {
+		return err
+	}
+	for _, c := range certs {
+		if c.JobID == job.ID && c.Status == domain.CertIssued {
+			if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, domain.ReasonUnspecified, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// promotePassword makes the pending admin password, which the device now
+// has, the current one.
+func (p *Service) promotePassword(ctx context.Context, deviceID string) error {
+	pw, err := p.store.GetSecret(ctx, pendingPasswordSecret(deviceID))
+	if errors.Is(err, domain.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := p.store.PutSecret(ctx, adminPasswordSecret(deviceID), pw); err != nil {
+		return err
+	}
+	return p.store.DeleteSecret(ctx, pendingPasswordSecret(deviceID))
 }
 
 // recordFailure notes a failed attempt on the device and in its log.

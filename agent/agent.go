@@ -31,6 +31,8 @@ import (
 	"github.com/amtops/amtops/agent/discovery"
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
 
@@ -41,10 +43,6 @@ type Config = config.Agent
 type Executor interface {
 	Run(ctx context.Context, job *pb.Phase2Job, rep phase2.Reporter) phase2.Result
 }
-
-// releaseStep, as a failed Complete's error_step, hands a job back
-// without counting the attempt; the server's api.ReleaseStep.
-const releaseStep = "agent-release"
 
 var (
 	errLeaseLost = errors.New("lease lost")
@@ -339,8 +337,14 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	} else {
 		res = a.exec.Run(context.WithValue(ctx, leaseKey{}, ref), job, rep)
 	}
-	req := &pb.CompleteRequest{Lease: ref, Success: res.Err == nil, ErrorStep: res.ErrorStep,
-		Permanent: res.Permanent, Facts: res.Facts, Warnings: res.Warnings}
+	result := domain.ResultSucceeded
+	switch {
+	case res.Err != nil && res.Permanent:
+		result = domain.ResultFailedPermanent
+	case res.Err != nil:
+		result = domain.ResultFailed
+	}
+	req := &pb.CompleteRequest{Lease: ref, Result: wire.Result(result), ErrorStep: res.ErrorStep, Facts: res.Facts, Warnings: res.Warnings}
 	if res.Err != nil {
 		req.Error = res.Err.Error()
 	}
@@ -349,9 +353,9 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 		log.Warn().Msg("lease lost, job abandoned")
 		return
 	case errors.Is(cause, errCancelled):
-		req.Success, req.Permanent, req.ErrorStep, req.Error = false, true, "cancelled", "batch cancelled"
+		req.Result, req.Error = wire.Result(domain.ResultCancelled), "batch cancelled"
 	case jobsCtx.Err() != nil:
-		req = &pb.CompleteRequest{Lease: ref, ErrorStep: releaseStep, Error: "agent shutting down"}
+		req = &pb.CompleteRequest{Lease: ref, Result: wire.Result(domain.ResultReleased), Error: "agent shutting down"}
 	}
 	// Finish even during shutdown: a short, bounded, uncancelled call.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(jobsCtx), 15*time.Second)
@@ -360,7 +364,7 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	for n := 0; ; n++ {
 		resp, err := a.client.Complete(fctx, req)
 		if err == nil {
-			log.Info().Bool("success", req.Success).Str("step", req.ErrorStep).Bool("already", resp.GetAlreadyCompleted()).Msg("job completed")
+			log.Info().Str("result", string(wire.ResultFrom(req.Result))).Str("step", req.ErrorStep).Bool("already", resp.GetAlreadyCompleted()).Msg("job completed")
 			return
 		}
 		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Internal || !a.backoff(fctx, n) {

@@ -26,8 +26,9 @@ import (
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 	"github.com/amtops/amtops/server/sweep"
 )
@@ -86,7 +87,7 @@ func (s *Server) buildDirectory() (*directory.Client, error) {
 	return dc, nil
 }
 
-// buildPhase1 assembles the phase-1 worker and the enqueuer.
+// buildPhase1 assembles the job service, the phase-1 worker and the enqueuer.
 func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueue) error {
 	provisioning, err := config.Secret(s.cfg.AMT.ProvisioningPasswordFile, "AMTOPS_PROVISIONING_PASSWORD")
 	if err != nil {
@@ -95,29 +96,31 @@ func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueu
 	if provisioning == "" {
 		s.log.Warn().Msg("no AMT provisioning password (amt.provisioning_password_file or $AMTOPS_PROVISIONING_PASSWORD): provisioning jobs will fail")
 	}
-	site := phase1.Site{
+	site := jobs.Site{
 		ProvisioningUser: s.cfg.AMT.ProvisioningUser, ProvisioningPassword: provisioning,
 		KeyOnDevice: s.cfg.AMT.KeyOnDevice, MutualTLS: s.cfg.AMT.MutualTLS, Settings: s.cfg.AMT.Settings,
 		Kerberos: s.cfg.AMT.Kerberos, Networks: s.cfg.Networks, AddToGroups: s.cfg.Directory.AddToGroups,
 		JobDeadline: s.cfg.Phase2.JobDeadline,
 		NewPassword: func() (string, error) { return amt.GeneratePassword(rand.Reader) },
 	}
-	var dir phase1.Directory
+	var dir jobs.Directory
 	if dc != nil {
 		dir = dc
 	}
 	host, _ := os.Hostname()
-	s.provisioner = phase1.NewProvisioner(s.store, ca, dir, q, site, "server/"+host, s.log)
+	p2 := s.cfg.Phase2
+	s.jobs = jobs.New(s.store, q, ca, dir, jobs.Config{Site: site, Actor: "server/" + host,
+		LeaseTTL: p2.LeaseTTL, MaxAttempts: p2.MaxAttempts, RetryDelay: p2.RetryDelay}, s.log)
 	s.asynq = asynq.NewClientFromRedisClient(s.rdb)
-	s.enqueuer = phase1.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
+	s.enqueuer = jobs.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
 	s.batches = batch.New(s.store, s.enqueuer, s.log)
 	sw, err := sweep.New(s.store, s.batches, s.asynq, sweep.Config{Interval: s.cfg.Sweep.Interval}, s.log)
 	if err != nil {
 		return fmt.Errorf("server: sweep: %w", err)
 	}
 	s.sweeper = sw
-	s.worker = phase1.NewWorker(s.rdb, phase1.WorkerConfig{Concurrency: s.cfg.Phase1.Concurrency,
-		Extra: map[string]asynq.Handler{sweep.TaskType: asynq.HandlerFunc(sw.Handle)}}, s.provisioner, s.provisioner, s.log)
+	s.worker = jobs.NewWorker(s.rdb, jobs.WorkerConfig{Concurrency: s.cfg.Phase1.Concurrency,
+		Extra: map[string]asynq.Handler{sweep.TaskType: asynq.HandlerFunc(sw.Handle)}}, s.jobs, s.jobs, s.log)
 	return nil
 }
 
@@ -137,11 +140,11 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 	p2 := s.cfg.Phase2
 	s.agentCA = ca
 	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
-	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, api.Options{LeaseTTL: p2.LeaseTTL,
-		DefaultWait: p2.LongPoll, MaxAttempts: p2.MaxAttempts, RetryDelay: p2.RetryDelay, DeviceCA: s.ca, Log: s.log})
-	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.agents.OnDead, Log: s.log})
+	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, s.jobs, discover.NewRecorder(s.store, s.log, nil), api.Options{LeaseTTL: p2.LeaseTTL,
+		DefaultWait: p2.LongPoll, Log: s.log})
+	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
-		Discoverer: discoverer{st: s.store, q: s.queue, now: time.Now}, CA: ca})
+		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca})
 	opts := append(api.ServerOptions(s.agents, cert),
 		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
 	s.grpc = grpc.NewServer(opts...)

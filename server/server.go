@@ -34,7 +34,7 @@ import (
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/dispatch"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 	"github.com/amtops/amtops/server/sweep"
 )
@@ -53,16 +53,16 @@ type Server struct {
 	grpcLis net.Listener
 	httpLis net.Listener
 
-	queue       *store.LeaseQueue
-	ca          pki.CA
-	crl         http.Handler // the built-in CA's /crl and /ca.pem
-	dir         *directory.Client
-	provisioner *phase1.Provisioner
-	worker      *phase1.Worker
-	asynq       *asynq.Client
-	enqueuer    *phase1.Enqueuer
-	batches     *batch.Service
-	sweeper     *sweep.Sweeper
+	queue    *store.LeaseQueue
+	ca       pki.CA
+	crl      http.Handler // the built-in CA's /crl and /ca.pem
+	dir      *directory.Client
+	jobs     *jobs.Service
+	worker   *jobs.Worker
+	asynq    *asynq.Client
+	enqueuer *jobs.Enqueuer
+	batches  *batch.Service
+	sweeper  *sweep.Sweeper
 
 	agentCA    *agentca.CA
 	dispatcher *dispatch.Dispatcher

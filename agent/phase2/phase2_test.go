@@ -382,7 +382,7 @@ func TestUpdate(t *testing.T) {
 				}
 			}},
 		{name: "802.1X link unconfirmed fails", link: amtsim.LinkWired8021X, kind: amtopsv1.NetworkProfile_KIND_WIRED_8021X,
-			wantErr: phase2.ErrConfirm8021X, wantLink: amtopsv1.Link_LINK_WIRED_8021X},
+			wantErr: domain.ErrConfirm8021X, wantLink: amtopsv1.Link_LINK_WIRED_8021X},
 		{name: "802.1X link confirmed updates", link: amtsim.LinkWired8021X, kind: amtopsv1.NetworkProfile_KIND_WIRED_8021X,
 			confirm: true, wantLink: amtopsv1.Link_LINK_WIRED_8021X, wantWarn: phase2.WarnConfirmed8021X,
 			checkWiFi: func(t *testing.T, st amtsim.DeviceState) {

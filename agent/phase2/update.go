@@ -2,16 +2,10 @@ package phase2
 
 import (
 	"context"
-	"errors"
 
+	"github.com/amtops/amtops/internal/domain"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
-
-// ErrConfirm8021X is the (permanent) error when an update would change the
-// 802.1X settings over an 802.1X wired link without the administrator's
-// confirmation (S15).
-var ErrConfirm8021X = errors.New("the update changes the 802.1X settings of a device managed over an 802.1X wired link; " +
-	"incompatible settings can drop the link while no OS runs: confirm with update.confirm_8021x to proceed")
 
 // updateSteps is S12–S15: the settings stage over TLS with S15's link
 // rules.
@@ -55,7 +49,7 @@ func (r *job) confirm8021X(ctx context.Context) (string, error) {
 		case !change:
 			continue
 		case !r.j.GetUpdate().GetConfirm_8021X():
-			return "", ErrConfirm8021X
+			return "", domain.ErrConfirm8021X
 		}
 		r.warn(ctx, StepNetworkProfiles, WarnConfirmed8021X)
 		detail = "802.1X settings change confirmed"

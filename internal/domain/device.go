@@ -224,3 +224,28 @@ func (a Agent) Authorized(subnet netip.Prefix) bool {
 	}
 	return false
 }
+
+// DeviceFacts is what an agent learned from a controller.
+type DeviceFacts struct {
+	UUID              string
+	AMTVersion        string
+	Link              Link // "" when not known
+	ProvisioningState ProvisioningState
+}
+
+// Apply records the facts on d: a UUID only where none is known yet, the
+// version and link where the agent saw them.
+func (f *DeviceFacts) Apply(d *Device) {
+	if f == nil {
+		return
+	}
+	if f.UUID != "" && d.UUID == "" {
+		d.UUID = f.UUID
+	}
+	if f.AMTVersion != "" {
+		d.AMTVersion = f.AMTVersion
+	}
+	if f.Link != "" {
+		d.Link = f.Link
+	}
+}

@@ -13,6 +13,12 @@ var (
 	ErrNotSupported  = errors.New("AMT not supported")
 	ErrLeaseLost     = errors.New("lease lost: token stale or expired")
 	ErrUnauthorized  = errors.New("not authorized")
+	// ErrConfirm8021X refuses an update that would change the 802.1X
+	// settings of a device managed over an 802.1X wired link without the
+	// administrator's confirmation (S15): phase 1 before it renews the
+	// client certificate, the agent before it changes the device.
+	ErrConfirm8021X = errors.New("the update changes the 802.1X settings of a device managed over an 802.1X wired link; " +
+		"incompatible settings can drop the link while no OS runs: start the update with confirm_8021x to proceed")
 )
 
 // FieldError is bad input, naming the field and the offending value.

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"strings"
 	"time"
 )
 
@@ -83,6 +84,30 @@ type Job struct {
 
 // JobID derives the job ID from batch and device.
 func JobID(batchID, deviceID string) string { return batchID + ":" + deviceID }
+
+// SplitJobID splits a JobID into batch and device; batch IDs hold no ':'
+// while device IDs may (ip-<IPv6>).
+func SplitJobID(id string) (batchID, deviceID string, ok bool) {
+	batchID, deviceID, ok = strings.Cut(id, ":")
+	return batchID, deviceID, ok && batchID != "" && deviceID != ""
+}
+
+// JobResult is how an agent ends its lease on a phase-2 job.
+type JobResult string
+
+const (
+	ResultSucceeded       JobResult = "succeeded"
+	ResultFailed          JobResult = "failed"           // retryable: the job comes back after a delay
+	ResultFailedPermanent JobResult = "failed-permanent" // retrying cannot help
+	// ResultReleased gives the job back at once without counting the
+	// attempt: an agent shutting down hands back work it could not finish.
+	ResultReleased JobResult = "released"
+	// ResultCancelled ends a job whose batch was cancelled while it ran.
+	ResultCancelled JobResult = "cancelled"
+)
+
+// JobResults lists every result.
+var JobResults = []JobResult{ResultSucceeded, ResultFailed, ResultFailedPermanent, ResultReleased, ResultCancelled}
 
 // Batch is a bulk operation: one job per device, with exact counters.
 type Batch struct {

@@ -38,11 +38,19 @@ var (
 		domain.OutcomeFailed:   pb.Outcome_OUTCOME_FAILED,
 		domain.OutcomeRetrying: pb.Outcome_OUTCOME_RETRYING,
 	}
+	results = map[domain.JobResult]pb.CompleteResult{
+		domain.ResultSucceeded:       pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED,
+		domain.ResultFailed:          pb.CompleteResult_COMPLETE_RESULT_FAILED,
+		domain.ResultFailedPermanent: pb.CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT,
+		domain.ResultReleased:        pb.CompleteResult_COMPLETE_RESULT_RELEASED,
+		domain.ResultCancelled:       pb.CompleteResult_COMPLETE_RESULT_CANCELLED,
+	}
 
 	statusesFrom = invert(statuses)
 	kindsFrom    = invert(kinds)
 	linksFrom    = invert(links)
 	outcomesFrom = invert(outcomes)
+	resultsFrom  = invert(results)
 )
 
 func invert[K, V comparable](m map[K]V) map[V]K {
@@ -76,3 +84,19 @@ func Outcome(o domain.Outcome) pb.Outcome { return outcomes[o] }
 
 // OutcomeFrom is the domain form of a wire outcome, "" for UNSPECIFIED.
 func OutcomeFrom(o pb.Outcome) domain.Outcome { return outcomesFrom[o] }
+
+// Result is the wire form of how an agent ends a lease.
+func Result(r domain.JobResult) pb.CompleteResult { return results[r] }
+
+// ResultFrom is the domain form of a wire result, "" for UNSPECIFIED.
+func ResultFrom(r pb.CompleteResult) domain.JobResult { return resultsFrom[r] }
+
+// FactsFrom is the domain form of what an agent learned from a
+// controller, nil when it sent none.
+func FactsFrom(f *pb.DeviceFacts) *domain.DeviceFacts {
+	if f == nil {
+		return nil
+	}
+	return &domain.DeviceFacts{UUID: f.GetUuid(), AMTVersion: f.GetAmtVersion(), Link: LinkFrom(f.GetLink()),
+		ProvisioningState: domain.ProvisioningState(f.GetProvisioningState())}
+}

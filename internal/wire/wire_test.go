@@ -39,6 +39,17 @@ func TestTablesAreComplete(t *testing.T) {
 	t.Run("outcome", func(t *testing.T) {
 		check(t, len(outcomes), len(outcomesFrom), len(pb.Outcome_name)-1)
 	})
+	t.Run("result", func(t *testing.T) {
+		for _, r := range domain.JobResults {
+			if ResultFrom(Result(r)) != r {
+				t.Errorf("%s does not round-trip", r)
+			}
+		}
+		check(t, len(domain.JobResults), len(resultsFrom), len(pb.CompleteResult_name)-1)
+		if ResultFrom(pb.CompleteResult_COMPLETE_RESULT_UNSPECIFIED) != "" {
+			t.Error("UNSPECIFIED must map to no result, which the server refuses")
+		}
+	})
 	if StatusFrom(pb.DeviceStatus_DEVICE_STATUS_UNSPECIFIED) != "" || Kind("reboot") != pb.JobKind_JOB_KIND_UNSPECIFIED {
 		t.Error("an unknown value must map to the zero value")
 	}

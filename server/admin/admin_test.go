@@ -25,7 +25,6 @@ import (
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/admin"
 	"github.com/amtops/amtops/server/admin/admintest"
-	"github.com/amtops/amtops/server/store"
 )
 
 func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
@@ -134,7 +133,7 @@ func TestAuthentication(t *testing.T) {
 		wantCode(t, err, codes.Unauthenticated)
 	})
 	t.Run("revoked token", func(t *testing.T) {
-		tok, _, err := s.Store.CreateAdminToken(ctx, "temp", store.RoleOperate)
+		tok, _, err := s.Store.CreateAdminToken(ctx, "temp", domain.RoleOperate)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
-	"github.com/amtops/amtops/server/store"
 )
 
 // IssueAdminCertificate signs an administrator's CSR for the name and
@@ -32,7 +31,7 @@ func (s *Service) IssueAdminCertificate(ctx context.Context, req *pb.IssueAdminC
 	if err != nil {
 		return nil, api.ToStatus(fmt.Errorf("admin: issue admin certificate: %w", err))
 	}
-	rec := store.AdminCert{Serial: cert.SerialNumber.Text(16), Name: req.GetName(), Role: store.AdminRole(req.GetRole()),
+	rec := domain.AdminCert{Serial: cert.SerialNumber.Text(16), Name: req.GetName(), Role: domain.AdminRole(req.GetRole()),
 		NotAfter: cert.NotAfter}
 	if err := s.st.RecordAdminCertificate(ctx, rec); err != nil {
 		return nil, api.ToStatus(fmt.Errorf("admin: issue admin certificate: %w", err))

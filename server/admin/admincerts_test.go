@@ -19,7 +19,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/admin/admintest"
-	"github.com/amtops/amtops/server/store"
 )
 
 // keyCSR is a fresh key and a CSR for it.
@@ -190,7 +189,7 @@ func TestCertificateLogin(t *testing.T) {
 			t.Fatalf("another name's certificate: %v", err)
 		}
 		// A token of the same name goes with it.
-		tok, _, err := s.Store.CreateAdminToken(ctx, "ivan", store.RoleRead)
+		tok, _, err := s.Store.CreateAdminToken(ctx, "ivan", domain.RoleRead)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +243,7 @@ func TestIssueAdminCertificateBadInput(t *testing.T) {
 			t.Fatalf("not_after %v, certificate %v / %s", resp.GetNotAfter().AsTime(), cert.NotAfter, cert.Subject)
 		}
 		recs, err := s.Store.ListAdminCertificates(ctx, "judy")
-		if err != nil || len(recs) != 1 || recs[0].Serial != cert.SerialNumber.Text(16) || recs[0].Role != store.RoleRead {
+		if err != nil || len(recs) != 1 || recs[0].Serial != cert.SerialNumber.Text(16) || recs[0].Role != domain.RoleRead {
 			t.Fatalf("recorded: %+v, %v", recs, err)
 		}
 	})
@@ -266,7 +265,7 @@ func TestCertificatesWithoutCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Store.RecordAdminCertificate(ctx, store.AdminCert{Serial: c.SerialNumber.Text(16), Name: "kim", Role: store.RoleOperate, NotAfter: c.NotAfter}); err != nil {
+	if err := s.Store.RecordAdminCertificate(ctx, domain.AdminCert{Serial: c.SerialNumber.Text(16), Name: "kim", Role: domain.RoleOperate, NotAfter: c.NotAfter}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.DialCert(t, &tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key}).ListDevices(ctx, &pb.ListDevicesRequest{})

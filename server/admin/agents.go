@@ -11,7 +11,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
-	"github.com/amtops/amtops/server/store"
 )
 
 // maxEnrollmentTTL bounds how long a one-time enrollment token lives.
@@ -35,7 +34,7 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrol
 	if ttl < 0 || ttl > maxEnrollmentTTL {
 		return nil, api.ToStatus(domain.InvalidField("ttl_seconds", fmt.Sprint(req.GetTtlSeconds()), "must be 1 s to 7 days"))
 	}
-	tok, err := s.st.CreateEnrollmentToken(ctx, store.Enrollment{Subnets: subnets, CreatedBy: p.Name}, ttl)
+	tok, err := s.st.CreateEnrollmentToken(ctx, domain.Enrollment{Subnets: subnets, CreatedBy: p.Name}, ttl)
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
@@ -153,7 +152,7 @@ func (s *Service) CreateAdminToken(ctx context.Context, req *pb.CreateAdminToken
 	if err != nil {
 		return nil, err
 	}
-	tok, rec, err := s.st.CreateAdminToken(ctx, req.GetName(), store.AdminRole(req.GetRole()))
+	tok, rec, err := s.st.CreateAdminToken(ctx, req.GetName(), domain.AdminRole(req.GetRole()))
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
-	"github.com/amtops/amtops/server/store"
 )
 
 const servicePrefix = "/amtops.v1.AdminService/"
@@ -41,7 +41,7 @@ var readMethods = map[string]bool{
 // Principal is the administrator behind a call.
 type Principal struct {
 	Name string
-	Role store.AdminRole
+	Role domain.AdminRole
 	via  string // "token" or "certificate", for messages
 }
 
@@ -86,7 +86,7 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	if err != nil {
 		return nil, err
 	}
-	if pr.Role != store.RoleOperate && !readMethods[method] {
+	if pr.Role != domain.RoleOperate && !readMethods[method] {
 		s.opts.Log.Warn().Str("method", method).Str("admin", pr.Name).Str("role", string(pr.Role)).Msg("admin call refused: role")
 		return nil, status.Errorf(codes.PermissionDenied, "admin: %s needs the operate role; %s %q has the %s role",
 			strings.TrimPrefix(method, servicePrefix), pr.via, pr.Name, pr.Role)
@@ -127,7 +127,7 @@ func (s *Service) certPrincipal(ctx context.Context, method string, chain []*x50
 		s.opts.Log.Warn().Str("method", method).Err(err).Msg("admin call with a non-admin certificate refused")
 		return Principal{}, status.Error(codes.Unauthenticated, "admin: client certificate is not an administrator's")
 	}
-	rec, err := s.st.AuthenticateAdminCertificate(ctx, serial, name, store.AdminRole(role))
+	rec, err := s.st.AuthenticateAdminCertificate(ctx, serial, name, domain.AdminRole(role))
 	if err != nil {
 		s.opts.Log.Warn().Str("method", method).Str("admin", name).Str("serial", serial).Msg("admin call with unknown certificate refused")
 		if st, ok := status.FromError(api.ToStatus(err)); ok && st.Code() == codes.PermissionDenied {
@@ -182,7 +182,7 @@ const BootstrapName = "bootstrap"
 
 // TokenStore is what Bootstrap needs (store.Store).
 type TokenStore interface {
-	CreateFirstAdminToken(ctx context.Context, name string, role store.AdminRole) (token string, created bool, err error)
+	CreateFirstAdminToken(ctx context.Context, name string, role domain.AdminRole) (token string, created bool, err error)
 	RevokeAdminToken(ctx context.Context, name string) error
 }
 
@@ -193,7 +193,7 @@ type TokenStore interface {
 // revoked again, so that the next start retries.
 func Bootstrap(ctx context.Context, st TokenStore, dataDir string) (path string, created bool, err error) {
 	path = filepath.Join(dataDir, TokenFile)
-	tok, created, err := st.CreateFirstAdminToken(ctx, BootstrapName, store.RoleOperate)
+	tok, created, err := st.CreateFirstAdminToken(ctx, BootstrapName, domain.RoleOperate)
 	if err != nil || !created {
 		return path, false, err
 	}

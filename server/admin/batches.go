@@ -17,7 +17,6 @@ import (
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
-	"github.com/amtops/amtops/server/store"
 )
 
 // StartBatch starts provision, update or removal on the devices named
@@ -85,10 +84,10 @@ func (s *Service) StartBatch(ctx context.Context, req *pb.StartBatchRequest) (*p
 // stops before changing 802.1X settings unless confirmed (S15).
 func (s *Service) warn8021X(ctx context.Context, batchID string) ([]string, error) {
 	var out []string
-	var page store.JobPage
+	var page domain.JobPage
 	for first := true; first || page.Next != ""; first = false {
 		var err error
-		if page, err = s.st.ListJobs(ctx, batchID, store.JobFilter{Limit: 1000, Cursor: page.Next}); err != nil {
+		if page, err = s.st.ListJobs(ctx, batchID, domain.JobFilter{Limit: 1000, Cursor: page.Next}); err != nil {
 			return nil, err
 		}
 		for _, j := range page.Jobs {
@@ -207,7 +206,7 @@ func (s *Service) ListBatchJobs(ctx context.Context, req *pb.ListBatchJobsReques
 	if _, err := s.batch(ctx, req.GetBatchId()); err != nil {
 		return nil, api.ToStatus(err)
 	}
-	f := store.JobFilter{State: domain.JobState(req.GetState()), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	f := domain.JobFilter{State: domain.JobState(req.GetState()), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
 	if f.State != "" && !validJobState(f.State) {
 		return nil, api.ToStatus(domain.InvalidField("state", req.GetState(), "want queued, phase1, phase2, succeeded, failed or cancelled"))
 	}

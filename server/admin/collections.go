@@ -9,7 +9,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
-	"github.com/amtops/amtops/server/store"
 )
 
 func (s *Service) collection(ctx context.Context, name string) (domain.Collection, error) {
@@ -26,7 +25,7 @@ func (s *Service) collection(ctx context.Context, name string) (domain.Collectio
 // memberCount counts a collection's members by paging its index.
 func (s *Service) memberCount(ctx context.Context, name string) (int, error) {
 	n := 0
-	var page store.DevicePage
+	var page domain.DevicePage
 	for first := true; first || page.Next != ""; first = false {
 		var err error
 		if page, err = s.st.Members(ctx, name, 10000, page.Next); err != nil {
@@ -206,7 +205,7 @@ func (s *Service) RemoveCollectionMembers(ctx context.Context, req *pb.Collectio
 		if err := s.st.PutCollection(ctx, c); err != nil {
 			return nil, api.ToStatus(err)
 		}
-		var page store.DevicePage
+		var page domain.DevicePage
 		for first := true; first || page.Next != ""; first = false {
 			if page, err = s.st.Members(ctx, c.Name, 1000, page.Next); err != nil {
 				return nil, api.ToStatus(err)

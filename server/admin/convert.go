@@ -9,7 +9,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server/store"
 )
 
 // All conversion between the domain model and the AdminService wire types
@@ -147,7 +146,7 @@ func agentToPB(a domain.Agent) *pb.Agent {
 	return out
 }
 
-func adminTokenToPB(t store.AdminToken) *pb.AdminToken {
+func adminTokenToPB(t domain.AdminToken) *pb.AdminToken {
 	return &pb.AdminToken{Name: t.Name, Role: string(t.Role), CreatedAt: ts(t.CreatedAt)}
 }
 

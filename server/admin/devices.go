@@ -10,7 +10,6 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api"
-	"github.com/amtops/amtops/server/store"
 )
 
 // resolve finds a device by ID, FQDN or IP address, so that
@@ -83,7 +82,7 @@ func ids(ds []domain.Device) []string {
 // ListDevices pages through devices, filtered by subnet, status or
 // collection.
 func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (*pb.ListDevicesResponse, error) {
-	f := store.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	f := domain.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
 	var err error
 	if f.Status, err = statusFrom("status", req.GetStatus()); err != nil {
 		return nil, api.ToStatus(err)

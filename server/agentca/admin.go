@@ -23,7 +23,7 @@ const (
 	adminURIPrefix = "urn:amtops:admin:"
 )
 
-// Admin roles a certificate may carry (the same as store.AdminRole).
+// Admin roles a certificate may carry (the same as domain.AdminRole).
 const (
 	RoleRead    = "read"
 	RoleOperate = "operate"

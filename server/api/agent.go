@@ -25,50 +25,27 @@ import (
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
-	"github.com/amtops/amtops/server/store"
 )
-
-// ReleaseStep, as CompleteRequest.error_step of a failed Complete, gives
-// the job back at once without counting the attempt: an agent shutting
-// down hands back work it could not finish. (The contract has no Release
-// RPC; the agent package uses the same string.)
-const ReleaseStep = "agent-release"
 
 // Store is the part of the site database AgentService uses (store.Store).
 type Store interface {
-	ConsumeEnrollmentToken(ctx context.Context, token string) (store.Enrollment, error)
+	ConsumeEnrollmentToken(ctx context.Context, token string) (domain.Enrollment, error)
 	PutAgent(ctx context.Context, a domain.Agent) error
 	GetAgent(ctx context.Context, id string) (domain.Agent, error)
 	Heartbeat(ctx context.Context, agentID string, at time.Time) error
-	GetDevice(ctx context.Context, id string) (domain.Device, error)
-	PutDevice(ctx context.Context, d domain.Device) error
-	UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error)
-	DevicesByIP(ctx context.Context, ip netip.Addr) ([]domain.Device, error)
 	AppendEvent(ctx context.Context, e domain.OperationEvent) error
-	GetJob(ctx context.Context, batchID, jobID string) (domain.Job, error)
 	GetBatch(ctx context.Context, id string) (domain.Batch, error)
-	FinishJob(ctx context.Context, batchID, jobID string, state domain.JobState, errStep, errMsg string) (bool, error)
-	CertificatesByDevice(ctx context.Context, deviceID string) ([]domain.CertificateRecord, error)
-	PutCertificate(ctx context.Context, rec domain.CertificateRecord) error
-	UpdateCertificateStatus(ctx context.Context, serial string, st domain.CertStatus, reason domain.RevocationReason, at time.Time) (domain.CertificateRecord, error)
-	GetSecret(ctx context.Context, name string) ([]byte, error)
-	PutSecret(ctx context.Context, name string, plaintext []byte) error
-	DeleteSecret(ctx context.Context, name string) error
 }
 
 // Queue is the part of the phase-2 lease queue AgentService uses
-// (store.LeaseQueue).
+// (store.LeaseQueue): heartbeats extend leases.
 type Queue interface {
 	Extend(ctx context.Context, subnet netip.Prefix, jobID, token string, ttl time.Duration) (time.Time, error)
-	Defer(ctx context.Context, subnet netip.Prefix, jobID, token string, delay time.Duration) error
-	Complete(ctx context.Context, subnet netip.Prefix, jobID, token string) error
-	Release(ctx context.Context, subnet netip.Prefix, jobID, token string) error
-	Job(ctx context.Context, subnet netip.Prefix, jobID string) (store.QueueJob, error)
 }
 
 // Leaser long-polls the queue (dispatch.Dispatcher).
 type Leaser interface {
-	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]store.Leased, error)
+	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]domain.Leased, error)
 }
 
 // Options tunes AgentService. The zero value is usable.
@@ -77,16 +54,6 @@ type Options struct {
 	LeaseTTL time.Duration
 	// DefaultWait is the long-poll wait when the agent names none; 25s.
 	DefaultWait time.Duration
-	// MaxAttempts ends a failed job instead of retrying it once this many
-	// leases were used; keep it equal to the queue's; default 5.
-	MaxAttempts int
-	// RetryDelay is how long a failed, retryable job waits before the
-	// reaper gives it out again; default 30s.
-	RetryDelay time.Duration
-	// DeviceCA signs the CSRs devices make for their own keys
-	// (amt.key_on_device, SignDeviceCSR); the CA phase 1 uses. Without
-	// it SignDeviceCSR fails with FailedPrecondition.
-	DeviceCA DeviceCA
 	// Clock; default time.Now.
 	Clock func() time.Time
 	Log   zerolog.Logger
@@ -95,32 +62,34 @@ type Options struct {
 // AgentService implements amtops.v1.AgentService.
 type AgentService struct {
 	pb.UnimplementedAgentServiceServer
-	st   Store
-	q    Queue
-	l    Leaser
-	ca   *agentca.CA
-	opts Options
+	st          Store
+	q           Queue
+	l           Leaser
+	ca          *agentca.CA
+	jobs        Jobs
+	discoveries Discoveries
+	opts        Options
+}
+
+// Jobs is what the agent service asks of a job's life (jobs.Service).
+type Jobs interface {
+	Completer
+	Signer
 }
 
 // NewAgentService builds the service. l is normally a dispatch.Dispatcher
-// over q.
-func NewAgentService(st Store, q Queue, l Leaser, ca *agentca.CA, o Options) *AgentService {
+// over q, j the jobs.Service over both and d a discover.Recorder.
+func NewAgentService(st Store, q Queue, l Leaser, ca *agentca.CA, j Jobs, d Discoveries, o Options) *AgentService {
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 60 * time.Second
 	}
 	if o.DefaultWait <= 0 {
 		o.DefaultWait = 25 * time.Second
 	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = 5
-	}
-	if o.RetryDelay <= 0 {
-		o.RetryDelay = 30 * time.Second
-	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &AgentService{st: st, q: q, l: l, ca: ca, opts: o}
+	return &AgentService{st: st, q: q, l: l, ca: ca, jobs: j, discoveries: d, opts: o}
 }
 
 // Register adds svc to s. The server must use ServerTLS credentials and
@@ -222,7 +191,7 @@ func leaseRef(a domain.Agent, ref *pb.LeaseRef) (netip.Prefix, string, string, e
 	if err != nil {
 		return p, "", "", err
 	}
-	batch, dev, ok := cutJobID(ref.GetJobId())
+	batch, dev, ok := domain.SplitJobID(ref.GetJobId())
 	if !ok {
 		return p, "", "", domain.InvalidField("lease.job_id", ref.GetJobId(), "not a batch:device job ID")
 	}
@@ -364,7 +333,7 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	cancelled := map[string]bool{}
 	for _, r := range refs {
 		if _, err := s.q.Extend(ctx, r.p, r.jobID, r.token, s.opts.LeaseTTL); err != nil {
-			if errors.Is(err, domain.ErrLeaseLost) || errors.Is(err, store.ErrAlreadyCompleted) {
+			if errors.Is(err, domain.ErrLeaseLost) || errors.Is(err, domain.ErrAlreadyCompleted) {
 				resp.LostJobIds = append(resp.LostJobIds, r.jobID)
 				continue
 			}
@@ -398,7 +367,7 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 	// (another device's job, an attempt that was reaped) is refused. A job
 	// this token has just completed still takes its last events.
 	jobID := req.GetLease().GetJobId()
-	if _, err := s.q.Extend(ctx, p, jobID, req.GetLease().GetToken(), s.opts.LeaseTTL); err != nil && !errors.Is(err, store.ErrAlreadyCompleted) {
+	if _, err := s.q.Extend(ctx, p, jobID, req.GetLease().GetToken(), s.opts.LeaseTTL); err != nil && !errors.Is(err, domain.ErrAlreadyCompleted) {
 		return nil, ToStatus(fmt.Errorf("api: report progress for %s: %w", jobID, err))
 	}
 	for _, ev := range req.GetEvents() {

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/netip"
 	"testing"
@@ -20,8 +21,8 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/api/apitest"
+	"github.com/amtops/amtops/server/jobs"
 )
 
 func wantCode(t *testing.T, err error, want codes.Code) {
@@ -131,7 +132,7 @@ func TestSubnetAuthorisation(t *testing.T) {
 		call func() error
 	}{
 		{"complete", func() error {
-			_, err := a.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true})
+			_, err := a.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED})
 			return err
 		}},
 		{"progress", func() error {
@@ -161,7 +162,7 @@ func TestSubnetAuthorisation(t *testing.T) {
 		t.Fatalf("B's job after A's heartbeat = %+v, %v", qj, err)
 	}
 	// Nothing changed: B still holds the lease and can complete.
-	if _, err := b.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true}); err != nil {
+	if _, err := b.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED}); err != nil {
 		t.Fatalf("B complete: %v", err)
 	}
 }
@@ -200,11 +201,11 @@ func TestLeaseHeartbeatComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A stale token changes nothing.
-	_, err = c.Complete(ctx, &pb.CompleteRequest{Lease: &pb.LeaseRef{Subnet: ref.Subnet, JobId: ref.JobId, Token: "stale"}, Success: true})
+	_, err = c.Complete(ctx, &pb.CompleteRequest{Lease: &pb.LeaseRef{Subnet: ref.Subnet, JobId: ref.JobId, Token: "stale"}, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED})
 	wantCode(t, err, codes.FailedPrecondition)
 
 	for i, want := range []bool{false, true, true} {
-		r, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true,
+		r, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED,
 			Facts: &pb.DeviceFacts{Uuid: "u-1", AmtVersion: "11.8"}})
 		if err != nil {
 			t.Fatalf("complete %d: %v", i, err)
@@ -242,7 +243,7 @@ func TestLeaseHeartbeatComplete(t *testing.T) {
 }
 
 func TestCompleteFailure(t *testing.T) {
-	s := apitest.Start(t, apitest.Options{API: apitestOptionsRetry()})
+	s := apitest.Start(t, apitest.Options{Jobs: jobs.Config{RetryDelay: time.Second}})
 	ctx := context.Background()
 	c, _ := s.Enroll(t, "10.1.0.0/24")
 
@@ -262,7 +263,8 @@ func TestCompleteFailure(t *testing.T) {
 				t.Fatalf("lease = %v, %v", resp.GetJobs(), err)
 			}
 			ref := resp.GetJobs()[0].GetLease()
-			if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, ErrorStep: "tls", Error: "boom", Permanent: tc.permanent}); err != nil {
+			if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, ErrorStep: "tls", Error: "boom",
+				Result: map[bool]pb.CompleteResult{true: pb.CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT, false: pb.CompleteResult_COMPLETE_RESULT_FAILED}[tc.permanent]}); err != nil {
 				t.Fatal(err)
 			}
 			b, _ := s.Store.GetBatch(ctx, batch)
@@ -276,8 +278,6 @@ func TestCompleteFailure(t *testing.T) {
 		})
 	}
 }
-
-func apitestOptionsRetry() api.Options { return api.Options{RetryDelay: time.Second} }
 
 func TestLeaseAnswersBeforeDeadline(t *testing.T) {
 	s := apitest.Start(t, apitest.Options{})
@@ -331,4 +331,64 @@ func TestDiscovery(t *testing.T) {
 	}
 	_, err = c.ReportDiscovery(ctx, &pb.ReportDiscoveryRequest{Subnet: "10.3.0.0/24", Devices: []*pb.DiscoveredDevice{{Ip: "10.9.0.1", Port_16992: true}}})
 	wantCode(t, err, codes.InvalidArgument)
+}
+
+// Each result the agent can send has its own effect, and a request that
+// names none is refused rather than read as a failure.
+func TestCompleteResults(t *testing.T) {
+	s := apitest.Start(t, apitest.Options{Jobs: jobs.Config{RetryDelay: time.Hour}})
+	ctx := context.Background()
+	c, _ := s.Enroll(t, "10.1.0.0/24")
+	for i, tc := range []struct {
+		name      string
+		result    pb.CompleteResult
+		wantCode  codes.Code
+		wantQueue string // the queue's state of the job afterwards
+		wantState domain.JobState
+		wantStep  string
+	}{
+		{"unspecified is refused", pb.CompleteResult_COMPLETE_RESULT_UNSPECIFIED, codes.InvalidArgument, "leased", domain.JobPhase2, ""},
+		{"released goes back at once, uncounted", pb.CompleteResult_COMPLETE_RESULT_RELEASED, codes.OK, "pending", domain.JobPhase2, ""},
+		{"cancelled ends the job", pb.CompleteResult_COMPLETE_RESULT_CANCELLED, codes.OK, "completed", domain.JobFailed, "cancelled"},
+		{"failed is parked for its retry", pb.CompleteResult_COMPLETE_RESULT_FAILED, codes.OK, "leased", domain.JobPhase2, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			batch := fmt.Sprintf("r%d", i)
+			jobID := s.Job(t, batch, "10.1.0.0/24", fmt.Sprintf("10.1.0.%d", 40+i), domain.KindProvision)
+			resp, err := c.Lease(ctx, &pb.LeaseRequest{MaxJobs: 1, Wait: durationpb.New(time.Second)})
+			if err != nil || len(resp.GetJobs()) != 1 {
+				t.Fatalf("lease = %v, %v", resp.GetJobs(), err)
+			}
+			ref := resp.GetJobs()[0].GetLease()
+			_, err = c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: tc.result, ErrorStep: "tls", Error: "boom"})
+			if status.Code(err) != tc.wantCode {
+				t.Fatalf("complete: %v, want %s", err, tc.wantCode)
+			}
+			qj, err := s.Queue.Job(ctx, netip.MustParsePrefix("10.1.0.0/24"), jobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, err := s.Store.GetJob(ctx, batch, jobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if qj.State != tc.wantQueue || j.State != tc.wantState || j.ErrorStep != tc.wantStep {
+				t.Fatalf("queue %s, job %s at %q; want queue %s, job %s at %q", qj.State, j.State, j.ErrorStep, tc.wantQueue, tc.wantState, tc.wantStep)
+			}
+			if tc.result == pb.CompleteResult_COMPLETE_RESULT_RELEASED {
+				// Not counted: the next lease is still the first attempt's number.
+				again, err := c.Lease(ctx, &pb.LeaseRequest{MaxJobs: 1, Wait: durationpb.New(time.Second)})
+				if err != nil || len(again.GetJobs()) != 1 {
+					t.Fatalf("lease again = %v, %v", again.GetJobs(), err)
+				}
+				if a := again.GetJobs()[0].GetAttempt(); a != resp.GetJobs()[0].GetAttempt() {
+					t.Fatalf("attempt %d after a release, want %d", a, resp.GetJobs()[0].GetAttempt())
+				}
+				if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: again.GetJobs()[0].GetLease(),
+					Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
 }

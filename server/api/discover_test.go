@@ -9,15 +9,15 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/api/apitest"
 	"github.com/amtops/amtops/server/discover"
+	"github.com/amtops/amtops/server/jobs"
 )
 
 // TestCompleteDiscoverJob: discover jobs have no batch; Complete settles
 // only their lease, retrying transient failures like any job.
 func TestCompleteDiscoverJob(t *testing.T) {
-	s := apitest.Start(t, apitest.Options{API: api.Options{RetryDelay: time.Minute, MaxAttempts: 3}})
+	s := apitest.Start(t, apitest.Options{Jobs: jobs.Config{RetryDelay: time.Minute, MaxAttempts: 3}})
 	ctx := context.Background()
 	subnet := netip.MustParsePrefix("127.77.250.0/24")
 	c, _ := s.Enroll(t, subnet.String())
@@ -28,9 +28,9 @@ func TestCompleteDiscoverJob(t *testing.T) {
 		req       *pb.CompleteRequest
 		wantState string
 	}{
-		{name: "success", req: &pb.CompleteRequest{Success: true}, wantState: "completed"},
-		{name: "permanent failure", req: &pb.CompleteRequest{ErrorStep: "discover", Error: "bad subnet", Permanent: true}, wantState: "completed"},
-		{name: "transient failure is retried", req: &pb.CompleteRequest{ErrorStep: "discover", Error: "server away"}, wantState: "leased"},
+		{name: "success", req: &pb.CompleteRequest{Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED}, wantState: "completed"},
+		{name: "permanent failure", req: &pb.CompleteRequest{ErrorStep: "discover", Error: "bad subnet", Result: pb.CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT}, wantState: "completed"},
+		{name: "transient failure is retried", req: &pb.CompleteRequest{ErrorStep: "discover", Error: "server away", Result: pb.CompleteResult_COMPLETE_RESULT_FAILED}, wantState: "leased"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/amtops/amtops/internal/domain"
-	"github.com/amtops/amtops/server/store"
 )
 
 // ToStatus maps a domain error to a gRPC status for both services (agents
@@ -31,7 +30,7 @@ func ToStatus(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, domain.ErrLeaseLost):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, store.ErrAlreadyCompleted):
+	case errors.Is(err, domain.ErrAlreadyCompleted):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, domain.ErrConflict), errors.Is(err, domain.ErrRenamePending), errors.Is(err, domain.ErrNotSupported):
 		return status.Error(codes.FailedPrecondition, err.Error())

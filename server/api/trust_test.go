@@ -138,7 +138,7 @@ func TestReportProgressNeedsTheLiveLease(t *testing.T) {
 	}
 	// After a successful Complete the same token may still deliver late
 	// events of that attempt; after that no other token can.
-	if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Success: true}); err != nil {
+	if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: ref, Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.ReportProgress(ctx, &pb.ReportProgressRequest{Lease: ref,

@@ -16,13 +16,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/internal/domain"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 )
 
-// Enqueuer queues phase-1 tasks (phase1.Enqueuer).
+// Enqueuer queues phase-1 tasks (jobs.Enqueuer).
 type Enqueuer interface {
-	Enqueue(ctx context.Context, t phase1.Task, queue string) error
+	Enqueue(ctx context.Context, t jobs.Task, queue string) error
 }
 
 // Request asks for one operation on a set of devices.
@@ -133,7 +133,7 @@ func (s *Service) check(r *Request) error {
 	if r.Origin == "" {
 		r.Origin = "admin"
 	}
-	if _, ok := phase1.Queues[r.Queue]; r.Queue != "" && !ok {
+	if _, ok := jobs.Queues[r.Queue]; r.Queue != "" && !ok {
 		return domain.InvalidField("queue", r.Queue, "unknown phase-1 queue")
 	}
 	return nil
@@ -158,7 +158,7 @@ func (s *Service) devices(ctx context.Context, r Request) ([]domain.Device, erro
 		if _, err := s.st.ApplyCollectionRules(ctx, r.Collection); err != nil {
 			return nil, err
 		}
-		var page store.DevicePage
+		var page domain.DevicePage
 		for first := true; first || page.Next != ""; first = false {
 			var err error
 			if page, err = s.st.Members(ctx, r.Collection, 1000, page.Next); err != nil {
@@ -198,11 +198,11 @@ func (s *Service) resume(ctx context.Context, b domain.Batch, queue string, crea
 func queueFor(b domain.Batch) string {
 	switch {
 	case b.Origin == "sweep":
-		return phase1.QueueSweep
+		return jobs.QueueSweep
 	case b.Origin == "admin" && b.Total <= interactive:
-		return phase1.QueueCritical
+		return jobs.QueueCritical
 	}
-	return phase1.QueueDefault
+	return jobs.QueueDefault
 }
 
 // queueAll queues every job still queued; known holds devices the caller
@@ -211,10 +211,10 @@ func (s *Service) queueAll(ctx context.Context, b domain.Batch, queue string, kn
 	if queue == "" {
 		queue = queueFor(b)
 	}
-	var page store.JobPage
+	var page domain.JobPage
 	for first := true; first || page.Next != ""; first = false {
 		var err error
-		if page, err = s.st.ListJobs(ctx, b.ID, store.JobFilter{State: domain.JobQueued, Limit: 1000, Cursor: page.Next}); err != nil {
+		if page, err = s.st.ListJobs(ctx, b.ID, domain.JobFilter{State: domain.JobQueued, Limit: 1000, Cursor: page.Next}); err != nil {
 			return fmt.Errorf("batch: resume %s: %w", b.ID, err)
 		}
 		for _, j := range page.Jobs {
@@ -248,8 +248,8 @@ func (s *Service) queueJob(ctx context.Context, b domain.Batch, j domain.Job, qu
 	if !ok {
 		return s.refuse(ctx, j, "device busy with job "+holder)
 	}
-	err = s.enq.Enqueue(ctx, phase1.Task{JobID: j.ID, BatchID: b.ID, DeviceID: j.DeviceID, Kind: j.Kind, Options: b.Options}, queue)
-	if err != nil && !errors.Is(err, phase1.ErrDuplicate) {
+	err = s.enq.Enqueue(ctx, jobs.Task{JobID: j.ID, BatchID: b.ID, DeviceID: j.DeviceID, Kind: j.Kind, Options: b.Options}, queue)
+	if err != nil && !errors.Is(err, jobs.ErrDuplicate) {
 		return err
 	}
 	return nil

@@ -17,7 +17,7 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/internal/testpeers"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -41,7 +41,7 @@ func newEnv(t *testing.T) *env {
 	st := store.New(rdb, sealer, store.Options{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	ins := asynq.NewInspectorFromRedisClient(rdb)
-	svc := New(st, phase1.NewEnqueuer(client, 3, 0), zerolog.Nop())
+	svc := New(st, jobs.NewEnqueuer(client, 3, 0), zerolog.Nop())
 	e := &env{ctx: context.Background(), st: st, svc: svc, ins: ins}
 	for i, status := range []domain.Status{domain.StatusNotProvisioned, domain.StatusNotProvisioned, domain.StatusProvisioned,
 		domain.StatusNotProvisioned, domain.StatusDetected} {
@@ -120,7 +120,7 @@ func TestStartQueuesEligibleAndRecordsRefusals(t *testing.T) {
 	if j := e.job(t, b, "d3"); j.State != domain.JobFailed || j.ErrorStep != "refused" || !strings.Contains(j.LastError, "rename") {
 		t.Fatalf("rename-pending job %+v", j)
 	}
-	got := e.queued(t, phase1.QueueCritical) // a handful of devices goes ahead of bulk work
+	got := e.queued(t, jobs.QueueCritical) // a handful of devices goes ahead of bulk work
 	want := []string{domain.JobID(b.ID, "d0"), domain.JobID(b.ID, "d1"), domain.JobID(b.ID, "d4")}
 	if fmt.Sprint(sorted(got)) != fmt.Sprint(want) {
 		t.Fatalf("queued %v, want %v", got, want)
@@ -169,14 +169,14 @@ func TestStartIsIdempotentAndResumes(t *testing.T) {
 	// A crash right after the batch was written leaves its jobs queued
 	// with nothing in asynq; Start with the same ID, or Recover, finishes.
 	b := domain.Batch{ID: "sweep-1", Kind: domain.KindProvision, Origin: "sweep", Total: 2}
-	jobs := []domain.Job{{ID: domain.JobID("sweep-1", "d0"), DeviceID: "d0"}, {ID: domain.JobID("sweep-1", "d1"), DeviceID: "d1"}}
-	if _, err := e.st.CreateBatch(e.ctx, b, jobs); err != nil {
+	crashed := []domain.Job{{ID: domain.JobID("sweep-1", "d0"), DeviceID: "d0"}, {ID: domain.JobID("sweep-1", "d1"), DeviceID: "d1"}}
+	if _, err := e.st.CreateBatch(e.ctx, b, crashed); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.svc.Recover(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.queued(t, phase1.QueueSweep); len(got) != 2 {
+	if got := e.queued(t, jobs.QueueSweep); len(got) != 2 {
 		t.Fatalf("recover queued %v", got)
 	}
 	for range 2 { // a second replica in the same slot
@@ -185,7 +185,7 @@ func TestStartIsIdempotentAndResumes(t *testing.T) {
 			t.Fatalf("repeat start: %+v %v %v", got, created, err)
 		}
 	}
-	if got := e.queued(t, phase1.QueueSweep); len(got) != 2 {
+	if got := e.queued(t, jobs.QueueSweep); len(got) != 2 {
 		t.Fatalf("repeat starts queued %v, want the same 2 tasks", got)
 	}
 }
@@ -200,8 +200,8 @@ func TestCollectionSelectionAndCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Total != 3 || len(e.queued(t, phase1.QueueCritical)) != 3 { // d0, d4 by rule and d1 by name
-		t.Fatalf("collection batch %+v queued %v", b, e.queued(t, phase1.QueueCritical))
+	if b.Total != 3 || len(e.queued(t, jobs.QueueCritical)) != 3 { // d0, d4 by rule and d1 by name
+		t.Fatalf("collection batch %+v queued %v", b, e.queued(t, jobs.QueueCritical))
 	}
 	if err := e.st.MoveJob(e.ctx, b.ID, domain.JobID(b.ID, "d0"), domain.JobPhase1); err != nil {
 		t.Fatal(err)

@@ -15,12 +15,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/internal/domain"
-	"github.com/amtops/amtops/server/store"
 )
 
 // Queue is the part of the lease queue that Lease needs.
 type Queue interface {
-	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl time.Duration) ([]store.Leased, error)
+	Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl time.Duration) ([]domain.Leased, error)
 }
 
 // Wakeups is a source of "subnet has work" notifications. It calls
@@ -165,7 +164,7 @@ func (d *Dispatcher) Waiting() int {
 // wait (capped by MaxWait) for work to arrive. It answers, possibly empty,
 // at least Margin before ctx's deadline, so the caller's RPC never times
 // out while a lease is being handed over.
-func (d *Dispatcher) Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]store.Leased, error) {
+func (d *Dispatcher) Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl, wait time.Duration) ([]domain.Leased, error) {
 	if len(subnets) == 0 {
 		return nil, fmt.Errorf("dispatch: lease: %w", domain.InvalidField("subnets", "", "at least one subnet is required"))
 	}

@@ -102,7 +102,7 @@ func TestLongPoll(t *testing.T) {
 		{"a waiting lease wakes on enqueue", func(t *testing.T, e *env, d *Dispatcher) {
 			// Recheck is an hour: only the wake-up can deliver the job.
 			type result struct {
-				jobs []store.Leased
+				jobs []domain.Leased
 				err  error
 			}
 			res := make(chan result, 1)

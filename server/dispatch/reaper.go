@@ -7,15 +7,14 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/amtops/amtops/internal/domain"
 	"github.com/rs/zerolog"
-
-	"github.com/amtops/amtops/server/store"
 )
 
 // ReapQueue is the part of the lease queue the Reaper needs.
 type ReapQueue interface {
 	Subnets(ctx context.Context) ([]netip.Prefix, error)
-	Reap(ctx context.Context, subnet netip.Prefix, now time.Time) (store.ReapResult, error)
+	Reap(ctx context.Context, subnet netip.Prefix, now time.Time) (domain.ReapResult, error)
 }
 
 // ReaperOptions tunes a Reaper. The zero value is usable.

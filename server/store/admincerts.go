@@ -6,24 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/amtops/amtops/internal/domain"
 )
-
-// AdminCert records a client certificate issued to an administrator. A
-// certificate authenticates only while its record exists: revoking the
-// name (RevokeAdminToken) deletes the records of every certificate
-// issued to it, which takes effect on the next call.
-type AdminCert struct {
-	Serial    string    `json:"serial"` // lower-case hex
-	Name      string    `json:"name"`
-	Role      AdminRole `json:"role"`
-	NotAfter  time.Time `json:"not_after"`
-	CreatedAt time.Time `json:"created_at"`
-}
 
 // Admin certificates live beside the tokens under the {admin} hash tag:
 // a hash serial → record JSON, and per name a sorted set of serials
@@ -48,7 +35,7 @@ return 1
 
 // RecordAdminCertificate records an issued administrator certificate, so
 // that it authenticates until it expires or its name is revoked.
-func (s *Store) RecordAdminCertificate(ctx context.Context, c AdminCert) error {
+func (s *Store) RecordAdminCertificate(ctx context.Context, c domain.AdminCert) error {
 	if err := checkAdminToken(c.Name, c.Role); err != nil {
 		return fmt.Errorf("store: record admin certificate: %w", err)
 	}
@@ -75,28 +62,28 @@ func (s *Store) RecordAdminCertificate(ctx context.Context, c AdminCert) error {
 // certificate, which the caller has verified against the CA and which
 // names name and role. A serial never recorded, revoked, or recorded for
 // another name or role is domain.ErrUnauthorized.
-func (s *Store) AuthenticateAdminCertificate(ctx context.Context, serial, name string, role AdminRole) (AdminCert, error) {
+func (s *Store) AuthenticateAdminCertificate(ctx context.Context, serial, name string, role domain.AdminRole) (domain.AdminCert, error) {
 	unknown := fmt.Errorf("store: admin certificate unknown or revoked: %w", domain.ErrUnauthorized)
 	b, err := s.rdb.HGet(ctx, s.adminCertBySerialKey(), serial).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return AdminCert{}, unknown
+		return domain.AdminCert{}, unknown
 	}
 	if err != nil {
-		return AdminCert{}, fmt.Errorf("store: authenticate admin certificate: %w", err)
+		return domain.AdminCert{}, fmt.Errorf("store: authenticate admin certificate: %w", err)
 	}
-	var rec AdminCert
+	var rec domain.AdminCert
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return AdminCert{}, fmt.Errorf("store: decode admin certificate %s: %w", serial, err)
+		return domain.AdminCert{}, fmt.Errorf("store: decode admin certificate %s: %w", serial, err)
 	}
 	if rec.Name != name || rec.Role != role {
-		return AdminCert{}, unknown
+		return domain.AdminCert{}, unknown
 	}
 	return rec, nil
 }
 
 // ListAdminCertificates returns the recorded certificates of name, by
 // expiry.
-func (s *Store) ListAdminCertificates(ctx context.Context, name string) ([]AdminCert, error) {
+func (s *Store) ListAdminCertificates(ctx context.Context, name string) ([]domain.AdminCert, error) {
 	serials, err := s.rdb.ZRange(ctx, s.adminCertsOfNameKey(name), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: list admin certificates %s: %w", name, err)
@@ -108,13 +95,13 @@ func (s *Store) ListAdminCertificates(ctx context.Context, name string) ([]Admin
 	if err != nil {
 		return nil, fmt.Errorf("store: list admin certificates %s: %w", name, err)
 	}
-	out := make([]AdminCert, 0, len(vals))
+	out := make([]domain.AdminCert, 0, len(vals))
 	for i, v := range vals {
 		str, ok := v.(string)
 		if !ok {
 			continue // revoked between the two reads
 		}
-		var rec AdminCert
+		var rec domain.AdminCert
 		if err := json.Unmarshal([]byte(str), &rec); err != nil {
 			return nil, fmt.Errorf("store: decode admin certificate %s: %w", serials[i], err)
 		}

@@ -12,34 +12,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/amtops/amtops/internal/domain"
 )
-
-// AdminRole is what an administrator's token allows.
-type AdminRole string
-
-const (
-	// RoleRead may list and watch: devices, collections, batches, logs.
-	RoleRead AdminRole = "read"
-	// RoleOperate may also change devices and start operations.
-	RoleOperate AdminRole = "operate"
-)
-
-// Valid reports whether r is a known role.
-func (r AdminRole) Valid() bool { return r == RoleRead || r == RoleOperate }
-
-// AdminToken describes an administrator's bearer token. The token itself
-// is never stored, only its SHA-256.
-type AdminToken struct {
-	Name      string    `json:"name"`
-	Role      AdminRole `json:"role"`
-	Hash      string    `json:"hash"` // hex SHA-256 of the token
-	CreatedAt time.Time `json:"created_at"`
-}
 
 // adminTokenPrefix marks amtops admin tokens so that secret scanners and
 // people can tell them apart from other credentials.
@@ -55,7 +32,7 @@ func hashToken(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func checkAdminToken(name string, role AdminRole) error {
+func checkAdminToken(name string, role domain.AdminRole) error {
 	if name == "" || len(name) > 64 {
 		return domain.InvalidField("token.name", name, "must be 1 to 64 characters")
 	}
@@ -84,13 +61,13 @@ return 1
 // CreateAdminToken makes a fresh random token (32 bytes) for name with
 // role and returns it; only its hash is kept. A name already in use is
 // domain.ErrConflict.
-func (s *Store) CreateAdminToken(ctx context.Context, name string, role AdminRole) (string, AdminToken, error) {
+func (s *Store) CreateAdminToken(ctx context.Context, name string, role domain.AdminRole) (string, domain.AdminToken, error) {
 	tok, rec, res, err := s.createAdminToken(ctx, name, role, false)
 	if err != nil {
-		return "", AdminToken{}, err
+		return "", domain.AdminToken{}, err
 	}
 	if res == 0 {
-		return "", AdminToken{}, fmt.Errorf("store: create admin token: name %q already in use: %w", name, domain.ErrConflict)
+		return "", domain.AdminToken{}, fmt.Errorf("store: create admin token: name %q already in use: %w", name, domain.ErrConflict)
 	}
 	return tok, rec, nil
 }
@@ -98,7 +75,7 @@ func (s *Store) CreateAdminToken(ctx context.Context, name string, role AdminRol
 // CreateFirstAdminToken creates a token only when no admin token exists
 // at all, atomically, so that replicas starting together make one.
 // created is false (and the token empty) when tokens already exist.
-func (s *Store) CreateFirstAdminToken(ctx context.Context, name string, role AdminRole) (token string, created bool, err error) {
+func (s *Store) CreateFirstAdminToken(ctx context.Context, name string, role domain.AdminRole) (token string, created bool, err error) {
 	tok, _, res, err := s.createAdminToken(ctx, name, role, true)
 	if err != nil {
 		return "", false, err
@@ -106,19 +83,19 @@ func (s *Store) CreateFirstAdminToken(ctx context.Context, name string, role Adm
 	return tok, res == 1, nil
 }
 
-func (s *Store) createAdminToken(ctx context.Context, name string, role AdminRole, onlyFirst bool) (string, AdminToken, int, error) {
+func (s *Store) createAdminToken(ctx context.Context, name string, role domain.AdminRole, onlyFirst bool) (string, domain.AdminToken, int, error) {
 	if err := checkAdminToken(name, role); err != nil {
-		return "", AdminToken{}, 0, fmt.Errorf("store: create admin token: %w", err)
+		return "", domain.AdminToken{}, 0, fmt.Errorf("store: create admin token: %w", err)
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return "", AdminToken{}, 0, fmt.Errorf("store: create admin token: %w", err)
+		return "", domain.AdminToken{}, 0, fmt.Errorf("store: create admin token: %w", err)
 	}
 	token := adminTokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
-	rec := AdminToken{Name: name, Role: role, Hash: hashToken(token), CreatedAt: s.now().UTC()}
+	rec := domain.AdminToken{Name: name, Role: role, Hash: hashToken(token), CreatedAt: s.now().UTC()}
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return "", AdminToken{}, 0, fmt.Errorf("store: encode admin token %s: %w", name, err)
+		return "", domain.AdminToken{}, 0, fmt.Errorf("store: encode admin token %s: %w", name, err)
 	}
 	first := "0"
 	if onlyFirst {
@@ -127,74 +104,74 @@ func (s *Store) createAdminToken(ctx context.Context, name string, role AdminRol
 	res, err := createAdminTokenScript.Run(ctx, s.rdb, []string{s.adminByNameKey(), s.adminByHashKey()},
 		name, rec.Hash, string(b), first).Int()
 	if err != nil {
-		return "", AdminToken{}, 0, fmt.Errorf("store: create admin token %s: %w", name, err)
+		return "", domain.AdminToken{}, 0, fmt.Errorf("store: create admin token %s: %w", name, err)
 	}
 	if res != 1 {
-		return "", AdminToken{}, res, nil
+		return "", domain.AdminToken{}, res, nil
 	}
 	return token, rec, res, nil
 }
 
 // AuthenticateAdmin returns the record of a presented token. An unknown
 // or revoked token is domain.ErrUnauthorized.
-func (s *Store) AuthenticateAdmin(ctx context.Context, token string) (AdminToken, error) {
+func (s *Store) AuthenticateAdmin(ctx context.Context, token string) (domain.AdminToken, error) {
 	unknown := fmt.Errorf("store: admin token unknown or revoked: %w", domain.ErrUnauthorized)
 	if !strings.HasPrefix(token, adminTokenPrefix) {
-		return AdminToken{}, unknown
+		return domain.AdminToken{}, unknown
 	}
 	h := hashToken(token)
 	name, err := s.rdb.HGet(ctx, s.adminByHashKey(), h).Result()
 	if errors.Is(err, redis.Nil) {
-		return AdminToken{}, unknown
+		return domain.AdminToken{}, unknown
 	}
 	if err != nil {
-		return AdminToken{}, fmt.Errorf("store: authenticate admin: %w", err)
+		return domain.AdminToken{}, fmt.Errorf("store: authenticate admin: %w", err)
 	}
 	rec, err := s.adminToken(ctx, name)
 	if errors.Is(err, domain.ErrNotFound) {
-		return AdminToken{}, unknown
+		return domain.AdminToken{}, unknown
 	}
 	if err != nil {
-		return AdminToken{}, err
+		return domain.AdminToken{}, err
 	}
 	// The lookup above is by hash; comparing the record's hash in constant
 	// time as well guards against a stale index entry naming another token.
 	if subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(h)) != 1 {
-		return AdminToken{}, unknown
+		return domain.AdminToken{}, unknown
 	}
 	return rec, nil
 }
 
-func (s *Store) adminToken(ctx context.Context, name string) (AdminToken, error) {
+func (s *Store) adminToken(ctx context.Context, name string) (domain.AdminToken, error) {
 	b, err := s.rdb.HGet(ctx, s.adminByNameKey(), name).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return AdminToken{}, fmt.Errorf("store: admin token %s: %w", name, domain.ErrNotFound)
+		return domain.AdminToken{}, fmt.Errorf("store: admin token %s: %w", name, domain.ErrNotFound)
 	}
 	if err != nil {
-		return AdminToken{}, fmt.Errorf("store: admin token %s: %w", name, err)
+		return domain.AdminToken{}, fmt.Errorf("store: admin token %s: %w", name, err)
 	}
-	var rec AdminToken
+	var rec domain.AdminToken
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return AdminToken{}, fmt.Errorf("store: decode admin token %s: %w", name, err)
+		return domain.AdminToken{}, fmt.Errorf("store: decode admin token %s: %w", name, err)
 	}
 	return rec, nil
 }
 
 // ListAdminTokens returns every token record, by name.
-func (s *Store) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
+func (s *Store) ListAdminTokens(ctx context.Context) ([]domain.AdminToken, error) {
 	h, err := s.rdb.HGetAll(ctx, s.adminByNameKey()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: list admin tokens: %w", err)
 	}
-	out := make([]AdminToken, 0, len(h))
+	out := make([]domain.AdminToken, 0, len(h))
 	for name, v := range h {
-		var rec AdminToken
+		var rec domain.AdminToken
 		if err := json.Unmarshal([]byte(v), &rec); err != nil {
 			return nil, fmt.Errorf("store: decode admin token %s: %w", name, err)
 		}
 		out = append(out, rec)
 	}
-	slices.SortFunc(out, func(a, b AdminToken) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b domain.AdminToken) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 

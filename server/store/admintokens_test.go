@@ -12,21 +12,21 @@ import (
 
 func TestAdminTokens(t *testing.T) {
 	backends(t, QueueOptions{}, func(t *testing.T, e *env) {
-		tok, rec, err := e.s.CreateAdminToken(e.ctx, "alice", RoleOperate)
+		tok, rec, err := e.s.CreateAdminToken(e.ctx, "alice", domain.RoleOperate)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.HasPrefix(tok, adminTokenPrefix) || len(tok) < len(adminTokenPrefix)+43 {
 			t.Fatalf("token %q: want prefix and 32 random bytes", tok)
 		}
-		if rec.Role != RoleOperate || rec.Name != "alice" {
+		if rec.Role != domain.RoleOperate || rec.Name != "alice" {
 			t.Fatalf("record %+v", rec)
 		}
 		got, err := e.s.AuthenticateAdmin(e.ctx, tok)
-		if err != nil || got.Name != "alice" || got.Role != RoleOperate {
+		if err != nil || got.Name != "alice" || got.Role != domain.RoleOperate {
 			t.Fatalf("authenticate: %+v, %v", got, err)
 		}
-		if _, _, err := e.s.CreateAdminToken(e.ctx, "alice", RoleRead); !errors.Is(err, domain.ErrConflict) {
+		if _, _, err := e.s.CreateAdminToken(e.ctx, "alice", domain.RoleRead); !errors.Is(err, domain.ErrConflict) {
 			t.Fatalf("duplicate name: err = %v, want ErrConflict", err)
 		}
 		// The token itself never reaches Redis.
@@ -46,11 +46,11 @@ func TestAdminTokens(t *testing.T) {
 			})
 		}
 
-		if _, _, err := e.s.CreateAdminToken(e.ctx, "bob", RoleRead); err != nil {
+		if _, _, err := e.s.CreateAdminToken(e.ctx, "bob", domain.RoleRead); err != nil {
 			t.Fatal(err)
 		}
 		list, err := e.s.ListAdminTokens(e.ctx)
-		if err != nil || len(list) != 2 || list[0].Name != "alice" || list[1].Name != "bob" || list[1].Role != RoleRead {
+		if err != nil || len(list) != 2 || list[0].Name != "alice" || list[1].Name != "bob" || list[1].Role != domain.RoleRead {
 			t.Fatalf("list: %+v, %v", list, err)
 		}
 		if err := e.s.RevokeAdminToken(e.ctx, "alice"); err != nil {
@@ -69,11 +69,11 @@ func TestAdminTokenBadInput(t *testing.T) {
 	e := newEnv(t, testpeers.Miniredis(t), QueueOptions{})
 	for _, c := range []struct {
 		name, tokName, field string
-		role                 AdminRole
+		role                 domain.AdminRole
 	}{
-		{"empty name", "", "token.name", RoleRead},
-		{"space in name", "a b", "token.name", RoleRead},
-		{"long name", strings.Repeat("a", 65), "token.name", RoleRead},
+		{"empty name", "", "token.name", domain.RoleRead},
+		{"space in name", "a b", "token.name", domain.RoleRead},
+		{"long name", strings.Repeat("a", 65), "token.name", domain.RoleRead},
 		{"unknown role", "ok", "token.role", "admin"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -97,7 +97,7 @@ func TestCreateFirstAdminTokenRace(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				tok, ok, err := e.s.CreateFirstAdminToken(e.ctx, "bootstrap", RoleOperate)
+				tok, ok, err := e.s.CreateFirstAdminToken(e.ctx, "bootstrap", domain.RoleOperate)
 				if err != nil {
 					t.Errorf("replica %d: %v", i, err)
 					return
@@ -116,7 +116,7 @@ func TestCreateFirstAdminTokenRace(t *testing.T) {
 		if created != 1 {
 			t.Fatalf("%d replicas created a bootstrap token, want 1", created)
 		}
-		if _, ok, err := e.s.CreateFirstAdminToken(e.ctx, "other", RoleOperate); err != nil || ok {
+		if _, ok, err := e.s.CreateFirstAdminToken(e.ctx, "other", domain.RoleOperate); err != nil || ok {
 			t.Fatalf("with tokens present: created=%v err=%v", ok, err)
 		}
 	})

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -143,19 +142,9 @@ func (s *Store) Heartbeat(ctx context.Context, agentID string, at time.Time) err
 	return nil
 }
 
-// Enrollment is what a one-time enrollment token grants: the agent ID it
-// may take (empty lets the agent choose) and the subnets it may serve.
-type Enrollment struct {
-	AgentID   string         `json:"agent_id,omitempty"`
-	Subnets   []netip.Prefix `json:"subnets"`
-	CreatedBy string         `json:"created_by,omitempty"`
-	CreatedAt time.Time      `json:"created_at"`
-	ExpiresAt time.Time      `json:"expires_at"`
-}
-
 // CreateEnrollmentToken stores a grant under a fresh random token valid
 // for ttl and returns the token. Only its hash is stored.
-func (s *Store) CreateEnrollmentToken(ctx context.Context, e Enrollment, ttl time.Duration) (string, error) {
+func (s *Store) CreateEnrollmentToken(ctx context.Context, e domain.Enrollment, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		return "", fmt.Errorf("store: create enrollment token: %w", domain.InvalidField("ttl", ttl.String(), "must be positive"))
 	}
@@ -187,21 +176,21 @@ func (s *Store) CreateEnrollmentToken(ctx context.Context, e Enrollment, ttl tim
 
 // ConsumeEnrollmentToken redeems a token exactly once (GETDEL is atomic):
 // an unknown, expired or already used token is domain.ErrUnauthorized.
-func (s *Store) ConsumeEnrollmentToken(ctx context.Context, token string) (Enrollment, error) {
+func (s *Store) ConsumeEnrollmentToken(ctx context.Context, token string) (domain.Enrollment, error) {
 	b, err := s.rdb.GetDel(ctx, s.tokenKey(token)).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return Enrollment{}, fmt.Errorf("store: enrollment token unknown, expired or already used: %w", domain.ErrUnauthorized)
+		return domain.Enrollment{}, fmt.Errorf("store: enrollment token unknown, expired or already used: %w", domain.ErrUnauthorized)
 	}
 	if err != nil {
-		return Enrollment{}, fmt.Errorf("store: consume enrollment token: %w", err)
+		return domain.Enrollment{}, fmt.Errorf("store: consume enrollment token: %w", err)
 	}
-	var e Enrollment
+	var e domain.Enrollment
 	if err := json.Unmarshal(b, &e); err != nil {
-		return Enrollment{}, fmt.Errorf("store: decode enrollment: %w", err)
+		return domain.Enrollment{}, fmt.Errorf("store: decode enrollment: %w", err)
 	}
 	// Belt and braces: the TTL should already have removed it.
 	if !e.ExpiresAt.IsZero() && s.now().After(e.ExpiresAt) {
-		return Enrollment{}, fmt.Errorf("store: enrollment token expired: %w", domain.ErrUnauthorized)
+		return domain.Enrollment{}, fmt.Errorf("store: enrollment token expired: %w", domain.ErrUnauthorized)
 	}
 	return e, nil
 }

@@ -194,21 +194,8 @@ func decodeJob(h map[string]string) (domain.Job, error) {
 	return j, nil
 }
 
-// JobFilter selects jobs of one batch. Zero fields match all.
-type JobFilter struct {
-	State  domain.JobState
-	Limit  int    // default 100, at most 10000
-	Cursor string // Next of the previous page
-}
-
-// JobPage is one page of ListJobs. Next is empty on the last page.
-type JobPage struct {
-	Jobs []domain.Job
-	Next string
-}
-
 // ListJobs pages through a batch's jobs in ID order.
-func (s *Store) ListJobs(ctx context.Context, batchID string, f JobFilter) (JobPage, error) {
+func (s *Store) ListJobs(ctx context.Context, batchID string, f domain.JobFilter) (domain.JobPage, error) {
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 100
@@ -216,7 +203,7 @@ func (s *Store) ListJobs(ctx context.Context, batchID string, f JobFilter) (JobP
 	limit = min(limit, 10000)
 	chunk := int64(max(limit, 100))
 	cursor := f.Cursor
-	var page JobPage
+	var page domain.JobPage
 	for {
 		lo := "-"
 		if cursor != "" {
@@ -224,7 +211,7 @@ func (s *Store) ListJobs(ctx context.Context, batchID string, f JobFilter) (JobP
 		}
 		ids, err := s.rdb.ZRangeByLex(ctx, s.batchJobsKey(batchID), &redis.ZRangeBy{Min: lo, Max: "+", Count: chunk}).Result()
 		if err != nil {
-			return JobPage{}, fmt.Errorf("store: list jobs of %s: %w", batchID, err)
+			return domain.JobPage{}, fmt.Errorf("store: list jobs of %s: %w", batchID, err)
 		}
 		cmds := make([]*redis.MapStringStringCmd, len(ids))
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -234,7 +221,7 @@ func (s *Store) ListJobs(ctx context.Context, batchID string, f JobFilter) (JobP
 			return nil
 		})
 		if err != nil {
-			return JobPage{}, fmt.Errorf("store: list jobs of %s: %w", batchID, err)
+			return domain.JobPage{}, fmt.Errorf("store: list jobs of %s: %w", batchID, err)
 		}
 		for i, id := range ids {
 			cursor = id
@@ -244,7 +231,7 @@ func (s *Store) ListJobs(ctx context.Context, batchID string, f JobFilter) (JobP
 			}
 			j, err := decodeJob(h)
 			if err != nil {
-				return JobPage{}, fmt.Errorf("store: decode job %s: %w", id, err)
+				return domain.JobPage{}, fmt.Errorf("store: decode job %s: %w", id, err)
 			}
 			if f.State != "" && j.State != f.State {
 				continue

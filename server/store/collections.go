@@ -155,8 +155,8 @@ func (s *Store) RemoveMembers(ctx context.Context, name string, deviceIDs ...str
 var errSkip = errors.New("skip")
 
 // Members pages through a collection's devices.
-func (s *Store) Members(ctx context.Context, name string, limit int, cursor string) (DevicePage, error) {
-	return s.ListDevices(ctx, DeviceFilter{Collection: name, Limit: limit, Cursor: cursor})
+func (s *Store) Members(ctx context.Context, name string, limit int, cursor string) (domain.DevicePage, error) {
+	return s.ListDevices(ctx, domain.DeviceFilter{Collection: name, Limit: limit, Cursor: cursor})
 }
 
 // ApplyCollectionRules adds every device a collection's rules match. It
@@ -170,9 +170,9 @@ func (s *Store) ApplyCollectionRules(ctx context.Context, name string) (added in
 	if len(c.Rules) == 0 {
 		return 0, nil
 	}
-	var page DevicePage
+	var page domain.DevicePage
 	for first := true; first || page.Next != ""; first = false {
-		if page, err = s.ListDevices(ctx, DeviceFilter{Limit: 1000, Cursor: page.Next}); err != nil {
+		if page, err = s.ListDevices(ctx, domain.DeviceFilter{Limit: 1000, Cursor: page.Next}); err != nil {
 			return added, fmt.Errorf("store: apply rules of %s: %w", name, err)
 		}
 		var ids []string

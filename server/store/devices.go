@@ -246,28 +246,11 @@ func (s *Store) DevicesByIP(ctx context.Context, ip netip.Addr) ([]domain.Device
 	return ds, nil
 }
 
-// DeviceFilter selects devices for ListDevices. Zero fields match all.
-type DeviceFilter struct {
-	Subnet     netip.Prefix
-	Status     domain.Status
-	Collection string
-	// Limit is the page size: default 100, at most 10000.
-	Limit int
-	// Cursor is the Next value of the previous page; empty starts over.
-	Cursor string
-}
-
-// DevicePage is one page of ListDevices. Next is empty on the last page.
-type DevicePage struct {
-	Devices []domain.Device
-	Next    string
-}
-
 // ListDevices pages through devices in ID order. It walks the most
 // selective index given and filters the rest.
-func (s *Store) ListDevices(ctx context.Context, f DeviceFilter) (DevicePage, error) {
+func (s *Store) ListDevices(ctx context.Context, f domain.DeviceFilter) (domain.DevicePage, error) {
 	if f.Status != "" && !f.Status.Valid() {
-		return DevicePage{}, fmt.Errorf("store: list devices: %w", domain.InvalidField("filter.status", string(f.Status), "unknown status"))
+		return domain.DevicePage{}, fmt.Errorf("store: list devices: %w", domain.InvalidField("filter.status", string(f.Status), "unknown status"))
 	}
 	limit := f.Limit
 	if limit <= 0 {
@@ -288,7 +271,7 @@ func (s *Store) ListDevices(ctx context.Context, f DeviceFilter) (DevicePage, er
 			(!f.Subnet.IsValid() || d.Subnet == f.Subnet.Masked()) &&
 			(f.Collection == "" || slices.Contains(d.Collections, f.Collection))
 	}
-	var page DevicePage
+	var page domain.DevicePage
 	cursor := f.Cursor
 	chunk := int64(max(limit, 100))
 	for {
@@ -298,11 +281,11 @@ func (s *Store) ListDevices(ctx context.Context, f DeviceFilter) (DevicePage, er
 		}
 		ids, err := s.rdb.ZRangeByLex(ctx, index, &redis.ZRangeBy{Min: lo, Max: "+", Count: chunk}).Result()
 		if err != nil {
-			return DevicePage{}, fmt.Errorf("store: list devices: %w", err)
+			return domain.DevicePage{}, fmt.Errorf("store: list devices: %w", err)
 		}
 		ds, err := s.getDevices(ctx, ids)
 		if err != nil {
-			return DevicePage{}, fmt.Errorf("store: list devices: %w", err)
+			return domain.DevicePage{}, fmt.Errorf("store: list devices: %w", err)
 		}
 		byID := make(map[string]domain.Device, len(ds))
 		for _, d := range ds {

@@ -34,10 +34,6 @@ import (
 // dead jobs keep their hash (without the payload) for Retention, so that
 // an idempotent Enqueue of the same ID stays a no-op for that long.
 
-// ErrAlreadyCompleted reports a Complete repeated with the token that
-// completed the job: the first call won, nothing changed.
-var ErrAlreadyCompleted = errors.New("lease already completed")
-
 // QueueOptions tunes a LeaseQueue. The zero value is usable.
 type QueueOptions struct {
 	// MaxAttempts is how many leases a job gets before an expired lease
@@ -72,37 +68,6 @@ func NewLeaseQueue(s *Store, o QueueOptions) *LeaseQueue {
 		o.DeadCap = 10000
 	}
 	return &LeaseQueue{s: s, maxAttempts: o.MaxAttempts, retention: o.Retention, deadCap: o.DeadCap}
-}
-
-// Leased is one job handed to an agent.
-type Leased struct {
-	Subnet   netip.Prefix
-	JobID    string
-	Token    string // proves the lease in Extend, Complete and Release
-	Payload  []byte // opened; holds secrets, never log it
-	Attempt  int    // 1 on the first lease
-	Deadline time.Time
-}
-
-// QueueJob is what the queue knows about one job (no payload).
-type QueueJob struct {
-	Subnet   netip.Prefix
-	JobID    string
-	State    string // pending, leased, completed, dead
-	Attempts int
-	Agent    string
-	Deadline time.Time // zero unless leased
-}
-
-// QueueStats counts one subnet's jobs.
-type QueueStats struct {
-	Pending, Leased, Dead int64
-}
-
-// ReapResult is what one Reap did.
-type ReapResult struct {
-	Requeued int
-	Dead     []string // job IDs dead-lettered by this call
 }
 
 func subnetTag(p netip.Prefix) string { return "{q:" + p.Masked().String() + "}" }
@@ -204,7 +169,7 @@ return out
 // Lease hands up to max pending jobs from the given subnets to agentID for
 // ttl. Each job goes to exactly one leaser; its attempt count goes up. An
 // empty result means no work right now (see dispatch for waiting).
-func (q *LeaseQueue) Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl time.Duration) ([]Leased, error) {
+func (q *LeaseQueue) Lease(ctx context.Context, agentID string, subnets []netip.Prefix, max int, ttl time.Duration) ([]domain.Leased, error) {
 	switch {
 	case agentID == "":
 		return nil, fmt.Errorf("store: lease: %w", domain.InvalidField("agent_id", "", "must not be empty"))
@@ -218,7 +183,7 @@ func (q *LeaseQueue) Lease(ctx context.Context, agentID string, subnets []netip.
 			return nil, fmt.Errorf("store: lease: %w", err)
 		}
 	}
-	var out []Leased
+	var out []domain.Leased
 	// Start at a random subnet so that one busy subnet does not starve
 	// the others for an agent serving several.
 	start := 0
@@ -240,7 +205,7 @@ func (q *LeaseQueue) Lease(ctx context.Context, agentID string, subnets []netip.
 	return out, nil
 }
 
-func (q *LeaseQueue) leaseOne(ctx context.Context, agentID string, subnet netip.Prefix, want int, ttl time.Duration) ([]Leased, error) {
+func (q *LeaseQueue) leaseOne(ctx context.Context, agentID string, subnet netip.Prefix, want int, ttl time.Duration) ([]domain.Leased, error) {
 	now := q.s.now()
 	deadline := now.Add(ttl)
 	args := make([]any, 0, 5+want)
@@ -252,7 +217,7 @@ func (q *LeaseQueue) leaseOne(ctx context.Context, agentID string, subnet netip.
 	if err != nil {
 		return nil, fmt.Errorf("store: lease %s: %w", subnet, err)
 	}
-	out := make([]Leased, 0, len(res)/4)
+	out := make([]domain.Leased, 0, len(res)/4)
 	for i := 0; i+3 < len(res); i += 4 {
 		id, _ := res[i].(string)
 		tok, _ := res[i+1].(string)
@@ -264,7 +229,7 @@ func (q *LeaseQueue) leaseOne(ctx context.Context, agentID string, subnet netip.
 			// a wrong site key is an operator problem worth surfacing.
 			return out, fmt.Errorf("store: lease %s: open payload of %s: %w", subnet, id, err)
 		}
-		out = append(out, Leased{Subnet: subnet, JobID: id, Token: tok, Payload: pt,
+		out = append(out, domain.Leased{Subnet: subnet, JobID: id, Token: tok, Payload: pt,
 			Attempt: int(att), Deadline: time.UnixMilli(ms(deadline))})
 	}
 	return out, nil
@@ -297,7 +262,7 @@ return 1
 
 // Extend moves a lease's deadline to now+ttl. A stale token is
 // domain.ErrLeaseLost; a job already completed with this token is
-// ErrAlreadyCompleted. A lease past its deadline but not yet reaped can
+// domain.ErrAlreadyCompleted. A lease past its deadline but not yet reaped can
 // still be extended: nobody else holds the job.
 func (q *LeaseQueue) Extend(ctx context.Context, subnet netip.Prefix, jobID, token string, ttl time.Duration) (time.Time, error) {
 	if err := errors.Join(checkSubnet(subnet), checkJobID(jobID)); err != nil {
@@ -317,7 +282,7 @@ func (q *LeaseQueue) Extend(ctx context.Context, subnet netip.Prefix, jobID, tok
 	case 0:
 		return time.Time{}, fmt.Errorf("store: extend lease %s: %w", jobID, domain.ErrLeaseLost)
 	case 2:
-		return time.Time{}, fmt.Errorf("store: extend lease %s: %w", jobID, ErrAlreadyCompleted)
+		return time.Time{}, fmt.Errorf("store: extend lease %s: %w", jobID, domain.ErrAlreadyCompleted)
 	}
 	return deadline, nil
 }
@@ -341,23 +306,16 @@ func (q *LeaseQueue) Defer(ctx context.Context, subnet netip.Prefix, jobID, toke
 	case 0:
 		return fmt.Errorf("store: defer job %s: %w", jobID, domain.ErrLeaseLost)
 	case 2:
-		return fmt.Errorf("store: defer job %s: %w", jobID, ErrAlreadyCompleted)
+		return fmt.Errorf("store: defer job %s: %w", jobID, domain.ErrAlreadyCompleted)
 	}
 	return nil
 }
 
-// LeaseRef names one lease for ExtendMany.
-type LeaseRef struct {
-	Subnet netip.Prefix
-	JobID  string
-	Token  string
-}
-
 // ExtendMany extends many leases in one pipelined round trip (an agent's
 // batched heartbeat). errs[i] is nil, domain.ErrLeaseLost or
-// ErrAlreadyCompleted (wrapped) for refs[i]; err is set only when the
+// domain.ErrAlreadyCompleted (wrapped) for refs[i]; err is set only when the
 // round trip itself failed.
-func (q *LeaseQueue) ExtendMany(ctx context.Context, refs []LeaseRef, ttl time.Duration) (deadline time.Time, errs []error, err error) {
+func (q *LeaseQueue) ExtendMany(ctx context.Context, refs []domain.LeaseRef, ttl time.Duration) (deadline time.Time, errs []error, err error) {
 	if ttl <= 0 {
 		return time.Time{}, nil, fmt.Errorf("store: extend leases: %w", domain.InvalidField("ttl", ttl.String(), "must be positive"))
 	}
@@ -391,7 +349,7 @@ func (q *LeaseQueue) ExtendMany(ctx context.Context, refs []LeaseRef, ttl time.D
 		case n == 0:
 			errs[i] = fmt.Errorf("store: extend lease %s: %w", refs[i].JobID, domain.ErrLeaseLost)
 		case n == 2:
-			errs[i] = fmt.Errorf("store: extend lease %s: %w", refs[i].JobID, ErrAlreadyCompleted)
+			errs[i] = fmt.Errorf("store: extend lease %s: %w", refs[i].JobID, domain.ErrAlreadyCompleted)
 		}
 	}
 	return deadline, errs, nil
@@ -413,7 +371,7 @@ return 1
 // Complete ends a lease: the job is done and its payload is dropped. A
 // stale token (the lease expired and the job was leased again, or
 // dead-lettered) is domain.ErrLeaseLost; repeating a successful Complete
-// is ErrAlreadyCompleted and changes nothing. The caller records the
+// is domain.ErrAlreadyCompleted and changes nothing. The caller records the
 // job's result separately (FinishJob is idempotent too).
 func (q *LeaseQueue) Complete(ctx context.Context, subnet netip.Prefix, jobID, token string) error {
 	if err := errors.Join(checkSubnet(subnet), checkJobID(jobID)); err != nil {
@@ -429,7 +387,7 @@ func (q *LeaseQueue) Complete(ctx context.Context, subnet netip.Prefix, jobID, t
 	case 0:
 		return fmt.Errorf("store: complete lease %s: %w", jobID, domain.ErrLeaseLost)
 	case 2:
-		return fmt.Errorf("store: complete lease %s: %w", jobID, ErrAlreadyCompleted)
+		return fmt.Errorf("store: complete lease %s: %w", jobID, domain.ErrAlreadyCompleted)
 	}
 	return nil
 }
@@ -464,7 +422,7 @@ func (q *LeaseQueue) Release(ctx context.Context, subnet netip.Prefix, jobID, to
 	case 0:
 		return fmt.Errorf("store: release lease %s: %w", jobID, domain.ErrLeaseLost)
 	case 2:
-		return fmt.Errorf("store: release lease %s: %w", jobID, ErrAlreadyCompleted)
+		return fmt.Errorf("store: release lease %s: %w", jobID, domain.ErrAlreadyCompleted)
 	}
 	q.wake(ctx, subnet)
 	return nil
@@ -505,14 +463,14 @@ return out
 // pending, and dead-letters jobs that used MaxAttempts leases. It returns
 // the dead-lettered IDs so the caller can record the failure. Any replica
 // may reap; the script is atomic.
-func (q *LeaseQueue) Reap(ctx context.Context, subnet netip.Prefix, now time.Time) (ReapResult, error) {
+func (q *LeaseQueue) Reap(ctx context.Context, subnet netip.Prefix, now time.Time) (domain.ReapResult, error) {
 	if err := checkSubnet(subnet); err != nil {
-		return ReapResult{}, fmt.Errorf("store: reap: %w", err)
+		return domain.ReapResult{}, fmt.Errorf("store: reap: %w", err)
 	}
 	subnet = subnet.Masked()
 	const chunk = 500
 	keys := []string{q.leasedKey(subnet), q.pendingKey(subnet), q.deadKey(subnet)}
-	var rr ReapResult
+	var rr domain.ReapResult
 	for {
 		res, err := reapScript.Run(ctx, q.s.rdb, keys, q.jobPrefix(subnet), ms(now), q.maxAttempts,
 			chunk, q.retention.Milliseconds(), q.deadCap).Slice()
@@ -565,18 +523,18 @@ func (q *LeaseQueue) Subnets(ctx context.Context) ([]netip.Prefix, error) {
 
 // Job reports a job's queue state; a job unknown (or past retention) is
 // domain.ErrNotFound.
-func (q *LeaseQueue) Job(ctx context.Context, subnet netip.Prefix, jobID string) (QueueJob, error) {
+func (q *LeaseQueue) Job(ctx context.Context, subnet netip.Prefix, jobID string) (domain.QueueJob, error) {
 	subnet = subnet.Masked()
 	h, err := q.s.rdb.HMGet(ctx, q.jobKey(subnet, jobID), "s", "a", "g", "d").Result()
 	if err != nil {
-		return QueueJob{}, fmt.Errorf("store: queue job %s: %w", jobID, err)
+		return domain.QueueJob{}, fmt.Errorf("store: queue job %s: %w", jobID, err)
 	}
 	st, _ := h[0].(string)
 	if st == "" {
-		return QueueJob{}, fmt.Errorf("store: queue job %s: %w", jobID, domain.ErrNotFound)
+		return domain.QueueJob{}, fmt.Errorf("store: queue job %s: %w", jobID, domain.ErrNotFound)
 	}
 	str := func(v any) string { s, _ := v.(string); return s }
-	j := QueueJob{Subnet: subnet, JobID: jobID, State: st, Attempts: atoi(str(h[1])), Agent: str(h[2])}
+	j := domain.QueueJob{Subnet: subnet, JobID: jobID, State: st, Attempts: atoi(str(h[1])), Agent: str(h[2])}
 	if d, err := strconv.ParseInt(str(h[3]), 10, 64); err == nil {
 		j.Deadline = time.UnixMilli(d)
 	}
@@ -584,7 +542,7 @@ func (q *LeaseQueue) Job(ctx context.Context, subnet netip.Prefix, jobID string)
 }
 
 // Stats counts a subnet's pending, leased and dead jobs.
-func (q *LeaseQueue) Stats(ctx context.Context, subnet netip.Prefix) (QueueStats, error) {
+func (q *LeaseQueue) Stats(ctx context.Context, subnet netip.Prefix) (domain.QueueStats, error) {
 	subnet = subnet.Masked()
 	var p, l, d *redis.IntCmd
 	_, err := q.s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
@@ -594,9 +552,9 @@ func (q *LeaseQueue) Stats(ctx context.Context, subnet netip.Prefix) (QueueStats
 		return nil
 	})
 	if err != nil {
-		return QueueStats{}, fmt.Errorf("store: queue stats %s: %w", subnet, err)
+		return domain.QueueStats{}, fmt.Errorf("store: queue stats %s: %w", subnet, err)
 	}
-	return QueueStats{Pending: p.Val(), Leased: l.Val(), Dead: d.Val()}, nil
+	return domain.QueueStats{Pending: p.Val(), Leased: l.Val(), Dead: d.Val()}, nil
 }
 
 // ListenWakeups holds the process's one subscription to the wake-up

@@ -17,7 +17,7 @@ var (
 	netB = netip.MustParsePrefix("fd00:1:2::/64")
 )
 
-func leaseOne(t *testing.T, e *env, agent string, ttl time.Duration) Leased {
+func leaseOne(t *testing.T, e *env, agent string, ttl time.Duration) domain.Leased {
 	t.Helper()
 	got, err := e.q.Lease(e.ctx, agent, []netip.Prefix{netA}, 1, ttl)
 	if err != nil {
@@ -88,7 +88,7 @@ func TestLeaseQueue(t *testing.T) {
 			if err != nil || created {
 				t.Fatalf("Enqueue after completion: created=%v err=%v", created, err)
 			}
-			if st, _ := e.q.Stats(e.ctx, netA); st != (QueueStats{}) {
+			if st, _ := e.q.Stats(e.ctx, netA); st != (domain.QueueStats{}) {
 				t.Fatalf("stats %+v, want all zero", st)
 			}
 		}},
@@ -149,8 +149,8 @@ func TestLeaseQueue(t *testing.T) {
 			if err := e.q.Complete(e.ctx, netA, "j1", l.Token); err != nil {
 				t.Fatal(err)
 			}
-			if err := e.q.Complete(e.ctx, netA, "j1", l.Token); !errors.Is(err, ErrAlreadyCompleted) {
-				t.Fatalf("second complete: %v, want ErrAlreadyCompleted", err)
+			if err := e.q.Complete(e.ctx, netA, "j1", l.Token); !errors.Is(err, domain.ErrAlreadyCompleted) {
+				t.Fatalf("second complete: %v, want domain.ErrAlreadyCompleted", err)
 			}
 			if err := e.q.Complete(e.ctx, netA, "j1", "forged"); !errors.Is(err, domain.ErrLeaseLost) {
 				t.Fatalf("complete with a forged token: %v, want ErrLeaseLost", err)
@@ -186,14 +186,15 @@ func TestLeaseQueue(t *testing.T) {
 			if err := e.q.Complete(e.ctx, netA, l2.JobID, l2.Token); err != nil {
 				t.Fatal(err)
 			}
-			dl, errs, err := e.q.ExtendMany(e.ctx, []LeaseRef{
-				{netA, l1.JobID, l1.Token}, {netA, l2.JobID, l2.Token}, {netA, "j1", "stale"}, {netip.Prefix{}, "x", "y"},
+			dl, errs, err := e.q.ExtendMany(e.ctx, []domain.LeaseRef{
+				{Subnet: netA, JobID: l1.JobID, Token: l1.Token}, {Subnet: netA, JobID: l2.JobID, Token: l2.Token},
+				{Subnet: netA, JobID: "j1", Token: "stale"}, {Subnet: netip.Prefix{}, JobID: "x", Token: "y"},
 			}, time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var fe *domain.FieldError
-			if errs[0] != nil || !errors.Is(errs[1], ErrAlreadyCompleted) || !errors.Is(errs[2], domain.ErrLeaseLost) || !errors.As(errs[3], &fe) {
+			if errs[0] != nil || !errors.Is(errs[1], domain.ErrAlreadyCompleted) || !errors.Is(errs[2], domain.ErrLeaseLost) || !errors.As(errs[3], &fe) {
 				t.Fatalf("errs %v", errs)
 			}
 			if j, _ := e.q.Job(e.ctx, netA, "j1"); !j.Deadline.Equal(dl) {

@@ -33,7 +33,7 @@ func checkIndexes(t *testing.T, e *env) {
 	ctx := e.ctx
 	want := make(map[string][]string) // index key → sorted IDs
 	fqdns := make(map[string]string)
-	page, err := e.s.ListDevices(ctx, DeviceFilter{Limit: 10000})
+	page, err := e.s.ListDevices(ctx, domain.DeviceFilter{Limit: 10000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,14 +159,14 @@ func TestDevices(t *testing.T) {
 			}
 		})
 		t.Run("list filters and pages", func(t *testing.T) {
-			p, err := s.ListDevices(ctx, DeviceFilter{Subnet: netip.MustParsePrefix("10.1.3.0/24"), Status: domain.StatusNotProvisioned})
+			p, err := s.ListDevices(ctx, domain.DeviceFilter{Subnet: netip.MustParsePrefix("10.1.3.0/24"), Status: domain.StatusNotProvisioned})
 			if err != nil || len(p.Devices) != 1 || p.Devices[0].ID != "d3" {
 				t.Fatalf("filter: %+v %v", p, err)
 			}
 			var ids []string
 			cursor := ""
 			for range 10 {
-				p, err := s.ListDevices(ctx, DeviceFilter{Limit: 3, Cursor: cursor})
+				p, err := s.ListDevices(ctx, domain.DeviceFilter{Limit: 3, Cursor: cursor})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -435,13 +435,13 @@ func TestBatches(t *testing.T) {
 			if !got.CancelRequested || got.Cancelled != 19 || got.Pending() != 1 {
 				t.Fatalf("after cancel %+v", got)
 			}
-			p, err := s.ListJobs(ctx, "b1", JobFilter{State: domain.JobCancelled, Limit: 7})
+			p, err := s.ListJobs(ctx, "b1", domain.JobFilter{State: domain.JobCancelled, Limit: 7})
 			if err != nil || len(p.Jobs) != 7 || p.Next == "" {
 				t.Fatalf("list cancelled page 1: %d %q %v", len(p.Jobs), p.Next, err)
 			}
 			total := len(p.Jobs)
 			for p.Next != "" {
-				if p, err = s.ListJobs(ctx, "b1", JobFilter{State: domain.JobCancelled, Limit: 7, Cursor: p.Next}); err != nil {
+				if p, err = s.ListJobs(ctx, "b1", domain.JobFilter{State: domain.JobCancelled, Limit: 7, Cursor: p.Next}); err != nil {
 					t.Fatal(err)
 				}
 				total += len(p.Jobs)
@@ -504,7 +504,7 @@ func TestAgentsAndEnrollment(t *testing.T) {
 			t.Fatalf("list %+v", l)
 		}
 
-		grant := Enrollment{AgentID: "agent-2", Subnets: []netip.Prefix{netA}}
+		grant := domain.Enrollment{AgentID: "agent-2", Subnets: []netip.Prefix{netA}}
 		tok, err := s.CreateEnrollmentToken(ctx, grant, time.Hour)
 		if err != nil {
 			t.Fatal(err)

@@ -25,12 +25,11 @@ import (
 
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/batch"
-	"github.com/amtops/amtops/server/phase1"
-	"github.com/amtops/amtops/server/store"
+	"github.com/amtops/amtops/server/jobs"
 )
 
 // TaskType is the asynq type of the sweep task; the phase-1 worker serves
-// it (phase1.WorkerConfig.Extra).
+// it (jobs.WorkerConfig.Extra).
 const TaskType = "sweep:run"
 
 // Origin is the batch origin of sweep batches.
@@ -40,7 +39,7 @@ const Origin = "sweep"
 type Store interface {
 	ListCollections(ctx context.Context) ([]domain.Collection, error)
 	ApplyCollectionRules(ctx context.Context, name string) (added int, err error)
-	Members(ctx context.Context, name string, limit int, cursor string) (store.DevicePage, error)
+	Members(ctx context.Context, name string, limit int, cursor string) (domain.DevicePage, error)
 }
 
 // Batches starts provision batches (batch.Service).
@@ -113,7 +112,7 @@ func (s *Sweeper) Enqueue(ctx context.Context, now time.Time) (bool, error) {
 	// Retention keeps the finished task, and so its ID, past the end of
 	// the slot: a replica ticking late in the same slot still collides.
 	_, err = s.client.EnqueueContext(ctx, asynq.NewTask(TaskType, b), asynq.TaskID("sweep:"+slot),
-		asynq.Queue(phase1.QueueSweep), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Timeout(max(s.cfg.Interval, time.Minute)),
+		asynq.Queue(jobs.QueueSweep), asynq.MaxRetry(s.cfg.MaxRetry), asynq.Timeout(max(s.cfg.Interval, time.Minute)),
 		asynq.Retention(s.cfg.Interval))
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
@@ -180,7 +179,7 @@ func (s *Sweeper) sweep(ctx context.Context, id string) (domain.Batch, error) {
 		return empty, nil
 	}
 	b, created, err := s.batches.Start(ctx, batch.Request{Kind: domain.KindProvision, DeviceIDs: ids, Origin: Origin,
-		Requester: "sweep", ID: id, Queue: phase1.QueueSweep})
+		Requester: "sweep", ID: id, Queue: jobs.QueueSweep})
 	if err != nil {
 		return empty, fmt.Errorf("sweep: %s: %w", id, err)
 	}
@@ -205,7 +204,7 @@ func (s *Sweeper) eligible(ctx context.Context) (ids []string, collections int, 
 		if _, err := s.st.ApplyCollectionRules(ctx, c.Name); err != nil {
 			return nil, collections, err
 		}
-		var page store.DevicePage
+		var page domain.DevicePage
 		for first := true; first || page.Next != ""; first = false {
 			if page, err = s.st.Members(ctx, c.Name, 1000, page.Next); err != nil {
 				return nil, collections, err

@@ -25,7 +25,7 @@ import (
 	"github.com/amtops/amtops/internal/testpeers"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/batch"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 	"github.com/amtops/amtops/server/sweep"
 )
@@ -48,7 +48,7 @@ func newReplica(t *testing.T, addr string, sealer *secrets.Sealer, interval time
 	t.Cleanup(func() { r.rdb.Close() })
 	r.st = store.New(r.rdb, sealer, store.Options{})
 	r.client = asynq.NewClientFromRedisClient(r.rdb)
-	r.batch = batch.New(r.st, phase1.NewEnqueuer(r.client, 2, time.Minute), zerolog.Nop())
+	r.batch = batch.New(r.st, jobs.NewEnqueuer(r.client, 2, time.Minute), zerolog.Nop())
 	sw, err := sweep.New(r.st, r.batch, r.client, sweep.Config{Interval: interval, Now: now}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +79,11 @@ func startWorker(t *testing.T, r *replica, q *store.LeaseQueue) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	site := phase1.Site{ProvisioningUser: "admin", ProvisioningPassword: simPassword,
+	site := jobs.Site{ProvisioningUser: "admin", ProvisioningPassword: simPassword,
 		Settings: config.DefaultServer().AMT.Settings, JobDeadline: 10 * time.Minute,
 		NewPassword: func() (string, error) { return "N3w-Strong!pw", nil }}
-	prov := phase1.NewProvisioner(r.st, ca, nil, q, site, "test", zerolog.Nop())
-	w := phase1.NewWorker(r.rdb, phase1.WorkerConfig{Concurrency: 4, ShutdownTimeout: time.Second,
+	prov := jobs.New(r.st, q, ca, nil, jobs.Config{Site: site, Actor: "test"}, zerolog.Nop())
+	w := jobs.NewWorker(r.rdb, jobs.WorkerConfig{Concurrency: 4, ShutdownTimeout: time.Second,
 		Extra: map[string]asynq.Handler{sweep.TaskType: asynq.HandlerFunc(r.sw.Handle)}}, prov, prov, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -188,7 +188,7 @@ func TestSweepTwoReplicasProvisionOnlyEligible(t *testing.T) {
 	if ok, err := r2.sw.Enqueue(ctx, slotNow.Add(interval-time.Second)); err != nil || ok {
 		t.Fatalf("second replica, same slot: enqueued %t, %v; want a collision", ok, err)
 	}
-	tasks, err := asynq.NewInspectorFromRedisClient(r1.rdb).ListPendingTasks(phase1.QueueSweep)
+	tasks, err := asynq.NewInspectorFromRedisClient(r1.rdb).ListPendingTasks(jobs.QueueSweep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestSweepTwoReplicasProvisionOnlyEligible(t *testing.T) {
 			return false
 		}
 		b = bs[0]
-		page, err := r1.st.ListJobs(ctx, b.ID, store.JobFilter{State: domain.JobPhase2})
+		page, err := r1.st.ListJobs(ctx, b.ID, domain.JobFilter{State: domain.JobPhase2})
 		return err == nil && len(page.Jobs) == b.Total
 	})
 	if want := "sweep-" + r1.sw.Slot(slotNow); b.ID != want || b.Kind != domain.KindProvision || b.Total != 2 {
@@ -271,7 +271,7 @@ func TestRunTwoReplicas(t *testing.T) {
 	var tasks []*asynq.TaskInfo
 	waitFor(t, "the slot's task", func() bool {
 		var err error
-		tasks, err = insp.ListPendingTasks(phase1.QueueSweep)
+		tasks, err = insp.ListPendingTasks(jobs.QueueSweep)
 		return err == nil && len(tasks) > 0
 	})
 	// Both Runs have ticked once the second Enqueue returns; asking the
@@ -287,7 +287,7 @@ func TestRunTwoReplicas(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}
-	tasks, err := insp.ListPendingTasks(phase1.QueueSweep)
+	tasks, err := insp.ListPendingTasks(jobs.QueueSweep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,8 +362,8 @@ type fakeStore struct{}
 
 func (fakeStore) ListCollections(context.Context) ([]domain.Collection, error) { return nil, nil }
 func (fakeStore) ApplyCollectionRules(context.Context, string) (int, error)    { return 0, nil }
-func (fakeStore) Members(context.Context, string, int, string) (store.DevicePage, error) {
-	return store.DevicePage{}, nil
+func (fakeStore) Members(context.Context, string, int, string) (domain.DevicePage, error) {
+	return domain.DevicePage{}, nil
 }
 
 type nopBatches struct{}

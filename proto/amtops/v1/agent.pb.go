@@ -79,6 +79,65 @@ func (SignatureHash) EnumDescriptor() ([]byte, []int) {
 	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+// CompleteResult is how an agent ends its lease on a job.
+type CompleteResult int32
+
+const (
+	CompleteResult_COMPLETE_RESULT_UNSPECIFIED      CompleteResult = 0 // refused: the agent must say
+	CompleteResult_COMPLETE_RESULT_SUCCEEDED        CompleteResult = 1
+	CompleteResult_COMPLETE_RESULT_FAILED           CompleteResult = 2 // retryable: the job comes back after a delay
+	CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT CompleteResult = 3 // retrying cannot help
+	CompleteResult_COMPLETE_RESULT_RELEASED         CompleteResult = 4 // given back unfinished, the attempt not counted
+	CompleteResult_COMPLETE_RESULT_CANCELLED        CompleteResult = 5 // the batch was cancelled while the job ran
+)
+
+// Enum value maps for CompleteResult.
+var (
+	CompleteResult_name = map[int32]string{
+		0: "COMPLETE_RESULT_UNSPECIFIED",
+		1: "COMPLETE_RESULT_SUCCEEDED",
+		2: "COMPLETE_RESULT_FAILED",
+		3: "COMPLETE_RESULT_FAILED_PERMANENT",
+		4: "COMPLETE_RESULT_RELEASED",
+		5: "COMPLETE_RESULT_CANCELLED",
+	}
+	CompleteResult_value = map[string]int32{
+		"COMPLETE_RESULT_UNSPECIFIED":      0,
+		"COMPLETE_RESULT_SUCCEEDED":        1,
+		"COMPLETE_RESULT_FAILED":           2,
+		"COMPLETE_RESULT_FAILED_PERMANENT": 3,
+		"COMPLETE_RESULT_RELEASED":         4,
+		"COMPLETE_RESULT_CANCELLED":        5,
+	}
+)
+
+func (x CompleteResult) Enum() *CompleteResult {
+	p := new(CompleteResult)
+	*p = x
+	return p
+}
+
+func (x CompleteResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CompleteResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_amtops_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (CompleteResult) Type() protoreflect.EnumType {
+	return &file_amtops_v1_agent_proto_enumTypes[1]
+}
+
+func (x CompleteResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CompleteResult.Descriptor instead.
+func (CompleteResult) EnumDescriptor() ([]byte, []int) {
+	return file_amtops_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
 type NetworkProfile_Kind int32
 
 const (
@@ -112,11 +171,11 @@ func (x NetworkProfile_Kind) String() string {
 }
 
 func (NetworkProfile_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_amtops_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_amtops_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (NetworkProfile_Kind) Type() protoreflect.EnumType {
-	return &file_amtops_v1_agent_proto_enumTypes[1]
+	return &file_amtops_v1_agent_proto_enumTypes[2]
 }
 
 func (x NetworkProfile_Kind) Number() protoreflect.EnumNumber {
@@ -1767,10 +1826,9 @@ func (x *DiscoverOptions) GetRatePerSecond() int32 {
 type CompleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Lease         *LeaseRef              `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
-	Success       bool                   `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
-	ErrorStep     string                 `protobuf:"bytes,3,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`          // never a secret
-	Permanent     bool                   `protobuf:"varint,5,opt,name=permanent,proto3" json:"permanent,omitempty"` // retrying cannot help
+	Result        CompleteResult         `protobuf:"varint,8,opt,name=result,proto3,enum=amtops.v1.CompleteResult" json:"result,omitempty"`
+	ErrorStep     string                 `protobuf:"bytes,3,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"` // the step that failed; a step name only
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`                          // never a secret
 	Facts         *DeviceFacts           `protobuf:"bytes,6,opt,name=facts,proto3" json:"facts,omitempty"`
 	Warnings      []string               `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1814,11 +1872,11 @@ func (x *CompleteRequest) GetLease() *LeaseRef {
 	return nil
 }
 
-func (x *CompleteRequest) GetSuccess() bool {
+func (x *CompleteRequest) GetResult() CompleteResult {
 	if x != nil {
-		return x.Success
+		return x.Result
 	}
-	return false
+	return CompleteResult_COMPLETE_RESULT_UNSPECIFIED
 }
 
 func (x *CompleteRequest) GetErrorStep() string {
@@ -1833,13 +1891,6 @@ func (x *CompleteRequest) GetError() string {
 		return x.Error
 	}
 	return ""
-}
-
-func (x *CompleteRequest) GetPermanent() bool {
-	if x != nil {
-		return x.Permanent
-	}
-	return false
 }
 
 func (x *CompleteRequest) GetFacts() *DeviceFacts {
@@ -2361,16 +2412,15 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x0fDiscoverOptions\x12\x18\n" +
 	"\asubnets\x18\x01 \x03(\tR\asubnets\x12 \n" +
 	"\vconcurrency\x18\x02 \x01(\x05R\vconcurrency\x12&\n" +
-	"\x0frate_per_second\x18\x03 \x01(\x05R\rratePerSecond\"\xf3\x01\n" +
+	"\x0frate_per_second\x18\x03 \x01(\x05R\rratePerSecond\"\xfa\x01\n" +
 	"\x0fCompleteRequest\x12)\n" +
-	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x12\x18\n" +
-	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x1d\n" +
+	"\x05lease\x18\x01 \x01(\v2\x13.amtops.v1.LeaseRefR\x05lease\x121\n" +
+	"\x06result\x18\b \x01(\x0e2\x19.amtops.v1.CompleteResultR\x06result\x12\x1d\n" +
 	"\n" +
 	"error_step\x18\x03 \x01(\tR\terrorStep\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1c\n" +
-	"\tpermanent\x18\x05 \x01(\bR\tpermanent\x12,\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12,\n" +
 	"\x05facts\x18\x06 \x01(\v2\x16.amtops.v1.DeviceFactsR\x05facts\x12\x1a\n" +
-	"\bwarnings\x18\a \x03(\tR\bwarnings\"\xfb\x01\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarningsJ\x04\b\x02\x10\x03J\x04\b\x05\x10\x06\"\xfb\x01\n" +
 	"\vDeviceFacts\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x1f\n" +
 	"\vamt_version\x18\x02 \x01(\tR\n" +
@@ -2408,7 +2458,14 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x15SIGNATURE_HASH_SHA256\x10\x01\x12\x19\n" +
 	"\x15SIGNATURE_HASH_SHA384\x10\x02\x12\x19\n" +
 	"\x15SIGNATURE_HASH_SHA512\x10\x03\x12\x17\n" +
-	"\x13SIGNATURE_HASH_SHA1\x10\x042\x86\x06\n" +
+	"\x13SIGNATURE_HASH_SHA1\x10\x04*\xcf\x01\n" +
+	"\x0eCompleteResult\x12\x1f\n" +
+	"\x1bCOMPLETE_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19COMPLETE_RESULT_SUCCEEDED\x10\x01\x12\x1a\n" +
+	"\x16COMPLETE_RESULT_FAILED\x10\x02\x12$\n" +
+	" COMPLETE_RESULT_FAILED_PERMANENT\x10\x03\x12\x1c\n" +
+	"\x18COMPLETE_RESULT_RELEASED\x10\x04\x12\x1d\n" +
+	"\x19COMPLETE_RESULT_CANCELLED\x10\x052\x86\x06\n" +
 	"\fAgentService\x12=\n" +
 	"\x06Enroll\x12\x18.amtops.v1.EnrollRequest\x1a\x19.amtops.v1.EnrollResponse\x12;\n" +
 	"\x05Renew\x12\x17.amtops.v1.RenewRequest\x1a\x19.amtops.v1.EnrollResponse\x12:\n" +
@@ -2433,105 +2490,107 @@ func file_amtops_v1_agent_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_agent_proto_rawDescData
 }
 
-var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_amtops_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_amtops_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_amtops_v1_agent_proto_goTypes = []any{
 	(SignatureHash)(0),               // 0: amtops.v1.SignatureHash
-	(NetworkProfile_Kind)(0),         // 1: amtops.v1.NetworkProfile.Kind
-	(*EnrollRequest)(nil),            // 2: amtops.v1.EnrollRequest
-	(*EnrollResponse)(nil),           // 3: amtops.v1.EnrollResponse
-	(*RenewRequest)(nil),             // 4: amtops.v1.RenewRequest
-	(*LeaseRequest)(nil),             // 5: amtops.v1.LeaseRequest
-	(*LeaseResponse)(nil),            // 6: amtops.v1.LeaseResponse
-	(*LeaseRef)(nil),                 // 7: amtops.v1.LeaseRef
-	(*HeartbeatRequest)(nil),         // 8: amtops.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 9: amtops.v1.HeartbeatResponse
-	(*ReportProgressRequest)(nil),    // 10: amtops.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),   // 11: amtops.v1.ReportProgressResponse
-	(*SignDeviceCSRRequest)(nil),     // 12: amtops.v1.SignDeviceCSRRequest
-	(*SignDeviceCSRResponse)(nil),    // 13: amtops.v1.SignDeviceCSRResponse
-	(*SignProvisioningRequest)(nil),  // 14: amtops.v1.SignProvisioningRequest
-	(*SignProvisioningResponse)(nil), // 15: amtops.v1.SignProvisioningResponse
-	(*Phase2Job)(nil),                // 16: amtops.v1.Phase2Job
-	(*Target)(nil),                   // 17: amtops.v1.Target
-	(*Credentials)(nil),              // 18: amtops.v1.Credentials
-	(*TLSMaterial)(nil),              // 19: amtops.v1.TLSMaterial
-	(*Settings)(nil),                 // 20: amtops.v1.Settings
-	(*Kerberos)(nil),                 // 21: amtops.v1.Kerberos
-	(*KerberosACL)(nil),              // 22: amtops.v1.KerberosACL
-	(*NetworkProfile)(nil),           // 23: amtops.v1.NetworkProfile
-	(*UpdateOptions)(nil),            // 24: amtops.v1.UpdateOptions
-	(*DiscoverOptions)(nil),          // 25: amtops.v1.DiscoverOptions
-	(*CompleteRequest)(nil),          // 26: amtops.v1.CompleteRequest
-	(*DeviceFacts)(nil),              // 27: amtops.v1.DeviceFacts
-	(*CompleteResponse)(nil),         // 28: amtops.v1.CompleteResponse
-	(*ReportDiscoveryRequest)(nil),   // 29: amtops.v1.ReportDiscoveryRequest
-	(*DiscoveredDevice)(nil),         // 30: amtops.v1.DiscoveredDevice
-	(*ReportDiscoveryResponse)(nil),  // 31: amtops.v1.ReportDiscoveryResponse
-	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
-	(*OperationEvent)(nil),           // 34: amtops.v1.OperationEvent
-	(JobKind)(0),                     // 35: amtops.v1.JobKind
-	(*Activation)(nil),               // 36: amtops.v1.Activation
-	(Link)(0),                        // 37: amtops.v1.Link
-	(*ReportHellosRequest)(nil),      // 38: amtops.v1.ReportHellosRequest
-	(*ReportHellosResponse)(nil),     // 39: amtops.v1.ReportHellosResponse
+	(CompleteResult)(0),              // 1: amtops.v1.CompleteResult
+	(NetworkProfile_Kind)(0),         // 2: amtops.v1.NetworkProfile.Kind
+	(*EnrollRequest)(nil),            // 3: amtops.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 4: amtops.v1.EnrollResponse
+	(*RenewRequest)(nil),             // 5: amtops.v1.RenewRequest
+	(*LeaseRequest)(nil),             // 6: amtops.v1.LeaseRequest
+	(*LeaseResponse)(nil),            // 7: amtops.v1.LeaseResponse
+	(*LeaseRef)(nil),                 // 8: amtops.v1.LeaseRef
+	(*HeartbeatRequest)(nil),         // 9: amtops.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 10: amtops.v1.HeartbeatResponse
+	(*ReportProgressRequest)(nil),    // 11: amtops.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),   // 12: amtops.v1.ReportProgressResponse
+	(*SignDeviceCSRRequest)(nil),     // 13: amtops.v1.SignDeviceCSRRequest
+	(*SignDeviceCSRResponse)(nil),    // 14: amtops.v1.SignDeviceCSRResponse
+	(*SignProvisioningRequest)(nil),  // 15: amtops.v1.SignProvisioningRequest
+	(*SignProvisioningResponse)(nil), // 16: amtops.v1.SignProvisioningResponse
+	(*Phase2Job)(nil),                // 17: amtops.v1.Phase2Job
+	(*Target)(nil),                   // 18: amtops.v1.Target
+	(*Credentials)(nil),              // 19: amtops.v1.Credentials
+	(*TLSMaterial)(nil),              // 20: amtops.v1.TLSMaterial
+	(*Settings)(nil),                 // 21: amtops.v1.Settings
+	(*Kerberos)(nil),                 // 22: amtops.v1.Kerberos
+	(*KerberosACL)(nil),              // 23: amtops.v1.KerberosACL
+	(*NetworkProfile)(nil),           // 24: amtops.v1.NetworkProfile
+	(*UpdateOptions)(nil),            // 25: amtops.v1.UpdateOptions
+	(*DiscoverOptions)(nil),          // 26: amtops.v1.DiscoverOptions
+	(*CompleteRequest)(nil),          // 27: amtops.v1.CompleteRequest
+	(*DeviceFacts)(nil),              // 28: amtops.v1.DeviceFacts
+	(*CompleteResponse)(nil),         // 29: amtops.v1.CompleteResponse
+	(*ReportDiscoveryRequest)(nil),   // 30: amtops.v1.ReportDiscoveryRequest
+	(*DiscoveredDevice)(nil),         // 31: amtops.v1.DiscoveredDevice
+	(*ReportDiscoveryResponse)(nil),  // 32: amtops.v1.ReportDiscoveryResponse
+	(*timestamppb.Timestamp)(nil),    // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 34: google.protobuf.Duration
+	(*OperationEvent)(nil),           // 35: amtops.v1.OperationEvent
+	(JobKind)(0),                     // 36: amtops.v1.JobKind
+	(*Activation)(nil),               // 37: amtops.v1.Activation
+	(Link)(0),                        // 38: amtops.v1.Link
+	(*ReportHellosRequest)(nil),      // 39: amtops.v1.ReportHellosRequest
+	(*ReportHellosResponse)(nil),     // 40: amtops.v1.ReportHellosResponse
 }
 var file_amtops_v1_agent_proto_depIdxs = []int32{
-	32, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	33, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	16, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
-	33, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
-	7,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
-	7,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
-	34, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
-	7,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
-	7,  // 8: amtops.v1.SignProvisioningRequest.lease:type_name -> amtops.v1.LeaseRef
+	33, // 0: amtops.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	34, // 1: amtops.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	17, // 2: amtops.v1.LeaseResponse.jobs:type_name -> amtops.v1.Phase2Job
+	34, // 3: amtops.v1.LeaseResponse.lease_ttl:type_name -> google.protobuf.Duration
+	8,  // 4: amtops.v1.HeartbeatRequest.leases:type_name -> amtops.v1.LeaseRef
+	8,  // 5: amtops.v1.ReportProgressRequest.lease:type_name -> amtops.v1.LeaseRef
+	35, // 6: amtops.v1.ReportProgressRequest.events:type_name -> amtops.v1.OperationEvent
+	8,  // 7: amtops.v1.SignDeviceCSRRequest.lease:type_name -> amtops.v1.LeaseRef
+	8,  // 8: amtops.v1.SignProvisioningRequest.lease:type_name -> amtops.v1.LeaseRef
 	0,  // 9: amtops.v1.SignProvisioningRequest.hash:type_name -> amtops.v1.SignatureHash
-	7,  // 10: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
-	35, // 11: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
-	32, // 12: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
-	17, // 13: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
-	18, // 14: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
-	19, // 15: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
-	20, // 16: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
-	21, // 17: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
-	23, // 18: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
-	24, // 19: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
-	25, // 20: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
-	36, // 21: amtops.v1.Phase2Job.activation:type_name -> amtops.v1.Activation
-	22, // 22: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
-	1,  // 23: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
-	7,  // 24: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
-	27, // 25: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
-	37, // 26: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
-	30, // 27: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
-	27, // 28: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
-	2,  // 29: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
-	4,  // 30: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
-	5,  // 31: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
-	8,  // 32: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
-	10, // 33: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
-	12, // 34: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
-	26, // 35: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
-	29, // 36: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
-	38, // 37: amtops.v1.AgentService.ReportHellos:input_type -> amtops.v1.ReportHellosRequest
-	14, // 38: amtops.v1.AgentService.SignProvisioning:input_type -> amtops.v1.SignProvisioningRequest
-	3,  // 39: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
-	3,  // 40: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
-	6,  // 41: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
-	9,  // 42: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
-	11, // 43: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
-	13, // 44: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
-	28, // 45: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
-	31, // 46: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
-	39, // 47: amtops.v1.AgentService.ReportHellos:output_type -> amtops.v1.ReportHellosResponse
-	15, // 48: amtops.v1.AgentService.SignProvisioning:output_type -> amtops.v1.SignProvisioningResponse
-	39, // [39:49] is the sub-list for method output_type
-	29, // [29:39] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	8,  // 10: amtops.v1.Phase2Job.lease:type_name -> amtops.v1.LeaseRef
+	36, // 11: amtops.v1.Phase2Job.kind:type_name -> amtops.v1.JobKind
+	33, // 12: amtops.v1.Phase2Job.deadline:type_name -> google.protobuf.Timestamp
+	18, // 13: amtops.v1.Phase2Job.target:type_name -> amtops.v1.Target
+	19, // 14: amtops.v1.Phase2Job.credentials:type_name -> amtops.v1.Credentials
+	20, // 15: amtops.v1.Phase2Job.tls:type_name -> amtops.v1.TLSMaterial
+	21, // 16: amtops.v1.Phase2Job.settings:type_name -> amtops.v1.Settings
+	22, // 17: amtops.v1.Phase2Job.kerberos:type_name -> amtops.v1.Kerberos
+	24, // 18: amtops.v1.Phase2Job.networks:type_name -> amtops.v1.NetworkProfile
+	25, // 19: amtops.v1.Phase2Job.update:type_name -> amtops.v1.UpdateOptions
+	26, // 20: amtops.v1.Phase2Job.discover:type_name -> amtops.v1.DiscoverOptions
+	37, // 21: amtops.v1.Phase2Job.activation:type_name -> amtops.v1.Activation
+	23, // 22: amtops.v1.Kerberos.acl:type_name -> amtops.v1.KerberosACL
+	2,  // 23: amtops.v1.NetworkProfile.kind:type_name -> amtops.v1.NetworkProfile.Kind
+	8,  // 24: amtops.v1.CompleteRequest.lease:type_name -> amtops.v1.LeaseRef
+	1,  // 25: amtops.v1.CompleteRequest.result:type_name -> amtops.v1.CompleteResult
+	28, // 26: amtops.v1.CompleteRequest.facts:type_name -> amtops.v1.DeviceFacts
+	38, // 27: amtops.v1.DeviceFacts.link:type_name -> amtops.v1.Link
+	31, // 28: amtops.v1.ReportDiscoveryRequest.devices:type_name -> amtops.v1.DiscoveredDevice
+	28, // 29: amtops.v1.DiscoveredDevice.facts:type_name -> amtops.v1.DeviceFacts
+	3,  // 30: amtops.v1.AgentService.Enroll:input_type -> amtops.v1.EnrollRequest
+	5,  // 31: amtops.v1.AgentService.Renew:input_type -> amtops.v1.RenewRequest
+	6,  // 32: amtops.v1.AgentService.Lease:input_type -> amtops.v1.LeaseRequest
+	9,  // 33: amtops.v1.AgentService.Heartbeat:input_type -> amtops.v1.HeartbeatRequest
+	11, // 34: amtops.v1.AgentService.ReportProgress:input_type -> amtops.v1.ReportProgressRequest
+	13, // 35: amtops.v1.AgentService.SignDeviceCSR:input_type -> amtops.v1.SignDeviceCSRRequest
+	27, // 36: amtops.v1.AgentService.Complete:input_type -> amtops.v1.CompleteRequest
+	30, // 37: amtops.v1.AgentService.ReportDiscovery:input_type -> amtops.v1.ReportDiscoveryRequest
+	39, // 38: amtops.v1.AgentService.ReportHellos:input_type -> amtops.v1.ReportHellosRequest
+	15, // 39: amtops.v1.AgentService.SignProvisioning:input_type -> amtops.v1.SignProvisioningRequest
+	4,  // 40: amtops.v1.AgentService.Enroll:output_type -> amtops.v1.EnrollResponse
+	4,  // 41: amtops.v1.AgentService.Renew:output_type -> amtops.v1.EnrollResponse
+	7,  // 42: amtops.v1.AgentService.Lease:output_type -> amtops.v1.LeaseResponse
+	10, // 43: amtops.v1.AgentService.Heartbeat:output_type -> amtops.v1.HeartbeatResponse
+	12, // 44: amtops.v1.AgentService.ReportProgress:output_type -> amtops.v1.ReportProgressResponse
+	14, // 45: amtops.v1.AgentService.SignDeviceCSR:output_type -> amtops.v1.SignDeviceCSRResponse
+	29, // 46: amtops.v1.AgentService.Complete:output_type -> amtops.v1.CompleteResponse
+	32, // 47: amtops.v1.AgentService.ReportDiscovery:output_type -> amtops.v1.ReportDiscoveryResponse
+	40, // 48: amtops.v1.AgentService.ReportHellos:output_type -> amtops.v1.ReportHellosResponse
+	16, // 49: amtops.v1.AgentService.SignProvisioning:output_type -> amtops.v1.SignProvisioningResponse
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_agent_proto_init() }
@@ -2546,7 +2605,7 @@ func file_amtops_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_agent_proto_rawDesc), len(file_amtops_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -35,8 +35,9 @@ import (
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
-	"github.com/amtops/amtops/server/phase1"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -84,7 +85,7 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatal(err)
 	}
 	aq := asynq.NewClientFromRedisClient(rdb)
-	bs := batch.New(st, phase1.NewEnqueuer(aq, 3, 0), o.Log)
+	bs := batch.New(st, jobs.NewEnqueuer(aq, 3, 0), o.Log)
 	var batches admin.Batches = bs
 	if o.Batches != nil {
 		batches = o.Batches
@@ -106,7 +107,8 @@ func Start(t testing.TB, o Options) *Server {
 	// The production wiring: one TLS port for agents (mTLS, AgentService's
 	// interceptor) and administrators (bearer tokens, AdminService's).
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
-	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca, api.Options{Log: o.Log})
+	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca,
+		jobs.New(st, q, nil, nil, jobs.Config{}, o.Log), discover.NewRecorder(st, o.Log, nil), api.Options{Log: o.Log})
 	gs := grpc.NewServer(append(api.ServerOptions(agents, cert),
 		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(svc.StreamInterceptor()))...)
@@ -123,11 +125,11 @@ func Start(t testing.TB, o Options) *Server {
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	operate, _, err := st.CreateAdminToken(ctx, "ops", store.RoleOperate)
+	operate, _, err := st.CreateAdminToken(ctx, "ops", domain.RoleOperate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, _, err := st.CreateAdminToken(ctx, "viewer", store.RoleRead)
+	read, _, err := st.CreateAdminToken(ctx, "viewer", domain.RoleRead)
 	if err != nil {
 		t.Fatal(err)
 	}

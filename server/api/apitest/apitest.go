@@ -30,7 +30,9 @@ import (
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
+	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
 )
 
@@ -40,13 +42,18 @@ type Server struct {
 	Queue *store.LeaseQueue
 	CA    *agentca.CA
 	Svc   *api.AgentService
+	Jobs  *jobs.Service
 	Addr  string
 }
 
 // Options tunes Start.
 type Options struct {
-	API   api.Options
-	Queue store.QueueOptions
+	API api.Options
+	// Jobs tunes the job service; its LeaseTTL defaults to API's.
+	Jobs jobs.Config
+	// DeviceCA signs device-made keys (SignDeviceCSR); nil refuses.
+	DeviceCA jobs.CA
+	Queue    store.QueueOptions
 	// Reap, when positive, runs the reaper at this interval.
 	Reap time.Duration
 	CA   agentca.Options
@@ -69,7 +76,11 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatal(err)
 	}
 	d := dispatch.New(q, q, dispatch.Options{Recheck: 200 * time.Millisecond, Margin: 300 * time.Millisecond})
-	svc := api.NewAgentService(st, q, d, ca, o.API)
+	if o.Jobs.LeaseTTL == 0 {
+		o.Jobs.LeaseTTL = o.API.LeaseTTL
+	}
+	j := jobs.New(st, q, o.DeviceCA, nil, o.Jobs, zerolog.Nop())
+	svc := api.NewAgentService(st, q, d, ca, j, discover.NewRecorder(st, zerolog.Nop(), nil), o.API)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +95,7 @@ func Start(t testing.TB, o Options) *Server {
 	g.Go(func() error { return gs.Serve(lis) })
 	g.Go(func() error { _ = d.Run(ctx); return nil })
 	if o.Reap > 0 {
-		r := dispatch.NewReaper(q, dispatch.ReaperOptions{Interval: o.Reap, OnDead: svc.OnDead, Log: zerolog.Nop()})
+		r := dispatch.NewReaper(q, dispatch.ReaperOptions{Interval: o.Reap, OnDead: j.OnDead, Log: zerolog.Nop()})
 		g.Go(func() error { _ = r.Run(ctx); return nil })
 	}
 	t.Cleanup(func() {
@@ -97,13 +108,13 @@ func Start(t testing.TB, o Options) *Server {
 	case <-time.After(10 * time.Second):
 		t.Fatal("dispatcher never subscribed")
 	}
-	return &Server{Store: st, Queue: q, CA: ca, Svc: svc, Addr: lis.Addr().String()}
+	return &Server{Store: st, Queue: q, CA: ca, Svc: svc, Jobs: j, Addr: lis.Addr().String()}
 }
 
 // Token makes a one-time enrollment token for subnets.
 func (s *Server) Token(t testing.TB, subnets ...string) string {
 	t.Helper()
-	e := store.Enrollment{}
+	e := domain.Enrollment{}
 	for _, sn := range subnets {
 		e.Subnets = append(e.Subnets, netip.MustParsePrefix(sn))
 	}

@@ -1,4 +1,4 @@
-package phase1
+package jobs
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func BenchmarkPhase1(b *testing.B) {
 type benchEnv struct {
 	st    *store.Store
 	q     *store.LeaseQueue
-	prov  *Provisioner
+	prov  *Service
 	ad    *ldap.Conn // nil without a directory
 	ou    string
 	run   string // unique per benchmark run: device and batch names
@@ -83,7 +83,7 @@ func newBenchEnv(b *testing.B, withDir bool) *benchEnv {
 	site := Site{ProvisioningUser: "admin", ProvisioningPassword: "P@ssw0rd!", Settings: config.DefaultServer().AMT.Settings,
 		Kerberos: config.Kerberos{Enabled: withDir, MaxClockTolerance: 5}, JobDeadline: 10 * time.Minute,
 		NewPassword: func() (string, error) { return "N3w-Strong!pw", nil }}
-	e.prov = NewProvisioner(e.st, ca, dir, e.q, site, "bench", zerolog.Nop())
+	e.prov = New(e.st, e.q, ca, dir, Config{Site: site, Actor: "bench"}, zerolog.Nop())
 	var r [3]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		b.Fatal(err)

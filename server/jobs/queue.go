@@ -1,9 +1,4 @@
-// Package phase1 runs the site server's phase-1 work (CA and Active
-// Directory, S1–S6) as asynq tasks on a few fixed queues. Task IDs come
-// from the device and the operation, so a duplicate request is one task;
-// transient errors are retried with backoff, permanent ones archived and
-// recorded on the job.
-package phase1
+package jobs
 
 import (
 	"context"

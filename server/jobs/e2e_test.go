@@ -1,4 +1,4 @@
-package phase1
+package jobs
 
 import (
 	"bytes"
@@ -20,8 +20,8 @@ import (
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server/store"
 )
 
 // The day-2 pipeline minus the gRPC hop: the phase-1 handler (real CA,
@@ -121,59 +121,16 @@ func (p *pipeline) mustRun(t *testing.T, d domain.Device, kind domain.JobKind, o
 	return res
 }
 
-// record applies a successful result the way AgentService.Complete does.
-func (p *pipeline) record(t *testing.T, task Task, l store.Leased, res phase2.Result) {
+// record applies a successful result as the agent service does.
+func (p *pipeline) record(t *testing.T, task Task, l domain.Leased, res phase2.Result) {
 	t.Helper()
-	ctx := context.Background()
-	now := time.Now().UTC()
-	if _, err := p.store.UpdateDevice(ctx, task.DeviceID, func(d *domain.Device) error {
-		switch task.Kind {
-		case domain.KindProvision, domain.KindUpdate:
-			d.Status, d.State, d.ProvisionedAt = domain.StatusProvisioned, domain.ProvisioningPost, now
-		default:
-			d.Status, d.State, d.ProvisionedAt = domain.StatusNotProvisioned, domain.ProvisioningPre, time.Time{}
-		}
-		switch res.Facts.GetLink() {
-		case pb.Link_LINK_WIRED:
-			d.Link = domain.LinkWired
-		case pb.Link_LINK_WIRED_8021X:
-			d.Link = domain.LinkWired8021X
-		case pb.Link_LINK_WIRELESS:
-			d.Link = domain.LinkWireless
-		}
-		d.Warnings = res.Warnings
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if res.Err != nil {
+		t.Fatalf("recording a failed result: %v", res.Err)
 	}
-	certs, err := p.store.CertificatesByDevice(ctx, task.DeviceID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range certs {
-		if c.JobID == task.JobID && c.Status == domain.CertIssued {
-			if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, 0, now); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if task.Kind == domain.KindProvision {
-		pw, err := p.store.GetSecret(ctx, PendingPasswordSecret(task.DeviceID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.store.PutSecret(ctx, AdminPasswordSecret(task.DeviceID), pw); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.store.DeleteSecret(ctx, PendingPasswordSecret(task.DeviceID)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := p.store.FinishJob(ctx, task.BatchID, task.JobID, domain.JobSucceeded, "", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
-		t.Fatal(err)
+	already, err := p.prov.Complete(context.Background(), "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token}, Result{Outcome: domain.ResultSucceeded, Facts: wire.FactsFrom(res.Facts),
+		Warnings: res.Warnings})
+	if err != nil || already {
+		t.Fatalf("complete %s: already %t, %v", l.JobID, already, err)
 	}
 }
 
@@ -306,7 +263,7 @@ func TestUpdateEndToEnd(t *testing.T) {
 	// Unconfirmed over an 802.1X link: refused for good in phase 1,
 	// nothing revoked, nothing queued, the device untouched.
 	_, err := p.run(t, d, domain.KindUpdate, nil)
-	if !errors.Is(err, ErrConfirm8021X) || !domain.IsPermanent(err) {
+	if !errors.Is(err, domain.ErrConfirm8021X) || !domain.IsPermanent(err) {
 		t.Fatalf("unconfirmed update over 802.1X: %v, want permanent ErrConfirm8021X", err)
 	}
 	if live, _ := p.certs(t, d.ID, domain.Purpose8021X); len(live) != 1 || live[0].Serial != client0[0].Serial {
@@ -428,7 +385,7 @@ func TestRemoveEndToEnd(t *testing.T) {
 			if !tc.keepIdentity && (st.HostName != "" || st.DomainName != "") {
 				t.Errorf("identity left: %q.%q", st.HostName, st.DomainName)
 			}
-			admin, err := p.store.GetSecret(ctx, AdminPasswordSecret(d.ID))
+			admin, err := p.store.GetSecret(ctx, adminPasswordSecret(d.ID))
 			if err != nil {
 				t.Fatal(err)
 			}

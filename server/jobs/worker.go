@@ -1,4 +1,4 @@
-package phase1
+package jobs
 
 import (
 	"context"
@@ -44,7 +44,23 @@ type WorkerConfig struct {
 	// by asynq task type (the auto-provisioning sweep: sweep.TaskType).
 	// They must not use a "phase1:" type.
 	Extra map[string]asynq.Handler
+	// RetryDelay is the wait before retry n+1 of a failed task; default
+	// Backoff. Tests shorten it; the failure classifier stays the same.
+	RetryDelay func(n int) time.Duration
+	// RetryCheck is how often retries that are due go back on their
+	// queue; default asynq's 5s.
+	RetryCheck time.Duration
 }
+
+// errTaskCancelled marks a handler error that came from its task's own
+// context being cancelled (asynq's CancelProcessing): asynq retries it
+// without counting an attempt. Any other error, even one wrapping
+// context.Canceled (a cancelled LDAP or CA call), is a failure and counts.
+var errTaskCancelled = errors.New("phase1: task cancelled")
+
+// isFailure is the worker's failure classifier. asynq itself reports a
+// cancelled task context as the bare context.Canceled.
+func isFailure(err error) bool { return err != context.Canceled && !errors.Is(err, errTaskCancelled) }
 
 // NewWorker builds a worker on rdb. The caller owns rdb.
 func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig, h Handler, rec Recorder, log zerolog.Logger) *Worker {
@@ -52,21 +68,27 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig, h Handler, rec Recor
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	delay := cfg.RetryDelay
+	if delay == nil {
+		delay = Backoff
+	}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          Queues,
-		RetryDelayFunc:  backoff,
-		IsFailure:       func(err error) bool { return !errors.Is(err, context.Canceled) },
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          asynqLogger{log},
-		LogLevel:        asynq.WarnLevel,
+		Concurrency:              cfg.Concurrency,
+		Queues:                   Queues,
+		RetryDelayFunc:           func(n int, _ error, _ *asynq.Task) time.Duration { return delay(n) },
+		IsFailure:                isFailure,
+		DelayedTaskCheckInterval: cfg.RetryCheck,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		Logger:                   asynqLogger{log},
+		LogLevel:                 asynq.WarnLevel,
 	})
 	return w
 }
 
-// backoff is exponential from 2 s, capped at 5 min, with jitter so that a
-// directory outage does not come back as a thundering herd.
-func backoff(n int, _ error, _ *asynq.Task) time.Duration {
+// Backoff is exponential from 2 s, capped at 5 min, with jitter so that a
+// directory outage does not come back as a thundering herd: retry n+1
+// waits between half and all of min(2 s·2ⁿ, 5 min).
+func Backoff(n int) time.Duration {
 	d := 2 * time.Second * time.Duration(math.Pow(2, float64(min(n, 8))))
 	d = min(d, 5*time.Minute)
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
@@ -104,9 +126,12 @@ func (w *Worker) process(ctx context.Context, at *asynq.Task) error {
 		return fmt.Errorf("phase1: %w: %w", err, asynq.SkipRetry)
 	}
 	err := w.handler.Handle(ctx, t)
-	if err == nil || errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		// Canceled by shutdown: asynq puts the task back; not a failure.
-		return err
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) && errors.Is(ctx.Err(), context.Canceled) {
+		// The task was cancelled: asynq puts it back; not a failure.
+		return fmt.Errorf("%w: %w", errTaskCancelled, err)
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)

@@ -1,4 +1,4 @@
-package phase1
+package jobs
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/pki/builtin"
 	"github.com/amtops/amtops/internal/pki/pkitest"
 	"github.com/amtops/amtops/internal/secrets"
@@ -33,7 +34,7 @@ type fixture struct {
 	store *store.Store
 	queue *store.LeaseQueue
 	ca    *builtin.CA
-	prov  *Provisioner
+	prov  *Service
 	n     int
 }
 
@@ -62,7 +63,7 @@ func newFixture(t *testing.T, dir Directory, site Site) *fixture {
 	if dir != nil {
 		d = dir
 	}
-	return &fixture{rdb: rdb, store: st, queue: q, ca: ca, prov: NewProvisioner(st, ca, d, q, site, "test", zerolog.Nop())}
+	return &fixture{rdb: rdb, store: st, queue: q, ca: ca, prov: New(st, q, ca, d, Config{Site: site, Actor: "test"}, zerolog.Nop())}
 }
 
 func (f *fixture) device(t *testing.T, host string) domain.Device {
@@ -110,7 +111,7 @@ func (f *fixture) live(t *testing.T, deviceID string, purpose domain.CertPurpose
 }
 
 // leaseOne takes the device's phase-2 job from the queue and decodes it.
-func (f *fixture) leaseOne(t *testing.T) (*pb.Phase2Job, store.Leased) {
+func (f *fixture) leaseOne(t *testing.T) (*pb.Phase2Job, domain.Leased) {
 	t.Helper()
 	got, err := f.queue.Lease(context.Background(), "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute)
 	if err != nil {
@@ -381,6 +382,63 @@ func TestUpdateClientCertsByLink(t *testing.T) {
 			}
 			if len(job.Tls.GetChainDer()) == 0 {
 				t.Error("update job carries no trust anchor for the device's TLS")
+			}
+		})
+	}
+}
+
+// faultyCA is the real CA whose Issue fails with a given error, as an
+// upstream CA refusing a request does.
+type faultyCA struct {
+	*builtin.CA
+	err error
+}
+
+func (c faultyCA) Issue(context.Context, pki.Request) (*pki.Issued, error) { return nil, c.err }
+
+// FailJob records the step that failed, whatever the error text says: an
+// upstream message that happens to hold another step's name does not
+// move the failure there, and a failure before any step names none.
+func TestFailJobRecordsTheFailedStep(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		caErr    error
+		renamed  bool // the device is rename-pending: refused before any step
+		wantStep string
+	}{
+		{name: "plain CA error", caErr: errors.New("ca unavailable"), wantStep: StepIssueServerCert},
+		{name: "CA error naming an earlier step", caErr: errors.New("step-ca: provisioner: revoke-superseded: not allowed"),
+			wantStep: StepIssueServerCert},
+		{name: "refused before any step", renamed: true, wantStep: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil, Site{})
+			f.prov.ca = faultyCA{CA: f.ca, err: tc.caErr}
+			ctx := context.Background()
+			d := f.device(t, "pc-fail")
+			task := f.task(t, "b1", d, domain.KindProvision)
+			if tc.renamed {
+				if _, err := f.store.UpdateDevice(ctx, d.ID, func(d *domain.Device) error { d.RenamePending = true; return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := f.prov.Handle(ctx, task)
+			if err == nil {
+				t.Fatal("Handle succeeded")
+			}
+			if err := f.prov.FailJob(ctx, task, err); err != nil {
+				t.Fatal(err)
+			}
+			j, err := f.store.GetJob(ctx, task.BatchID, task.JobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, err := f.store.GetDevice(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State != domain.JobFailed || j.ErrorStep != tc.wantStep || dev.LastErrorStep != tc.wantStep {
+				t.Fatalf("job %s at %q, device at %q; want failed at %q (%v)", j.State, j.ErrorStep, dev.LastErrorStep, tc.wantStep, err)
 			}
 		})
 	}

@@ -1,8 +1,9 @@
-package phase1
+package jobs
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -62,12 +63,17 @@ func TestWorker(t *testing.T) {
 					"transient": {errors.New("directory busy")},
 					"permanent": {domain.Permanent(errors.New("duplicate SPN"))},
 					"exhausted": {errors.New("x"), errors.New("y"), errors.New("z")},
+					// A cancelled call inside the handler (an LDAP or CA
+					// request) is a failure like any other, though its
+					// error wraps context.Canceled: it is counted and
+					// ends the job, never retried uncounted forever.
+					"inner-cancel": {fmt.Errorf("ldap: %w", context.Canceled), fmt.Errorf("ldap: %w", context.Canceled),
+						fmt.Errorf("ldap: %w", context.Canceled)},
 				}}
-			w := NewWorker(rdb, WorkerConfig{Concurrency: 4, ShutdownTimeout: time.Second}, s, s, zerolog.Nop())
-			// Retry at once so the test does not wait for real backoff.
-			w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 4, Queues: Queues,
-				RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 0 }, Logger: asynqLogger{zerolog.Nop()},
-				DelayedTaskCheckInterval: 200 * time.Millisecond})
+			// The production server and classifier; only the retry delay
+			// is shortened so the test does not wait for real backoff.
+			w := NewWorker(rdb, WorkerConfig{Concurrency: 4, ShutdownTimeout: time.Second,
+				RetryDelay: func(int) time.Duration { return 0 }, RetryCheck: 200 * time.Millisecond}, s, s, zerolog.Nop())
 			ctx, cancel := context.WithCancel(context.Background())
 			ran := make(chan error, 1)
 			go func() { ran <- w.Run(ctx) }()
@@ -75,7 +81,7 @@ func TestWorker(t *testing.T) {
 
 			client := asynq.NewClientFromRedisClient(rdb)
 			enq := NewEnqueuer(client, 2, time.Minute)
-			for _, dev := range []string{"transient", "permanent", "exhausted", "ok"} {
+			for _, dev := range []string{"transient", "permanent", "exhausted", "inner-cancel", "ok"} {
 				task := Task{JobID: "b1:" + dev, BatchID: "b1", DeviceID: dev, Kind: domain.KindProvision}
 				if err := enq.Enqueue(ctx, task, QueueDefault); err != nil {
 					t.Fatalf("enqueue %s: %v", dev, err)
@@ -91,7 +97,7 @@ func TestWorker(t *testing.T) {
 			}
 
 			wantDone := map[string]bool{"transient": true, "ok": true}
-			wantFailed := map[string]bool{"permanent": true, "exhausted": true}
+			wantFailed := map[string]bool{"permanent": true, "exhausted": true, "inner-cancel": true}
 			deadline := time.After(60 * time.Second)
 			for len(wantDone)+len(wantFailed) > 0 {
 				select {
@@ -117,8 +123,86 @@ func TestWorker(t *testing.T) {
 			if s.calls["exhausted"] != 3 {
 				t.Errorf("exhausted: %d calls, want 3 (1 + max_retry 2)", s.calls["exhausted"])
 			}
+			if s.calls["inner-cancel"] != 3 {
+				t.Errorf("inner-cancel: %d calls, want 3 (1 + max_retry 2)", s.calls["inner-cancel"])
+			}
 			if s.calls["transient"] != 2 {
 				t.Errorf("transient: %d calls, want 2", s.calls["transient"])
+			}
+		})
+	}
+}
+
+// The production backoff through the real server: a task that fails once
+// comes back after Backoff(0), between 1 s and 2 s, not at once and not
+// after the next step of the ladder.
+func TestWorkerBackoff(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testpeers.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	s := &timed{scripted: scripted{calls: map[string]int{}, done: make(chan string, 1), failed: make(chan string, 1),
+		failureErr: map[string]error{}, errs: map[string][]error{"d": {errors.New("directory busy")}}}}
+	w := NewWorker(rdb, WorkerConfig{Concurrency: 1, ShutdownTimeout: time.Second, RetryCheck: 100 * time.Millisecond}, s, s, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	if err := NewEnqueuer(asynq.NewClientFromRedisClient(rdb), 3, time.Minute).Enqueue(ctx,
+		Task{JobID: "b1:d", BatchID: "b1", DeviceID: "d", Kind: domain.KindProvision}, QueueDefault); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.done:
+	case <-s.failed:
+		t.Fatal("one transient failure ended the job")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the retry never came")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.at) != 2 {
+		t.Fatalf("%d calls, want 2", len(s.at))
+	}
+	// Backoff(0) is 1–2 s; the retry check and scheduling add a little.
+	if gap := s.at[1].Sub(s.at[0]); gap < time.Second || gap > 2*time.Second+time.Second {
+		t.Fatalf("retry after %v, want Backoff(0): 1 s to 2 s (+ the 100 ms check)", gap)
+	}
+}
+
+// timed records when each call came.
+type timed struct {
+	scripted
+	at []time.Time
+}
+
+func (s *timed) Handle(ctx context.Context, t Task) error {
+	s.mu.Lock()
+	s.at = append(s.at, time.Now())
+	s.mu.Unlock()
+	return s.scripted.Handle(ctx, t)
+}
+
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		n        int
+		min, max time.Duration
+	}{
+		{"first retry", 0, time.Second, 2 * time.Second},
+		{"third retry", 2, 4 * time.Second, 8 * time.Second},
+		{"capped", 8, 150 * time.Second, 5 * time.Minute},
+		{"far past the cap", 50, 150 * time.Second, 5 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for range 50 {
+				d := Backoff(tc.n)
+				if d < tc.min || d > tc.max {
+					t.Fatalf("Backoff(%d) = %v, want %v to %v", tc.n, d, tc.min, tc.max)
+				}
+				seen[d] = true
+			}
+			if len(seen) < 2 {
+				t.Fatalf("Backoff(%d) has no jitter: %v", tc.n, seen)
 			}
 		})
 	}

@@ -1,0 +1,270 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/pki"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+// Certificates: what a job revokes, issues and hands the agent to verify
+// the device with.
+
+// revokeSuperseded is S1: every live server-auth certificate the site
+// issued for this device, other than this job's own, is revoked.
+func (r *run) revokeSuperseded(ctx context.Context) (string, error) {
+	n, err := r.revoke(ctx, domain.ReasonSuperseded, func(c domain.CertificateRecord) bool {
+		return c.Purpose == domain.PurposeServerAuth && c.JobID != r.t.JobID
+	})
+	return fmt.Sprintf("revoked %d superseded server certificate(s)", n), err
+}
+
+// revokeAll is S17: every certificate issued for the device is revoked.
+func (r *run) revokeAll(ctx context.Context) (string, error) {
+	n, err := r.revoke(ctx, domain.ReasonCessationOfOperation, func(domain.CertificateRecord) bool { return true })
+	return fmt.Sprintf("revoked %d certificate(s)", n), err
+}
+
+func (r *run) revoke(ctx context.Context, reason domain.RevocationReason, which func(domain.CertificateRecord) bool) (int, error) {
+	return r.p.revoke(ctx, r.dev.ID, reason, which)
+}
+
+// revoke revokes the device's live certificates that which selects.
+func (p *Service) revoke(ctx context.Context, deviceID string, reason domain.RevocationReason, which func(domain.CertificateRecord) bool) (int, error) {
+	certs, err := p.store.CertificatesByDevice(ctx, deviceID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range certs {
+		if !c.Status.Live() || !which(c) {
+			continue
+		}
+		// The CA first: if the record update is lost, the next run revokes
+		// again, which CAs accept.
+		if err := p.ca.Revoke(ctx, c.Serial, reason); err != nil {
+			return n, fmt.Errorf("revoke %s: %w", c.Serial, err)
+		}
+		if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertRevoked, reason, p.now()); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// issued is what a job keeps of a certificate it had issued.
+type issued struct {
+	Serial string   `json:"serial"`
+	Leaf   []byte   `json:"leaf"`
+	Chain  [][]byte `json:"chain"`
+}
+
+// issue gets one certificate for purpose, reusing the one this job had
+// issued already. The key is made and sealed before the CA is asked, so
+// a re-run never asks twice for the same key.
+func (r *run) issue(ctx context.Context, purpose domain.CertPurpose, profile pki.Profile) (issued, []byte, error) {
+	var out issued
+	keyDER, err := r.keyFor(ctx, purpose)
+	if err != nil {
+		return out, nil, err
+	}
+	if b, err := r.p.store.GetSecret(ctx, certSecret(r.t.JobID, purpose)); err == nil {
+		if err := json.Unmarshal(b, &out); err != nil {
+			return out, nil, fmt.Errorf("decode issued %s: %w", purpose, err)
+		}
+		return out, keyDER, nil
+	} else if !errors.Is(err, domain.ErrNotFound) {
+		return out, nil, err
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return out, nil, fmt.Errorf("parse sealed key: %w", err)
+	}
+	key, ok := parsed.(*rsa.PrivateKey)
+	if !ok {
+		return out, nil, fmt.Errorf("sealed key is %T, want RSA", parsed)
+	}
+	csr, err := pki.CSR(key, r.dev.FQDN())
+	if err != nil {
+		return out, nil, err
+	}
+	cert, err := r.p.ca.Issue(ctx, pki.Request{Profile: profile, FQDN: r.dev.FQDN(), CSR: csr})
+	if err != nil {
+		return out, nil, fmt.Errorf("issue %s: %w", purpose, err)
+	}
+	out = issued{Serial: cert.Serial, Leaf: cert.Leaf, Chain: cert.Chain}
+	rec := cert.Record(r.dev.ID, purpose, r.p.now())
+	rec.JobID = r.t.JobID
+	if err := r.p.store.PutCertificate(ctx, rec); err != nil {
+		return out, nil, err
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return out, nil, err
+	}
+	if err := r.p.store.PutSecret(ctx, certSecret(r.t.JobID, purpose), b); err != nil {
+		return out, nil, err
+	}
+	return out, keyDER, nil
+}
+
+func (r *run) keyFor(ctx context.Context, purpose domain.CertPurpose) ([]byte, error) {
+	name := keySecret(r.t.JobID, purpose)
+	if b, err := r.p.store.GetSecret(ctx, name); err == nil {
+		return b, nil
+	} else if !errors.Is(err, domain.ErrNotFound) {
+		return nil, err
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("marshal key: %w", err)
+	}
+	if created, err := r.p.store.CreateSecret(ctx, name, der); err != nil {
+		return nil, err
+	} else if !created {
+		return r.p.store.GetSecret(ctx, name)
+	}
+	return der, nil
+}
+
+// issueServerCert is S2 (and the material for S7).
+func (r *run) issueServerCert(ctx context.Context) (string, error) {
+	r.job.Tls = &pb.TLSMaterial{MutualAuth: r.p.site.MutualTLS, KeyOnDevice: r.p.site.KeyOnDevice}
+	if r.p.site.KeyOnDevice {
+		// The device makes its key and CSR in phase 2; the agent asks the
+		// server to sign it then (SignDeviceCSR), which only signs for a
+		// job marked here, and for the name marked. The chain goes in now
+		// so that the job carries its trust anchor like any other.
+		if err := r.p.store.PutSecret(ctx, signOnDeviceSecret(r.t.JobID), []byte(r.dev.FQDN())); err != nil {
+			return "", err
+		}
+		switch c := r.p.ca.(type) {
+		case interface{ Chain() [][]byte }:
+			r.job.Tls.ChainDer = c.Chain()
+		case interface{ Root() []byte }:
+			r.job.Tls.ChainDer = [][]byte{c.Root()}
+		}
+		return "skipped: key on device, signed during phase 2", nil
+	}
+	c, key, err := r.issue(ctx, domain.PurposeServerAuth, pki.ProfileServerAuth)
+	if err != nil {
+		return "", err
+	}
+	r.job.Tls.CertificateDer, r.job.Tls.PrivateKeyDer, r.job.Tls.ChainDer, r.job.Tls.Serial = c.Leaf, key, c.Chain, c.Serial
+	return "serial " + c.Serial + " for " + r.dev.FQDN(), nil
+}
+
+// issueClientCerts is S3 (provision) and S14 (update): client certificates
+// for the configured 802.1X and wireless networks, replacing earlier ones.
+func (r *run) issueClientCerts(ctx context.Context) (string, error) {
+	nets := r.p.site.Networks
+	if !nets.Wired8021X && len(nets.Wireless) == 0 {
+		return "skipped: no 802.1X or wireless networks configured", nil
+	}
+	type want struct {
+		purpose domain.CertPurpose
+		kind    pb.NetworkProfile_Kind
+		spec    config.WiFiSpec
+	}
+	var wants []want
+	if nets.Wired8021X {
+		wants = append(wants, want{domain.Purpose8021X, pb.NetworkProfile_KIND_WIRED_8021X, config.WiFiSpec{Name: "wired"}})
+	}
+	// S15: over a wireless link the agent leaves the wireless profiles
+	// alone, so their client certificate stays: revoking it would cut the
+	// link the device is managed over.
+	keepWireless := r.t.Kind == domain.KindUpdate && r.dev.Link == domain.LinkWireless
+	if !keepWireless {
+		for _, w := range nets.Wireless {
+			wants = append(wants, want{domain.PurposeWireless, pb.NetworkProfile_KIND_WIRELESS, w})
+		}
+	}
+	kept := ""
+	if keepWireless && len(nets.Wireless) > 0 {
+		kept = "; wireless certificate kept (managed over wireless)"
+	}
+	if len(wants) == 0 {
+		return "skipped: no client certificate to renew" + kept, nil
+	}
+	if _, err := r.revoke(ctx, domain.ReasonSuperseded, func(c domain.CertificateRecord) bool {
+		return (c.Purpose == domain.Purpose8021X || c.Purpose == domain.PurposeWireless && !keepWireless) && c.JobID != r.t.JobID
+	}); err != nil {
+		return "", err
+	}
+	// One client certificate per purpose serves every profile of that purpose.
+	byPurpose := map[domain.CertPurpose]issued{}
+	keys := map[domain.CertPurpose][]byte{}
+	for _, w := range wants {
+		if _, ok := byPurpose[w.purpose]; !ok {
+			c, key, err := r.issue(ctx, w.purpose, pki.ProfileClientAuth)
+			if err != nil {
+				return "", err
+			}
+			byPurpose[w.purpose], keys[w.purpose] = c, key
+		}
+		c := byPurpose[w.purpose]
+		r.job.Networks = append(r.job.Networks, &pb.NetworkProfile{Kind: w.kind, Name: w.spec.Name, Ssid: w.spec.SSID,
+			Priority: int32(w.spec.Priority), ClientCertificateDer: c.Leaf, ClientKeyDer: keys[w.purpose],
+			RadiusRootDer: c.Chain[len(c.Chain)-1:], ClientSerial: c.Serial})
+	}
+	return fmt.Sprintf("%d client certificate(s) for %d network profile(s)%s", len(byPurpose), len(wants), kept), nil
+}
+
+// rootCA is what a CA backend may offer besides pki.CA: its root.
+type rootCA interface{ Root() []byte }
+
+// trust gives an update or removal job what the agent verifies the
+// device's TLS certificate with: the chain of the newest server
+// certificate the site issued for the device, else the CA's root (a key
+// generated on the device leaves no chain here). The agent checks the
+// chain's root and the FQDN, so a revoked leaf still verifies: removal
+// revokes before the agent connects.
+func (r *run) trust(ctx context.Context) (string, error) {
+	r.job.Tls = &pb.TLSMaterial{MutualAuth: r.p.site.MutualTLS}
+	certs, err := r.p.store.CertificatesByDevice(ctx, r.dev.ID)
+	if err != nil {
+		return "", err
+	}
+	rank := map[domain.CertStatus]int{domain.CertInstalled: 3, domain.CertIssued: 2, domain.CertRevoked: 1}
+	var best *domain.CertificateRecord
+	for i, c := range certs {
+		if c.Purpose != domain.PurposeServerAuth || c.JobID == "" {
+			continue
+		}
+		if best == nil || rank[c.Status] > rank[best.Status] ||
+			rank[c.Status] == rank[best.Status] && c.NotBefore.After(best.NotBefore) {
+			best = &certs[i]
+		}
+	}
+	if best != nil {
+		b, err := r.p.store.GetSecret(ctx, certSecret(best.JobID, domain.PurposeServerAuth))
+		switch {
+		case err == nil:
+			var is issued
+			if err := json.Unmarshal(b, &is); err != nil {
+				return "", fmt.Errorf("decode issued %s: %w", best.Serial, err)
+			}
+			r.job.Tls.CertificateDer, r.job.Tls.ChainDer, r.job.Tls.Serial = is.Leaf, is.Chain, is.Serial
+			return "chain of server certificate " + is.Serial, nil
+		case !errors.Is(err, domain.ErrNotFound):
+			return "", err
+		}
+	}
+	if rc, ok := r.p.ca.(rootCA); ok && len(rc.Root()) > 0 {
+		r.job.Tls.ChainDer = [][]byte{rc.Root()}
+		return "the CA's root", nil
+	}
+	return "skipped: no chain or root known; the agent can only use HTTP", nil
+}

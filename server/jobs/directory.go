@@ -1,0 +1,156 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/amtops/amtops/internal/directory"
+	"github.com/amtops/amtops/internal/domain"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+)
+
+// Directory: the AMT account in Active Directory and the Kerberos key
+// derived from its password.
+
+func (r *run) dirDevice() directory.Device {
+	return directory.Device{UUID: r.dev.UUID, ComputerName: r.dev.HostName, ComputerDN: r.dev.ComputerDN, FQDN: r.dev.FQDN()}
+}
+
+// publish is S4 for provisioning: the AMT account, linked to the Windows
+// computer, with a fresh password whose key AMT gets (S10). For update
+// (S13) the account is updated, published if missing, and its password
+// kept unless it had to be created.
+func (r *run) publish(ctx context.Context) (string, error) {
+	if r.p.dir == nil {
+		return "skipped: no directory configured; Kerberos stays off", nil
+	}
+	if r.dev.UUID == "" {
+		return "", domain.InvalidField("device.uuid", "", "the AMT UUID is needed for the AD account: run discovery first")
+	}
+	do := r.p.dir.Publish
+	if r.t.Kind == domain.KindUpdate {
+		do = r.p.dir.Update
+	}
+	// Publish resets the password (a new kvno); a re-run after a crash
+	// simply makes a newer key, which is the one phase 2 installs.
+	pub, err := do(ctx, r.dirDevice())
+	if err != nil {
+		return "", err
+	}
+	r.accountDN, r.spns = pub.DN, pub.SPNs
+	if err := r.kerberos(ctx, pub); err != nil {
+		return "", err
+	}
+	verb := "updated"
+	if pub.Created {
+		verb = "created"
+	}
+	return verb + " " + pub.DN + " kvno " + fmt.Sprint(pub.KVNO), nil
+}
+
+// kerberos derives AMT's Kerberos key from a fresh account password and
+// keeps it sealed, so that an update that leaves the password alone can
+// still give the device its key.
+func (r *run) kerberos(ctx context.Context, pub directory.Published) error {
+	if !r.p.site.Kerberos.Enabled {
+		return nil
+	}
+	k := &pb.Kerberos{}
+	if pub.Password == "" {
+		b, err := r.p.store.GetSecret(ctx, kerberosSecret(r.dev.ID))
+		if err != nil {
+			return fmt.Errorf("kerberos key of %s: %w", r.dev.ID, err)
+		}
+		if err := proto.Unmarshal(b, k); err != nil {
+			return fmt.Errorf("decode kerberos key of %s: %w", r.dev.ID, err)
+		}
+	} else {
+		keys, err := pub.Keys()
+		if err != nil {
+			return err
+		}
+		k = &pb.Kerberos{Enabled: true, Realm: pub.Realm, KeyVersion: int32(pub.KVNO), EncryptionType: keys[0].EType,
+			MasterKey: keys[0].Value, Passphrase: pub.Password.Reveal(), Salt: pub.Salt, IterationCount: 4096}
+		for _, key := range keys {
+			if key.EType == 23 {
+				k.Rc4Key = key.Value
+			}
+		}
+		b, err := proto.Marshal(k)
+		if err != nil {
+			return fmt.Errorf("encode kerberos key: %w", err)
+		}
+		if err := r.p.store.PutSecret(ctx, kerberosSecret(r.dev.ID), b); err != nil {
+			return err
+		}
+	}
+	k.MaxClockToleranceMinutes = int32(r.p.site.Kerberos.MaxClockTolerance)
+	k.Acl = nil
+	for _, sid := range r.p.site.Kerberos.AdminSIDs {
+		k.Acl = append(k.Acl, &pb.KerberosACL{Sid: sid, AccessPermission: 2})
+	}
+	r.job.Kerberos = k
+	return nil
+}
+
+// registerSPNs is S5: HTTP/fqdn:16992–16995, port-qualified only.
+func (r *run) registerSPNs(ctx context.Context) (string, error) {
+	if r.p.dir == nil {
+		return "skipped: no directory configured", nil
+	}
+	if sameSPNs(r.spns, directory.SPNs(r.dev.FQDN())) {
+		// Publish set them and read the account back in this run: a
+		// second modify would only repeat that LDAP write.
+		return "HTTP/" + r.dev.FQDN() + ":16992-16995 (set with the account)", nil
+	}
+	if err := r.p.dir.RegisterSPNs(ctx, r.accountDN, r.dev.FQDN()); err != nil {
+		return "", err
+	}
+	return "HTTP/" + r.dev.FQDN() + ":16992-16995", nil
+}
+
+// sameSPNs compares SPN sets as AD does, case-insensitively.
+func sameSPNs(have, want []string) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || strings.EqualFold(h, w)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// addToGroups is S6, off by default.
+func (r *run) addToGroups(ctx context.Context) (string, error) {
+	if r.p.dir == nil || !r.p.site.AddToGroups {
+		return "skipped: adding to 802.1X and wireless groups is off", nil
+	}
+	if err := r.p.dir.AddToGroups(ctx, r.accountDN); err != nil {
+		return "", err
+	}
+	return "added to the 802.1X and wireless groups", nil
+}
+
+// deleteAccount is S17: the AMT account and its SPNs leave AD.
+func (r *run) deleteAccount(ctx context.Context) (string, error) {
+	if r.p.dir == nil {
+		return "skipped: no directory configured", nil
+	}
+	deleted, err := r.p.dir.Delete(ctx, r.dev.HostName)
+	if err != nil {
+		return "", err
+	}
+	if !deleted {
+		return "no AMT account to delete", nil
+	}
+	return "deleted the AMT account and its SPNs", nil
+}

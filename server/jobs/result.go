@@ -1,0 +1,288 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/server/discover"
+)
+
+// The effects of a phase-2 result: what the agent's Complete, or the
+// reaper's dead letter, does to the job, the device, its certificates and
+// its secrets.
+
+// Result is how the agent ended the job.
+type Result struct {
+	Outcome  domain.JobResult
+	Step     string // the step that failed
+	Error    string // never a secret
+	Facts    *domain.DeviceFacts
+	Warnings []string
+}
+
+// Complete records a job's result; already reports a job the queue had
+// completed before, on which nothing was done.
+//
+// The lease is proven (Extend) before any effect, so a stale token changes
+// nothing; the effects are idempotent and FinishJob counts a job once, so
+// a Complete repeated after a crash between the effects and the queue's
+// Complete is harmless.
+//
+// Failures: a permanent failure, or one on the last allowed attempt, ends
+// the job (FinishJob failed). Otherwise the job is parked for RetryDelay
+// (Defer) and the reaper gives it out again, counting the attempt
+// (and dead-lettering it at the queue's MaxAttempts, see OnDead).
+func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRef, r Result) (already bool, err error) {
+	if !slices.Contains(domain.JobResults, r.Outcome) {
+		return false, domain.InvalidField("result", string(r.Outcome), "one of succeeded, failed, failed-permanent, released, cancelled")
+	}
+	log := p.log.With().Str("agent", agentID).Str("job", l.JobID).Logger()
+	if r.Outcome == domain.ResultReleased {
+		if err := p.queue.Release(ctx, l.Subnet, l.JobID, l.Token); err != nil {
+			return alreadyDone(err)
+		}
+		log.Info().Msg("job released by agent")
+		return false, nil
+	}
+	if _, err := p.queue.Extend(ctx, l.Subnet, l.JobID, l.Token, p.cfg.LeaseTTL); err != nil {
+		return alreadyDone(err)
+	}
+	if discover.IsJobID(l.JobID) {
+		return p.completeDiscover(ctx, log, l, r)
+	}
+	job, err := p.leasedJob(ctx, l)
+	if err != nil {
+		return false, err
+	}
+	if r.Outcome == domain.ResultSucceeded {
+		if err := p.succeed(ctx, agentID, job, r); err != nil {
+			return false, err
+		}
+		if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
+			return alreadyDone(err)
+		}
+		log.Info().Str("device", job.DeviceID).Msg("phase 2 succeeded")
+		return false, nil
+	}
+	qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
+	if err != nil {
+		return false, err
+	}
+	final := r.Outcome != domain.ResultFailed || qj.Attempts >= p.cfg.MaxAttempts
+	if err := p.recordFailure(ctx, agentID, job, r, final, qj.Attempts); err != nil {
+		return false, err
+	}
+	if !final {
+		if err := p.queue.Defer(ctx, l.Subnet, l.JobID, l.Token, p.cfg.RetryDelay); err != nil {
+			return false, err
+		}
+		log.Info().Str("device", job.DeviceID).Int("attempt", qj.Attempts).Str("step", r.Step).Msg("phase 2 failed, will retry")
+		return false, nil
+	}
+	if _, err := p.store.FinishJob(ctx, job.BatchID, l.JobID, domain.JobFailed, failedStep(r), r.Error); err != nil {
+		return false, err
+	}
+	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
+		return alreadyDone(err)
+	}
+	log.Info().Str("device", job.DeviceID).Str("step", failedStep(r)).Msg("phase 2 failed")
+	return false, nil
+}
+
+// leasedJob reads the batch job a lease holds; its ID names the batch.
+func (p *Service) leasedJob(ctx context.Context, l domain.LeaseRef) (domain.Job, error) {
+	batch, dev, ok := domain.SplitJobID(l.JobID)
+	if !ok {
+		return domain.Job{}, domain.InvalidField("lease.job_id", l.JobID, "not a batch:device job ID")
+	}
+	job, err := p.store.GetJob(ctx, batch, l.JobID)
+	if err == nil && job.DeviceID != dev {
+		err = fmt.Errorf("jobs: job %s is for device %s: %w", l.JobID, job.DeviceID, domain.ErrConflict)
+	}
+	return job, err
+}
+
+// failedStep is the step a failure is recorded at: a cancelled job at
+// "cancelled", as the operations log always named it.
+func failedStep(r Result) string {
+	if r.Outcome == domain.ResultCancelled {
+		return string(domain.ResultCancelled)
+	}
+	return r.Step
+}
+
+// alreadyDone turns the queue's "completed before" into the already
+// answer; any other error stays one.
+func alreadyDone(err error) (bool, error) {
+	if errors.Is(err, domain.ErrAlreadyCompleted) {
+		return true, nil
+	}
+	return false, err
+}
+
+// completeDiscover ends an on-demand sweep (server/discover). It belongs
+// to no batch and the agent already reported its findings through
+// ReportDiscovery, so only the lease is settled: a retryable failure
+// comes back after RetryDelay like any job, anything else is done.
+func (p *Service) completeDiscover(ctx context.Context, log zerolog.Logger, l domain.LeaseRef, r Result) (bool, error) {
+	if r.Outcome == domain.ResultFailed {
+		qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
+		if err != nil {
+			return false, err
+		}
+		if qj.Attempts < p.cfg.MaxAttempts {
+			if err := p.queue.Defer(ctx, l.Subnet, l.JobID, l.Token, p.cfg.RetryDelay); err != nil {
+				return false, err
+			}
+			log.Info().Str("subnet", l.Subnet.String()).Int("attempt", qj.Attempts).Str("step", r.Step).
+				Str("error", r.Error).Msg("discovery failed, will retry")
+			return false, nil
+		}
+	}
+	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
+		return alreadyDone(err)
+	}
+	if r.Outcome == domain.ResultSucceeded {
+		log.Info().Str("subnet", l.Subnet.String()).Msg("discovery job completed")
+	} else {
+		log.Warn().Str("subnet", l.Subnet.String()).Str("step", r.Step).Str("error", r.Error).Msg("discovery job failed")
+	}
+	return false, nil
+}
+
+// succeed applies a successful phase 2: the device's status, the job's
+// certificates installed, the new admin password promoted, and the job's
+// secrets (and, after remove-all, the device's) deleted.
+func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r Result) error {
+	now := p.now().UTC()
+	_, err := p.store.UpdateDevice(ctx, job.DeviceID, func(d *domain.Device) error {
+		switch job.Kind {
+		case domain.KindProvision, domain.KindUpdate:
+			d.Status, d.State = domain.StatusProvisioned, domain.ProvisioningPost
+			if job.Kind == domain.KindProvision || d.ProvisionedAt.IsZero() {
+				d.ProvisionedAt = now
+			}
+		case domain.KindRemoveConfig, domain.KindRemoveAll:
+			d.Status, d.State, d.ProvisionedAt = domain.StatusNotProvisioned, domain.ProvisioningPre, time.Time{}
+		}
+		r.Facts.Apply(d)
+		d.LastError, d.LastErrorStep = "", ""
+		d.Warnings = append([]string(nil), r.Warnings...)
+		return nil
+	})
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	if job.Kind == domain.KindProvision || job.Kind == domain.KindUpdate {
+		if err := p.installed(ctx, job, now); err != nil {
+			return err
+		}
+	}
+	if job.Kind == domain.KindProvision {
+		if err := p.promotePassword(ctx, job.DeviceID); err != nil {
+			return err
+		}
+	}
+	gone := jobSecrets(job.ID)
+	if job.Kind == domain.KindRemoveAll {
+		// The controller is back to factory state: its admin password
+		// and Kerberos key protect nothing any more, so keep neither.
+		gone = append(gone, adminPasswordSecret(job.DeviceID), kerberosSecret(job.DeviceID))
+	}
+	for _, name := range gone {
+		if err := p.store.DeleteSecret(ctx, name); err != nil {
+			return err
+		}
+	}
+	if _, err := p.store.FinishJob(ctx, job.BatchID, job.ID, domain.JobSucceeded, "", ""); err != nil {
+		return err
+	}
+	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
+		Outcome: domain.OutcomeOK, Detail: string(job.Kind) + " succeeded", Actor: agentID, Time: now})
+}
+
+// installed marks the certificates the job had issued as on the device.
+func (p *Service) installed(ctx context.Context, job domain.Job, now time.Time) error {
+	certs, err := p.store.CertificatesByDevice(ctx, job.DeviceID)
+	if err != nil {
+		return err
+	}
+	for _, c := range certs {
+		if c.JobID == job.ID && c.Status == domain.CertIssued {
+			if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, domain.ReasonUnspecified, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// promotePassword makes the pending admin password, which the device now
+// has, the current one.
+func (p *Service) promotePassword(ctx context.Context, deviceID string) error {
+	pw, err := p.store.GetSecret(ctx, pendingPasswordSecret(deviceID))
+	if errors.Is(err, domain.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := p.store.PutSecret(ctx, adminPasswordSecret(deviceID), pw); err != nil {
+		return err
+	}
+	return p.store.DeleteSecret(ctx, pendingPasswordSecret(deviceID))
+}
+
+// recordFailure notes a failed attempt on the device and in its log.
+func (p *Service) recordFailure(ctx context.Context, agentID string, job domain.Job, r Result, final bool, attempt int) error {
+	now := p.now().UTC()
+	msg := r.Error
+	if msg == "" {
+		msg = "failed"
+	}
+	step := failedStep(r)
+	_, err := p.store.UpdateDevice(ctx, job.DeviceID, func(d *domain.Device) error {
+		r.Facts.Apply(d)
+		d.LastError, d.LastErrorStep = msg, step
+		return nil
+	})
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	out, detail := domain.OutcomeRetrying, fmt.Sprintf("attempt %d failed at %s: %s", attempt, step, msg)
+	if final {
+		out = domain.OutcomeFailed
+	}
+	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
+		Outcome: out, Detail: detail, Actor: agentID, Time: now})
+}
+
+// OnDead records jobs the reaper dead-lettered (their leases expired
+// MaxAttempts times) as failed; wire it into dispatch.ReaperOptions.OnDead.
+func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []string) error {
+	var errs []error
+	for _, id := range jobIDs {
+		if discover.IsJobID(id) {
+			// A sweep has no batch to fail; the next request starts anew.
+			p.log.Warn().Str("job", id).Str("subnet", subnet.String()).Msg("discovery job dead-lettered")
+			continue
+		}
+		batch, _, ok := domain.SplitJobID(id)
+		if !ok {
+			continue
+		}
+		if _, err := p.store.FinishJob(ctx, batch, id, domain.JobFailed, "lease",
+			"lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -32,6 +32,15 @@ type CA interface {
 	Lookup(ctx context.Context, serial string) (*Record, error)
 }
 
+// Chainer is a CA that can give, without issuing anything, the chain its
+// certificates verify through: the issuing CA and any intermediates, then
+// the root, DER. A job whose device makes its own key (key_on_device)
+// carries it as its trust anchor, and an update verifies with it when no
+// issued chain is on record. Both backends implement it.
+type Chainer interface {
+	CAChain(ctx context.Context) ([][]byte, error)
+}
+
 // Profile names a certificate profile, the SCCM "certificate template".
 type Profile string
 

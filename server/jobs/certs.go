@@ -150,12 +150,11 @@ func (r *run) issueServerCert(ctx context.Context) (string, error) {
 		if err := r.p.store.PutSecret(ctx, signOnDeviceSecret(r.t.JobID), []byte(r.dev.FQDN())); err != nil {
 			return "", err
 		}
-		switch c := r.p.ca.(type) {
-		case interface{ Chain() [][]byte }:
-			r.job.Tls.ChainDer = c.Chain()
-		case interface{ Root() []byte }:
-			r.job.Tls.ChainDer = [][]byte{c.Root()}
+		chain, err := caChain(ctx, r.p.ca)
+		if err != nil {
+			return "", err
 		}
+		r.job.Tls.ChainDer = chain
 		return "skipped: key on device, signed during phase 2", nil
 	}
 	c, key, err := r.issue(ctx, domain.PurposeServerAuth, pki.ProfileServerAuth)
@@ -222,8 +221,20 @@ func (r *run) issueClientCerts(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%d client certificate(s) for %d network profile(s)%s", len(byPurpose), len(wants), kept), nil
 }
 
-// rootCA is what a CA backend may offer besides pki.CA: its root.
-type rootCA interface{ Root() []byte }
+// caChain is the CA's chain without a certificate: intermediates, then
+// the root. Both backends can give it (pki.Chainer); one that cannot is a
+// configuration this job cannot run with.
+func caChain(ctx context.Context, ca CA) ([][]byte, error) {
+	c, ok := ca.(pki.Chainer)
+	if !ok {
+		return nil, domain.Permanent(fmt.Errorf("the configured CA (%T) cannot give its chain without issuing a certificate", ca))
+	}
+	chain, err := c.CAChain(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ca chain: %w", err)
+	}
+	return chain, nil
+}
 
 // trust gives an update or removal job what the agent verifies the
 // device's TLS certificate with: the chain of the newest server
@@ -262,9 +273,13 @@ func (r *run) trust(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	if rc, ok := r.p.ca.(rootCA); ok && len(rc.Root()) > 0 {
-		r.job.Tls.ChainDer = [][]byte{rc.Root()}
-		return "the CA's root", nil
+	if _, ok := r.p.ca.(pki.Chainer); !ok {
+		return "skipped: no chain or root known; the agent can only use HTTP", nil
 	}
-	return "skipped: no chain or root known; the agent can only use HTTP", nil
+	chain, err := caChain(ctx, r.p.ca)
+	if err != nil {
+		return "", err
+	}
+	r.job.Tls.ChainDer = chain
+	return "the CA's chain", nil
 }

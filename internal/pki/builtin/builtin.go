@@ -243,6 +243,9 @@ func (c *CA) Root() []byte { return c.root.Raw }
 // Chain is the issuing CA and the root, DER, in that order.
 func (c *CA) Chain() [][]byte { return [][]byte{c.ca.Raw, c.root.Raw} }
 
+// CAChain implements pki.Chainer.
+func (c *CA) CAChain(context.Context) ([][]byte, error) { return c.Chain(), nil }
+
 // Issue implements pki.CA.
 func (c *CA) Issue(ctx context.Context, req pki.Request) (*pki.Issued, error) {
 	chk, err := pki.CheckRequest(req)

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -65,6 +66,8 @@ type Client struct {
 	now      func() time.Time
 	log      zerolog.Logger
 	root     *x509.Certificate
+	chainMu  sync.Mutex
+	caChain  [][]byte // CAChain, once fetched
 	rootSHA  string
 	signer   *tokenSigner
 	validity time.Duration
@@ -143,6 +146,58 @@ func loadRoot(path string) (*x509.Certificate, error) {
 
 // Root is the CA's root certificate, DER.
 func (c *Client) Root() []byte { return c.root.Raw }
+
+// CAChain implements pki.Chainer: step-ca's intermediates (GET
+// /intermediates), each checked to chain to the configured root, then
+// the root. It is fetched once and kept: an intermediate changes only
+// with a reconfigured step-ca, and then the server is restarted.
+func (c *Client) CAChain(ctx context.Context) ([][]byte, error) {
+	c.chainMu.Lock()
+	defer c.chainMu.Unlock()
+	if c.caChain != nil {
+		return c.caChain, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/intermediates", nil)
+	if err != nil {
+		return nil, fmt.Errorf("stepca: intermediates: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("stepca: intermediates: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("stepca: intermediates: %w", err)
+	}
+	// step-ca 0.30 answers this GET with 201 Created.
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		return nil, fmt.Errorf("stepca: intermediates: %w", apiError(resp.StatusCode, body))
+	}
+	var out struct {
+		Crts []string `json:"crts"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("stepca: intermediates: decode: %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c.root)
+	var chain [][]byte
+	for _, p := range out.Crts {
+		certs, err := parsePEMCerts([]byte(p))
+		if err != nil {
+			return nil, fmt.Errorf("stepca: intermediates: %w", err)
+		}
+		for _, ic := range certs {
+			if _, err := ic.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				return nil, domain.Permanent(fmt.Errorf("stepca: intermediate %q does not chain to the configured root: %w", ic.Subject, err))
+			}
+			chain = append(chain, ic.Raw)
+		}
+	}
+	c.caChain = append(chain, c.root.Raw)
+	return c.caChain, nil
+}
 
 type signRequest struct {
 	CSR      string `json:"csr"`

@@ -306,3 +306,32 @@ func BenchmarkIssue(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
 }
+
+// Without issuing anything, the chain a device-made key will verify
+// through: step-ca's intermediate, then the root — the same CAs an issued
+// certificate names (a job with only the root could not verify a leaf
+// the intermediate signed).
+func TestCAChain(t *testing.T) {
+	c, _ := newClient(t)
+	ctx := context.Background()
+	var _ pki.Chainer = c
+	chain, err := c.CAChain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Issue(ctx, pki.Request{Profile: pki.ProfileServerAuth, FQDN: "pc09.amt.test", CSR: siteCSR(t, "pc09.amt.test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chain) != len(got.Chain) {
+		t.Fatalf("CAChain has %d certificates, an issued chain %d", len(chain), len(got.Chain))
+	}
+	for i := range chain {
+		if string(chain[i]) != string(got.Chain[i]) {
+			t.Errorf("CAChain[%d] differs from the issued chain", i)
+		}
+	}
+	if string(chain[len(chain)-1]) != string(c.Root()) {
+		t.Error("CAChain does not end in the configured root")
+	}
+}

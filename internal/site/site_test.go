@@ -156,7 +156,9 @@ func (e *e2e) checkProvisioned(t *testing.T, d *pb.Device, site config.Server, k
 	if st.HostName+"."+st.DomainName != fqdn { // S8
 		t.Errorf("%s: AMT FQDN %s.%s, want %s", d.GetId(), st.HostName, st.DomainName, fqdn)
 	}
-	if off := st.ClockOffset.Abs(); off > 2*time.Second { // S8 clock
+	// S8 clock: AMT's time sync has one-second resolution and a call can
+	// take seconds on a loaded 2-core machine; Kerberos tolerates minutes.
+	if off := st.ClockOffset.Abs(); off > 5*time.Second {
 		t.Errorf("%s: clock off by %v", d.GetId(), off)
 	}
 	// S7: the chain is installed and TLS on 16993 serves the leaf issued

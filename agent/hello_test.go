@@ -48,8 +48,9 @@ func (h *helloServer) received() (hellos []*pb.Hello, subnets []string, drops dr
 
 type drops struct{ Malformed, Foreign int64 }
 
-// startHelloServer serves s's AgentService with ReportHellos recorded.
-func startHelloServer(t *testing.T, s *apitest.Server) (*helloServer, string) {
+// serve runs impl (built on s's AgentService) with s's credentials and
+// interceptor on its own port, and returns the address.
+func serve(t *testing.T, s *apitest.Server, impl pb.AgentServiceServer) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -59,12 +60,11 @@ func startHelloServer(t *testing.T, s *apitest.Server) (*helloServer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &helloServer{AgentService: s.Svc}
 	gs := grpc.NewServer(api.ServerOptions(s.Svc, cert)...)
-	pb.RegisterAgentServiceServer(gs, hs)
+	pb.RegisterAgentServiceServer(gs, impl)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-	return hs, lis.Addr().String()
+	return lis.Addr().String()
 }
 
 // send writes b to addr from source and closes, as a device does.
@@ -86,7 +86,8 @@ func send(t *testing.T, source, addr string, b []byte) {
 // dropped and their counts follow as HelloDrops.
 func TestHelloListenerReportsToServer(t *testing.T) {
 	s := apitest.Start(t, apitest.Options{})
-	hs, addr := startHelloServer(t, s)
+	hs := &helloServer{AgentService: s.Svc}
+	addr := serve(t, s, hs)
 	cfg := agentConfig(t, s)
 	cfg.Server, cfg.Hello.Listen = addr, "127.86.0.1:0"
 	cfg.Concurrency, cfg.LongPoll = 1, time.Second

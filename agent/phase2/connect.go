@@ -12,6 +12,7 @@ import (
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/wsman"
+	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
 
 // connInfo is how the current client reaches the device.
@@ -150,9 +151,24 @@ func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
 	var lastErr error
 	for _, useTLS := range order {
 		dev, err := r.dial(ctx, useTLS, pw)
+		how := transport(useTLS)
+		if useTLS && untrusted(err) && r.j.GetKind() == amtopsv1.JobKind_JOB_KIND_PROVISION && r.prov == nil {
+			// CSME 16.1+ is TLS-only and serves its firmware's self-signed
+			// certificate until ours is installed: trusted on first use for
+			// this provisioning only, pinned until the TLS stage commits.
+			// The refused handshake sent no password.
+			r.prov = &provSession{}
+			if dev, err = r.dial(ctx, true, pw); err != nil {
+				r.prov = nil
+			}
+			how = "tls (firmware certificate trusted on first use)"
+		}
 		if err == nil {
+			if r.prov != nil {
+				r.prov.pin = dev.WSMan().ServerLeafSHA256()
+			}
 			r.setClient(dev, connInfo{tls: useTLS, password: pw})
-			return fmt.Sprintf("%s, password candidate %d of %d", transport(useTLS), i+1, len(cands)), nil
+			return fmt.Sprintf("%s, password candidate %d of %d", how, i+1, len(cands)), nil
 		}
 		if ctx.Err() != nil {
 			return "", err
@@ -164,6 +180,16 @@ func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
 		lastErr = fmt.Errorf("%s: %w", transport(useTLS), err)
 	}
 	return "", lastErr
+}
+
+// untrusted reports a TLS certificate that does not verify against the
+// site chain (unknown authority, wrong name).
+func untrusted(err error) bool {
+	var (
+		uae x509.UnknownAuthorityError
+		hne x509.HostnameError
+	)
+	return errors.As(err, &uae) || errors.As(err, &hne)
 }
 
 func (r *job) setClient(dev *amt.Client, ci connInfo) {

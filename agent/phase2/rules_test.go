@@ -165,3 +165,19 @@ func TestManyUpdatesKeepStoresSmall(t *testing.T) {
 			updates, maxCerts, maxKeys, wantCerts, wantKeys)
 	}
 }
+
+// A CSME 16.1 device activated by hand in the MEBx (state 2) is TLS-only
+// and serves its firmware's self-signed certificate: provisioning trusts
+// it on first use, then the site certificate is served and verified.
+func TestProvisionTLSOnlyDevice(t *testing.T) {
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, BaseIP: base86(t), Kind: amtsim.KindMEBx, Version: "16.1.25",
+		Password: provPassword, CommitDelay: 30 * time.Millisecond}, nil)
+	c := newCA(t)
+	job := provisionJob(t, c, sim.Addrs()[0], "tlsonly")
+	job.Settings.WebUi = false
+	res := mustRun(t, newExecutor(sim), job)
+	checkProvisioned(t, sim, job, res)
+	if res.Facts.GetControlMode() != 2 {
+		t.Errorf("control mode %d, want 2 (ACM, set in the MEBx)", res.Facts.GetControlMode())
+	}
+}

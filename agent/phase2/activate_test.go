@@ -31,10 +31,9 @@ const (
 // signs with the provisioning identity for the one lease it knows, as
 // the server does for a lease the calling agent holds.
 type siteSigner struct {
-	id           *provcert.Identity
-	job, token   string
-	calls, foul  atomic.Int64
-	lastRejected atomic.Value
+	id          *provcert.Identity
+	job, token  string
+	calls, foul atomic.Int64
 }
 
 func (s *siteSigner) SignProvisioning(_ context.Context, jobID, token string, digest []byte, opts provcert.SignOpts) ([]byte, error) {

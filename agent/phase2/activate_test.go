@@ -104,10 +104,12 @@ func TestActivation(t *testing.T) {
 		version  string
 		identity *provcert.Identity
 		refusal  string // "" activates
+		cancelOn string // a step the first attempt is cut off at
 	}{
-		{"AMT 11.8", "11.8.50", id, ""},
-		{"CSME 16.1", "16.1.25", id, ""},
-		{"untrusted root", "16.1.25", stranger, "refused the provisioning certificate"},
+		{"AMT 11.8", "11.8.50", id, "", ""},
+		{"CSME 16.1", "16.1.25", id, "", ""},
+		{"untrusted root", "16.1.25", stranger, "refused the provisioning certificate", ""},
+		{"cut off after the password changes", "12.0.45", id, "", phase2.StepInstallRoot},
 	}
 	ov := map[int]amtsim.Override{}
 	for i, tc := range cases {
@@ -142,6 +144,18 @@ func TestActivation(t *testing.T) {
 				}
 				return
 			}
+			if tc.cancelOn != "" {
+				ctx, cancel := context.WithCancel(context.Background())
+				rec := &recorder{cancelOn: tc.cancelOn, cancel: cancel}
+				res := ex.Run(ctx, job, rec)
+				cancel()
+				if res.Err == nil || res.Permanent {
+					t.Fatalf("cut-off attempt: err %v permanent %t, want a retryable failure\n%s", res.Err, res.Permanent, rec.all())
+				}
+				// The MEBx and admin passwords are set, not committed: the
+				// second attempt logs in with the new admin password.
+				job.Attempt = 2
+			}
 			res := mustRun(t, ex, job)
 			checkProvisioned(t, sim, job, res)
 			st := device(t, sim, a)
@@ -159,7 +173,7 @@ func TestActivation(t *testing.T) {
 			}
 			// A second run of the same job (its commit done, the attempt
 			// lost) finds the device activated and converges.
-			job.Attempt = 2
+			job.Attempt++
 			res = mustRun(t, ex, job)
 			checkProvisioned(t, sim, job, res)
 		})

@@ -15,10 +15,11 @@ import (
 	"github.com/amtops/amtops/internal/wsman"
 )
 
-// provSession is the remote-configuration TLS session of a device in
-// state 0: the provisioning certificate as client certificate (its key
-// signs at the site) and the device's self-signed firmware certificate,
-// trusted on first use and pinned for the rest of the session.
+// provSession is a TLS session before the site certificate is served:
+// the device's self-signed firmware certificate, trusted on first use and
+// pinned for the rest of the session, and, in the remote configuration of
+// a device in state 0, the provisioning certificate as client certificate
+// (its key signs at the site). Nil cert: a TLS-only device in state 2.
 type provSession struct {
 	cert *wsman.ClientCertificate
 	cn   string // the leaf's, for messages

@@ -98,6 +98,8 @@ type Agent struct {
 	inflight int
 	freed    chan struct{}
 	client   pb.AgentServiceClient
+	// helloAddr is the provisioning port's bound address.
+	helloAddr string
 }
 
 // heldJob is one attempt at a leased job: held maps a job ID to its
@@ -156,7 +158,7 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
 	if a.exec == nil {
 		a.exec = phase2.NewExecutor(phase2.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
 			CallTimeout: cfg.AMT.CallTimeout, CommitWait: cfg.AMT.CommitWait, CommitDeadline: cfg.AMT.CommitDeadline,
-			SignCSR: a.signDeviceCSR, Log: log})
+			SignCSR: a.signDeviceCSR, ProvisioningSigner: a, Log: log})
 	}
 	return a, nil
 }
@@ -195,6 +197,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	bg.Go(func() error { a.renewLoop(bgCtx); return nil })
 	// Sweeps stop with ctx: a half-done sweep is simply redone.
 	bg.Go(func() error { a.sweepLoop(ctx); return nil })
+	if a.cfg.Hello.Listen != "" {
+		// So does the provisioning port: a device sends its Hello again.
+		bg.Go(func() error { a.helloLoop(ctx); return nil })
+	}
 
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var jobs errgroup.Group

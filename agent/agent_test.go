@@ -68,6 +68,7 @@ func TestAgentRuntime(t *testing.T) {
 	}
 	cfg := config.DefaultAgent()
 	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg.Hello.Listen = "" // tests that want the provisioning port bind loopback
 	cfg.Concurrency, cfg.LongPoll, cfg.DeviceDeadline = 3, time.Second, 20*time.Second
 	fx := &fakeExecutor{ran: map[string]int{}, started: make(chan string, 4)}
 	a, err := agent.New(cfg, zerolog.Nop(), agent.WithExecutor(fx),
@@ -258,6 +259,7 @@ func agentConfig(t *testing.T, s *apitest.Server) config.Agent {
 	}
 	cfg := config.DefaultAgent()
 	cfg.Server, cfg.ServerCAFile, cfg.StateDir = s.Addr, caFile, filepath.Join(dir, "state")
+	cfg.Hello.Listen = "" // tests that want the provisioning port bind loopback
 	return cfg
 }
 

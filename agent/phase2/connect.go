@@ -1,7 +1,6 @@
 package phase2
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/wsman"
+	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
 
 // connInfo is how the current client reaches the device.
@@ -26,15 +26,48 @@ type connInfo struct {
 // may have set it before dying). Duplicates and empties are dropped.
 func (r *job) passwords() []string {
 	c := r.j.GetCredentials()
+	return candidates(append(append([]string{c.GetPassword()}, c.GetFallbackPasswords()...), c.GetNewAdminPassword()))
+}
+
+func candidates(in []string) []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, p := range append(append([]string{c.GetPassword()}, c.GetFallbackPasswords()...), c.GetNewAdminPassword()) {
+	for _, p := range in {
 		if p != "" && !seen[p] {
 			seen[p] = true
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// candidate picks the one password this attempt may try: repeated wrong
+// passwords lock the account (AMT-WSMAN.md), so attempts take turns
+// through the candidates instead of spraying them, and the server's retry
+// delay spaces the turns. Attempt numbers start at 1 (0 is taken as 1).
+func candidate(cands []string, attempt int32) (int, string) {
+	a := max(int(attempt), 1)
+	i := (a - 1) % len(cands)
+	return i, cands[i]
+}
+
+// refusalPermanent says whether a refusal of this attempt's candidate ends
+// the job: with one candidate at once; with several once every candidate
+// has had two turns. The second round is there because a turn lost to
+// anything but a refusal (an attempt cut short after it logged in, before
+// it changed the password) proves nothing about that candidate.
+func refusalPermanent(n int, attempt int32) bool {
+	return n <= 1 || int(max(attempt, 1)) >= 2*n
+}
+
+// refused is the error for a refused candidate: transient while other
+// candidates have turns left.
+func refused(i, n int, attempt int32, what string) error {
+	err := fmt.Errorf("%s: password candidate %d of %d refused on attempt %d: %w", what, i+1, n, max(attempt, 1), wsman.ErrUnauthorized)
+	if refusalPermanent(n, attempt) {
+		return err
+	}
+	return transientError{fmt.Errorf("%w; the next attempt tries another candidate", err)}
 }
 
 // trust is how we verify the device's TLS certificate: against the chain's
@@ -71,7 +104,7 @@ func (r *job) addr(useTLS bool) string {
 func (r *job) dial(ctx context.Context, useTLS bool, password string) (*amt.Client, error) {
 	cfg := wsman.Config{
 		Address:     r.addr(useTLS),
-		Username:    r.j.GetCredentials().GetUsername(),
+		Username:    r.user,
 		Password:    password,
 		Timeout:     r.e.cfg.CallTimeout,
 		Logger:      r.log,
@@ -81,6 +114,11 @@ func (r *job) dial(ctx context.Context, useTLS bool, password string) (*amt.Clie
 		t, err := r.trust()
 		if err != nil {
 			return nil, err
+		}
+		if r.prov != nil {
+			// The provisioning session: the firmware's own certificate,
+			// pinned once seen, and our provisioning certificate.
+			t = &wsman.TLSConfig{PinSHA256: r.prov.pin, TrustFirstUse: r.prov.pin == nil, ClientCertificate: r.prov.cert}
 		}
 		cfg.TLS = t
 	}
@@ -96,38 +134,62 @@ func (r *job) dial(ctx context.Context, useTLS bool, password string) (*amt.Clie
 	return dev, nil
 }
 
-// connect finds a transport and password the device accepts. tlsFirst
-// orders the transports: a provisioned device normally has HTTP closed.
+// connect finds a transport the device accepts this attempt's password
+// candidate on. tlsFirst orders the transports: a provisioned device
+// normally has HTTP closed. A refusal ends the search: the same wrong
+// password on the other port would only count towards the lockout.
 func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
 	order := []bool{false, true}
 	if tlsFirst {
 		order = []bool{true, false}
 	}
-	var lastErr error
-	refused := false
-	for _, useTLS := range order {
-		for i, pw := range r.passwords() {
-			dev, err := r.dial(ctx, useTLS, pw)
-			if err == nil {
-				r.setClient(dev, connInfo{tls: useTLS, password: pw})
-				return fmt.Sprintf("%s, password candidate %d", transport(useTLS), i+1), nil
-			}
-			if ctx.Err() != nil {
-				return "", err
-			}
-			if errors.Is(err, wsman.ErrUnauthorized) {
-				refused = true
-				continue
-			}
-			// Unreachable or untrusted: other passwords will not help here.
-			lastErr = fmt.Errorf("%s: %w", transport(useTLS), err)
-			break
-		}
+	cands := r.passwords()
+	if len(cands) == 0 {
+		return "", errors.New("phase2: job: credentials.password is empty")
 	}
-	if refused {
-		return "", fmt.Errorf("every password candidate was refused (externally provisioned or password changed elsewhere): %w", wsman.ErrUnauthorized)
+	i, pw := candidate(cands, r.j.GetAttempt())
+	var lastErr error
+	for _, useTLS := range order {
+		dev, err := r.dial(ctx, useTLS, pw)
+		how := transport(useTLS)
+		if useTLS && untrusted(err) && r.j.GetKind() == amtopsv1.JobKind_JOB_KIND_PROVISION && r.prov == nil {
+			// CSME 16.1+ is TLS-only and serves its firmware's self-signed
+			// certificate until ours is installed: trusted on first use for
+			// this provisioning only, pinned until the TLS stage commits.
+			// The refused handshake sent no password.
+			r.prov = &provSession{}
+			if dev, err = r.dial(ctx, true, pw); err != nil {
+				r.prov = nil
+			}
+			how = "tls (firmware certificate trusted on first use)"
+		}
+		if err == nil {
+			if r.prov != nil {
+				r.prov.pin = dev.WSMan().ServerLeafSHA256()
+			}
+			r.setClient(dev, connInfo{tls: useTLS, password: pw})
+			return fmt.Sprintf("%s, password candidate %d of %d", how, i+1, len(cands)), nil
+		}
+		if ctx.Err() != nil {
+			return "", err
+		}
+		if errors.Is(err, wsman.ErrUnauthorized) {
+			return "", refused(i, len(cands), r.j.GetAttempt(), transport(useTLS)+
+				" (externally provisioned, or the password was changed elsewhere)")
+		}
+		lastErr = fmt.Errorf("%s: %w", transport(useTLS), err)
 	}
 	return "", lastErr
+}
+
+// untrusted reports a TLS certificate that does not verify against the
+// site chain (unknown authority, wrong name).
+func untrusted(err error) bool {
+	var (
+		uae x509.UnknownAuthorityError
+		hne x509.HostnameError
+	)
+	return errors.As(err, &uae) || errors.As(err, &hne)
 }
 
 func (r *job) setClient(dev *amt.Client, ci connInfo) {
@@ -155,9 +217,14 @@ func transport(useTLS bool) string {
 }
 
 // servedLeaf does a TLS handshake with the device's TLS port, verifying it
-// as trust() says, and returns the leaf it serves.
+// as trust() says, with the same configuration (suites, versions) the
+// WS-Man client uses, so AMT 11/12 answer; it returns the leaf served.
 func (r *job) servedLeaf(ctx context.Context) ([]byte, error) {
 	t, err := r.trust()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := t.Build()
 	if err != nil {
 		return nil, err
 	}
@@ -173,21 +240,6 @@ func (r *job) servedLeaf(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	defer raw.Close()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: t.RootCAs, ServerName: t.ServerName}
-	if t.PinSHA256 != nil {
-		// Pinning replaces chain verification: the pin is checked below.
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return wsman.ErrPinMismatch
-			}
-			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if !bytes.Equal(sum[:], t.PinSHA256) {
-				return wsman.ErrPinMismatch
-			}
-			return nil
-		}
-	}
 	c := tls.Client(raw, cfg)
 	if err := c.HandshakeContext(hctx); err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -14,9 +13,10 @@ import (
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
 
-// kerberos applies the AMT account's key (S10). The amt package writes
-// MasterKey only, so AES on AMT 8+ goes as the AES key itself rather than
-// passphrase/salt/iterations.
+// kerberos applies the AMT account's key (S10) as the firmware takes it
+// (amt.KerberosSettings.SetKey): for an AES ticket key the passphrase,
+// salt and iteration count, from which the device derives its keys; for
+// RC4 the 16-byte key. The AES key itself is never sent.
 func (r *job) kerberos(ctx context.Context) (string, error) {
 	k := r.j.GetKerberos()
 	cur, err := r.dev.KerberosSettings(ctx)
@@ -33,9 +33,8 @@ func (r *job) kerberos(ctx context.Context) (string, error) {
 	if k.GetRealm() == "" {
 		return "", errors.New("kerberos.realm is empty")
 	}
-	key, algs, err := kerberosKey(k, r.major(), cur.SupportedEncryptionAlgorithms)
-	if err != nil {
-		return "", err
+	if err := cur.SetKey(kerberosKey(k, r.major())); err != nil {
+		return "", fmt.Errorf("kerberos: %w", err)
 	}
 	tol := int(k.GetMaxClockToleranceMinutes())
 	if tol < 1 || tol > amt.MaxClockTolerance {
@@ -43,44 +42,30 @@ func (r *job) kerberos(ctx context.Context) (string, error) {
 	}
 	cur.RealmName = strings.ToUpper(k.GetRealm())
 	cur.KeyVersion = int(k.GetKeyVersion())
-	cur.MasterKey = key
 	cur.MaximumClockTolerance = tol
-	cur.ConfiguredEncryptionAlgorithms = algs
 	cur.KrbEnabled = true
 	if err := r.dev.PutKerberosSettings(ctx, cur); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("realm %s, key version %d, algorithms %v", cur.RealmName, cur.KeyVersion, algs), nil
+	return fmt.Sprintf("realm %s, key version %d, algorithms %v", cur.RealmName, cur.KeyVersion, cur.ConfiguredEncryptionAlgorithms), nil
 }
 
-// kerberosKey picks the key AMT can use: the job's etype key where the
-// firmware supports it (AMT 8+), else the RC4-HMAC key.
-func kerberosKey(k *amtopsv1.Kerberos, major int, supported []int) ([]byte, []int, error) {
-	mk, rc4 := k.GetMasterKey(), k.GetRc4Key()
-	if major >= 8 {
-		switch k.GetEncryptionType() {
-		case 18:
-			if len(mk) == 32 && slices.Contains(supported, amt.KerberosAES256) {
-				return mk, []int{amt.KerberosAES256}, nil
-			}
-		case 17:
-			if len(mk) == 16 && slices.Contains(supported, amt.KerberosAES128) {
-				return mk, []int{amt.KerberosAES128}, nil
-			}
-		}
+// kerberosKey is what the job knows of the account's key. Firmware before
+// AMT 8 has no AES: it gets the RC4 key, and the account must allow RC4
+// (the KDC then uses it). An RC4 job may carry its key as master_key only.
+func kerberosKey(k *amtopsv1.Kerberos, major int) amt.KerberosKey {
+	key := amt.KerberosKey{Passphrase: k.GetPassphrase(), Salt: k.GetSalt(), IterationCount: int(k.GetIterationCount()),
+		RC4Key: k.GetRc4Key(), EType: k.GetEncryptionType()}
+	if key.EType == 0 {
+		key.EType = 23
 	}
-	var algs []int
-	if major >= 8 {
-		algs = []int{amt.KerberosRC4HMAC}
+	if key.EType == 23 && len(key.RC4Key) == 0 {
+		key.RC4Key = k.GetMasterKey()
 	}
-	if len(rc4) == 16 {
-		return rc4, algs, nil
+	if major > 0 && major < 8 {
+		key.EType = 23
 	}
-	if et := k.GetEncryptionType(); (et == 23 || et == 0) && len(mk) == 16 {
-		return mk, algs, nil
-	}
-	return nil, nil, fmt.Errorf("kerberos: no key this AMT %d firmware can use (encryption_type %d, master_key %d bytes, rc4_key %d bytes)",
-		major, k.GetEncryptionType(), len(mk), len(rc4))
+	return key
 }
 
 func (r *job) major() int {
@@ -98,9 +83,14 @@ func (r *job) kerberosACL(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("kerberos.acl[%d].sid: %w", i, err)
 		}
-		realms := make([]int, 0, len(e.GetRealms()))
-		for _, rl := range e.GetRealms() {
-			realms = append(realms, int(rl))
+		// An entry without realms is refused by the firmware: no realms
+		// configured means an administrator's.
+		realms := amt.AdminRealms()
+		if len(e.GetRealms()) > 0 {
+			realms = realms[:0:0]
+			for _, rl := range e.GetRealms() {
+				realms = append(realms, int(rl))
+			}
 		}
 		if _, err := r.dev.AddKerberosUser(ctx, sid, int(e.GetAccessPermission()), realms); err != nil && !isReturn(err, wsman.StatusDuplicate) {
 			return "", fmt.Errorf("kerberos.acl[%d]: %w", i, err)

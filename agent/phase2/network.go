@@ -3,6 +3,7 @@ package phase2
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -36,6 +37,7 @@ func (r *job) networkCreds(ctx context.Context, p *amtopsv1.NetworkProfile) (roo
 		return "", "", fmt.Errorf("network %q: client certificate: %w", p.GetName(), err)
 	}
 	r.facts.InstalledClientSerials = append(r.facts.InstalledClientSerials, p.GetClientSerial())
+	r.clientCerts = append(r.clientCerts, p.GetClientCertificateDer())
 	return rootID, clientID, nil
 }
 
@@ -44,6 +46,7 @@ func (r *job) networkCreds(ctx context.Context, p *amtopsv1.NetworkProfile) (roo
 // could drop the link; removal is remove-config's business.
 func (r *job) networks(ctx context.Context) (string, error) {
 	var done []string
+	wifi, kept := false, false
 	for _, p := range r.j.GetNetworks() {
 		switch p.GetKind() {
 		case amtopsv1.NetworkProfile_KIND_WIRED_8021X:
@@ -68,17 +71,78 @@ func (r *job) networks(ctx context.Context) (string, error) {
 			if r.link == amtopsv1.Link_LINK_WIRELESS {
 				// update has warned already (S15).
 				done = append(done, "wireless "+p.GetName()+" not updated")
+				kept = true
 				continue
 			}
 			if err := r.wifi(ctx, p); err != nil {
 				return "", err
 			}
+			wifi = true
 			done = append(done, "wireless "+p.GetName())
 		default:
 			return "", fmt.Errorf("network %q: kind %s unsupported", p.GetName(), p.GetKind())
 		}
 	}
+	if wifi {
+		// The port is off by default: profiles on an off port are unused.
+		if err := r.dev.EnableWiFiPort(ctx); err != nil {
+			return "", fmt.Errorf("networks: wifi port: %w", err)
+		}
+		done = append(done, "wifi port on")
+	}
+	if !kept {
+		// A profile left as it was still uses its old certificate.
+		done = append(done, r.deleteReplacedClientCerts(ctx))
+	}
 	return strings.Join(done, "; "), nil
+}
+
+// deleteReplacedClientCerts deletes the client certificates (and keys)
+// the ones installed by this job replaced: same subject and issuer, not
+// installed now, not bound to TLS. Every update brings new client
+// certificates (S14); without this the store fills (23) after a few
+// dozen. A certificate the device refuses to delete (in use) is kept.
+func (r *job) deleteReplacedClientCerts(ctx context.Context) string {
+	if len(r.clientCerts) == 0 {
+		return "no client certificate replaced"
+	}
+	type ident struct{ cn, issuer string }
+	ours, keep := map[ident]bool{}, map[string]bool{string(r.leaf): true}
+	for _, der := range r.clientCerts {
+		keep[string(der)] = true
+		if c, err := x509.ParseCertificate(der); err == nil {
+			ours[ident{c.Subject.CommonName, string(c.RawIssuer)}] = true
+		}
+	}
+	certs, err := r.dev.Certificates(ctx)
+	if err != nil {
+		return "replaced client certificates not listed: " + err.Error()
+	}
+	var ids []string
+	for _, c := range certs {
+		if c.TrustedRoot || keep[string(c.DER)] {
+			continue
+		}
+		if x, err := x509.ParseCertificate(c.DER); err == nil && ours[ident{x.Subject.CommonName, string(x.RawIssuer)}] {
+			ids = append(ids, c.InstanceID)
+		}
+	}
+	return r.deleteReplaced(ctx, ids)
+}
+
+// deleteReplaced deletes certificates and their keys, best effort: what
+// cannot go now goes with a later change.
+func (r *job) deleteReplaced(ctx context.Context, ids []string) string {
+	deleted, kept := 0, 0
+	for _, id := range ids {
+		if err := r.dev.DeleteCertificateAndKey(ctx, id); err != nil {
+			kept++
+			r.log.Warn().Str("certificate", id).Err(err).Msg("replaced certificate not deleted")
+			continue
+		}
+		deleted++
+	}
+	return fmt.Sprintf("%d replaced certificates deleted, %d kept", deleted, kept)
 }
 
 // wifi replaces the profile of the same name (delete, add): that is how a

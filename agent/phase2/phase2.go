@@ -18,6 +18,7 @@ import (
 
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/provcert"
 	"github.com/amtops/amtops/internal/wsman"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -38,7 +39,6 @@ const (
 	StepReconnect       = "reconnect"
 	StepDetectLink      = "detect-link"
 	StepRedirection     = "redirection"
-	StepKVM             = "kvm"
 	StepPing            = "ping"
 	StepWebUI           = "web-ui"
 	StepPower           = "power"
@@ -48,12 +48,16 @@ const (
 	StepKerberosACL     = "kerberos-acl"
 	StepNetworkProfiles = "network-profiles"
 	StepUnprovision     = "unprovision"
+	StepControlMode     = "control-mode"
+	StepCleanup         = "delete-replaced"
+	StepMEBxPassword    = "mebx-password"
 )
 
 // Warning texts callers may match on.
 const (
 	WarnWirelessNotUpdated = "wireless profile not updated over a wireless link"
 	WarnConfirmed8021X     = "802.1X settings changed over an 802.1X wired link, as confirmed by the administrator"
+	WarnNoWebUI            = "web UI asked for, but this firmware has none"
 )
 
 // Config tunes the executor. Zero values get the defaults noted.
@@ -80,7 +84,11 @@ type Config struct {
 	// it returns the leaf, the chain (intermediates then root) and the
 	// serial. Required only for such jobs.
 	SignCSR func(ctx context.Context, csrDER []byte) (leaf []byte, chain [][]byte, serial string, err error)
-	Log     zerolog.Logger
+	// ProvisioningSigner signs the remote-configuration handshakes with
+	// the provisioning certificate's key, which stays at the site.
+	// Required only for jobs with an activation.
+	ProvisioningSigner provcert.RemoteSigner
+	Log                zerolog.Logger
 }
 
 // Reporter receives step events; the agent runtime batches them into
@@ -145,14 +153,18 @@ func (s skipped) Error() string { return s.reason }
 
 // job is the state of one Run.
 type job struct {
-	e      *Executor
-	j      *amtopsv1.Phase2Job
-	rep    Reporter
-	log    zerolog.Logger
-	res    Result
-	facts  *amtopsv1.DeviceFacts
-	dev    *amt.Client
-	conn   connInfo
+	e     *Executor
+	j     *amtopsv1.Phase2Job
+	rep   Reporter
+	log   zerolog.Logger
+	res   Result
+	facts *amtopsv1.DeviceFacts
+	dev   *amt.Client
+	conn  connInfo
+	// user is the account the client logs in as; prov the provisioning
+	// session while a remote configuration has not committed.
+	user   string
+	prov   *provSession
 	ident  *amt.Identity
 	serial string
 	failed string
@@ -164,6 +176,10 @@ type job struct {
 	leaf   []byte
 	chain  [][]byte
 	certID string
+	// clientCerts are the 802.1X/Wi-Fi client certificates this attempt
+	// installed; replacedTLS the TLS certificates its new leaf replaced.
+	clientCerts [][]byte
+	replacedTLS []string
 	// tlsServed caches whether the device already served our leaf when
 	// the TLS stage began (nil: not checked yet).
 	tlsServed *bool
@@ -213,7 +229,7 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 	if rep == nil {
 		rep = nopReporter{}
 	}
-	r := &job{e: e, j: j, rep: rep, facts: &amtopsv1.DeviceFacts{}}
+	r := &job{e: e, j: j, rep: rep, facts: &amtopsv1.DeviceFacts{}, user: j.GetCredentials().GetUsername()}
 	r.log = e.cfg.Log.With().Str("device", j.GetDeviceId()).Str("kind", j.GetKind().String()).Logger()
 	err := r.validate()
 	if err == nil {
@@ -286,6 +302,11 @@ func (r *job) validate() error {
 	case j.GetCredentials().GetUsername() == "":
 		return errors.New("phase2: job: credentials.username is empty")
 	}
+	if j.GetKind() == amtopsv1.JobKind_JOB_KIND_PROVISION && j.GetActivation() != nil {
+		if err := r.validateActivation(); err != nil {
+			return err
+		}
+	}
 	if j.GetKind() == amtopsv1.JobKind_JOB_KIND_PROVISION {
 		t := j.GetTls()
 		switch {
@@ -354,7 +375,26 @@ func (r *job) identityStep() step {
 		r.ident = id
 		r.facts.Uuid, r.facts.AmtVersion = id.UUID, id.Version
 		r.facts.ProvisioningState = int32(id.ProvisioningState)
-		return fmt.Sprintf("uuid %s, AMT %s, provisioning state %d", id.UUID, id.Version, id.ProvisioningState), nil
+		mode, err := r.dev.ControlMode(ctx)
+		if err != nil {
+			return "", err
+		}
+		r.facts.ControlMode = int32(mode)
+		return fmt.Sprintf("uuid %s, AMT %s, provisioning state %d, control mode %s",
+			id.UUID, id.Version, id.ProvisioningState, amt.ControlModeName(mode)), nil
+	}}
+}
+
+// controlModeStep reads the control mode a provisioning ended in (ACM
+// after a remote configuration) into the facts.
+func (r *job) controlModeStep() step {
+	return step{name: StepControlMode, run: func(ctx context.Context) (string, error) {
+		mode, err := r.dev.ControlMode(ctx)
+		if err != nil {
+			return "", err
+		}
+		r.facts.ControlMode = int32(mode)
+		return amt.ControlModeName(mode), nil
 	}}
 }
 

@@ -7,13 +7,19 @@ import (
 	"github.com/amtops/amtops/internal/amt"
 )
 
-// provision is S7–S10: stage "tls" over the provisioning connection, then
-// stage "settings" over TLS.
+// provision is S7–S10: stage "tls" over the provisioning connection (the
+// remote-configuration session of a factory device, see activate.go),
+// then stage "settings" over TLS.
 func (r *job) provision(ctx context.Context) error {
 	t := r.j.GetTls()
 	r.leaf, r.chain, r.serial = t.GetCertificateDer(), t.GetChainDer(), t.GetSerial()
-	steps := slices.Concat([]step{r.connectStep(false), r.identityStep()}, r.tlsSteps(), r.settingsSteps(),
-		[]step{{name: StepDetectLink, run: r.provisionedLink}})
+	first := []step{r.connectStep(false), r.identityStep()}
+	if r.j.GetActivation() != nil {
+		// Remote configuration: a factory device in state 0 ends in ACM.
+		first = r.activationSteps()
+	}
+	steps := slices.Concat(first, r.tlsSteps(), r.settingsSteps(),
+		[]step{{name: StepDetectLink, run: r.provisionedLink}, r.controlModeStep()})
 	if err := r.runSteps(ctx, steps); err != nil {
 		return err
 	}

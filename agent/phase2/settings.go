@@ -18,16 +18,26 @@ import (
 func (r *job) settingsSteps() []step {
 	s := r.j.GetSettings()
 	return []step{
+		// One call: the redirection listener, without which none of KVM,
+		// SOL and IDE-R is usable, follows them.
 		{name: StepRedirection, run: func(ctx context.Context) (string, error) {
-			return fmt.Sprintf("IDE-R %t, SOL %t", s.GetIdeRedirection(), s.GetSerialOverLan()),
-				r.dev.SetRedirection(ctx, s.GetIdeRedirection(), s.GetSerialOverLan())
+			kvm := s.GetKvm()
+			return fmt.Sprintf("IDE-R %t, SOL %t, KVM %t", s.GetIdeRedirection(), s.GetSerialOverLan(), kvm),
+				r.dev.ApplyRedirection(ctx, amt.Redirection{IDER: s.GetIdeRedirection(), SOL: s.GetSerialOverLan(), KVM: &kvm})
 		}},
-		{name: StepKVM, run: func(ctx context.Context) (string, error) { return onOff(s.GetKvm()), r.dev.SetKVM(ctx, s.GetKvm()) }},
 		{name: StepPing, run: func(ctx context.Context) (string, error) {
 			return onOff(s.GetPingResponse()), r.dev.SetPing(ctx, s.GetPingResponse(), s.GetPingResponse())
 		}},
 		{name: StepWebUI, run: func(ctx context.Context) (string, error) {
-			return onOff(s.GetWebUi()), r.dev.SetWebUI(ctx, s.GetWebUi())
+			err := r.dev.SetWebUI(ctx, s.GetWebUi())
+			if absent(err) {
+				// Recent firmware has no web UI: nothing to turn off.
+				if s.GetWebUi() {
+					r.warn(ctx, StepWebUI, WarnNoWebUI)
+				}
+				return "", skipped{"no web UI on this firmware"}
+			}
+			return onOff(s.GetWebUi()), err
 		}},
 		{name: StepPower, skip: func(context.Context) string {
 			return unless(s.GetPowerScheme() == "", "no power scheme configured")
@@ -56,6 +66,13 @@ func (r *job) settingsSteps() []step {
 	}
 }
 
+// absent reports the fault of a class the firmware does not serve
+// (DestinationUnreachable: "No instance of … exists").
+func absent(err error) bool {
+	var fe *wsman.FaultError
+	return errors.As(err, &fe) && fe.Subcode == "DestinationUnreachable"
+}
+
 // unless is a skip reason: why when cond holds, else "" (run the step).
 func unless(cond bool, why string) string {
 	if cond {
@@ -75,7 +92,8 @@ func (r *job) verifySettings(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if rs.EnabledState != amt.RedirectionFor(s.GetIdeRedirection(), s.GetSerialOverLan()) {
+	if rs.EnabledState != amt.RedirectionFor(s.GetIdeRedirection(), s.GetSerialOverLan()) ||
+		rs.ListenerEnabled != (s.GetIdeRedirection() || s.GetSerialOverLan() || s.GetKvm()) {
 		lost = append(lost, "redirection")
 	}
 	kvm, err := r.dev.KVMEnabled(ctx)
@@ -86,7 +104,10 @@ func (r *job) verifySettings(ctx context.Context) (string, error) {
 		lost = append(lost, "kvm")
 	}
 	web, err := r.dev.WebUIEnabled(ctx)
-	if err != nil {
+	switch {
+	case absent(err):
+		web = s.GetWebUi() // none to have; warned when it was asked for
+	case err != nil:
 		return "", err
 	}
 	if web != s.GetWebUi() {
@@ -156,6 +177,7 @@ func (r *job) adminPassword(ctx context.Context) (string, error) {
 		return "", err
 	}
 	r.oldPassword = r.conn.password
+	r.user = r.j.GetCredentials().GetUsername()
 	dev, err := r.dial(ctx, r.conn.tls, pw)
 	if err != nil {
 		return "", r.passwordDropped(ctx, fmt.Errorf("reconnect with the new password: %w", err))

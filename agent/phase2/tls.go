@@ -55,6 +55,11 @@ func (r *job) tlsSteps() []step {
 		// The clock is cheap to set and drifts: always set it.
 		r.syncClockStep(),
 		{name: StepEnableTLS, skip: done, run: func(ctx context.Context) (string, error) {
+			bound, err := r.dev.TLSCredentialContexts(ctx)
+			if err != nil {
+				return "", err
+			}
+			r.replacedTLS = slices.DeleteFunc(bound, func(id string) bool { return id == r.certID })
 			if err := r.dev.BindTLSCertificate(ctx, r.certID); err != nil {
 				return "", r.lostInstall(ctx, r.certID, err)
 			}
@@ -66,8 +71,15 @@ func (r *job) tlsSteps() []step {
 		r.commitStep(done),
 		{name: StepVerifyTLS, skip: done, run: func(ctx context.Context) (string, error) { return r.verifyTLS(ctx, r.leaf) }},
 		{name: StepReconnect, skip: done, run: func(ctx context.Context) (string, error) {
+			// The provisioning session, if any, ended with the commit.
+			r.prov = nil
 			return r.reconnect(ctx, true, r.conn.password)
 		}},
+		// Only once the device serves the new leaf: a reset before the
+		// commit would have gone back to the old one.
+		{name: StepCleanup, skip: func(context.Context) string {
+			return unless(len(r.replacedTLS) == 0, "no TLS certificate replaced")
+		}, run: func(ctx context.Context) (string, error) { return r.deleteReplaced(ctx, r.replacedTLS), nil }},
 	}
 }
 
@@ -79,7 +91,7 @@ func (r *job) tlsAlreadyServed(ctx context.Context) string {
 		served := false
 		// A leaf signed for a key made on the device in this attempt is
 		// new: only the job's own leaf can be served already.
-		if leaf := r.j.GetTls().GetCertificateDer(); r.conn.tls && len(leaf) > 0 {
+		if leaf := r.j.GetTls().GetCertificateDer(); r.conn.tls && r.prov == nil && len(leaf) > 0 {
 			got, err := r.servedLeaf(ctx)
 			served = err == nil && bytes.Equal(got, leaf)
 		}
@@ -209,10 +221,18 @@ func (r *job) installKey(ctx context.Context, der []byte) (string, error) {
 		return "", err
 	}
 	id, err := r.dev.AddKey(ctx, x509.MarshalPKCS1PrivateKey(key))
-	if isReturn(err, wsman.StatusDuplicateKey) || isReturn(err, wsman.StatusDuplicate) {
-		return "key already on the device", nil
+	if !isReturn(err, wsman.StatusDuplicate) {
+		return id, err
 	}
-	return id, err
+	// A refusal is only "already there" when the key really is listed.
+	have, ferr := r.dev.FindKey(ctx, &key.PublicKey)
+	switch {
+	case ferr != nil:
+		return "", ferr
+	case have == "":
+		return "", fmt.Errorf("device reports the key as duplicate but does not list it: %w", err)
+	}
+	return have, nil
 }
 
 func rsaKey(der []byte) (*rsa.PrivateKey, error) {
@@ -250,8 +270,9 @@ func (r *job) keyOnDevice(ctx context.Context) (string, error) {
 	var pub *rsa.PublicKey
 	for _, k := range keys {
 		if k.InstanceID == keyID {
-			if pub, err = x509.ParsePKCS1PublicKey(k.PublicDER); err != nil {
-				return "", fmt.Errorf("device key %s: %w", keyID, err)
+			// DERKey is PKCS#1 or SubjectPublicKeyInfo by firmware version.
+			if pub, err = k.RSAPublicKey(); err != nil {
+				return "", err
 			}
 		}
 	}

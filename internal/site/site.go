@@ -305,6 +305,9 @@ func (s *Site) startAgents(ctx, runCtx context.Context) error {
 		cfg.AMT.HTTPPort, cfg.AMT.TLSPort = s.cfg.HTTPPort, s.cfg.TLSPort
 		cfg.AMT.CommitWait, cfg.AMT.CommitDeadline = 200*time.Millisecond, 30*time.Second
 		cfg.Discovery.Interval = 0 // the demo asks for discovery itself
+		// Off unless the caller's Agent hook gives each agent its own
+		// loopback address: the default ":9971" is every interface.
+		cfg.Hello.Listen = ""
 		if s.cfg.Agent != nil {
 			s.cfg.Agent(&cfg)
 		}

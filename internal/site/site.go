@@ -7,12 +7,15 @@ package site
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -29,6 +32,7 @@ import (
 	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/provcert"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server"
 )
@@ -64,6 +68,20 @@ type Config struct {
 	Server func(*config.Server)
 	// Agent, if set, adjusts each agent's configuration.
 	Agent func(*config.Agent)
+	// Factory makes every simulated device a factory one (provisioning
+	// state 0, dark but for its Hellos): the site activates them in admin
+	// control mode through remote configuration with a provisioning
+	// certificate made for the run, as real vPro PCs out of the box.
+	Factory bool
+	// Versions, when set, are the AMT versions given to the devices in
+	// turn (mixed generations); default the simulator's.
+	Versions []string
+	// ProvisioningDomain is the suffix of the provisioning certificate's
+	// CN (default Domain); another one makes every activation refused.
+	ProvisioningDomain string
+	// UntrustedProvisioningRoot makes the devices trust some other root
+	// than the provisioning certificate's.
+	UntrustedProvisioningRoot bool
 }
 
 // Site is a running site.
@@ -79,6 +97,9 @@ type Site struct {
 
 	cfg        Config
 	serverCfg  config.Server
+	prov       *provcert.TestPair
+	trustHash  []byte
+	helloAddrs []string // per subnet, where its agent hears Hellos
 	stopServer func() error
 	runCtx     context.Context
 	conn       *grpc.ClientConn
@@ -117,6 +138,11 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site: %w", err)
 	}
+	if cfg.Factory {
+		if err := s.prepareFactory(); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.startFleet(gctx, password); err != nil {
 		return nil, err
 	}
@@ -136,6 +162,48 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	return s, nil
 }
 
+// prepareFactory makes the run's provisioning certificate (root and
+// leaf), the hash the devices trust, and a Hello port per agent.
+func (s *Site) prepareFactory() error {
+	pair, err := provcert.NewTestPair(cmp.Or(s.cfg.ProvisioningDomain, Domain))
+	if err != nil {
+		return fmt.Errorf("site: provisioning certificate: %w", err)
+	}
+	trusted := pair
+	if s.cfg.UntrustedProvisioningRoot {
+		if trusted, err = provcert.NewTestPair(Domain); err != nil {
+			return fmt.Errorf("site: provisioning certificate: %w", err)
+		}
+	}
+	if s.trustHash, err = hex.DecodeString(trusted.RootSHA256); err != nil {
+		return fmt.Errorf("site: provisioning root hash: %w", err)
+	}
+	s.prov = pair
+	for range s.cfg.Subnets {
+		// A free loopback port now, for the agent to listen on later.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("site: hello port: %w", err)
+		}
+		s.helloAddrs = append(s.helloAddrs, l.Addr().String())
+		_ = l.Close()
+	}
+	return nil
+}
+
+// TriggerHellos makes every factory device send a Hello now, as an agent
+// on its operating system would through the management engine.
+func (s *Site) TriggerHellos() error {
+	for _, sim := range s.Sims {
+		for _, d := range sim.Devices() {
+			if err := sim.TriggerHello(d.Addr); err != nil {
+				return fmt.Errorf("site: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // startFleet runs one simulator per subnet, 127.61.<n>.0/24.
 func (s *Site) startFleet(ctx context.Context, password string) error {
 	per := s.cfg.Devices / s.cfg.Subnets
@@ -146,15 +214,31 @@ func (s *Site) startFleet(ctx context.Context, password string) error {
 		}
 		base := netip.AddrFrom4([4]byte{127, 61, byte(i), 1})
 		overrides := map[netip.Addr]amtsim.Override{}
+		if len(s.cfg.Versions) > 0 {
+			for k := range n {
+				a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(1 + k)})
+				overrides[a] = amtsim.Override{Version: s.cfg.Versions[(i*per+k)%len(s.cfg.Versions)]}
+			}
+		}
 		if i == 0 {
 			for k := range s.cfg.Strangers {
 				a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(n - k)})
-				overrides[a] = amtsim.Override{Password: "Hand-Set-Pa55!"}
+				o := overrides[a]
+				o.Password = "Hand-Set-Pa55!"
+				overrides[a] = o
 			}
 		}
-		sim, err := amtsim.New(amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
+		sc := amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
 			Password: password, Faults: s.cfg.Faults, Seed: s.cfg.Seed + int64(i), CommitDelay: 300 * time.Millisecond,
-			Overrides: overrides, Log: s.cfg.Log.With().Str("part", "amtsim").Logger()})
+			Overrides: overrides, Log: s.cfg.Log.With().Str("part", "amtsim").Logger()}
+		if s.cfg.Factory {
+			sc.Kind = amtsim.KindFactory
+			sc.TrustHashes, sc.TrustedDomain = [][]byte{s.trustHash}, Domain
+			// Hellos on a compressed schedule; the agent may not be up
+			// for the first ones, as on a real network.
+			sc.HelloAddr, sc.HelloInterval = s.helloAddrs[i], time.Second
+		}
+		sim, err := amtsim.New(sc)
 		if err != nil {
 			return fmt.Errorf("site: simulator: %w", err)
 		}
@@ -189,6 +273,14 @@ func (s *Site) startServer(ctx, runCtx context.Context, password string) error {
 			return fmt.Errorf("site: %w", err)
 		}
 		cfg.AMT.Kerberos.Enabled = true
+	}
+	if s.prov != nil {
+		rc := &cfg.AMT.RemoteConfig
+		rc.ChainFile, rc.KeyFile = filepath.Join(cfg.DataDir, "provisioning.pem"), filepath.Join(cfg.DataDir, "provisioning.key")
+		rc.TrustedDomain = Domain
+		if err := errors.Join(os.WriteFile(rc.ChainFile, s.prov.ChainPEM, 0o600), os.WriteFile(rc.KeyFile, s.prov.KeyPEM, 0o600)); err != nil {
+			return fmt.Errorf("site: %w", err)
+		}
 	}
 	if s.cfg.Server != nil {
 		s.cfg.Server(&cfg)
@@ -266,8 +358,10 @@ func HostName(subnet, n int) string { return fmt.Sprintf("pc-%d-%03d", subnet, n
 // importInventory loads the computers the site knows from its inventory
 // (as Configuration Manager knows them from its clients) into Collection.
 func (s *Site) importInventory(ctx context.Context) error {
+	// Factory devices are provisioned when their Hello arrives, as in an
+	// auto-provisioning collection of Configuration Manager.
 	if _, err := s.Admin.CreateCollection(ctx, &pb.CreateCollectionRequest{Name: Collection,
-		Description: "simulated fleet"}); err != nil {
+		Description: "simulated fleet", AutoProvision: s.cfg.Factory}); err != nil {
 		return fmt.Errorf("site: create collection: %w", err)
 	}
 	var csv bytes.Buffer
@@ -305,9 +399,13 @@ func (s *Site) startAgents(ctx, runCtx context.Context) error {
 		cfg.AMT.HTTPPort, cfg.AMT.TLSPort = s.cfg.HTTPPort, s.cfg.TLSPort
 		cfg.AMT.CommitWait, cfg.AMT.CommitDeadline = 200*time.Millisecond, 30*time.Second
 		cfg.Discovery.Interval = 0 // the demo asks for discovery itself
-		// Off unless the caller's Agent hook gives each agent its own
-		// loopback address: the default ":9971" is every interface.
+		// Off unless the fleet is factory devices: then each agent hears
+		// Hellos on its own loopback port (the default ":9971" is every
+		// interface, and two agents in one process cannot share it).
 		cfg.Hello.Listen = ""
+		if s.cfg.Factory {
+			cfg.Hello.Listen = s.helloAddrs[i]
+		}
 		if s.cfg.Agent != nil {
 			s.cfg.Agent(&cfg)
 		}
@@ -410,6 +508,47 @@ func (s *Site) Watch(ctx context.Context, id string, progress func(*pb.Batch)) (
 		}
 		if b.GetDone() {
 			return b, nil
+		}
+	}
+}
+
+// Settle waits until every device of the inventory is provisioned or has
+// failed with a reason (factory devices are provisioned one by one as
+// their Hellos arrive, in batches the site starts itself), calling
+// progress with the counts, and returns the devices.
+func (s *Site) Settle(ctx context.Context, progress func(provisioned, failed int)) ([]*pb.Device, error) {
+	for {
+		var devs []*pb.Device
+		cursor := ""
+		for {
+			resp, err := s.Admin.ListDevices(ctx, &pb.ListDevicesRequest{Collection: Collection, Limit: 1000, Cursor: cursor})
+			if err != nil {
+				return nil, fmt.Errorf("site: list devices: %w", err)
+			}
+			devs = append(devs, resp.GetDevices()...)
+			if cursor = resp.GetNextCursor(); cursor == "" {
+				break
+			}
+		}
+		ok, failed := 0, 0
+		for _, d := range devs {
+			switch {
+			case d.GetStatus() == pb.DeviceStatus_DEVICE_STATUS_PROVISIONED:
+				ok++
+			case d.GetLastError() != "":
+				failed++
+			}
+		}
+		if progress != nil {
+			progress(ok, failed)
+		}
+		if ok+failed >= s.cfg.Devices {
+			return devs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return devs, fmt.Errorf("site: %d provisioned and %d failed of %d: %w", ok, failed, s.cfg.Devices, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

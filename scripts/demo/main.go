@@ -1,10 +1,13 @@
 // Command demo is `make demo`: a whole site on this machine — the site
 // server on embedded Redis with the built-in CA, two agents on two
-// simulated subnets and a simulated AMT fleet — that discovers every
-// controller, provisions all of them in one batch with a live progress
-// bar, and prints a summary.
+// simulated subnets and a simulated AMT fleet of factory devices of mixed
+// generations. Every device sends its Hello to the agent of its subnet and
+// is activated in admin control mode with a provisioning certificate made
+// for the run; a live progress bar follows, then a summary. With
+// --factory=false the fleet is pre-provisioned devices reached with the
+// provisioning password, discovered and provisioned in one batch.
 //
-//	go run ./scripts/demo [--devices 200] [--subnets 2] [--with-ad] [--json] [--faults SPEC --seed N] [--serve]
+//	go run ./scripts/demo [--devices 200] [--subnets 2] [--factory] [--with-ad] [--json] [--faults SPEC --seed N] [--serve]
 package main
 
 import (
@@ -47,6 +50,9 @@ type summary struct {
 	Batch        string         `json:"batch"`
 	Failures     []site.Failure `json:"failures_by_step,omitempty"`
 	Directory    bool           `json:"directory"`
+	// Modes counts the provisioned devices by control mode as the devices
+	// report it (acm, ccm, none).
+	Modes map[string]int `json:"modes"`
 }
 
 func main() {
@@ -66,6 +72,8 @@ func run() error {
 	dir := flag.String("dir", "var/demo", "working directory")
 	serve := flag.Bool("serve", false, "keep the site running after the summary, for amtopsctl")
 	verbose := flag.Bool("v", false, "show the site's logs")
+	factory := flag.Bool("factory", true, "factory devices activated in ACM through their Hello; false: pre-provisioned devices, discovered and provisioned in one batch")
+	versions := flag.String("generations", "11.8.50,12.0.45,16.1.25,18.0.5", "AMT versions given to the devices in turn")
 	flag.Parse()
 
 	fs, err := amtsim.ParseFaultSpec(*faults)
@@ -89,8 +97,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log,
+	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log, Factory: *factory,
 		Server: func(c *config.Server) { c.Phase2.RetryDelay = 2 * time.Second; c.Phase2.ReapEvery = time.Second }}
+	if *versions != "" {
+		cfg.Versions = strings.Split(*versions, ",")
+	}
 	if *withAD {
 		say("starting a Samba AD domain controller (scripts/samba.sh; first start takes a minute)")
 		sambaDir := filepath.Join(*dir, "samba")
@@ -111,44 +122,16 @@ func run() error {
 		say("  subnet %s: agent-%d", p, i)
 	}
 
-	say("discovery: agents sweep their subnets (TCP 16992/16993, then WS-Man Identify)")
-	dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	seen, err := s.Discover(dctx)
-	cancel()
+	run := provisionBatch
+	if *factory {
+		run = activateOnHello
+	}
+	sum, err := run(ctx, s, *devices, say, !*asJSON)
 	if err != nil {
 		return err
 	}
-	say("  %d controllers found", seen)
-
-	say("provisioning every device in collection %q", site.Collection)
-	batchStart := time.Now()
-	var bar *progressbar.ProgressBar
-	if !*asJSON {
-		bar = progressbar.NewOptions(*devices, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
-			progressbar.OptionSetDescription("provision"), progressbar.OptionSetWidth(40), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish())
-	}
-	b, err := s.Run(ctx, pb.JobKind_JOB_KIND_PROVISION, func(b *pb.Batch) {
-		if bar != nil {
-			_ = bar.Set(int(b.GetSucceeded() + b.GetFailed() + b.GetCancelled()))
-			bar.Describe(fmt.Sprintf("provision (%d failed)", b.GetFailed()))
-		}
-	})
-	if bar != nil {
-		_ = bar.Finish()
-		fmt.Fprintln(os.Stderr)
-	}
-	if err != nil {
-		return err
-	}
-	failures, err := s.Failures(ctx, b.GetId())
-	if err != nil {
-		return err
-	}
-	batchSeconds := time.Since(batchStart).Seconds()
-	sum := summary{Devices: *devices, Discovered: seen, Provisioned: int(b.GetSucceeded()), Failed: int(b.GetFailed()),
-		Seconds: time.Since(start).Seconds(), BatchSeconds: batchSeconds, PerSecond: float64(b.GetSucceeded()) / batchSeconds,
-		Batch: b.GetId(), Failures: failures, Directory: *withAD}
+	sum.Devices, sum.Directory, sum.Seconds = *devices, *withAD, time.Since(start).Seconds()
+	sum.Modes = modes(s)
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(sum)
 	}
@@ -165,10 +148,116 @@ func run() error {
 	return nil
 }
 
+// newBar is the live progress bar, or nil for --json.
+func newBar(show bool, n int, what string) *progressbar.ProgressBar {
+	if !show {
+		return nil
+	}
+	return progressbar.NewOptions(n, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
+		progressbar.OptionSetDescription(what), progressbar.OptionSetWidth(40), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish())
+}
+
+func finish(bar *progressbar.ProgressBar) {
+	if bar != nil {
+		_ = bar.Finish()
+		fmt.Fprintln(os.Stderr)
+	}
+}
+
+// activateOnHello is the factory fleet: the devices' Hellos start the
+// work; the demo only watches the inventory fill up.
+func activateOnHello(ctx context.Context, s *site.Site, n int, say func(string, ...any), show bool) (summary, error) {
+	say("factory devices send Hellos to their agent (TCP, provisioning port); each starts its own activation")
+	if err := s.TriggerHellos(); err != nil {
+		return summary{}, err
+	}
+	t0 := time.Now()
+	bar := newBar(show, n, "activate")
+	devs, err := s.Settle(ctx, func(ok, failed int) {
+		if bar != nil {
+			_ = bar.Set(ok + failed)
+			bar.Describe(fmt.Sprintf("activate (%d failed)", failed))
+		}
+	})
+	finish(bar)
+	if err != nil {
+		return summary{}, err
+	}
+	sum := summary{Discovered: len(devs), BatchSeconds: time.Since(t0).Seconds(), Batch: "(one per Hello)"}
+	byStep := map[string]*site.Failure{}
+	for _, d := range devs {
+		if d.GetStatus() == pb.DeviceStatus_DEVICE_STATUS_PROVISIONED {
+			sum.Provisioned++
+			continue
+		}
+		sum.Failed++
+		f := byStep[d.GetLastErrorStep()]
+		if f == nil {
+			f = &site.Failure{Step: d.GetLastErrorStep(), Example: d.GetLastError()}
+			byStep[f.Step] = f
+		}
+		f.Count++
+	}
+	for _, f := range byStep {
+		sum.Failures = append(sum.Failures, *f)
+	}
+	sum.PerSecond = float64(sum.Provisioned) / sum.BatchSeconds
+	return sum, nil
+}
+
+// provisionBatch is the pre-provisioned fleet: discover, then one batch.
+func provisionBatch(ctx context.Context, s *site.Site, n int, say func(string, ...any), show bool) (summary, error) {
+	say("discovery: agents sweep their subnets (TCP 16992/16993, then WS-Man Identify)")
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	seen, err := s.Discover(dctx)
+	cancel()
+	if err != nil {
+		return summary{}, err
+	}
+	say("  %d controllers found", seen)
+	say("provisioning every device in collection %q", site.Collection)
+	t0 := time.Now()
+	bar := newBar(show, n, "provision")
+	b, err := s.Run(ctx, pb.JobKind_JOB_KIND_PROVISION, func(b *pb.Batch) {
+		if bar != nil {
+			_ = bar.Set(int(b.GetSucceeded() + b.GetFailed() + b.GetCancelled()))
+			bar.Describe(fmt.Sprintf("provision (%d failed)", b.GetFailed()))
+		}
+	})
+	finish(bar)
+	if err != nil {
+		return summary{}, err
+	}
+	failures, err := s.Failures(ctx, b.GetId())
+	if err != nil {
+		return summary{}, err
+	}
+	secs := time.Since(t0).Seconds()
+	return summary{Discovered: seen, Provisioned: int(b.GetSucceeded()), Failed: int(b.GetFailed()), BatchSeconds: secs,
+		PerSecond: float64(b.GetSucceeded()) / secs, Batch: b.GetId(), Failures: failures}, nil
+}
+
+// modes counts provisioned devices by the control mode the simulated
+// devices report (IPS_HostBasedSetupService.CurrentControlMode).
+func modes(s *site.Site) map[string]int {
+	names := map[int]string{0: "none", 1: "ccm", 2: "acm"}
+	out := map[string]int{}
+	for _, sim := range s.Sims {
+		for _, d := range sim.Devices() {
+			if d.ProvisioningState == 2 {
+				out[names[d.ControlMode]]++
+			}
+		}
+	}
+	return out
+}
+
 func printSummary(w io.Writer, s summary) {
 	fmt.Fprintf(w, "\nsummary\n")
 	fmt.Fprintf(w, "  devices      %d\n  discovered   %d\n  provisioned  %d\n  failed       %d\n", s.Devices, s.Discovered, s.Provisioned, s.Failed)
-	fmt.Fprintf(w, "  time         %.1fs in all; the batch %.1fs, %.1f devices/s\n", s.Seconds, s.BatchSeconds, s.PerSecond)
+	fmt.Fprintf(w, "  time         %.1fs in all; provisioning %.1fs, %.1f devices/s\n", s.Seconds, s.BatchSeconds, s.PerSecond)
+	fmt.Fprintf(w, "  modes        %d ACM, %d CCM\n", s.Modes["acm"], s.Modes["ccm"])
 	if len(s.Failures) > 0 {
 		fmt.Fprintf(w, "  failed by step (one reason each):\n")
 		for _, f := range s.Failures {

@@ -346,6 +346,7 @@ func TestKeyOnDeviceEndToEnd(t *testing.T) {
 	}
 	cfg := config.DefaultAgent()
 	cfg.Server, cfg.ServerCAFile, cfg.StateDir = e.srv.Addr, caFile, filepath.Join(dir, "state")
+	cfg.Hello.Listen = "" // not every interface's 9971 in a test
 	cfg.Concurrency, cfg.LongPoll, cfg.DeviceDeadline = 1, time.Second, time.Minute
 	cfg.AMT.HTTPPort, cfg.AMT.TLSPort = sim.HTTPPort(), sim.TLSPort()
 	cfg.AMT.CallTimeout, cfg.AMT.CommitWait, cfg.AMT.CommitDeadline = 5*time.Second, 40*time.Millisecond, 10*time.Second

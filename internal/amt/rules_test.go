@@ -239,7 +239,7 @@ func TestAddKeyRefused(t *testing.T) {
 			if !wsman.IsReturnValue(err, tc.wantRV) || id != "" {
 				t.Fatalf("AddKey = %q, %v; want ReturnValue %d", id, err, tc.wantRV)
 			}
-			if tc.wantRV == wsman.StatusNotFound && (!strings.Contains(err.Error(), "NOT_FOUND") || wsman.IsReturnValue(err, wsman.StatusDuplicateKey)) {
+			if tc.wantRV == wsman.StatusNotFound && (!strings.Contains(err.Error(), "NOT_FOUND") || wsman.IsReturnValue(err, wsman.StatusDuplicate)) {
 				t.Errorf("2068 named %v", err)
 			}
 		})

@@ -236,7 +236,7 @@ func TestStatusNames(t *testing.T) {
 		}
 	}
 	notFound := fmt.Errorf("wrapped: %w", &wsman.ReturnValueError{Method: "Delete", Code: 2068, Name: "NOT_FOUND"})
-	if wsman.IsReturnValue(notFound, wsman.StatusDuplicate) || wsman.IsReturnValue(notFound, wsman.StatusDuplicateKey) {
+	if wsman.IsReturnValue(notFound, wsman.StatusDuplicate) {
 		t.Error("2068 (NOT_FOUND) taken for a duplicate")
 	}
 	if !wsman.IsReturnValue(notFound, wsman.StatusInvalidKey, wsman.StatusNotFound) {

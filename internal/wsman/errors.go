@@ -102,12 +102,7 @@ const (
 	StatusInvalidKey              = 2062
 	StatusInvalidCert             = 2063
 	StatusCertKeyNotMatch         = 2064
-	StatusNotFound                = 2068
-
-	// Deprecated: 2068 is NOT_FOUND, never "duplicate key"; a duplicate
-	// key is StatusDuplicate (2058). Kept, equal to StatusDuplicate, only
-	// until agent/phase2 stops naming it.
-	StatusDuplicateKey = StatusDuplicate
+	StatusNotFound                = 2068 // NOT_FOUND: never "duplicate key" (that is 2058)
 )
 
 var statusNames = map[int]string{

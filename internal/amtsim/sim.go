@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -92,7 +93,9 @@ func New(cfg Config) (*Sim, error) {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // firmware speaks HTTP/1.1 only
-		ErrorLog:          nil,
+		// Refused handshakes are part of the act (a client without the
+		// provisioning certificate): the simulator's log, at debug.
+		ErrorLog: stdlog.New(cfg.Log.Level(zerolog.DebugLevel).With().Str("part", "http").Logger(), "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			tc, ok := c.(*trackedConn)
 			if t, isTLS := c.(*tls.Conn); isTLS {

@@ -44,6 +44,7 @@ type Device struct {
 	Warnings              []string               `protobuf:"bytes,18,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	UpdatedAt             *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	ProvisionedAt         *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
+	ControlMode           string                 `protobuf:"bytes,21,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"` // "acm", "ccm", or empty while not known
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -216,6 +217,13 @@ func (x *Device) GetProvisionedAt() *timestamppb.Timestamp {
 		return x.ProvisionedAt
 	}
 	return nil
+}
+
+func (x *Device) GetControlMode() string {
+	if x != nil {
+		return x.ControlMode
+	}
+	return ""
 }
 
 type ListDevicesRequest struct {
@@ -2870,7 +2878,7 @@ var File_amtops_v1_admin_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x05\n" +
+	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x05\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1b\n" +
@@ -2896,7 +2904,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\bwarnings\x18\x12 \x03(\tR\bwarnings\x129\n" +
 	"\n" +
 	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
-	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\"\xab\x01\n" +
+	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x12!\n" +
+	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\"\xab\x01\n" +
 	"\x12ListDevicesRequest\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.amtops.v1.DeviceStatusR\x06status\x12\x1e\n" +

@@ -1916,6 +1916,7 @@ type DeviceFacts struct {
 	Link                   Link                   `protobuf:"varint,4,opt,name=link,proto3,enum=amtops.v1.Link" json:"link,omitempty"`
 	InstalledSerial        string                 `protobuf:"bytes,5,opt,name=installed_serial,json=installedSerial,proto3" json:"installed_serial,omitempty"`
 	InstalledClientSerials []string               `protobuf:"bytes,6,rep,name=installed_client_serials,json=installedClientSerials,proto3" json:"installed_client_serials,omitempty"`
+	ControlMode            int32                  `protobuf:"varint,7,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"`
 	unknownFields          protoimpl.UnknownFields
 	sizeCache              protoimpl.SizeCache
 }
@@ -1990,6 +1991,13 @@ func (x *DeviceFacts) GetInstalledClientSerials() []string {
 		return x.InstalledClientSerials
 	}
 	return nil
+}
+
+func (x *DeviceFacts) GetControlMode() int32 {
+	if x != nil {
+		return x.ControlMode
+	}
+	return 0
 }
 
 type CompleteResponse struct {
@@ -2420,7 +2428,7 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"error_step\x18\x03 \x01(\tR\terrorStep\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12,\n" +
 	"\x05facts\x18\x06 \x01(\v2\x16.amtops.v1.DeviceFactsR\x05facts\x12\x1a\n" +
-	"\bwarnings\x18\a \x03(\tR\bwarningsJ\x04\b\x02\x10\x03J\x04\b\x05\x10\x06\"\xfb\x01\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarningsJ\x04\b\x02\x10\x03J\x04\b\x05\x10\x06\"\x9e\x02\n" +
 	"\vDeviceFacts\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x1f\n" +
 	"\vamt_version\x18\x02 \x01(\tR\n" +
@@ -2428,7 +2436,8 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\x12provisioning_state\x18\x03 \x01(\x05R\x11provisioningState\x12#\n" +
 	"\x04link\x18\x04 \x01(\x0e2\x0f.amtops.v1.LinkR\x04link\x12)\n" +
 	"\x10installed_serial\x18\x05 \x01(\tR\x0finstalledSerial\x128\n" +
-	"\x18installed_client_serials\x18\x06 \x03(\tR\x16installedClientSerials\"?\n" +
+	"\x18installed_client_serials\x18\x06 \x03(\tR\x16installedClientSerials\x12!\n" +
+	"\fcontrol_mode\x18\a \x01(\x05R\vcontrolMode\"?\n" +
 	"\x10CompleteResponse\x12+\n" +
 	"\x11already_completed\x18\x01 \x01(\bR\x10alreadyCompleted\"\xa9\x01\n" +
 	"\x16ReportDiscoveryRequest\x12\x16\n" +

@@ -111,7 +111,7 @@ func (a *app) devicesShowCmd() *cobra.Command {
 			}
 			return keyValues(a.stdout,
 				"ID", v.ID, "UUID", v.UUID, "FQDN", v.FQDN, "IP", v.IP, "Subnet", v.Subnet, "Status", v.Status,
-				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Link", v.Link, "AMT version", v.AMTVersion,
+				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Control mode", v.ControlMode, "Link", v.Link, "AMT version", v.AMTVersion,
 				"Computer DN", v.ComputerDN, "Collections", strings.Join(v.Collections, ", "),
 				"Auto-provisioning", map[bool]string{true: "suppressed", false: "allowed"}[v.SuppressAutoProvision],
 				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+v.LastError),

@@ -33,6 +33,13 @@ func pendingPasswordSecret(deviceID string) string { return "device/" + deviceID
 // adminPasswordSecret names the device's current admin password.
 func adminPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin" }
 
+// pendingMEBxSecret names the new MEBx password an activation job made;
+// promoted to mebxPasswordSecret when phase 2 succeeds.
+func pendingMEBxSecret(deviceID string) string { return "device/" + deviceID + "/mebx-pending" }
+
+// mebxPasswordSecret names the MEBx password a device got from us.
+func mebxPasswordSecret(deviceID string) string { return "device/" + deviceID + "/mebx" }
+
 // kerberosSecret names the sealed Kerberos key of a device (a pb.Kerberos).
 func kerberosSecret(deviceID string) string { return "device/" + deviceID + "/kerberos" }
 

@@ -88,7 +88,7 @@ func (s *Server) buildDirectory() (*directory.Client, error) {
 }
 
 // buildPhase1 assembles the job service, the phase-1 worker and the enqueuer.
-func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueue) error {
+func (s *Server) buildPhase1(ctx context.Context, ca pki.CA, dc *directory.Client, q *store.LeaseQueue) error {
 	provisioning, err := config.Secret(s.cfg.AMT.ProvisioningPasswordFile, "AMTOPS_PROVISIONING_PASSWORD")
 	if err != nil {
 		return fmt.Errorf("server: amt.provisioning_password_file: %w", err)
@@ -102,6 +102,9 @@ func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueu
 		Kerberos: s.cfg.AMT.Kerberos, Networks: s.cfg.Networks, AddToGroups: s.cfg.Directory.AddToGroups,
 		JobDeadline: s.cfg.Phase2.JobDeadline,
 		NewPassword: func() (string, error) { return amt.GeneratePassword(rand.Reader) },
+	}
+	if site.Activation, err = jobs.LoadActivation(ctx, s.store, s.cfg.AMT.RemoteConfig, s.log); err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
 	var dir jobs.Directory
 	if dc != nil {

@@ -75,6 +75,7 @@ type AgentService struct {
 type Jobs interface {
 	Completer
 	Signer
+	ProvisioningSigner
 }
 
 // NewAgentService builds the service. l is normally a dispatch.Dispatcher

@@ -164,6 +164,9 @@ func (r *run) activation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.p.store.PutSecret(ctx, activationSecret(r.t.JobID), []byte(r.dev.ID)); err != nil {
+		return err
+	}
 	r.job.Activation = &pb.Activation{ProvisioningChainDer: a.Identity.Chain().DER(), MebxPassword: string(current),
 		NewMebxPassword: pending, TrustedDomain: a.TrustedDomainFor(r.dev)}
 	return nil

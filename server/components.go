@@ -144,7 +144,7 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 	s.agentCA = ca
 	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
 	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, s.jobs, discover.NewRecorder(s.store, s.log, nil), api.Options{LeaseTTL: p2.LeaseTTL,
-		DefaultWait: p2.LongPoll, Log: s.log})
+		DefaultWait: p2.LongPoll, Log: s.log, Hellos: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil)})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
 		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca})

@@ -116,6 +116,9 @@ type HelloSeen struct {
 	// in the MEBx before remote configuration.
 	AdminCredentialsSet bool       `json:"admin_credentials_set,omitempty"`
 	TrustedRoots        []RootHash `json:"trusted_roots,omitempty"`
+	// Batch is the provision batch a Hello started, so that the Hellos
+	// a device repeats while it runs start nothing new.
+	Batch string `json:"batch,omitempty"`
 }
 
 // RootHash is one trusted-root hash of a Hello: algorithm as firmware

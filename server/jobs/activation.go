@@ -119,6 +119,13 @@ func (p *Service) Readiness(d domain.Device) (provcert.Readiness, string, bool) 
 	return a.Check(d, p.now()), a.TrustedDomainFor(d), a.Needed(d)
 }
 
+// ActivationReady is nil when d can be activated now, else why not
+// (discover.Checker).
+func (p *Service) ActivationReady(d domain.Device) error {
+	r, _, _ := p.Readiness(d)
+	return r.Err()
+}
+
 // checkActivation is the first step of a provision job for a device to
 // activate: a device that will refuse the provisioning certificate fails
 // here, permanently and with the reason, before any certificate is issued

@@ -243,3 +243,28 @@ func TestSignProvisioningRefused(t *testing.T) {
 		t.Fatalf("%d sign-provisioning events, want 2 (the refused calls sign nothing)", n)
 	}
 }
+
+// Completing an activation records the control mode the agent read and
+// makes the new MEBx password the device's.
+func TestCompleteActivationRecordsControlMode(t *testing.T) {
+	e := newProvEnv(t)
+	ctx := context.Background()
+	const subnet = "10.9.4.0/24"
+	client, _ := e.srv.Enroll(t, subnet)
+	e.factoryJob(t, "p4", "fac4", "10.9.4.5", subnet)
+	job := lease(t, client)
+	if job.GetActivation().GetNewMebxPassword() == "" {
+		t.Fatal("no new MEBx password in the job")
+	}
+	if _, err := client.Complete(ctx, &pb.CompleteRequest{Lease: job.GetLease(), Result: pb.CompleteResult_COMPLETE_RESULT_SUCCEEDED,
+		Facts: &pb.DeviceFacts{ProvisioningState: 2, ControlMode: 2}}); err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	d, err := e.srv.Store.GetDevice(ctx, job.GetDeviceId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ControlMode != domain.ControlModeAdmin || d.Status != domain.StatusProvisioned || d.State != domain.ProvisioningPost {
+		t.Fatalf("device after activation: mode %d status %s state %d", d.ControlMode, d.Status, d.State)
+	}
+}

@@ -128,6 +128,22 @@ func handshake(t *testing.T, id *provcert.Identity, cert tls.Certificate, versio
 	return err
 }
 
+// signEvents are the device's sign-provisioning events.
+func signEvents(t *testing.T, e *provEnv, deviceID string) []domain.OperationEvent {
+	t.Helper()
+	events, err := e.srv.Store.Events(context.Background(), deviceID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []domain.OperationEvent
+	for _, ev := range events {
+		if ev.Step == jobs.StepSignProvisioning {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 // The agent's handshake signs through SignProvisioning: TLS 1.2 and 1.3
 // handshakes complete with the provisioning chain as client certificate,
 // and every signature is in the device's operations log.
@@ -155,21 +171,14 @@ func TestSignProvisioningHandshake(t *testing.T) {
 			t.Fatalf("handshake %x with the remote signer: %v", v, err)
 		}
 	}
-	events, err := e.srv.Store.Events(ctx, job.GetDeviceId(), 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, ev := range events {
-		if ev.Step == jobs.StepSignProvisioning {
-			n++
-			if ev.JobID != job.GetLease().GetJobId() || !strings.Contains(ev.Detail, "prov.amt.test") {
-				t.Errorf("sign event %+v", ev)
-			}
+	signs := signEvents(t, e, job.GetDeviceId())
+	for _, ev := range signs {
+		if ev.JobID != job.GetLease().GetJobId() || !strings.Contains(ev.Detail, "prov.amt.test") {
+			t.Errorf("sign event %+v", ev)
 		}
 	}
-	if n != 2 {
-		t.Fatalf("%d sign-provisioning events for 2 handshakes", n)
+	if len(signs) != 2 {
+		t.Fatalf("%d sign-provisioning events for 2 handshakes", len(signs))
 	}
 }
 
@@ -232,14 +241,7 @@ func TestSignProvisioningRefused(t *testing.T) {
 			}
 		})
 	}
-	events, _ := e.srv.Store.Events(ctx, job.GetDeviceId(), 100)
-	n := 0
-	for _, ev := range events {
-		if ev.Step == jobs.StepSignProvisioning {
-			n++
-		}
-	}
-	if n != 2 {
+	if n := len(signEvents(t, e, job.GetDeviceId())); n != 2 {
 		t.Fatalf("%d sign-provisioning events, want 2 (the refused calls sign nothing)", n)
 	}
 }

@@ -27,6 +27,9 @@ const StepCheckActivation = "check-activation"
 // Hello: without it the server cannot know which roots it trusts.
 const ReasonNoHello provcert.Reason = "no-hello"
 
+// ReasonRemoteConfigOff: no provisioning certificate is configured.
+const ReasonRemoteConfigOff provcert.Reason = "remote-config-off"
+
 // Activation is the site's remote configuration (amt.remote_config).
 type Activation struct {
 	// Identity is the provisioning certificate and its key; the key only
@@ -113,7 +116,7 @@ func helloHashes(rs []domain.RootHash) []hello.Hash {
 func (p *Service) Readiness(d domain.Device) (provcert.Readiness, string, bool) {
 	a := p.site.Activation
 	if a == nil {
-		return provcert.Readiness{Problems: []provcert.Problem{{Reason: provcert.ReasonChain,
+		return provcert.Readiness{Problems: []provcert.Problem{{Reason: ReasonRemoteConfigOff,
 			Message: "remote configuration is off: no amt.remote_config provisioning certificate is loaded"}}}, "", false
 	}
 	return a.Check(d, p.now()), a.TrustedDomainFor(d), a.Needed(d)

@@ -1916,9 +1916,11 @@ type DeviceFacts struct {
 	Link                   Link                   `protobuf:"varint,4,opt,name=link,proto3,enum=amtops.v1.Link" json:"link,omitempty"`
 	InstalledSerial        string                 `protobuf:"bytes,5,opt,name=installed_serial,json=installedSerial,proto3" json:"installed_serial,omitempty"`
 	InstalledClientSerials []string               `protobuf:"bytes,6,rep,name=installed_client_serials,json=installedClientSerials,proto3" json:"installed_client_serials,omitempty"`
-	ControlMode            int32                  `protobuf:"varint,7,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// IPS_HostBasedSetupService.CurrentControlMode: 0 none, 1 client
+	// control (CCM), 2 admin control (ACM).
+	ControlMode   int32 `protobuf:"varint,7,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeviceFacts) Reset() {

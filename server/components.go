@@ -88,7 +88,7 @@ func (s *Server) buildDirectory() (*directory.Client, error) {
 }
 
 // buildPhase1 assembles the job service, the phase-1 worker and the enqueuer.
-func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueue) error {
+func (s *Server) buildPhase1(ctx context.Context, ca pki.CA, dc *directory.Client, q *store.LeaseQueue) error {
 	provisioning, err := config.Secret(s.cfg.AMT.ProvisioningPasswordFile, "AMTOPS_PROVISIONING_PASSWORD")
 	if err != nil {
 		return fmt.Errorf("server: amt.provisioning_password_file: %w", err)
@@ -102,6 +102,9 @@ func (s *Server) buildPhase1(ca pki.CA, dc *directory.Client, q *store.LeaseQueu
 		Kerberos: s.cfg.AMT.Kerberos, Networks: s.cfg.Networks, AddToGroups: s.cfg.Directory.AddToGroups,
 		JobDeadline: s.cfg.Phase2.JobDeadline,
 		NewPassword: func() (string, error) { return amt.GeneratePassword(rand.Reader) },
+	}
+	if site.Activation, err = jobs.LoadActivation(ctx, s.store, s.cfg.AMT.RemoteConfig, s.log); err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
 	var dir jobs.Directory
 	if dc != nil {
@@ -141,10 +144,10 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 	s.agentCA = ca
 	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
 	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, s.jobs, discover.NewRecorder(s.store, s.log, nil), api.Options{LeaseTTL: p2.LeaseTTL,
-		DefaultWait: p2.LongPoll, Log: s.log})
+		DefaultWait: p2.LongPoll, Log: s.log, Hellos: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil)})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
-		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca})
+		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs})
 	opts := append(api.ServerOptions(s.agents, cert),
 		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
 	s.grpc = grpc.NewServer(opts...)

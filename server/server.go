@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	if s.dir, err = s.buildDirectory(); err != nil {
 		return nil, err
 	}
-	if err := s.buildPhase1(s.ca, s.dir, s.queue); err != nil {
+	if err := s.buildPhase1(ctx, s.ca, s.dir, s.queue); err != nil {
 		return nil, err
 	}
 

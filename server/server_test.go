@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/provcert"
 	"github.com/amtops/amtops/internal/testpeers"
 	"github.com/amtops/amtops/server"
 )
@@ -60,11 +61,16 @@ func TestServerRunsAndStops(t *testing.T) {
 	cases := map[string]func(t *testing.T) string{
 		"embedded": func(*testing.T) string { return "" },
 		"redis":    func(t *testing.T) string { return testpeers.Redis(t) },
+		// remote configuration on: the provisioning certificate loads.
+		"remote-config": func(t *testing.T) string { return testpeers.Redis(t) },
 	}
 	for name, redisAddr := range cases {
 		t.Run(name, func(t *testing.T) {
 			cfg := config.DefaultServer()
 			cfg.Redis.Addr = redisAddr(t)
+			if name == "remote-config" {
+				cfg.AMT.RemoteConfig = remoteConfig(t)
+			}
 			cfg.DataDir = t.TempDir()
 			cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
 			ctx, cancel := context.WithCancel(context.Background())
@@ -170,4 +176,22 @@ func TestServerBinary(t *testing.T) {
 			}
 		})
 	}
+}
+
+// remoteConfig writes a test provisioning certificate and names it.
+func remoteConfig(t *testing.T) config.RemoteConfig {
+	t.Helper()
+	pair, err := provcert.NewTestPair("amt.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rc := config.RemoteConfig{ChainFile: filepath.Join(dir, "chain.pem"), KeyFile: filepath.Join(dir, "key.pem"), TrustedDomain: "amt.test"}
+	if err := os.WriteFile(rc.ChainFile, pair.ChainPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rc.KeyFile, pair.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return rc
 }

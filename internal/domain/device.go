@@ -77,6 +77,55 @@ type Device struct {
 	Warnings      []string  `json:"warnings,omitempty"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	ProvisionedAt time.Time `json:"provisioned_at,omitzero"`
+	// Hello is the device's last Hello (remote configuration); nil when
+	// it never sent one.
+	Hello *HelloSeen `json:"hello,omitempty"`
+	// ControlMode is what the agent last read: 0 not known or not
+	// activated, 1 client control (CCM), 2 admin control (ACM).
+	ControlMode ControlMode `json:"control_mode,omitempty"`
+}
+
+// ControlMode mirrors IPS_HostBasedSetupService / GetControlMode.
+type ControlMode int
+
+// Control modes as firmware numbers them.
+const (
+	ControlModeNone   ControlMode = 0
+	ControlModeClient ControlMode = 1 // CCM
+	ControlModeAdmin  ControlMode = 2 // ACM
+)
+
+// String is the name administrators read.
+func (m ControlMode) String() string {
+	switch m {
+	case ControlModeClient:
+		return "ccm"
+	case ControlModeAdmin:
+		return "acm"
+	}
+	return ""
+}
+
+// HelloSeen is what a device's Hello said: it is in state 0 and trusts
+// these provisioning roots.
+type HelloSeen struct {
+	At         time.Time  `json:"at"`
+	IP         netip.Addr `json:"ip"`
+	RetryCount uint32     `json:"retry_count"`
+	// AdminCredentialsSet is the Hello's flag: an admin password was set
+	// in the MEBx before remote configuration.
+	AdminCredentialsSet bool       `json:"admin_credentials_set,omitempty"`
+	TrustedRoots        []RootHash `json:"trusted_roots,omitempty"`
+	// Batch is the provision batch a Hello started, so that the Hellos
+	// a device repeats while it runs start nothing new.
+	Batch string `json:"batch,omitempty"`
+}
+
+// RootHash is one trusted-root hash of a Hello: algorithm as firmware
+// numbers it (1 SHA-1, 2 SHA-256, 3 SHA-384) and digest.
+type RootHash struct {
+	Alg int    `json:"alg"`
+	Sum []byte `json:"sum"`
 }
 
 // FQDN is the fully qualified name the controller gets (S8) and the
@@ -231,10 +280,11 @@ type DeviceFacts struct {
 	AMTVersion        string
 	Link              Link // "" when not known
 	ProvisioningState ProvisioningState
+	ControlMode       ControlMode // 0 when the agent did not read it
 }
 
 // Apply records the facts on d: a UUID only where none is known yet, the
-// version and link where the agent saw them.
+// version, link and control mode where the agent saw them.
 func (f *DeviceFacts) Apply(d *Device) {
 	if f == nil {
 		return
@@ -247,5 +297,8 @@ func (f *DeviceFacts) Apply(d *Device) {
 	}
 	if f.Link != "" {
 		d.Link = f.Link
+	}
+	if f.ControlMode != ControlModeNone {
+		d.ControlMode = f.ControlMode
 	}
 }

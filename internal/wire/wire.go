@@ -98,5 +98,5 @@ func FactsFrom(f *pb.DeviceFacts) *domain.DeviceFacts {
 		return nil
 	}
 	return &domain.DeviceFacts{UUID: f.GetUuid(), AMTVersion: f.GetAmtVersion(), Link: LinkFrom(f.GetLink()),
-		ProvisioningState: domain.ProvisioningState(f.GetProvisioningState())}
+		ProvisioningState: domain.ProvisioningState(f.GetProvisioningState()), ControlMode: domain.ControlMode(f.GetControlMode())}
 }

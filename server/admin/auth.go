@@ -30,6 +30,7 @@ var readMethods = map[string]bool{
 	pb.AdminService_ListDevices_FullMethodName:     true,
 	pb.AdminService_GetDevice_FullMethodName:       true,
 	pb.AdminService_GetDeviceLog_FullMethodName:    true,
+	pb.AdminService_DeviceReadiness_FullMethodName: true,
 	pb.AdminService_ListCollections_FullMethodName: true,
 	pb.AdminService_GetBatch_FullMethodName:        true,
 	pb.AdminService_ListBatches_FullMethodName:     true,

@@ -62,7 +62,7 @@ func deviceToPB(d domain.Device) *pb.Device {
 		Status: wire.Status(d.Status), ProvisioningState: int32(d.State), Link: wire.Link(d.Link),
 		Collections: d.Collections, SuppressAutoProvision: d.SuppressAutoProvision, RenamePending: d.RenamePending,
 		LastError: d.LastError, LastErrorStep: d.LastErrorStep, Warnings: d.Warnings,
-		UpdatedAt: ts(d.UpdatedAt), ProvisionedAt: ts(d.ProvisionedAt),
+		UpdatedAt: ts(d.UpdatedAt), ProvisionedAt: ts(d.ProvisionedAt), ControlMode: d.ControlMode.String(),
 	}
 }
 

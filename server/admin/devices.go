@@ -82,24 +82,7 @@ func ids(ds []domain.Device) []string {
 // ListDevices pages through devices, filtered by subnet, status or
 // collection.
 func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (*pb.ListDevicesResponse, error) {
-	f := domain.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
-	var err error
-	if f.Status, err = statusFrom("status", req.GetStatus()); err != nil {
-		return nil, api.ToStatus(err)
-	}
-	if sn := req.GetSubnet(); sn != "" {
-		p, err := netip.ParsePrefix(sn)
-		if err != nil {
-			return nil, api.ToStatus(domain.InvalidField("subnet", sn, "not a CIDR prefix"))
-		}
-		f.Subnet = p.Masked()
-	}
-	if f.Collection != "" {
-		if _, err := s.st.GetCollection(ctx, f.Collection); err != nil {
-			return nil, api.ToStatus(fmt.Errorf("unknown collection %q: %w", f.Collection, domain.ErrNotFound))
-		}
-	}
-	page, err := s.st.ListDevices(ctx, f)
+	page, err := s.listDevices(ctx, req)
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
@@ -108,6 +91,28 @@ func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (
 		resp.Devices = append(resp.Devices, deviceToPB(d))
 	}
 	return resp, nil
+}
+
+// listDevices is one page of the devices req's filter selects.
+func (s *Service) listDevices(ctx context.Context, req *pb.ListDevicesRequest) (domain.DevicePage, error) {
+	f := domain.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	var err error
+	if f.Status, err = statusFrom("status", req.GetStatus()); err != nil {
+		return domain.DevicePage{}, err
+	}
+	if sn := req.GetSubnet(); sn != "" {
+		p, err := netip.ParsePrefix(sn)
+		if err != nil {
+			return domain.DevicePage{}, domain.InvalidField("subnet", sn, "not a CIDR prefix")
+		}
+		f.Subnet = p.Masked()
+	}
+	if f.Collection != "" {
+		if _, err := s.st.GetCollection(ctx, f.Collection); err != nil {
+			return domain.DevicePage{}, fmt.Errorf("unknown collection %q: %w", f.Collection, domain.ErrNotFound)
+		}
+	}
+	return s.st.ListDevices(ctx, f)
 }
 
 // GetDevice returns one device named by ID, FQDN or IP.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/provcert"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/store"
@@ -42,6 +43,15 @@ type Options struct {
 	// refuses IssueAdminCertificate (FailedPrecondition) and certificate
 	// login (Unauthenticated); tokens work either way.
 	CA AdminCA
+	// Readiness judges devices for remote configuration (jobs.Service);
+	// nil: DeviceReadiness answers FailedPrecondition.
+	Readiness Readiness
+}
+
+// Readiness tells whether remote configuration can activate d, with the
+// trusted domain it checks and whether a provision job would activate it.
+type Readiness interface {
+	Readiness(d domain.Device) (provcert.Readiness, string, bool)
 }
 
 // AdminCA issues and checks administrators' client certificates

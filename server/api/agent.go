@@ -57,6 +57,8 @@ type Options struct {
 	// Clock; default time.Now.
 	Clock func() time.Time
 	Log   zerolog.Logger
+	// Hellos records ReportHellos; nil refuses the call.
+	Hellos Hellos
 }
 
 // AgentService implements amtops.v1.AgentService.
@@ -75,6 +77,7 @@ type AgentService struct {
 type Jobs interface {
 	Completer
 	Signer
+	ProvisioningSigner
 }
 
 // NewAgentService builds the service. l is normally a dispatch.Dispatcher

@@ -110,6 +110,14 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 	return s.resume(ctx, b, r.Queue, created, known)
 }
 
+// StartProvision starts the provision batch id for devices, once: a
+// second call with the same id changes nothing (discover.Starter, for
+// the devices Hellos announce).
+func (s *Service) StartProvision(ctx context.Context, id, origin string, deviceIDs []string) error {
+	_, _, err := s.Start(ctx, Request{Kind: domain.KindProvision, DeviceIDs: deviceIDs, Origin: origin, Requester: origin, ID: id})
+	return err
+}
+
 // check validates and completes the request.
 func (s *Service) check(r *Request) error {
 	switch {

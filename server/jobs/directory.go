@@ -7,8 +7,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/amtops/amtops/internal/amt"
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/krbkey"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
 
@@ -58,26 +60,21 @@ func (r *run) kerberos(ctx context.Context, pub directory.Published) error {
 	if !r.p.site.Kerberos.Enabled {
 		return nil
 	}
-	k := &pb.Kerberos{}
+	var k *pb.Kerberos
 	if pub.Password == "" {
 		b, err := r.p.store.GetSecret(ctx, kerberosSecret(r.dev.ID))
 		if err != nil {
 			return fmt.Errorf("kerberos key of %s: %w", r.dev.ID, err)
 		}
+		k = &pb.Kerberos{}
 		if err := proto.Unmarshal(b, k); err != nil {
 			return fmt.Errorf("decode kerberos key of %s: %w", r.dev.ID, err)
 		}
+		firmwareKey(k) // sealed by an earlier version, perhaps with an AES MasterKey
 	} else {
-		keys, err := pub.Keys()
-		if err != nil {
+		var err error
+		if k, err = kerberosKey(pub); err != nil {
 			return err
-		}
-		k = &pb.Kerberos{Enabled: true, Realm: pub.Realm, KeyVersion: int32(pub.KVNO), EncryptionType: keys[0].EType,
-			MasterKey: keys[0].Value, Passphrase: pub.Password.Reveal(), Salt: pub.Salt, IterationCount: 4096}
-		for _, key := range keys {
-			if key.EType == 23 {
-				k.Rc4Key = key.Value
-			}
 		}
 		b, err := proto.Marshal(k)
 		if err != nil {
@@ -88,12 +85,64 @@ func (r *run) kerberos(ctx context.Context, pub directory.Published) error {
 		}
 	}
 	k.MaxClockToleranceMinutes = int32(r.p.site.Kerberos.MaxClockTolerance)
-	k.Acl = nil
-	for _, sid := range r.p.site.Kerberos.AdminSIDs {
-		k.Acl = append(k.Acl, &pb.KerberosACL{Sid: sid, AccessPermission: 2})
-	}
+	k.Acl = kerberosACL(r.p.site.Kerberos.AdminSIDs)
 	r.job.Kerberos = k
 	return nil
+}
+
+// kerberosKey is what AMT_KerberosSettingData takes for the account
+// (AMT-WSMAN.md, Kerberos): the password with its salt and iteration
+// count, from which firmware derives its AES keys, and a 16-byte RC4 key
+// for firmware without AES. The etype is the account's strongest, which
+// the KDC encrypts service tickets with.
+func kerberosKey(pub directory.Published) (*pb.Kerberos, error) {
+	keys, err := pub.Keys()
+	if err != nil {
+		return nil, err
+	}
+	k := &pb.Kerberos{Enabled: true, Realm: pub.Realm, KeyVersion: int32(pub.KVNO), EncryptionType: keys[0].EType,
+		Passphrase: pub.Password.Reveal(), Salt: pub.Salt, IterationCount: aesIterations}
+	for _, key := range keys {
+		if key.EType == krbkey.RC4HMAC {
+			k.Rc4Key = key.Value
+		}
+	}
+	firmwareKey(k)
+	return k, nil
+}
+
+// aesIterations is the RFC 3962 default PBKDF2 count AD uses.
+const aesIterations = 4096
+
+// firmwareKey keeps MasterKey for what firmware takes there: the 16-byte
+// RC4 key, and only when RC4 is the etype. An AES key is never sent; the
+// firmware derives it from Passphrase, Salt and IterationCount.
+func firmwareKey(k *pb.Kerberos) {
+	k.MasterKey = nil
+	if k.EncryptionType == krbkey.RC4HMAC && len(k.Rc4Key) == 16 {
+		k.MasterKey = k.Rc4Key
+	}
+	if len(k.Rc4Key) != 16 {
+		k.Rc4Key = nil
+	}
+}
+
+// kerberosACL grants each administrator SID every realm AMT serves
+// remotely (amt.AdminRealms): firmware refuses an entry without realms.
+func kerberosACL(sids []string) []*pb.KerberosACL {
+	var acl []*pb.KerberosACL
+	for _, sid := range sids {
+		acl = append(acl, &pb.KerberosACL{Sid: sid, AccessPermission: amt.AccessAny, Realms: int32s(amt.AdminRealms())})
+	}
+	return acl
+}
+
+func int32s(xs []int) []int32 {
+	out := make([]int32, len(xs))
+	for i, x := range xs {
+		out[i] = int32(x)
+	}
+	return out
 }
 
 // registerSPNs is S5: HTTP/fqdn:16992–16995, port-qualified only.

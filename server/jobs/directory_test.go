@@ -19,6 +19,7 @@ import (
 
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/krbkey"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/internal/testpeers"
 )
@@ -133,7 +134,7 @@ func TestProvisionKerberosProof(t *testing.T) {
 	}
 	job, _ := f.leaseOne(t)
 	k := job.Kerberos
-	if k == nil || !k.Enabled || len(k.MasterKey) == 0 || k.Realm != e.peer.Realm {
+	if k == nil || !k.Enabled || k.Passphrase == "" || k.Realm != e.peer.Realm {
 		t.Fatalf("phase-2 job has no usable Kerberos key: %+v", k)
 	}
 	accts := e.accounts(t, d.UUID)
@@ -170,10 +171,16 @@ func TestProvisionKerberosProof(t *testing.T) {
 	if tkt.EncPart.EType != k.EncryptionType || tkt.EncPart.KVNO != int(k.KeyVersion) {
 		t.Fatalf("ticket etype %d kvno %d; phase 1 gave etype %d kvno %d", tkt.EncPart.EType, tkt.EncPart.KVNO, k.EncryptionType, k.KeyVersion)
 	}
-	if err := tkt.Decrypt(types.EncryptionKey{KeyType: k.EncryptionType, KeyValue: k.MasterKey}); err != nil {
-		t.Fatalf("the key phase 1 computed does not decrypt the ticket: %v", err)
+	// What the firmware derives from the payload: the key of the etype
+	// from passphrase and salt (AES), or the RC4 MasterKey.
+	key, err := krbkey.Derive(k.Passphrase, k.EncryptionType, k.Salt, int(k.KeyVersion))
+	if err != nil {
+		t.Fatal(err)
 	}
-	wrong := append([]byte(nil), k.MasterKey...)
+	if err := tkt.Decrypt(key.EncryptionKey()); err != nil {
+		t.Fatalf("the key derived from the payload does not decrypt the ticket: %v", err)
+	}
+	wrong := append([]byte(nil), key.Value...)
 	wrong[0] ^= 0xff
 	if err := tkt.Decrypt(types.EncryptionKey{KeyType: k.EncryptionType, KeyValue: wrong}); err == nil {
 		t.Fatal("a wrong key decrypted the ticket: the check cannot fail")

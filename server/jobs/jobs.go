@@ -67,8 +67,11 @@ type Site struct {
 	Networks             config.Networks
 	AddToGroups          bool
 	JobDeadline          time.Duration
-	// NewPassword makes the random strong admin password of S10.
+	// NewPassword makes the random strong admin password of S10 and the
+	// new MEBx password of an activation (AMT's rules hold for both).
 	NewPassword func() (string, error)
+	// Activation is remote configuration; nil when off.
+	Activation *Activation
 }
 
 // Config tunes a Service. Only Site is needed for phase 1; the rest have

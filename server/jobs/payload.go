@@ -33,22 +33,11 @@ func (r *run) credentials(ctx context.Context) error {
 		return err
 	}
 	if r.t.Kind == domain.KindProvision {
-		if pending == nil {
-			pw, err := r.p.site.NewPassword()
-			if err != nil {
-				return err
-			}
-			if created, err := r.p.store.CreateSecret(ctx, pendingPasswordSecret(r.dev.ID), []byte(pw)); err != nil {
-				return err
-			} else if !created {
-				if pending, err = r.p.store.GetSecret(ctx, pendingPasswordSecret(r.dev.ID)); err != nil {
-					return err
-				}
-			} else {
-				pending = []byte(pw)
-			}
+		pw, err := r.p.pending(ctx, pendingPasswordSecret(r.dev.ID))
+		if err != nil {
+			return err
 		}
-		c.NewAdminPassword = string(pending)
+		pending, c.NewAdminPassword = []byte(pw), pw
 	}
 	if pending != nil && string(pending) != c.Password {
 		// An earlier attempt may have set it before failing.
@@ -63,6 +52,11 @@ func (r *run) credentials(ctx context.Context) error {
 func (r *run) queuePhase2(ctx context.Context) (string, error) {
 	if err := r.credentials(ctx); err != nil {
 		return "", err
+	}
+	if r.activate {
+		if err := r.activation(ctx); err != nil {
+			return "", err
+		}
 	}
 	r.job.Settings = &pb.Settings{IdeRedirection: r.p.site.Settings.IDERedirection, SerialOverLan: r.p.site.Settings.SerialOverLAN,
 		Kvm: r.p.site.Settings.KVM, PingResponse: r.p.site.Settings.PingResponse, WebUi: r.p.site.Settings.WebUI,

@@ -58,7 +58,7 @@ type step struct {
 // phase1Steps are each kind's steps in order. Every kind ends by queueing
 // its phase-2 job.
 var phase1Steps = map[domain.JobKind][]step{
-	domain.KindProvision: {{StepRevokeSuperseded, (*run).revokeSuperseded}, {StepIssueServerCert, (*run).issueServerCert},
+	domain.KindProvision: {{StepCheckActivation, (*run).checkActivation}, {StepRevokeSuperseded, (*run).revokeSuperseded}, {StepIssueServerCert, (*run).issueServerCert},
 		{StepIssueClientCerts, (*run).issueClientCerts}, {StepPublishAccount, (*run).publish},
 		{StepRegisterSPNs, (*run).registerSPNs}, {StepAddToGroups, (*run).addToGroups}, {StepQueuePhase2, (*run).queuePhase2}},
 	// S14: the server certificate stays; client certificates are renewed,
@@ -97,6 +97,9 @@ type run struct {
 	// spns the SPNs it carried when publish read it back.
 	accountDN string
 	spns      []string
+	// activate: checkActivation found the device ready for remote
+	// configuration; the job carries Activation.
+	activate bool
 }
 
 // Handle runs the phase-1 work of t and queues its phase-2 job. Each step

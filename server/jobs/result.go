@@ -187,7 +187,10 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 		}
 	}
 	if job.Kind == domain.KindProvision {
-		if err := p.promotePassword(ctx, job.DeviceID); err != nil {
+		if err := p.promote(ctx, pendingPasswordSecret(job.DeviceID), adminPasswordSecret(job.DeviceID)); err != nil {
+			return err
+		}
+		if err := p.promote(ctx, pendingMEBxSecret(job.DeviceID), mebxPasswordSecret(job.DeviceID)); err != nil {
 			return err
 		}
 	}
@@ -225,20 +228,20 @@ func (p *Service) installed(ctx context.Context, job domain.Job, now time.Time) 
 	return nil
 }
 
-// promotePassword makes the pending admin password, which the device now
+// promote makes a pending password (admin, MEBx), which the device now
 // has, the current one.
-func (p *Service) promotePassword(ctx context.Context, deviceID string) error {
-	pw, err := p.store.GetSecret(ctx, pendingPasswordSecret(deviceID))
+func (p *Service) promote(ctx context.Context, pendingName, currentName string) error {
+	pw, err := p.store.GetSecret(ctx, pendingName)
 	if errors.Is(err, domain.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := p.store.PutSecret(ctx, adminPasswordSecret(deviceID), pw); err != nil {
+	if err := p.store.PutSecret(ctx, currentName, pw); err != nil {
 		return err
 	}
-	return p.store.DeleteSecret(ctx, pendingPasswordSecret(deviceID))
+	return p.store.DeleteSecret(ctx, pendingName)
 }
 
 // recordFailure notes a failed attempt on the device and in its log.

@@ -33,6 +33,21 @@ func pendingPasswordSecret(deviceID string) string { return "device/" + deviceID
 // adminPasswordSecret names the device's current admin password.
 func adminPasswordSecret(deviceID string) string { return "device/" + deviceID + "/admin" }
 
+// pendingMEBxSecret names the new MEBx password an activation job made;
+// promoted to mebxPasswordSecret when phase 2 succeeds.
+func pendingMEBxSecret(deviceID string) string { return "device/" + deviceID + "/mebx-pending" }
+
+// mebxPasswordSecret names the MEBx password a device got from us.
+func mebxPasswordSecret(deviceID string) string { return "device/" + deviceID + "/mebx" }
+
+// activationSecret marks a job phase 1 prepared for remote configuration:
+// SignProvisioning signs only for such a job. It holds the device ID.
+func activationSecret(jobID string) string { return "job/" + jobID + "/activation" }
+
+// provisioningSecret is the site's provisioning certificate and key as
+// loaded from amt.remote_config (a sealedIdentity).
+const provisioningSecret = "site/provisioning-certificate"
+
 // kerberosSecret names the sealed Kerberos key of a device (a pb.Kerberos).
 func kerberosSecret(deviceID string) string { return "device/" + deviceID + "/kerberos" }
 
@@ -40,5 +55,5 @@ func kerberosSecret(deviceID string) string { return "device/" + deviceID + "/ke
 // own secrets outlive it.
 func jobSecrets(jobID string) []string {
 	return []string{keySecret(jobID, domain.PurposeServerAuth), keySecret(jobID, domain.Purpose8021X),
-		keySecret(jobID, domain.PurposeWireless), signOnDeviceSecret(jobID), signedSecret(jobID)}
+		keySecret(jobID, domain.PurposeWireless), signOnDeviceSecret(jobID), signedSecret(jobID), activationSecret(jobID)}
 }

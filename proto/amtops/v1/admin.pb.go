@@ -44,6 +44,7 @@ type Device struct {
 	Warnings              []string               `protobuf:"bytes,18,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	UpdatedAt             *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	ProvisionedAt         *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
+	ControlMode           string                 `protobuf:"bytes,21,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"` // "acm", "ccm", or empty while not known
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -218,6 +219,13 @@ func (x *Device) GetProvisionedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Device) GetControlMode() string {
+	if x != nil {
+		return x.ControlMode
+	}
+	return ""
+}
+
 type ListDevicesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subnet        string                 `protobuf:"bytes,1,opt,name=subnet,proto3" json:"subnet,omitempty"`
@@ -346,6 +354,228 @@ func (x *ListDevicesResponse) GetNextCursor() string {
 	return ""
 }
 
+type DeviceReadinessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*DeviceReadiness     `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	NextCursor    string                 `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceReadinessResponse) Reset() {
+	*x = DeviceReadinessResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceReadinessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceReadinessResponse) ProtoMessage() {}
+
+func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceReadinessResponse.ProtoReflect.Descriptor instead.
+func (*DeviceReadinessResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeviceReadinessResponse) GetDevices() []*DeviceReadiness {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *DeviceReadinessResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+type DeviceReadiness struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Fqdn              string                 `protobuf:"bytes,2,opt,name=fqdn,proto3" json:"fqdn,omitempty"`
+	Ip                string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"`
+	ProvisioningState int32                  `protobuf:"varint,4,opt,name=provisioning_state,json=provisioningState,proto3" json:"provisioning_state,omitempty"`
+	ControlMode       string                 `protobuf:"bytes,5,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"`
+	// needs_activation: a provision job would activate it (state 0).
+	NeedsActivation bool `protobuf:"varint,6,opt,name=needs_activation,json=needsActivation,proto3" json:"needs_activation,omitempty"`
+	// ready: the device will accept the provisioning certificate.
+	Ready         bool                   `protobuf:"varint,7,opt,name=ready,proto3" json:"ready,omitempty"`
+	TrustedDomain string                 `protobuf:"bytes,8,opt,name=trusted_domain,json=trustedDomain,proto3" json:"trusted_domain,omitempty"`
+	HelloAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=hello_at,json=helloAt,proto3" json:"hello_at,omitempty"` // unset: no Hello seen
+	Problems      []*ReadinessProblem    `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceReadiness) Reset() {
+	*x = DeviceReadiness{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceReadiness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceReadiness) ProtoMessage() {}
+
+func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceReadiness.ProtoReflect.Descriptor instead.
+func (*DeviceReadiness) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeviceReadiness) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeviceReadiness) GetFqdn() string {
+	if x != nil {
+		return x.Fqdn
+	}
+	return ""
+}
+
+func (x *DeviceReadiness) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *DeviceReadiness) GetProvisioningState() int32 {
+	if x != nil {
+		return x.ProvisioningState
+	}
+	return 0
+}
+
+func (x *DeviceReadiness) GetControlMode() string {
+	if x != nil {
+		return x.ControlMode
+	}
+	return ""
+}
+
+func (x *DeviceReadiness) GetNeedsActivation() bool {
+	if x != nil {
+		return x.NeedsActivation
+	}
+	return false
+}
+
+func (x *DeviceReadiness) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *DeviceReadiness) GetTrustedDomain() string {
+	if x != nil {
+		return x.TrustedDomain
+	}
+	return ""
+}
+
+func (x *DeviceReadiness) GetHelloAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HelloAt
+	}
+	return nil
+}
+
+func (x *DeviceReadiness) GetProblems() []*ReadinessProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+type ReadinessProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"` // stable: root-not-trusted, domain-mismatch, no-hello, …
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadinessProblem) Reset() {
+	*x = ReadinessProblem{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadinessProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadinessProblem) ProtoMessage() {}
+
+func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadinessProblem.ProtoReflect.Descriptor instead.
+func (*ReadinessProblem) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReadinessProblem) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ReadinessProblem) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type GetDeviceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -355,7 +585,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +597,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +610,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -399,7 +629,7 @@ type PutDevicesRequest struct {
 
 func (x *PutDevicesRequest) Reset() {
 	*x = PutDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +641,7 @@ func (x *PutDevicesRequest) String() string {
 func (*PutDevicesRequest) ProtoMessage() {}
 
 func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +654,7 @@ func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesRequest.ProtoReflect.Descriptor instead.
 func (*PutDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutDevicesRequest) GetDevices() []*Device {
@@ -444,7 +674,7 @@ type PutDevicesResponse struct {
 
 func (x *PutDevicesResponse) Reset() {
 	*x = PutDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +686,7 @@ func (x *PutDevicesResponse) String() string {
 func (*PutDevicesResponse) ProtoMessage() {}
 
 func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +699,7 @@ func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesResponse.ProtoReflect.Descriptor instead.
 func (*PutDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutDevicesResponse) GetCreated() int32 {
@@ -496,7 +726,7 @@ type GetDeviceLogRequest struct {
 
 func (x *GetDeviceLogRequest) Reset() {
 	*x = GetDeviceLogRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +738,7 @@ func (x *GetDeviceLogRequest) String() string {
 func (*GetDeviceLogRequest) ProtoMessage() {}
 
 func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +751,7 @@ func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetDeviceLogRequest) GetId() string {
@@ -547,7 +777,7 @@ type GetDeviceLogResponse struct {
 
 func (x *GetDeviceLogResponse) Reset() {
 	*x = GetDeviceLogResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +789,7 @@ func (x *GetDeviceLogResponse) String() string {
 func (*GetDeviceLogResponse) ProtoMessage() {}
 
 func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +802,7 @@ func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDeviceLogResponse) GetEvents() []*OperationEvent {
@@ -596,7 +826,7 @@ type Collection struct {
 
 func (x *Collection) Reset() {
 	*x = Collection{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +838,7 @@ func (x *Collection) String() string {
 func (*Collection) ProtoMessage() {}
 
 func (x *Collection) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +851,7 @@ func (x *Collection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Collection.ProtoReflect.Descriptor instead.
 func (*Collection) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Collection) GetName() string {
@@ -677,7 +907,7 @@ type CreateCollectionRequest struct {
 
 func (x *CreateCollectionRequest) Reset() {
 	*x = CreateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +919,7 @@ func (x *CreateCollectionRequest) String() string {
 func (*CreateCollectionRequest) ProtoMessage() {}
 
 func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +932,7 @@ func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*CreateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateCollectionRequest) GetName() string {
@@ -734,7 +964,7 @@ type ListCollectionsRequest struct {
 
 func (x *ListCollectionsRequest) Reset() {
 	*x = ListCollectionsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +976,7 @@ func (x *ListCollectionsRequest) String() string {
 func (*ListCollectionsRequest) ProtoMessage() {}
 
 func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +989,7 @@ func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListCollectionsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type ListCollectionsResponse struct {
@@ -771,7 +1001,7 @@ type ListCollectionsResponse struct {
 
 func (x *ListCollectionsResponse) Reset() {
 	*x = ListCollectionsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1013,7 @@ func (x *ListCollectionsResponse) String() string {
 func (*ListCollectionsResponse) ProtoMessage() {}
 
 func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1026,7 @@ func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListCollectionsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCollectionsResponse) GetCollections() []*Collection {
@@ -817,7 +1047,7 @@ type UpdateCollectionRequest struct {
 
 func (x *UpdateCollectionRequest) Reset() {
 	*x = UpdateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +1059,7 @@ func (x *UpdateCollectionRequest) String() string {
 func (*UpdateCollectionRequest) ProtoMessage() {}
 
 func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +1072,7 @@ func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateCollectionRequest) GetName() string {
@@ -875,7 +1105,7 @@ type DeleteCollectionRequest struct {
 
 func (x *DeleteCollectionRequest) Reset() {
 	*x = DeleteCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1117,7 @@ func (x *DeleteCollectionRequest) String() string {
 func (*DeleteCollectionRequest) ProtoMessage() {}
 
 func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1130,7 @@ func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteCollectionRequest) GetName() string {
@@ -918,7 +1148,7 @@ type DeleteCollectionResponse struct {
 
 func (x *DeleteCollectionResponse) Reset() {
 	*x = DeleteCollectionResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1160,7 @@ func (x *DeleteCollectionResponse) String() string {
 func (*DeleteCollectionResponse) ProtoMessage() {}
 
 func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1173,7 @@ func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // Rule selects devices by subnet and/or a host-name glob.
@@ -957,7 +1187,7 @@ type MemberRule struct {
 
 func (x *MemberRule) Reset() {
 	*x = MemberRule{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1199,7 @@ func (x *MemberRule) String() string {
 func (*MemberRule) ProtoMessage() {}
 
 func (x *MemberRule) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1212,7 @@ func (x *MemberRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRule.ProtoReflect.Descriptor instead.
 func (*MemberRule) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MemberRule) GetSubnet() string {
@@ -1010,7 +1240,7 @@ type CollectionMembersRequest struct {
 
 func (x *CollectionMembersRequest) Reset() {
 	*x = CollectionMembersRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1252,7 @@ func (x *CollectionMembersRequest) String() string {
 func (*CollectionMembersRequest) ProtoMessage() {}
 
 func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1265,7 @@ func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersRequest.ProtoReflect.Descriptor instead.
 func (*CollectionMembersRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CollectionMembersRequest) GetCollection() string {
@@ -1068,7 +1298,7 @@ type CollectionMembersResponse struct {
 
 func (x *CollectionMembersResponse) Reset() {
 	*x = CollectionMembersResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1310,7 @@ func (x *CollectionMembersResponse) String() string {
 func (*CollectionMembersResponse) ProtoMessage() {}
 
 func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1323,7 @@ func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersResponse.ProtoReflect.Descriptor instead.
 func (*CollectionMembersResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CollectionMembersResponse) GetChanged() int32 {
@@ -1115,7 +1345,7 @@ type ImportDevicesRequest struct {
 
 func (x *ImportDevicesRequest) Reset() {
 	*x = ImportDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1357,7 @@ func (x *ImportDevicesRequest) String() string {
 func (*ImportDevicesRequest) ProtoMessage() {}
 
 func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1370,7 @@ func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportDevicesRequest) GetCollection() string {
@@ -1176,7 +1406,7 @@ type ImportDevicesResponse struct {
 
 func (x *ImportDevicesResponse) Reset() {
 	*x = ImportDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1418,7 @@ func (x *ImportDevicesResponse) String() string {
 func (*ImportDevicesResponse) ProtoMessage() {}
 
 func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1431,7 @@ func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportDevicesResponse) GetCreated() int32 {
@@ -1248,7 +1478,7 @@ type StartBatchRequest struct {
 
 func (x *StartBatchRequest) Reset() {
 	*x = StartBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1490,7 @@ func (x *StartBatchRequest) String() string {
 func (*StartBatchRequest) ProtoMessage() {}
 
 func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1503,7 @@ func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBatchRequest.ProtoReflect.Descriptor instead.
 func (*StartBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartBatchRequest) GetKind() JobKind {
@@ -1339,7 +1569,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1581,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1594,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Batch) GetId() string {
@@ -1467,7 +1697,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1709,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1722,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetBatchRequest) GetId() string {
@@ -1511,7 +1741,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1753,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1766,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListBatchesRequest) GetLimit() int32 {
@@ -1555,7 +1785,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1797,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1810,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -1602,7 +1832,7 @@ type ListBatchJobsRequest struct {
 
 func (x *ListBatchJobsRequest) Reset() {
 	*x = ListBatchJobsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1844,7 @@ func (x *ListBatchJobsRequest) String() string {
 func (*ListBatchJobsRequest) ProtoMessage() {}
 
 func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1857,7 @@ func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListBatchJobsRequest) GetBatchId() string {
@@ -1673,7 +1903,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1915,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1928,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Job) GetId() string {
@@ -1760,7 +1990,7 @@ type ListBatchJobsResponse struct {
 
 func (x *ListBatchJobsResponse) Reset() {
 	*x = ListBatchJobsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +2002,7 @@ func (x *ListBatchJobsResponse) String() string {
 func (*ListBatchJobsResponse) ProtoMessage() {}
 
 func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +2015,7 @@ func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListBatchJobsResponse) GetJobs() []*Job {
@@ -1812,7 +2042,7 @@ type SetAutoProvisionSuppressedRequest struct {
 
 func (x *SetAutoProvisionSuppressedRequest) Reset() {
 	*x = SetAutoProvisionSuppressedRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2054,7 @@ func (x *SetAutoProvisionSuppressedRequest) String() string {
 func (*SetAutoProvisionSuppressedRequest) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2067,7 @@ func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use SetAutoProvisionSuppressedRequest.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetAutoProvisionSuppressedRequest) GetDeviceIds() []string {
@@ -1863,7 +2093,7 @@ type SetAutoProvisionSuppressedResponse struct {
 
 func (x *SetAutoProvisionSuppressedResponse) Reset() {
 	*x = SetAutoProvisionSuppressedResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2105,7 @@ func (x *SetAutoProvisionSuppressedResponse) String() string {
 func (*SetAutoProvisionSuppressedResponse) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2118,7 @@ func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SetAutoProvisionSuppressedResponse.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetAutoProvisionSuppressedResponse) GetChanged() int32 {
@@ -1907,7 +2137,7 @@ type BeginRenameRequest struct {
 
 func (x *BeginRenameRequest) Reset() {
 	*x = BeginRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2149,7 @@ func (x *BeginRenameRequest) String() string {
 func (*BeginRenameRequest) ProtoMessage() {}
 
 func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2162,7 @@ func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRenameRequest.ProtoReflect.Descriptor instead.
 func (*BeginRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BeginRenameRequest) GetDeviceIds() []string {
@@ -1952,7 +2182,7 @@ type CompleteRenameRequest struct {
 
 func (x *CompleteRenameRequest) Reset() {
 	*x = CompleteRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2194,7 @@ func (x *CompleteRenameRequest) String() string {
 func (*CompleteRenameRequest) ProtoMessage() {}
 
 func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2207,7 @@ func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRenameRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CompleteRenameRequest) GetDeviceId() string {
@@ -2002,7 +2232,7 @@ type SweepNowRequest struct {
 
 func (x *SweepNowRequest) Reset() {
 	*x = SweepNowRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2244,7 @@ func (x *SweepNowRequest) String() string {
 func (*SweepNowRequest) ProtoMessage() {}
 
 func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2257,7 @@ func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepNowRequest.ProtoReflect.Descriptor instead.
 func (*SweepNowRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type CreateEnrollmentTokenRequest struct {
@@ -2040,7 +2270,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2282,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2295,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetSubnets() []string {
@@ -2092,7 +2322,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2334,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2347,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -2147,7 +2377,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2389,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2402,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Agent) GetId() string {
@@ -2220,7 +2450,7 @@ type AuthorizeAgentRequest struct {
 
 func (x *AuthorizeAgentRequest) Reset() {
 	*x = AuthorizeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2462,7 @@ func (x *AuthorizeAgentRequest) String() string {
 func (*AuthorizeAgentRequest) ProtoMessage() {}
 
 func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2475,7 @@ func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeAgentRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AuthorizeAgentRequest) GetAgentId() string {
@@ -2271,7 +2501,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2513,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2526,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2314,7 +2544,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2556,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2569,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type ListAgentsRequest struct {
@@ -2350,7 +2580,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2592,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2605,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type ListAgentsResponse struct {
@@ -2387,7 +2617,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2629,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2642,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2433,7 +2663,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2675,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2688,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AdminToken) GetName() string {
@@ -2492,7 +2722,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2734,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2747,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -2544,7 +2774,7 @@ type CreateAdminTokenResponse struct {
 
 func (x *CreateAdminTokenResponse) Reset() {
 	*x = CreateAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2786,7 @@ func (x *CreateAdminTokenResponse) String() string {
 func (*CreateAdminTokenResponse) ProtoMessage() {}
 
 func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2799,7 @@ func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateAdminTokenResponse) GetToken() string {
@@ -2594,7 +2824,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2836,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2849,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 type ListAdminTokensResponse struct {
@@ -2631,7 +2861,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2873,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2886,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
@@ -2675,7 +2905,7 @@ type RevokeAdminTokenRequest struct {
 
 func (x *RevokeAdminTokenRequest) Reset() {
 	*x = RevokeAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2917,7 @@ func (x *RevokeAdminTokenRequest) String() string {
 func (*RevokeAdminTokenRequest) ProtoMessage() {}
 
 func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2930,7 @@ func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeAdminTokenRequest) GetName() string {
@@ -2718,7 +2948,7 @@ type RevokeAdminTokenResponse struct {
 
 func (x *RevokeAdminTokenResponse) Reset() {
 	*x = RevokeAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2730,7 +2960,7 @@ func (x *RevokeAdminTokenResponse) String() string {
 func (*RevokeAdminTokenResponse) ProtoMessage() {}
 
 func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2743,7 +2973,7 @@ func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 type IssueAdminCertificateRequest struct {
@@ -2757,7 +2987,7 @@ type IssueAdminCertificateRequest struct {
 
 func (x *IssueAdminCertificateRequest) Reset() {
 	*x = IssueAdminCertificateRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +2999,7 @@ func (x *IssueAdminCertificateRequest) String() string {
 func (*IssueAdminCertificateRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +3012,7 @@ func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *IssueAdminCertificateRequest) GetName() string {
@@ -2817,7 +3047,7 @@ type IssueAdminCertificateResponse struct {
 
 func (x *IssueAdminCertificateResponse) Reset() {
 	*x = IssueAdminCertificateResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +3059,7 @@ func (x *IssueAdminCertificateResponse) String() string {
 func (*IssueAdminCertificateResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +3072,7 @@ func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
@@ -2870,7 +3100,7 @@ var File_amtops_v1_admin_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x05\n" +
+	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x05\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1b\n" +
@@ -2896,7 +3126,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\bwarnings\x18\x12 \x03(\tR\bwarnings\x129\n" +
 	"\n" +
 	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
-	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\"\xab\x01\n" +
+	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x12!\n" +
+	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\"\xab\x01\n" +
 	"\x12ListDevicesRequest\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.amtops.v1.DeviceStatusR\x06status\x12\x1e\n" +
@@ -2908,7 +3139,26 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x13ListDevicesResponse\x12+\n" +
 	"\adevices\x18\x01 \x03(\v2\x11.amtops.v1.DeviceR\adevices\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
-	"nextCursor\"\"\n" +
+	"nextCursor\"p\n" +
+	"\x17DeviceReadinessResponse\x124\n" +
+	"\adevices\x18\x01 \x03(\v2\x1a.amtops.v1.DeviceReadinessR\adevices\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"\xef\x02\n" +
+	"\x0fDeviceReadiness\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\x12\x0e\n" +
+	"\x02ip\x18\x03 \x01(\tR\x02ip\x12-\n" +
+	"\x12provisioning_state\x18\x04 \x01(\x05R\x11provisioningState\x12!\n" +
+	"\fcontrol_mode\x18\x05 \x01(\tR\vcontrolMode\x12)\n" +
+	"\x10needs_activation\x18\x06 \x01(\bR\x0fneedsActivation\x12\x14\n" +
+	"\x05ready\x18\a \x01(\bR\x05ready\x12%\n" +
+	"\x0etrusted_domain\x18\b \x01(\tR\rtrustedDomain\x125\n" +
+	"\bhello_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ahelloAt\x127\n" +
+	"\bproblems\x18\n" +
+	" \x03(\v2\x1b.amtops.v1.ReadinessProblemR\bproblems\"D\n" +
+	"\x10ReadinessProblem\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\"\n" +
 	"\x10GetDeviceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
 	"\x11PutDevicesRequest\x12+\n" +
@@ -3088,13 +3338,14 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueAdminCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
-	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\x8a\x13\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xe0\x13\n" +
 	"\fAdminService\x12L\n" +
 	"\vListDevices\x12\x1d.amtops.v1.ListDevicesRequest\x1a\x1e.amtops.v1.ListDevicesResponse\x12;\n" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
 	"\n" +
 	"PutDevices\x12\x1c.amtops.v1.PutDevicesRequest\x1a\x1d.amtops.v1.PutDevicesResponse\x12O\n" +
-	"\fGetDeviceLog\x12\x1e.amtops.v1.GetDeviceLogRequest\x1a\x1f.amtops.v1.GetDeviceLogResponse\x12M\n" +
+	"\fGetDeviceLog\x12\x1e.amtops.v1.GetDeviceLogRequest\x1a\x1f.amtops.v1.GetDeviceLogResponse\x12T\n" +
+	"\x0fDeviceReadiness\x12\x1d.amtops.v1.ListDevicesRequest\x1a\".amtops.v1.DeviceReadinessResponse\x12M\n" +
 	"\x10CreateCollection\x12\".amtops.v1.CreateCollectionRequest\x1a\x15.amtops.v1.Collection\x12X\n" +
 	"\x0fListCollections\x12!.amtops.v1.ListCollectionsRequest\x1a\".amtops.v1.ListCollectionsResponse\x12M\n" +
 	"\x10UpdateCollection\x12\".amtops.v1.UpdateCollectionRequest\x1a\x15.amtops.v1.Collection\x12[\n" +
@@ -3137,158 +3388,166 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
 	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
 	(*ListDevicesResponse)(nil),                // 2: amtops.v1.ListDevicesResponse
-	(*GetDeviceRequest)(nil),                   // 3: amtops.v1.GetDeviceRequest
-	(*PutDevicesRequest)(nil),                  // 4: amtops.v1.PutDevicesRequest
-	(*PutDevicesResponse)(nil),                 // 5: amtops.v1.PutDevicesResponse
-	(*GetDeviceLogRequest)(nil),                // 6: amtops.v1.GetDeviceLogRequest
-	(*GetDeviceLogResponse)(nil),               // 7: amtops.v1.GetDeviceLogResponse
-	(*Collection)(nil),                         // 8: amtops.v1.Collection
-	(*CreateCollectionRequest)(nil),            // 9: amtops.v1.CreateCollectionRequest
-	(*ListCollectionsRequest)(nil),             // 10: amtops.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil),            // 11: amtops.v1.ListCollectionsResponse
-	(*UpdateCollectionRequest)(nil),            // 12: amtops.v1.UpdateCollectionRequest
-	(*DeleteCollectionRequest)(nil),            // 13: amtops.v1.DeleteCollectionRequest
-	(*DeleteCollectionResponse)(nil),           // 14: amtops.v1.DeleteCollectionResponse
-	(*MemberRule)(nil),                         // 15: amtops.v1.MemberRule
-	(*CollectionMembersRequest)(nil),           // 16: amtops.v1.CollectionMembersRequest
-	(*CollectionMembersResponse)(nil),          // 17: amtops.v1.CollectionMembersResponse
-	(*ImportDevicesRequest)(nil),               // 18: amtops.v1.ImportDevicesRequest
-	(*ImportDevicesResponse)(nil),              // 19: amtops.v1.ImportDevicesResponse
-	(*StartBatchRequest)(nil),                  // 20: amtops.v1.StartBatchRequest
-	(*Batch)(nil),                              // 21: amtops.v1.Batch
-	(*GetBatchRequest)(nil),                    // 22: amtops.v1.GetBatchRequest
-	(*ListBatchesRequest)(nil),                 // 23: amtops.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),                // 24: amtops.v1.ListBatchesResponse
-	(*ListBatchJobsRequest)(nil),               // 25: amtops.v1.ListBatchJobsRequest
-	(*Job)(nil),                                // 26: amtops.v1.Job
-	(*ListBatchJobsResponse)(nil),              // 27: amtops.v1.ListBatchJobsResponse
-	(*SetAutoProvisionSuppressedRequest)(nil),  // 28: amtops.v1.SetAutoProvisionSuppressedRequest
-	(*SetAutoProvisionSuppressedResponse)(nil), // 29: amtops.v1.SetAutoProvisionSuppressedResponse
-	(*BeginRenameRequest)(nil),                 // 30: amtops.v1.BeginRenameRequest
-	(*CompleteRenameRequest)(nil),              // 31: amtops.v1.CompleteRenameRequest
-	(*SweepNowRequest)(nil),                    // 32: amtops.v1.SweepNowRequest
-	(*CreateEnrollmentTokenRequest)(nil),       // 33: amtops.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),      // 34: amtops.v1.CreateEnrollmentTokenResponse
-	(*Agent)(nil),                              // 35: amtops.v1.Agent
-	(*AuthorizeAgentRequest)(nil),              // 36: amtops.v1.AuthorizeAgentRequest
-	(*RevokeAgentRequest)(nil),                 // 37: amtops.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),                // 38: amtops.v1.RevokeAgentResponse
-	(*ListAgentsRequest)(nil),                  // 39: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 40: amtops.v1.ListAgentsResponse
-	(*AdminToken)(nil),                         // 41: amtops.v1.AdminToken
-	(*CreateAdminTokenRequest)(nil),            // 42: amtops.v1.CreateAdminTokenRequest
-	(*CreateAdminTokenResponse)(nil),           // 43: amtops.v1.CreateAdminTokenResponse
-	(*ListAdminTokensRequest)(nil),             // 44: amtops.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),            // 45: amtops.v1.ListAdminTokensResponse
-	(*RevokeAdminTokenRequest)(nil),            // 46: amtops.v1.RevokeAdminTokenRequest
-	(*RevokeAdminTokenResponse)(nil),           // 47: amtops.v1.RevokeAdminTokenResponse
-	(*IssueAdminCertificateRequest)(nil),       // 48: amtops.v1.IssueAdminCertificateRequest
-	(*IssueAdminCertificateResponse)(nil),      // 49: amtops.v1.IssueAdminCertificateResponse
-	nil,                                        // 50: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 51: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 52: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 53: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 54: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 55: amtops.v1.JobKind
+	(*DeviceReadinessResponse)(nil),            // 3: amtops.v1.DeviceReadinessResponse
+	(*DeviceReadiness)(nil),                    // 4: amtops.v1.DeviceReadiness
+	(*ReadinessProblem)(nil),                   // 5: amtops.v1.ReadinessProblem
+	(*GetDeviceRequest)(nil),                   // 6: amtops.v1.GetDeviceRequest
+	(*PutDevicesRequest)(nil),                  // 7: amtops.v1.PutDevicesRequest
+	(*PutDevicesResponse)(nil),                 // 8: amtops.v1.PutDevicesResponse
+	(*GetDeviceLogRequest)(nil),                // 9: amtops.v1.GetDeviceLogRequest
+	(*GetDeviceLogResponse)(nil),               // 10: amtops.v1.GetDeviceLogResponse
+	(*Collection)(nil),                         // 11: amtops.v1.Collection
+	(*CreateCollectionRequest)(nil),            // 12: amtops.v1.CreateCollectionRequest
+	(*ListCollectionsRequest)(nil),             // 13: amtops.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil),            // 14: amtops.v1.ListCollectionsResponse
+	(*UpdateCollectionRequest)(nil),            // 15: amtops.v1.UpdateCollectionRequest
+	(*DeleteCollectionRequest)(nil),            // 16: amtops.v1.DeleteCollectionRequest
+	(*DeleteCollectionResponse)(nil),           // 17: amtops.v1.DeleteCollectionResponse
+	(*MemberRule)(nil),                         // 18: amtops.v1.MemberRule
+	(*CollectionMembersRequest)(nil),           // 19: amtops.v1.CollectionMembersRequest
+	(*CollectionMembersResponse)(nil),          // 20: amtops.v1.CollectionMembersResponse
+	(*ImportDevicesRequest)(nil),               // 21: amtops.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil),              // 22: amtops.v1.ImportDevicesResponse
+	(*StartBatchRequest)(nil),                  // 23: amtops.v1.StartBatchRequest
+	(*Batch)(nil),                              // 24: amtops.v1.Batch
+	(*GetBatchRequest)(nil),                    // 25: amtops.v1.GetBatchRequest
+	(*ListBatchesRequest)(nil),                 // 26: amtops.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),                // 27: amtops.v1.ListBatchesResponse
+	(*ListBatchJobsRequest)(nil),               // 28: amtops.v1.ListBatchJobsRequest
+	(*Job)(nil),                                // 29: amtops.v1.Job
+	(*ListBatchJobsResponse)(nil),              // 30: amtops.v1.ListBatchJobsResponse
+	(*SetAutoProvisionSuppressedRequest)(nil),  // 31: amtops.v1.SetAutoProvisionSuppressedRequest
+	(*SetAutoProvisionSuppressedResponse)(nil), // 32: amtops.v1.SetAutoProvisionSuppressedResponse
+	(*BeginRenameRequest)(nil),                 // 33: amtops.v1.BeginRenameRequest
+	(*CompleteRenameRequest)(nil),              // 34: amtops.v1.CompleteRenameRequest
+	(*SweepNowRequest)(nil),                    // 35: amtops.v1.SweepNowRequest
+	(*CreateEnrollmentTokenRequest)(nil),       // 36: amtops.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),      // 37: amtops.v1.CreateEnrollmentTokenResponse
+	(*Agent)(nil),                              // 38: amtops.v1.Agent
+	(*AuthorizeAgentRequest)(nil),              // 39: amtops.v1.AuthorizeAgentRequest
+	(*RevokeAgentRequest)(nil),                 // 40: amtops.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),                // 41: amtops.v1.RevokeAgentResponse
+	(*ListAgentsRequest)(nil),                  // 42: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 43: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 44: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 45: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 46: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 47: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 48: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 49: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 50: amtops.v1.RevokeAdminTokenResponse
+	(*IssueAdminCertificateRequest)(nil),       // 51: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 52: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 53: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 54: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 55: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 56: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 57: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 58: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	51, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	52, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	53, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	53, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	51, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	54, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	55, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	56, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	56, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	54, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
 	0,  // 5: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
-	0,  // 6: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	54, // 7: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	53, // 8: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
-	15, // 9: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
-	8,  // 10: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
-	15, // 11: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	55, // 12: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	55, // 13: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	53, // 14: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	50, // 15: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
-	21, // 16: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	55, // 17: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
-	26, // 18: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	53, // 19: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	53, // 20: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	53, // 21: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	35, // 22: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	53, // 23: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
-	41, // 24: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
-	41, // 25: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	53, // 26: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
-	1,  // 27: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	3,  // 28: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	4,  // 29: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	6,  // 30: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	9,  // 31: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	10, // 32: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	12, // 33: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	13, // 34: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	16, // 35: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	16, // 36: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	18, // 37: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
-	20, // 38: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	22, // 39: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	23, // 40: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
-	22, // 41: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	22, // 42: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	25, // 43: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	28, // 44: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	30, // 45: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	31, // 46: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	32, // 47: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	33, // 48: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	36, // 49: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	36, // 50: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	37, // 51: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
-	39, // 52: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	42, // 53: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	44, // 54: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	46, // 55: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	48, // 56: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
-	2,  // 57: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 58: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	5,  // 59: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	7,  // 60: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	8,  // 61: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	11, // 62: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	8,  // 63: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	14, // 64: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	17, // 65: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	17, // 66: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	19, // 67: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	21, // 68: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	21, // 69: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	24, // 70: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	21, // 71: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	21, // 72: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	27, // 73: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	29, // 74: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	21, // 75: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	21, // 76: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	21, // 77: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	34, // 78: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	35, // 79: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	35, // 80: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
-	38, // 81: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
-	40, // 82: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	43, // 83: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	45, // 84: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	47, // 85: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	49, // 86: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
-	57, // [57:87] is the sub-list for method output_type
-	27, // [27:57] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	4,  // 6: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
+	56, // 7: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
+	5,  // 8: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
+	0,  // 9: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
+	57, // 10: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	56, // 11: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	18, // 12: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
+	11, // 13: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
+	18, // 14: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
+	58, // 15: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	58, // 16: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	56, // 17: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	53, // 18: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	24, // 19: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
+	58, // 20: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	29, // 21: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
+	56, // 22: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 23: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	56, // 24: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	38, // 25: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
+	56, // 26: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	44, // 27: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	44, // 28: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	56, // 29: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 30: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	6,  // 31: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	7,  // 32: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	9,  // 33: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	1,  // 34: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
+	12, // 35: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	13, // 36: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	15, // 37: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	16, // 38: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	19, // 39: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	19, // 40: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	21, // 41: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	23, // 42: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	25, // 43: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	26, // 44: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	25, // 45: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	25, // 46: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	28, // 47: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	31, // 48: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	33, // 49: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	34, // 50: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	35, // 51: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	36, // 52: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	39, // 53: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	39, // 54: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	40, // 55: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
+	42, // 56: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	45, // 57: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	47, // 58: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	49, // 59: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	51, // 60: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	2,  // 61: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 62: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	8,  // 63: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	10, // 64: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	3,  // 65: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
+	11, // 66: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	14, // 67: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	11, // 68: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	17, // 69: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	20, // 70: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	20, // 71: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	22, // 72: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	24, // 73: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	24, // 74: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	27, // 75: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	24, // 76: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	24, // 77: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	30, // 78: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	32, // 79: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	24, // 80: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	24, // 81: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	24, // 82: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	37, // 83: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	38, // 84: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	38, // 85: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
+	41, // 86: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
+	43, // 87: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	46, // 88: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	48, // 89: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	50, // 90: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	52, // 91: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	61, // [61:92] is the sub-list for method output_type
+	30, // [30:61] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_admin_proto_init() }
@@ -3297,14 +3556,14 @@ func file_amtops_v1_admin_proto_init() {
 		return
 	}
 	file_amtops_v1_common_proto_init()
-	file_amtops_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
+	file_amtops_v1_admin_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   51,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

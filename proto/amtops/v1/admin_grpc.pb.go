@@ -23,6 +23,7 @@ const (
 	AdminService_GetDevice_FullMethodName                  = "/amtops.v1.AdminService/GetDevice"
 	AdminService_PutDevices_FullMethodName                 = "/amtops.v1.AdminService/PutDevices"
 	AdminService_GetDeviceLog_FullMethodName               = "/amtops.v1.AdminService/GetDeviceLog"
+	AdminService_DeviceReadiness_FullMethodName            = "/amtops.v1.AdminService/DeviceReadiness"
 	AdminService_CreateCollection_FullMethodName           = "/amtops.v1.AdminService/CreateCollection"
 	AdminService_ListCollections_FullMethodName            = "/amtops.v1.AdminService/ListCollections"
 	AdminService_UpdateCollection_FullMethodName           = "/amtops.v1.AdminService/UpdateCollection"
@@ -66,6 +67,10 @@ type AdminServiceClient interface {
 	GetDevice(ctx context.Context, in *GetDeviceRequest, opts ...grpc.CallOption) (*Device, error)
 	PutDevices(ctx context.Context, in *PutDevicesRequest, opts ...grpc.CallOption) (*PutDevicesResponse, error)
 	GetDeviceLog(ctx context.Context, in *GetDeviceLogRequest, opts ...grpc.CallOption) (*GetDeviceLogResponse, error)
+	// DeviceReadiness tells, per device the filter selects, whether remote
+	// configuration can activate it and why not (from its last Hello and the
+	// loaded provisioning certificate).
+	DeviceReadiness(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*DeviceReadinessResponse, error)
 	CreateCollection(ctx context.Context, in *CreateCollectionRequest, opts ...grpc.CallOption) (*Collection, error)
 	ListCollections(ctx context.Context, in *ListCollectionsRequest, opts ...grpc.CallOption) (*ListCollectionsResponse, error)
 	UpdateCollection(ctx context.Context, in *UpdateCollectionRequest, opts ...grpc.CallOption) (*Collection, error)
@@ -154,6 +159,16 @@ func (c *adminServiceClient) GetDeviceLog(ctx context.Context, in *GetDeviceLogR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetDeviceLogResponse)
 	err := c.cc.Invoke(ctx, AdminService_GetDeviceLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeviceReadiness(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*DeviceReadinessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeviceReadinessResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeviceReadiness_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -444,6 +459,10 @@ type AdminServiceServer interface {
 	GetDevice(context.Context, *GetDeviceRequest) (*Device, error)
 	PutDevices(context.Context, *PutDevicesRequest) (*PutDevicesResponse, error)
 	GetDeviceLog(context.Context, *GetDeviceLogRequest) (*GetDeviceLogResponse, error)
+	// DeviceReadiness tells, per device the filter selects, whether remote
+	// configuration can activate it and why not (from its last Hello and the
+	// loaded provisioning certificate).
+	DeviceReadiness(context.Context, *ListDevicesRequest) (*DeviceReadinessResponse, error)
 	CreateCollection(context.Context, *CreateCollectionRequest) (*Collection, error)
 	ListCollections(context.Context, *ListCollectionsRequest) (*ListCollectionsResponse, error)
 	UpdateCollection(context.Context, *UpdateCollectionRequest) (*Collection, error)
@@ -509,6 +528,9 @@ func (UnimplementedAdminServiceServer) PutDevices(context.Context, *PutDevicesRe
 }
 func (UnimplementedAdminServiceServer) GetDeviceLog(context.Context, *GetDeviceLogRequest) (*GetDeviceLogResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetDeviceLog not implemented")
+}
+func (UnimplementedAdminServiceServer) DeviceReadiness(context.Context, *ListDevicesRequest) (*DeviceReadinessResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeviceReadiness not implemented")
 }
 func (UnimplementedAdminServiceServer) CreateCollection(context.Context, *CreateCollectionRequest) (*Collection, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateCollection not implemented")
@@ -677,6 +699,24 @@ func _AdminService_GetDeviceLog_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetDeviceLog(ctx, req.(*GetDeviceLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeviceReadiness_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDevicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeviceReadiness(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeviceReadiness_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeviceReadiness(ctx, req.(*ListDevicesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1164,6 +1204,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetDeviceLog",
 			Handler:    _AdminService_GetDeviceLog_Handler,
+		},
+		{
+			MethodName: "DeviceReadiness",
+			Handler:    _AdminService_DeviceReadiness_Handler,
 		},
 		{
 			MethodName: "CreateCollection",

@@ -67,6 +67,9 @@ type Options struct {
 	Log     zerolog.Logger
 	// NoCA leaves admin.Options.CA nil: no certificate issuance or login.
 	NoCA bool
+	// Activation is the job service's remote configuration, which
+	// DeviceReadiness judges by; nil: off.
+	Activation *jobs.Activation
 }
 
 // Start runs a server until t ends.
@@ -90,7 +93,9 @@ func Start(t testing.TB, o Options) *Server {
 	if o.Batches != nil {
 		batches = o.Batches
 	}
-	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond}
+	q := store.NewLeaseQueue(st, store.QueueOptions{})
+	js := jobs.New(st, q, nil, nil, jobs.Config{Site: jobs.Site{Activation: o.Activation}}, o.Log)
+	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js}
 	if !o.NoCA {
 		ao.CA = ca
 	}
@@ -106,9 +111,8 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	// The production wiring: one TLS port for agents (mTLS, AgentService's
 	// interceptor) and administrators (bearer tokens, AdminService's).
-	q := store.NewLeaseQueue(st, store.QueueOptions{})
 	agents := api.NewAgentService(st, q, dispatch.New(q, q, dispatch.Options{}), ca,
-		jobs.New(st, q, nil, nil, jobs.Config{}, o.Log), discover.NewRecorder(st, o.Log, nil), api.Options{Log: o.Log})
+		js, discover.NewRecorder(st, o.Log, nil), api.Options{Log: o.Log})
 	gs := grpc.NewServer(append(api.ServerOptions(agents, cert),
 		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(svc.StreamInterceptor()))...)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -30,6 +31,7 @@ import (
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
@@ -38,12 +40,14 @@ import (
 
 // Server is a running AgentService.
 type Server struct {
-	Store *store.Store
-	Queue *store.LeaseQueue
-	CA    *agentca.CA
-	Svc   *api.AgentService
-	Jobs  *jobs.Service
-	Addr  string
+	Store   *store.Store
+	Queue   *store.LeaseQueue
+	CA      *agentca.CA
+	Svc     *api.AgentService
+	Jobs    *jobs.Service
+	Batches *batch.Service
+	Asynq   *asynq.Client
+	Addr    string
 }
 
 // Options tunes Start.
@@ -80,6 +84,14 @@ func Start(t testing.TB, o Options) *Server {
 		o.Jobs.LeaseTTL = o.API.LeaseTTL
 	}
 	j := jobs.New(st, q, o.DeviceCA, nil, o.Jobs, zerolog.Nop())
+	// Hellos start real batches: phase-1 tasks land in asynq on the same
+	// Redis (no worker runs them here).
+	ac := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { _ = ac.Close() })
+	batches := batch.New(st, jobs.NewEnqueuer(ac, 3, time.Minute), zerolog.Nop())
+	if o.API.Hellos == nil {
+		o.API.Hellos = discover.NewHelloRecorder(st, batches, j, zerolog.Nop(), nil)
+	}
 	svc := api.NewAgentService(st, q, d, ca, j, discover.NewRecorder(st, zerolog.Nop(), nil), o.API)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -108,7 +120,7 @@ func Start(t testing.TB, o Options) *Server {
 	case <-time.After(10 * time.Second):
 		t.Fatal("dispatcher never subscribed")
 	}
-	return &Server{Store: st, Queue: q, CA: ca, Svc: svc, Jobs: j, Addr: lis.Addr().String()}
+	return &Server{Store: st, Queue: q, CA: ca, Svc: svc, Jobs: j, Batches: batches, Asynq: ac, Addr: lis.Addr().String()}
 }
 
 // Token makes a one-time enrollment token for subnets.

@@ -17,7 +17,7 @@ func (a *app) devicesCmd() *cobra.Command {
 		Aliases: []string{"device", "dev"},
 		Short:   "List and show devices, their operations log, and automatic provisioning",
 	}
-	cmd.AddCommand(a.devicesListCmd(), a.devicesShowCmd(), a.devicesLogCmd(),
+	cmd.AddCommand(a.devicesListCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(),
 		a.devicesSuppressCmd("suppress-auto", true), a.devicesSuppressCmd("allow-auto", false))
 	return cmd
 }
@@ -111,7 +111,7 @@ func (a *app) devicesShowCmd() *cobra.Command {
 			}
 			return keyValues(a.stdout,
 				"ID", v.ID, "UUID", v.UUID, "FQDN", v.FQDN, "IP", v.IP, "Subnet", v.Subnet, "Status", v.Status,
-				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Link", v.Link, "AMT version", v.AMTVersion,
+				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Control mode", v.ControlMode, "Link", v.Link, "AMT version", v.AMTVersion,
 				"Computer DN", v.ComputerDN, "Collections", strings.Join(v.Collections, ", "),
 				"Auto-provisioning", map[bool]string{true: "suppressed", false: "allowed"}[v.SuppressAutoProvision],
 				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+v.LastError),

@@ -39,6 +39,7 @@ type deviceView struct {
 	Warnings              []string `json:"warnings,omitempty"`
 	UpdatedAt             string   `json:"updated_at,omitempty"`
 	ProvisionedAt         string   `json:"provisioned_at,omitempty"`
+	ControlMode           string   `json:"control_mode,omitempty"`
 }
 
 type eventView struct {
@@ -166,7 +167,7 @@ func viewDevice(d *pb.Device) deviceView {
 		Link: linkName(d.GetLink()), AMTVersion: d.GetAmtVersion(), ComputerDN: d.GetComputerDn(), Collections: cols,
 		SuppressAutoProvision: d.GetSuppressAutoProvision(), RenamePending: d.GetRenamePending(), LastError: d.GetLastError(),
 		LastErrorStep: d.GetLastErrorStep(), Warnings: d.GetWarnings(), UpdatedAt: tsString(d.GetUpdatedAt()),
-		ProvisionedAt: tsString(d.GetProvisionedAt())}
+		ProvisionedAt: tsString(d.GetProvisionedAt()), ControlMode: d.GetControlMode()}
 }
 
 func viewEvent(e *pb.OperationEvent) eventView {

@@ -369,6 +369,12 @@ func TestSweepStops(t *testing.T) {
 			}
 		})
 	}
+	// An HTTP client closes a finished connection on its own goroutine,
+	// a moment after the sweep returned.
+	deadline := time.Now().Add(2 * time.Second)
+	for r.dial.open.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if o := r.dial.open.Load(); o != 0 {
 		t.Errorf("%d connections left open", o)
 	}

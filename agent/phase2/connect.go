@@ -52,13 +52,12 @@ func candidate(cands []string, attempt int32) (int, string) {
 }
 
 // refusalPermanent says whether a refusal of this attempt's candidate ends
-// the job: with one candidate at once; with several once every candidate
-// has had two turns. The second round is there because a turn lost to
-// anything but a refusal (an attempt cut short after it logged in, before
-// it changed the password) proves nothing about that candidate.
-func refusalPermanent(n int, attempt int32) bool {
-	return n <= 1 || int(max(attempt, 1)) >= 2*n
-}
+// the job: with one candidate at once. With several, never here: a turn
+// lost to a fault (a dropped connection, a reset, an attempt cut short
+// after it logged in) proves nothing about that candidate, and the agent
+// cannot tell how earlier attempts ended, so the site's attempt budget
+// ends the job. Each attempt still tries only one candidate.
+func refusalPermanent(n int, _ int32) bool { return n <= 1 }
 
 // refused is the error for a refused candidate: transient while other
 // candidates have turns left.

@@ -464,7 +464,10 @@ func TestFailures(t *testing.T) {
 			j.Credentials.Password, j.Credentials.NewAdminPassword = "Wr0ng!pass", ""
 		}, phase2.StepConnect, "refused"},
 		{"externally provisioned", func(j *amtopsv1.Phase2Job) {
-			j.Target.Ip, j.Attempt = sim.Addrs()[1].String(), 4 // both candidates' second turn
+			// One candidate: its refusal is final. (With two, a refusal
+			// stays transient and the site's attempt budget ends the job:
+			// TestRefusalWithCandidatesLeftIsTransient.)
+			j.Target.Ip, j.Credentials.NewAdminPassword = sim.Addrs()[1].String(), ""
 		}, phase2.StepConnect, "externally"},
 		{"unknown power scheme", func(j *amtopsv1.Phase2Job) { j.Settings.PowerScheme = "ON in S7" }, phase2.StepPower, "power_scheme"},
 	}
@@ -482,6 +485,26 @@ func TestFailures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// With two password candidates, a refused one is transient on every
+// attempt: a turn lost to a fault proves nothing about the other, so the
+// site's attempt budget ends the job, not the agent. Each attempt tries
+// one candidate only (no spraying against the lockout).
+func TestRefusalWithCandidatesLeftIsTransient(t *testing.T) {
+	sim := startSim(t, 1, map[int]amtsim.Override{0: {Kind: amtsim.KindExternal}})
+	c := newCA(t)
+	for attempt := int32(1); attempt <= 6; attempt++ {
+		job := provisionJob(t, c, sim.Addrs()[0], "refused")
+		job.Attempt = attempt
+		res := newExecutor(sim).Run(context.Background(), job, nil)
+		if res.Err == nil || res.Permanent || res.ErrorStep != phase2.StepConnect || !errors.Is(res.Err, wsman.ErrUnauthorized) {
+			t.Fatalf("attempt %d: err %v permanent %t step %q; want a transient refusal at connect", attempt, res.Err, res.Permanent, res.ErrorStep)
+		}
+		if want := fmt.Sprintf("candidate %d of 2", 1+(attempt-1)%2); !strings.Contains(res.Err.Error(), want) {
+			t.Errorf("attempt %d: %v; want it to have tried %s", attempt, res.Err, want)
+		}
 	}
 }
 

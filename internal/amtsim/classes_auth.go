@@ -1,6 +1,7 @@
 package amtsim
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"slices"
 	"strconv"
@@ -245,7 +246,7 @@ func (s *Sim) kerberos() *class {
 			if salt == "" || err != nil || iter < 1 {
 				return errRepresentation("Passphrase needs Salt and a positive IterationCount")
 			}
-			k.passphrase, k.salt, k.iterations = true, salt, iter
+			k.passphrase, k.passSum, k.salt, k.iterations = true, sha256.Sum256([]byte(v)), salt, iter
 		}
 		var algs []int
 		for _, e := range c.in.all(c.cls.uri, "ConfiguredEncryptionAlgorithms") {

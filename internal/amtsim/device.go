@@ -93,6 +93,7 @@ type kerberos struct {
 	maxTol      int
 	configAlgs  []int
 	passphrase  bool
+	passSum     [32]byte // SHA-256 of the passphrase, for the state API; never the passphrase
 	salt        string
 	iterations  int
 	configuredB bool // any Put seen, so the full instance is shown

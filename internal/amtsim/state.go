@@ -128,6 +128,11 @@ type KerberosState struct {
 	// MasterKeyHex is the key AMT holds (e.g. MD4 of the account password): a hash, not a password.
 	MasterKeyHex  string `json:"master_key_hex"`
 	PassphraseSet bool   `json:"passphrase_set"`
+	// The AES inputs the device derives its keys from: salt, iteration
+	// count and the SHA-256 of the passphrase (never the passphrase).
+	Salt             string `json:"salt,omitempty"`
+	IterationCount   int    `json:"iteration_count,omitempty"`
+	PassphraseSHA256 string `json:"passphrase_sha256,omitempty"`
 }
 
 type IEEE8021xState struct {
@@ -221,6 +226,9 @@ func (d *device) snapshot() DeviceState {
 	k := st.krb
 	ds.Kerberos = KerberosState{Enabled: k.enabled, Realm: k.realm, KeyVersion: k.keyVersion, MaximumClockTolerance: k.maxTol,
 		EncryptionAlgorithms: slices.Clone(k.configAlgs), MasterKeyHex: hex.EncodeToString(k.masterKey), PassphraseSet: k.passphrase}
+	if k.passphrase {
+		ds.Kerberos.Salt, ds.Kerberos.IterationCount, ds.Kerberos.PassphraseSHA256 = k.salt, k.iterations, hex.EncodeToString(k.passSum[:])
+	}
 	x := st.dot1x
 	ds.IEEE8021 = IEEE8021xState{Enabled: x.enabled == 2, AuthenticationProtocol: x.authProto, Username: x.username,
 		Domain: x.domain, ServerCertificateName: x.serverName, RootCertHandle: x.rootHandle, ClientCertHandle: x.clientHandle}

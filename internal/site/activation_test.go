@@ -86,7 +86,7 @@ func TestActivationRefused(t *testing.T) {
 		{"root not trusted", site.Config{UntrustedProvisioningRoot: true}, "no provisioning root matches"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			const n = 8
+			const n = 52 // the same fleet as TestActivateFactoryFleet
 			tc.cfg.Devices, tc.cfg.Factory, tc.cfg.Versions = n, true, generations
 			e := startWith(t, tc.cfg, "", false)
 			if err := e.TriggerHellos(); err != nil {

@@ -231,10 +231,12 @@ func (s *Site) startFleet(ctx context.Context, password string) error {
 		sc := amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
 			Password: password, Faults: s.cfg.Faults, Seed: s.cfg.Seed + int64(i), CommitDelay: 300 * time.Millisecond,
 			Overrides: overrides, Log: s.cfg.Log.With().Str("part", "amtsim").Logger()}
-		// Not factory: PCs set up by hand in the MEBx (state 2, admin
-		// control) with the site's provisioning password as their admin
-		// password, which real firmware offers over 16992.
-		sc.Kind = amtsim.KindMEBx
+		// Not factory: the simulator's legacy profile (state 0 with the
+		// provisioning password on 16992), which no firmware offers; the
+		// day-2 and fault tests still run on it until they move to
+		// factory devices and Hellos (a device set up in the MEBx goes
+		// dark after a full removal, so S18/S19 re-provisioning needs a
+		// new Hello there).
 		if s.cfg.Factory {
 			sc.Kind = amtsim.KindFactory
 			sc.TrustHashes, sc.TrustedDomain = [][]byte{s.trustHash}, Domain

@@ -33,7 +33,7 @@ func run(args []string) error {
 	devices := fs.Int("devices", 1, "number of devices")
 	baseIP := fs.String("base-ip", "127.20.0.1", "address of the first device; the others follow")
 	password := fs.String("password", "", "admin password of mebx and ccm devices, provisioning password of legacy ones (firmware complexity rules apply)")
-	profile := fs.String("profile", "legacy", "device profile: factory, mebx, ccm, external, not-amt, or legacy (state 0 with a password on 16992: no firmware does this)")
+	profile := fs.String("profile", "mebx", "device profile: mebx (set up by hand in the MEBx: state 2, ACM, admin password --password), factory, ccm, external, not-amt, or legacy (state 0 with a password on 16992: no firmware does this; kept for old tests)")
 	latency := fs.Duration("latency", 0, "latency added to every WS-Man call")
 	var hashes hashList
 	fs.Var(&hashes, "trust-hash", "root certificate hash (hex SHA-1, SHA-256 or SHA-384) added to every device's trusted list; repeatable")

@@ -1,6 +1,7 @@
 package phase2_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -132,22 +133,31 @@ func TestFirmwareRules(t *testing.T) {
 // Every update brings new 802.1X and Wi-Fi client certificates (S14); the
 // replaced ones are deleted, so the device's stores (23 entries) never
 // fill however many updates run.
+// A thousand updates in a row on one device never fill its stores (23
+// certificates or keys): each brings new 802.1X and wireless client
+// certificates, as phase 1's re-issue does, and the agent deletes what
+// they replaced. The certificates rotate through a few pre-issued sets, so
+// every update replaces something without paying for a thousand RSA keys.
 func TestManyUpdatesKeepStoresSmall(t *testing.T) {
-	const updates = 60
+	const updates, sets = 1000, 3
 	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, BaseIP: base86(t), Password: provPassword,
-		CommitDelay: 5 * time.Millisecond}, nil)
+		CommitDelay: time.Millisecond}, nil)
 	c := newCA(t)
 	a := sim.Addrs()[0]
 	prov := provisionJob(t, c, a, "many")
 	mustRun(t, newExecutor(sim), prov)
 	base := device(t, sim, a)
+	var pool [][]*amtopsv1.NetworkProfile
+	for range sets {
+		pool = append(pool, []*amtopsv1.NetworkProfile{
+			netProfile(t, c, amtopsv1.NetworkProfile_KIND_WIRED_8021X, "many.corp.example"),
+			netProfile(t, c, amtopsv1.NetworkProfile_KIND_WIRELESS, "many.corp.example"),
+		})
+	}
 	ex := newExecutor(sim)
 	maxCerts, maxKeys := 0, 0
 	for i := range updates {
-		nets := []*amtopsv1.NetworkProfile{
-			netProfile(t, c, amtopsv1.NetworkProfile_KIND_WIRED_8021X, "many.corp.example"),
-			netProfile(t, c, amtopsv1.NetworkProfile_KIND_WIRELESS, "many.corp.example"),
-		}
+		nets := pool[i%sets]
 		job := updateJob(prov, nets, true)
 		if res := ex.Run(context.Background(), job, nil); res.Err != nil {
 			t.Fatalf("update %d: step %s: %v", i+1, res.ErrorStep, res.Err)
@@ -157,6 +167,10 @@ func TestManyUpdatesKeepStoresSmall(t *testing.T) {
 		if !st.IEEE8021.Enabled || len(st.WiFi) != 1 {
 			t.Fatalf("update %d: 802.1X %t, %d Wi-Fi profiles", i+1, st.IEEE8021.Enabled, len(st.WiFi))
 		}
+		if k := slices.IndexFunc(st.Certificates, func(c amtsim.CertState) bool { return c.Handle == st.IEEE8021.ClientCertHandle }); k < 0 ||
+			!bytes.Equal(st.Certificates[k].DER, nets[0].GetClientCertificateDer()) {
+			t.Fatalf("update %d: 802.1X does not use the update's client certificate", i+1)
+		}
 	}
 	// Provisioning's chain, leaf and key, plus one RADIUS root and the two
 	// current client certificates and keys.
@@ -164,6 +178,7 @@ func TestManyUpdatesKeepStoresSmall(t *testing.T) {
 		t.Errorf("after %d updates: up to %d certificates and %d keys on the device, want at most %d and %d",
 			updates, maxCerts, maxKeys, wantCerts, wantKeys)
 	}
+	t.Logf("%d updates: at most %d certificates and %d keys on the device (store limit 23)", updates, maxCerts, maxKeys)
 }
 
 // A CSME 16.1 device activated by hand in the MEBx (state 2) is TLS-only

@@ -44,37 +44,35 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrol
 
 // AuthorizeAgent lets an enrolled agent serve more subnets.
 func (s *Service) AuthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequest) (*pb.Agent, error) {
-	p, err := principalFrom(ctx)
-	if err != nil {
-		return nil, err
-	}
-	subnets, err := prefixesFrom("subnets", req.GetSubnets())
-	if err != nil {
-		return nil, api.ToStatus(err)
-	}
-	if len(subnets) == 0 {
-		return nil, api.ToStatus(domain.InvalidField("subnets", "", "name at least one subnet"))
-	}
-	a, err := s.agent(ctx, req.GetAgentId())
-	if err != nil {
-		return nil, api.ToStatus(err)
-	}
-	for _, sn := range subnets {
-		if !slices.Contains(a.Subnets, sn) {
-			a.Subnets = append(a.Subnets, sn)
+	return s.changeSubnets(ctx, req, "agent authorized", func(a *domain.Agent, subnets []netip.Prefix) error {
+		for _, sn := range subnets {
+			if !slices.Contains(a.Subnets, sn) {
+				a.Subnets = append(a.Subnets, sn)
+			}
 		}
-	}
-	if err := s.st.PutAgent(ctx, a); err != nil {
-		return nil, api.ToStatus(err)
-	}
-	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg("agent authorized")
-	return agentToPB(a), nil
+		return nil
+	})
 }
 
 // UnauthorizeAgent takes subnets away from an agent. Its calls for them
 // are refused from the next one on (AgentService reads the agent record
 // on every call); jobs it holds there return to the queue at lease expiry.
 func (s *Service) UnauthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRequest) (*pb.Agent, error) {
+	return s.changeSubnets(ctx, req, "agent unauthorized", func(a *domain.Agent, subnets []netip.Prefix) error {
+		for _, sn := range subnets {
+			if !slices.Contains(a.Subnets, sn) {
+				return domain.InvalidField("subnets", sn.String(), "agent "+a.ID+" does not serve it")
+			}
+		}
+		a.Subnets = slices.DeleteFunc(a.Subnets, func(sn netip.Prefix) bool { return slices.Contains(subnets, sn) })
+		return nil
+	})
+}
+
+// changeSubnets is the body of AuthorizeAgent and UnauthorizeAgent: check
+// the request, apply change to the agent's subnets, store and log it.
+func (s *Service) changeSubnets(ctx context.Context, req *pb.AuthorizeAgentRequest, msg string,
+	change func(*domain.Agent, []netip.Prefix) error) (*pb.Agent, error) {
 	p, err := principalFrom(ctx)
 	if err != nil {
 		return nil, err
@@ -90,16 +88,13 @@ func (s *Service) UnauthorizeAgent(ctx context.Context, req *pb.AuthorizeAgentRe
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
-	for _, sn := range subnets {
-		if !slices.Contains(a.Subnets, sn) {
-			return nil, api.ToStatus(domain.InvalidField("subnets", sn.String(), "agent "+a.ID+" does not serve it"))
-		}
+	if err := change(&a, subnets); err != nil {
+		return nil, api.ToStatus(err)
 	}
-	a.Subnets = slices.DeleteFunc(a.Subnets, func(sn netip.Prefix) bool { return slices.Contains(subnets, sn) })
 	if err := s.st.PutAgent(ctx, a); err != nil {
 		return nil, api.ToStatus(err)
 	}
-	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg("agent unauthorized")
+	s.opts.Log.Info().Str("admin", p.Name).Str("agent", a.ID).Strs("subnets", req.GetSubnets()).Msg(msg)
 	return agentToPB(a), nil
 }
 

@@ -162,9 +162,12 @@ func TestWorkerBackoff(t *testing.T) {
 	if len(s.at) != 2 {
 		t.Fatalf("%d calls, want 2", len(s.at))
 	}
-	// Backoff(0) is 1–2 s; the retry check and scheduling add a little.
-	if gap := s.at[1].Sub(s.at[0]); gap < time.Second || gap > 2*time.Second+time.Second {
-		t.Fatalf("retry after %v, want Backoff(0): 1 s to 2 s (+ the 100 ms check)", gap)
+	// Backoff(0) is 1–2 s (TestBackoff checks the bounds). asynq keeps a
+	// retry's time in whole seconds, so the retry may come up to a second
+	// sooner, and the 100 ms check adds a little. What this proves is that
+	// the production backoff is in use, not asynq's default of minutes.
+	if gap := s.at[1].Sub(s.at[0]); gap <= 0 || gap > 3*time.Second {
+		t.Fatalf("retry after %v, want Backoff(0) (1–2 s) less asynq's sub-second truncation, plus the 100 ms check", gap)
 	}
 }
 

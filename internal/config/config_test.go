@@ -44,6 +44,8 @@ func TestLoadServer(t *testing.T) {
 				}
 			}},
 		{name: "unknown key", yaml: "redis:\n  adress: x\n", field: "redis.adress"},
+		{name: "duplicate key", yaml: "redis:\n  addr: 127.0.0.1:1\n  addr: 127.0.0.1:2\n", field: "redis.addr"},
+		{name: "duplicate section", yaml: "phase1:\n  concurrency: 2\nphase1:\n  concurrency: 3\n", field: "phase1"},
 		{name: "bad yaml duration", yaml: "phase2:\n  lease_ttl: banana\n", field: "phase2.lease_ttl"},
 		{name: "list of structs", yaml: "networks:\n  wireless:\n  - {name: a, ssid: \"\"}\n", field: "networks.wireless[0].ssid"},
 		{name: "bad env duration", env: map[string]string{"AMTOPS_PHASE2_LEASE_TTL": "soon"}, field: "phase2.lease_ttl"},

@@ -57,6 +57,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string) error {
 				fields[tag] = v.Field(i)
 			}
 		}
+		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key := n.Content[i].Value
 			sub := key
@@ -67,6 +68,11 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string) error {
 			if !ok {
 				return &Error{Field: sub, Reason: fmt.Sprintf("unknown option (line %d)", n.Content[i].Line)}
 			}
+			// A key given twice would silently keep the last value.
+			if first, dup := seen[key]; dup {
+				return &Error{Field: sub, Reason: fmt.Sprintf("given twice (lines %d and %d)", first, n.Content[i].Line)}
+			}
+			seen[key] = n.Content[i].Line
 			if err := decodeNode(n.Content[i+1], f, sub); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -476,4 +477,30 @@ func BenchmarkAuthenticatedCall(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// A large inventory whose subnets no agent serves yet still gets an
+// answer: the warnings are bounded, the rest counted (40,000 lines of them
+// used to exceed gRPC's message limit).
+func TestImportDryRunBoundsWarnings(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	var csv strings.Builder
+	csv.WriteString("host_name,domain,ip\n")
+	const rows = 20000
+	for i := range rows {
+		fmt.Fprintf(&csv, "pc%05d,corp.example,10.%d.%d.%d\n", i, 50+i/65536, i/256%256, i%256)
+	}
+	c := s.Dial(t, s.Operate)
+	if _, err := c.CreateCollection(context.Background(), &pb.CreateCollectionRequest{Name: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.ImportDevices(context.Background(),
+		&pb.ImportDevicesRequest{Collection: "big", Csv: []byte(csv.String()), DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := resp.GetWarnings()
+	if len(w) != 101 || !strings.Contains(w[100], fmt.Sprintf("and %d more lines", rows-100)) {
+		t.Fatalf("%d warnings, last %q; want 100 and a count of the rest", len(w), w[len(w)-1])
+	}
 }

@@ -268,6 +268,7 @@ func checkDomain(d string) string {
 // device each row updates (by FQDN, else UUID) and refuses rows whose
 // name, UUID or ID belong to different devices. Nothing is written.
 func (s *Service) planImport(ctx context.Context, rows []csvRow) (warnings []string, err error) {
+	unserved := 0
 	var errs errList
 	for i := range rows {
 		r := &rows[i]
@@ -314,13 +315,22 @@ func (s *Service) planImport(ctx context.Context, rows []csvRow) (warnings []str
 				return nil, err
 			} else if ok {
 				r.subnet = p
-			} else {
+			} else if len(warnings) < maxCSVWarnings {
 				warnings = append(warnings, fmt.Sprintf("csv line %d: no enrolled agent serves %s: add a subnet column or authorize an agent before provisioning", r.line, r.ip))
+			} else {
+				unserved++
 			}
 		}
 	}
+	if unserved > 0 {
+		warnings = append(warnings, fmt.Sprintf("and %d more lines whose address no enrolled agent serves", unserved))
+	}
 	return warnings, errs.err()
 }
+
+// maxCSVWarnings bounds the warnings one reply lists (a reply of 40,000
+// of them exceeds gRPC's message limit); the rest are counted.
+const maxCSVWarnings = 100
 
 // agentSubnet finds the narrowest subnet an enrolled agent serves that
 // contains ip.

@@ -363,14 +363,24 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	case jobsCtx.Err() != nil:
 		req = &pb.CompleteRequest{Lease: ref, Result: wire.Result(domain.ResultReleased), Error: "agent shutting down"}
 	}
-	// Finish even during shutdown: a short, bounded, uncancelled call.
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(jobsCtx), 15*time.Second)
+	// The result is worth waiting for: given up, a finished device is
+	// done again. So Complete is retried through a server restart or a
+	// Redis outage, for as long as the lease lives (the job stays held,
+	// so heartbeats keep it), at most completeWindow; once the agent
+	// shuts down, for 15 s more.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(jobsCtx), completeWindow)
 	defer fcancel()
+	stop := context.AfterFunc(jobsCtx, func() { time.AfterFunc(15*time.Second, fcancel) })
+	defer stop()
 	a.flush(fctx, ref, rep)
 	for n := 0; ; n++ {
 		resp, err := a.client.Complete(fctx, req)
 		if err == nil {
 			log.Info().Str("result", string(wire.ResultFrom(req.Result))).Str("step", req.ErrorStep).Bool("already", resp.GetAlreadyCompleted()).Msg("job completed")
+			return
+		}
+		if errors.Is(context.Cause(cctx), errLeaseLost) {
+			log.Warn().Err(err).Msg("lease lost before the result was recorded")
 			return
 		}
 		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Internal || !a.backoff(fctx, n) {
@@ -379,6 +389,10 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 		}
 	}
 }
+
+// completeWindow bounds how long a result is retried while the server
+// cannot take it.
+const completeWindow = 10 * time.Minute
 
 // leaseKey carries a running job's lease to signDeviceCSR: the executor
 // is shared by all jobs and its SignCSR hook gets only the context.

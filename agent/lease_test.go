@@ -64,6 +64,9 @@ func work(ctx context.Context, rep phase2.Reporter, d time.Duration) phase2.Resu
 // ReportProgress or cannot be reached for Heartbeat.
 type faults struct {
 	hangProgress, failHeartbeat atomic.Bool
+	// failCompleteUntil (Unix ms) makes Complete fail as a restarting
+	// server's would until then.
+	failCompleteUntil atomic.Int64
 }
 
 func (f *faults) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -73,6 +76,8 @@ func (f *faults) intercept(ctx context.Context, method string, req, reply any, c
 		return status.FromContextError(ctx.Err()).Err()
 	case f.failHeartbeat.Load() && strings.HasSuffix(method, "/Heartbeat"):
 		return status.Error(codes.Unavailable, "injected: server unreachable")
+	case strings.HasSuffix(method, "/Complete") && time.Now().UnixMilli() < f.failCompleteUntil.Load():
+		return status.Error(codes.Unavailable, "injected: server restarting")
 	}
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
@@ -185,5 +190,37 @@ func TestStaleAttemptYieldsToNewLease(t *testing.T) {
 	}
 	if n := ex.attempts(id); n != 2 {
 		t.Errorf("job ran %d times, want 2 (the stale attempt and the one that succeeded)", n)
+	}
+}
+
+// A result the server cannot take for longer than a quick retry (a
+// restart, a Redis outage) is delivered once it can: the device is not
+// done again (issue 14 item 7: the agent gave up after 15 s).
+func TestCompleteOutlastsAnOutage(t *testing.T) {
+	s := leaseServer(t)
+	f := &faults{}
+	f.failCompleteUntil.Store(time.Now().Add(17 * time.Second).UnixMilli())
+	ex := &funcExecutor{runs: map[string]int{}, run: func(ctx context.Context, _ int, _ *pb.Phase2Job, rep phase2.Reporter) phase2.Result {
+		return work(ctx, rep, 10*time.Millisecond)
+	}}
+	startAgent(t, s, ex, f)
+	id := s.Job(t, "outage", "10.1.0.0/24", "10.1.0.21", domain.KindProvision)
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, err := s.Store.GetBatch(context.Background(), "outage")
+		if err == nil && b.Succeeded+b.Failed == 1 {
+			if b.Failed != 0 {
+				t.Fatalf("batch failed: %+v", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never completed")
+		}
+	}
+	if n := ex.attempts(id); n != 1 {
+		t.Errorf("job ran %d times, want once", n)
+	}
+	if time.Now().UnixMilli() < f.failCompleteUntil.Load() {
+		t.Error("the job completed while Complete was failing")
 	}
 }

@@ -172,7 +172,7 @@ func (s *Server) openRedis(ctx context.Context) error {
 	}
 	host, _ := os.Hostname()
 	rdb, err := store.Dial(ctx, store.DialOptions{Addrs: []string{s.cfg.Redis.Addr}, Password: password,
-		DB: s.cfg.Redis.DB, ClientName: "amtops-server-" + host})
+		DB: s.cfg.Redis.DB, ClientName: "amtops-server-" + host, Log: s.log})
 	if err != nil {
 		return fmt.Errorf("server: redis.addr: %w", err)
 	}

@@ -21,9 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/internal/secrets"
 )
@@ -74,6 +76,11 @@ type DialOptions struct {
 	TLS      *tls.Config
 	// ClientName appears in CLIENT LIST; handy to tell replicas apart.
 	ClientName string
+	// LoadingWait is how long Dial waits for a Redis that is still
+	// loading its data (after a restart, an AOF can take minutes);
+	// default 10 minutes. Log hears about the wait.
+	LoadingWait time.Duration
+	Log         zerolog.Logger
 }
 
 // Dial connects to Redis and checks it answers PING. Callers keep the
@@ -93,11 +100,40 @@ func Dial(ctx context.Context, o DialOptions) (redis.UniversalClient, error) {
 		// Long-polls and scripts are short; keep pools modest per replica.
 		PoolSize: 64,
 	})
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	if err := waitLoaded(ctx, rdb, o); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("store: dial %v: %w", o.Addrs, err)
 	}
 	return rdb, nil
+}
+
+// waitLoaded pings until Redis answers, waiting out LOADING: a server
+// started next to a Redis that restarts with its AOF must wait for the
+// data, not exit (and never run on an empty view of it).
+func waitLoaded(ctx context.Context, rdb redis.UniversalClient, o DialOptions) error {
+	wait := o.LoadingWait
+	if wait <= 0 {
+		wait = 10 * time.Minute
+	}
+	deadline, logged := time.Now().Add(wait), false
+	for {
+		err := rdb.Ping(ctx).Err()
+		if err == nil || !strings.HasPrefix(err.Error(), "LOADING") {
+			return err
+		}
+		if !logged {
+			o.Log.Warn().Strs("addrs", o.Addrs).Msg("redis is loading its data; waiting")
+			logged = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still loading after %v: %w", wait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Ping checks that Redis answers.

@@ -308,24 +308,39 @@ func (s *Service) planImport(ctx context.Context, rows []csvRow) (warnings []str
 		case byID != nil:
 			r.existing = byID
 		}
-		if !r.subnet.IsValid() {
-			if r.existing != nil && r.existing.Subnet.IsValid() && r.existing.Subnet.Contains(r.ip) {
-				r.subnet = r.existing.Subnet
-			} else if p, ok, err := s.agentSubnet(ctx, r.ip); err != nil {
-				return nil, err
-			} else if ok {
-				r.subnet = p
-			} else if len(warnings) < maxCSVWarnings {
-				warnings = append(warnings, fmt.Sprintf("csv line %d: no enrolled agent serves %s: add a subnet column or authorize an agent before provisioning", r.line, r.ip))
-			} else {
-				unserved++
-			}
+		served, err := s.resolveSubnet(ctx, r)
+		switch {
+		case err != nil:
+			return nil, err
+		case served:
+		case len(warnings) < maxCSVWarnings:
+			warnings = append(warnings, fmt.Sprintf("csv line %d: no enrolled agent serves %s: add a subnet column or authorize an agent before provisioning", r.line, r.ip))
+		default:
+			unserved++
 		}
 	}
 	if unserved > 0 {
 		warnings = append(warnings, fmt.Sprintf("and %d more lines whose address no enrolled agent serves", unserved))
 	}
 	return warnings, errs.err()
+}
+
+// resolveSubnet fills a row's subnet when the file gave none: the one the
+// device is already on, else the narrowest an enrolled agent serves. It
+// reports whether the row has a subnet now.
+func (s *Service) resolveSubnet(ctx context.Context, r *csvRow) (bool, error) {
+	switch {
+	case r.subnet.IsValid():
+		return true, nil
+	case r.existing != nil && r.existing.Subnet.IsValid() && r.existing.Subnet.Contains(r.ip):
+		r.subnet = r.existing.Subnet
+		return true, nil
+	}
+	p, ok, err := s.agentSubnet(ctx, r.ip)
+	if ok {
+		r.subnet = p
+	}
+	return ok, err
 }
 
 // maxCSVWarnings bounds the warnings one reply lists (a reply of 40,000

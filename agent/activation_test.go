@@ -26,6 +26,7 @@ import (
 	"github.com/amtops/amtops/internal/pki/builtin"
 	"github.com/amtops/amtops/internal/pki/pkitest"
 	"github.com/amtops/amtops/internal/provcert"
+	"github.com/amtops/amtops/internal/provcert/provcerttest"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api/apitest"
 )
@@ -61,14 +62,7 @@ func (s *signingServer) SignProvisioning(_ context.Context, req *pb.SignProvisio
 // the handshake's signatures come from the server through
 // SignProvisioning, for the job's lease.
 func TestAgentActivatesFactoryDevice(t *testing.T) {
-	pair, err := provcert.NewTestPair("amt.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := provcert.LoadPEM(pair.ChainPEM, pair.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, pair := provcerttest.Identity(t, "amt.test")
 	rootHash, _ := hex.DecodeString(pair.RootSHA256)
 	n, _ := rand.Int(rand.Reader, big.NewInt(250))
 	base := netip.AddrFrom4([4]byte{127, 86, byte(n.Int64()), 1})

@@ -22,6 +22,7 @@ import (
 	"github.com/amtops/amtops/internal/pki/builtin"
 	"github.com/amtops/amtops/internal/pki/pkitest"
 	"github.com/amtops/amtops/internal/provcert"
+	"github.com/amtops/amtops/internal/provcert/provcerttest"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api/apitest"
 	"github.com/amtops/amtops/server/jobs"
@@ -40,14 +41,7 @@ func newProvEnv(t *testing.T) *provEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := provcert.NewTestPair("amt.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := provcert.LoadPEM(pair.ChainPEM, pair.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, _ := provcerttest.Identity(t, "amt.test")
 	site := jobs.Site{ProvisioningUser: "admin", ProvisioningPassword: simPassword, Settings: config.DefaultServer().AMT.Settings,
 		JobDeadline: 10 * time.Minute, NewPassword: func() (string, error) { return newPassword, nil },
 		Activation: &jobs.Activation{Identity: id, MEBxPassword: "admin"}}

@@ -11,21 +11,14 @@ import (
 	"time"
 
 	"github.com/amtops/amtops/internal/domain"
-	"github.com/amtops/amtops/internal/provcert"
+	"github.com/amtops/amtops/internal/provcert/provcerttest"
 )
 
 // withActivation turns remote configuration on with a test provisioning
 // certificate for amt.test and returns the root's SHA-256.
 func withActivation(t *testing.T, f *fixture) []byte {
 	t.Helper()
-	pair, err := provcert.NewTestPair("amt.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := provcert.LoadPEM(pair.ChainPEM, pair.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, _ := provcerttest.Identity(t, "amt.test")
 	f.prov.site.Activation = &Activation{Identity: id, MEBxPassword: "admin"}
 	sum := sha256.Sum256(id.Chain().Root().Raw)
 	return sum[:]

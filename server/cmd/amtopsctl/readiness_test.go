@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/amtops/amtops/internal/domain"
-	"github.com/amtops/amtops/internal/provcert"
+	"github.com/amtops/amtops/internal/provcert/provcerttest"
 	"github.com/amtops/amtops/server/admin/admintest"
 	"github.com/amtops/amtops/server/jobs"
 )
@@ -19,14 +19,7 @@ import (
 // activate it and why not, from its last Hello and the loaded chain; the
 // read role may ask.
 func TestDevicesReadiness(t *testing.T) {
-	pair, err := provcert.NewTestPair("amt.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := provcert.LoadPEM(pair.ChainPEM, pair.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, _ := provcerttest.Identity(t, "amt.test")
 	s := admintest.Start(t, admintest.Options{Activation: &jobs.Activation{Identity: id, MEBxPassword: "admin",
 		Subnets: []jobs.SubnetDomain{{Prefix: netip.MustParsePrefix("10.0.0.0/24"), Domain: "amt.test"}}}})
 	ctx := context.Background()

@@ -443,3 +443,39 @@ func TestFailJobRecordsTheFailedStep(t *testing.T) {
 		})
 	}
 }
+
+// A job that ends failed leaves no live certificate that no device
+// installed, and no sealed private key (issue 14 item 5): the
+// certificate phase 1 issued is revoked at the CA, its key deleted.
+func TestFailedJobRevokesAndForgets(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	d := f.device(t, "pc-fail")
+	task := f.task(t, "bf", d, domain.KindProvision)
+	if err := f.prov.Handle(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 1 {
+		t.Fatalf("%d live server certificates after phase 1, want 1", n)
+	}
+	if _, err := f.store.GetSecret(ctx, keySecret(task.JobID, domain.PurposeServerAuth)); err != nil {
+		t.Fatalf("phase 1 kept no key: %v", err)
+	}
+	_, l := f.leaseOne(t)
+	if _, err := f.prov.Complete(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token},
+		Result{Outcome: domain.ResultFailedPermanent, Step: "connect", Error: "refused"}); err != nil {
+		t.Fatal(err)
+	}
+	if live := f.live(t, d.ID, domain.PurposeServerAuth); len(live) != 0 {
+		t.Errorf("live certificates after the job failed: %+v", live)
+	}
+	certs, _ := f.store.CertificatesByDevice(ctx, d.ID)
+	for _, c := range certs {
+		if c.Status != domain.CertRevoked || c.Reason != domain.ReasonCessationOfOperation {
+			t.Errorf("certificate %s: %s (reason %d), want revoked for cessation of operation", c.Serial, c.Status, c.Reason)
+		}
+	}
+	if _, err := f.store.GetSecret(ctx, keySecret(task.JobID, domain.PurposeServerAuth)); !errors.Is(err, domain.ErrNotFound) {
+		t.Errorf("the failed job's private key is still sealed in the store: %v", err)
+	}
+}

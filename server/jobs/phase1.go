@@ -172,6 +172,11 @@ func (p *Service) FailJob(ctx context.Context, t Task, err error) error {
 	if se := (*StepError)(nil); errors.As(err, &se) {
 		stepName = se.Step
 	}
+	// Best effort: the failure must be recorded even when the CA that
+	// would revoke is what failed.
+	if aerr := p.abandon(ctx, t.JobID, t.DeviceID); aerr != nil {
+		p.log.Warn().Str("job", t.JobID).Err(aerr).Msg("failed job's certificates and keys not cleaned up")
+	}
 	if _, ferr := p.store.FinishJob(ctx, t.BatchID, t.JobID, domain.JobFailed, stepName, err.Error()); ferr != nil {
 		return ferr
 	}

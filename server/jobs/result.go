@@ -87,6 +87,9 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 		log.Info().Str("device", job.DeviceID).Int("attempt", qj.Attempts).Str("step", r.Step).Msg("phase 2 failed, will retry")
 		return false, nil
 	}
+	if err := p.abandon(ctx, job.ID, job.DeviceID); err != nil {
+		return false, err
+	}
 	if _, err := p.store.FinishJob(ctx, job.BatchID, l.JobID, domain.JobFailed, failedStep(r), r.Error); err != nil {
 		return false, err
 	}
@@ -278,9 +281,12 @@ func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []stri
 			p.log.Warn().Str("job", id).Str("subnet", subnet.String()).Msg("discovery job dead-lettered")
 			continue
 		}
-		batch, _, ok := domain.SplitJobID(id)
+		batch, device, ok := domain.SplitJobID(id)
 		if !ok {
 			continue
+		}
+		if err := p.abandon(ctx, id, device); err != nil {
+			p.log.Warn().Str("job", id).Err(err).Msg("dead job's certificates and keys not cleaned up")
 		}
 		if _, err := p.store.FinishJob(ctx, batch, id, domain.JobFailed, "lease",
 			"lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {
@@ -288,4 +294,29 @@ func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []stri
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// abandon undoes what a job that ended failed leaves at the site: the
+// certificates it had issued that no device was seen to install are
+// revoked (cessation of operation: nothing will use them), and its sealed
+// private keys and marks are deleted. A certificate the agent did install
+// before a later step failed is superseded by the next provisioning. The
+// pending admin and MEBx passwords stay: the device may have them, and
+// the next attempt tries them.
+func (p *Service) abandon(ctx context.Context, jobID, deviceID string) error {
+	n, err := p.revoke(ctx, deviceID, domain.ReasonCessationOfOperation, func(c domain.CertificateRecord) bool {
+		return c.JobID == jobID && c.Status == domain.CertIssued
+	})
+	if err != nil {
+		return fmt.Errorf("abandon %s: %w", jobID, err)
+	}
+	for _, name := range jobSecrets(jobID) {
+		if err := p.store.DeleteSecret(ctx, name); err != nil {
+			return fmt.Errorf("abandon %s: %w", jobID, err)
+		}
+	}
+	if n > 0 {
+		p.log.Info().Str("job", jobID).Str("device", deviceID).Int("revoked", n).Msg("failed job's certificates revoked")
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/provcert"
+	"github.com/amtops/amtops/internal/provcert/provcerttest"
 	"github.com/amtops/amtops/internal/wsman"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/rs/zerolog"
@@ -43,19 +44,6 @@ func (s *siteSigner) SignProvisioning(_ context.Context, jobID, token string, di
 		return nil, fmt.Errorf("no live lease %s/%s", jobID, token)
 	}
 	return s.id.SignDigest(digest, opts)
-}
-
-func testPair(t *testing.T, domain string) (*provcert.TestPair, *provcert.Identity) {
-	t.Helper()
-	p, err := provcert.NewTestPair(domain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := provcert.LoadPEM(p.ChainPEM, p.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, id
 }
 
 // base86 is a random 127.86.x.1 (this package's range for multi-address
@@ -93,8 +81,8 @@ func activationExecutor(sim *amtsim.Sim, s *siteSigner) *phase2.Executor {
 // site certificate, with the MEBx and admin passwords changed; a
 // provisioning chain the device does not trust changes nothing.
 func TestActivation(t *testing.T) {
-	trusted, id := testPair(t, provDomain)
-	_, stranger := testPair(t, provDomain)
+	id, trusted := provcerttest.Identity(t, provDomain)
+	stranger, _ := provcerttest.Identity(t, provDomain)
 	rootHash, err := hex.DecodeString(trusted.RootSHA256)
 	if err != nil {
 		t.Fatal(err)

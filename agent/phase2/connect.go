@@ -51,22 +51,18 @@ func candidate(cands []string, attempt int32) (int, string) {
 	return i, cands[i]
 }
 
-// refusalPermanent says whether a refusal of this attempt's candidate ends
-// the job: with one candidate at once. With several, never here: a turn
-// lost to a fault (a dropped connection, a reset, an attempt cut short
-// after it logged in) proves nothing about that candidate, and the agent
-// cannot tell how earlier attempts ended, so the site's attempt budget
-// ends the job. Each attempt still tries only one candidate.
-func refusalPermanent(n int, _ int32) bool { return n <= 1 }
-
-// refused is the error for a refused candidate: transient while other
-// candidates have turns left.
+// refused is the error for a refused candidate. With one candidate it is
+// final. With several it stays transient: a turn lost to a fault (a
+// dropped connection, a reset, an attempt cut short after it logged in)
+// proves nothing about the other candidates, and the agent cannot tell how
+// earlier attempts ended, so the site's attempt budget ends the job. Each
+// attempt tries only one candidate.
 func refused(i, n int, attempt int32, what string) error {
 	err := fmt.Errorf("%s: password candidate %d of %d refused on attempt %d: %w", what, i+1, n, max(attempt, 1), wsman.ErrUnauthorized)
-	if refusalPermanent(n, attempt) {
+	if n <= 1 {
 		return err
 	}
-	return transientError{fmt.Errorf("%w; the next attempt tries another candidate", err)}
+	return transientError{err}
 }
 
 // trust is how we verify the device's TLS certificate: against the chain's

@@ -94,8 +94,9 @@ func New(cfg Config) (*Sim, error) {
 		IdleTimeout:       2 * time.Minute,
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // firmware speaks HTTP/1.1 only
 		// Refused handshakes are part of the act (a client without the
-		// provisioning certificate): the simulator's log, at debug.
-		ErrorLog: stdlog.New(cfg.Log.Level(zerolog.DebugLevel).With().Str("part", "http").Logger(), "", 0),
+		// provisioning certificate): into the simulator's own log, not
+		// the process's stderr.
+		ErrorLog: stdlog.New(cfg.Log.With().Str("part", "http").Logger(), "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			tc, ok := c.(*trackedConn)
 			if t, isTLS := c.(*tls.Conn); isTLS {

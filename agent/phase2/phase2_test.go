@@ -38,7 +38,7 @@ var krbKey = []byte("0123456789abcdef") // 16-byte RC4-HMAC key
 // startSim runs a simulator; overrides are keyed by device index.
 func startSim(t *testing.T, devices int, overrides map[int]amtsim.Override) *amtsim.Sim {
 	t.Helper()
-	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: provPassword, CommitDelay: 30 * time.Millisecond}, overrides)
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Kind: amtsim.KindMEBx, Password: provPassword, CommitDelay: 30 * time.Millisecond}, overrides)
 }
 
 func newExecutor(sim *amtsim.Sim) *phase2.Executor {
@@ -342,11 +342,13 @@ func TestRemove(t *testing.T) {
 			if got := st.HostName == job.Target.HostName; got != tc.keepName {
 				t.Errorf("host name %q kept=%t, want kept=%t", st.HostName, got, tc.keepName)
 			}
-			wantPw := newPassword
+			// A full removal leaves the device as from the factory: dark,
+			// its next login the MEBx password of a remote configuration.
+			want := ha1("admin", st.DigestRealm, newPassword)
 			if !tc.keepName {
-				wantPw = provPassword
+				want = st.MEBxHA1
 			}
-			if st.AdminHA1 != ha1("admin", st.DigestRealm, wantPw) {
+			if st.AdminHA1 != want {
 				t.Errorf("admin password after removal is not the expected one")
 			}
 		})

@@ -139,7 +139,7 @@ func (s *Sim) setupService() *class {
 				return nil, rv, nil
 			}
 			nl := live{tls: st.tls8023.enabled, acceptNonSecure: st.tls8023.acceptNonSecure || !st.tls8023.enabled, mutual: st.tls8023.mutual}
-			tlsOnly := d.realFirmware() && d.fwv().tlsOnly()
+			tlsOnly := d.fwv().tlsOnly()
 			if nl.tls && st.tlsCtxCert < 0 && tlsOnly {
 				nl.acceptNonSecure = false // the firmware certificate keeps serving (plan)
 			} else if nl.tls {
@@ -181,15 +181,15 @@ func (s *Sim) setupService() *class {
 			d, old := c.d, c.d.st
 			n := d.factory()
 			n.hostName, n.domainName, n.adminUser, n.adminHA1 = old.hostName, old.domainName, old.adminUser, old.adminHA1
+			n.mebxHA1, n.mebxDefault, n.mebxSet = old.mebxHA1, old.mebxDefault, old.mebxSet
 			n.provState, n.provMode, n.controlMode = 1, max(old.provMode, 1), 0
 			d.st, d.live = n, live{}
 			d.commit()
 			c.restart = true
 			return nil, rvSuccess, nil
 		}},
-		// Unprovision clears everything: provisioning state 0, TLS off. A
-		// legacy device takes its provisioning password back; a real one is
-		// dark again (only a new Hello cycle reopens 16993), keeps its MEBx
+		// Unprovision clears everything: provisioning state 0, TLS off. The
+		// device is dark again (only a new Hello cycle reopens 16993), keeps its MEBx
 		// password as the next remote-configuration login and loses the
 		// root hashes added to its list (unless KeepHashesOnUnprovision).
 		"Unprovision": {write: true, fn: func(c *call) ([]prop, int, *fault) {
@@ -199,13 +199,10 @@ func (s *Sim) setupService() *class {
 			d, old := c.d, c.d.st
 			n := d.factory()
 			n.provState, n.provMode, n.controlMode = 0, 0, 0
-			n.adminHA1 = ha1("admin", d.realm(), d.password())
-			if d.realFirmware() {
-				n.hostName, n.domainName, n.webUI, n.redirState, n.listenerEnabled = "", "", false, 32768, false
-				n.mebxHA1, n.mebxDefault, n.adminSet, n.optInRequired = old.mebxHA1, old.mebxDefault, false, 0
-				n.adminHA1 = old.mebxHA1
-				d.unprovisioned()
-			}
+			n.hostName, n.domainName, n.webUI, n.redirState, n.listenerEnabled = "", "", false, 32768, false
+			n.mebxHA1, n.mebxDefault, n.adminSet, n.optInRequired = old.mebxHA1, old.mebxDefault, false, 0
+			n.adminHA1 = old.mebxHA1
+			d.unprovisioned()
 			d.st, d.live = n, live{}
 			d.commit()
 			c.restart, c.tlsChanged = true, true
@@ -216,7 +213,6 @@ func (s *Sim) setupService() *class {
 		// control and, once provisioned, as Firmware.MEBxPolicy says (the
 		// MEBx setting; by default allowed while the MEBx password is still
 		// the factory one: Intel's RPS sets it right after ACM activation).
-		// A legacy device refuses it in state 2, as before.
 		"SetMEBxPassword": {write: true, fn: func(c *call) ([]prop, int, *fault) {
 			st := c.d.st
 			p, _ := c.paramText("Password")
@@ -559,7 +555,7 @@ func (s *Sim) tlsSettings() *class {
 		return in
 	}
 	c.list = func(c *call, st *nvram) []instance {
-		only := c.d.realFirmware() && c.d.fwv().tlsOnly()
+		only := c.d.fwv().tlsOnly()
 		return []instance{render(tls8023ID, st.tls8023, only), render(tlsLMSID, st.tlsLMS, only)}
 	}
 	// Enabling remote (802.3) TLS needs a TLS credential context; the change
@@ -577,7 +573,7 @@ func (s *Sim) tlsSettings() *class {
 			*f.dst = v
 		}
 		id, _ := target.get("InstanceID")
-		if c.d.realFirmware() && c.d.fwv().tlsOnly() {
+		if c.d.fwv().tlsOnly() {
 			if c.in.child(c.cls.uri, "NonSecureConnectionsSupported") != nil {
 				return errRepresentation("NonSecureConnectionsSupported is read-only")
 			}
@@ -589,7 +585,7 @@ func (s *Sim) tlsSettings() *class {
 			st.tlsLMS = t
 			return nil
 		}
-		if t.enabled && st.tlsCtxCert < 0 && !(c.d.realFirmware() && c.d.fwv().tlsOnly()) {
+		if t.enabled && st.tlsCtxCert < 0 && !c.d.fwv().tlsOnly() {
 			return errRepresentation("TLS cannot be enabled without an AMT_TLSCredentialContext")
 		}
 		st.tls8023 = t

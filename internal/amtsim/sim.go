@@ -266,14 +266,6 @@ func (d *device) openListeners() error {
 // plan says what the device serves now (mu held): whether 16992 is open
 // and the TLS configuration of 16993 (nil: closed).
 func (d *device) plan() (httpOn bool, tlsCfg *tls.Config, err error) {
-	if !d.realFirmware() {
-		// legacy: the pre-profile simulator's transport, Go's TLS defaults.
-		if d.live.tls {
-			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*d.live.cert}}
-			d.mutualTLS(tlsCfg)
-		}
-		return !d.live.tls || d.live.acceptNonSecure, tlsCfg, nil
-	}
 	v := d.fwv()
 	if d.remoteConfig() {
 		// State 0/1: no management on 16992; 16993 only while a Hello
@@ -410,7 +402,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeEnvelope(w, http.StatusOK, nil, s.identifyBody(d))
 		return
 	}
-	if d.realFirmware() && d.fwv().closePerCall() && r.TLS != nil {
+	if d.fwv().closePerCall() && r.TLS != nil {
 		w.Header().Set("Connection", "close")
 	}
 	if ok, stale := s.authenticate(d, r); !ok {

@@ -32,10 +32,12 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("amtsim", flag.ContinueOnError)
 	devices := fs.Int("devices", 1, "number of devices")
 	baseIP := fs.String("base-ip", "127.20.0.1", "address of the first device; the others follow")
-	password := fs.String("password", "", "admin password of mebx and ccm devices, provisioning password of legacy ones (firmware complexity rules apply)")
-	profile := fs.String("profile", "mebx", "device profile: mebx (set up by hand in the MEBx: state 2, ACM, admin password --password), factory, ccm, external, not-amt, or legacy (state 0 with a password on 16992: no firmware does this; kept for old tests)")
+	password := fs.String("password", "", "admin password of mebx and ccm devices (firmware complexity rules apply)")
+	profile := fs.String("profile", "mebx", "device profile: mebx (set up by hand in the MEBx: state 2, ACM, admin password --password), factory (state 0: Hellos and remote configuration only), ccm, external, not-amt")
 	latency := fs.Duration("latency", 0, "latency added to every WS-Man call")
 	var hashes hashList
+	var factoryHashes hashList
+	fs.Var(&factoryHashes, "factory-hash", "root certificate hash (hex) in every device's factory list, as a commercial CA's that ships in the firmware: kept after a full unprovision; repeatable")
 	fs.Var(&hashes, "trust-hash", "root certificate hash (hex SHA-1, SHA-256 or SHA-384) added to every device's trusted list; repeatable")
 	noDefaultHashes := fs.Bool("no-default-hashes", false, "drop the factory stand-in hashes from the trusted list")
 	keepHashes := fs.Bool("keep-hashes-on-unprovision", false, "keep --trust-hash entries after a full unprovision (Intel documents that it deletes them)")
@@ -86,7 +88,7 @@ func run(args []string) error {
 		Devices: *devices, BaseIP: base, HTTPPort: *httpPort, TLSPort: *tlsPort, Password: *password,
 		Version: *version, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
 		Log: log, AllowNonLoopback: *allowNonLoopback, Kind: kind,
-		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, NoDefaultHashes: *noDefaultHashes,
+		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, FactoryHashes: factoryHashes, NoDefaultHashes: *noDefaultHashes,
 			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,
 			HelloInterval: *helloInterval, HelloAfterUnprovision: *helloAfterUnprovision, FactoryHTTP: *factoryHTTP,
 			TLSRestart: *tlsRestart, LockoutThreshold: *lockoutThreshold, LockoutDuration: *lockoutDuration,

@@ -542,3 +542,28 @@ func TestProvisionKeyOnDevice(t *testing.T) {
 		t.Errorf("key generated on device %t, serial %q", onDevice, res.Facts.GetInstalledSerial())
 	}
 }
+
+// An unanswered CommitChanges that never reached the device leaves the
+// settings live but uncommitted: reading them back looks right, and the
+// next reset reverts them. The job must not end provisioned on that; it
+// repeats the commit until one is answered (issue 14, phantom success).
+func TestUnansweredCommitIsConfirmed(t *testing.T) {
+	sim := startSim(t, 1, nil)
+	a := sim.Addrs()[0]
+	// The TLS stage's commit goes through; the settings stage's is lost.
+	if err := sim.DropCall(a, "CommitChanges", 1); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	res := newExecutor(sim).Run(context.Background(), provisionJob(t, newCA(t), a, "lost-commit"), rec)
+	if res.Err != nil {
+		t.Fatalf("step %s: %v\n%s", res.ErrorStep, res.Err, rec.all())
+	}
+	st := device(t, sim, a)
+	if st.UncommittedChanges || st.Commits != 2 {
+		t.Fatalf("after the job: uncommitted changes %t, %d commits; want none uncommitted and both commits applied", st.UncommittedChanges, st.Commits)
+	}
+	if !strings.Contains(rec.all(), "CommitChanges answered on try 2") {
+		t.Errorf("the log does not say the commit was confirmed:\n%s", rec.all())
+	}
+}

@@ -58,7 +58,7 @@ func (r *job) settingsSteps() []step {
 		{name: StepNetworkProfiles, skip: func(context.Context) string {
 			return unless(len(r.j.GetNetworks()) == 0, "no network profiles in the job")
 		}, run: r.networks},
-		r.commitStep(nil),
+		r.commitStep(nil, true),
 		{name: StepVerifyTLS, skip: func(context.Context) string {
 			return unless(!r.conn.tls, "not on TLS")
 		}, run: func(ctx context.Context) (string, error) { return r.verifyTLS(ctx, nil) }},

@@ -68,7 +68,7 @@ func (r *job) tlsSteps() []step {
 			}
 			return "bound " + r.certID, nil
 		}},
-		r.commitStep(done),
+		r.commitStep(done, false),
 		{name: StepVerifyTLS, skip: done, run: func(ctx context.Context) (string, error) { return r.verifyTLS(ctx, r.leaf) }},
 		{name: StepReconnect, skip: done, run: func(ctx context.Context) (string, error) {
 			// The provisioning session, if any, ended with the commit.
@@ -125,17 +125,44 @@ func (r *job) syncClockStep() step {
 }
 
 // commitStep calls CommitChanges. A transport error may mean the firmware
-// restarted before answering: the commit may well have happened, so the
-// verify steps after it decide.
-func (r *job) commitStep(skip func(context.Context) string) step {
+// restarted before answering, or that the request never arrived, leaving
+// the changes live but uncommitted (the next reset reverts them, and
+// reading them back cannot tell). In the TLS stage the new leaf served
+// after it proves the commit; otherwise (confirm) CommitChanges is sent
+// again once the device answers: an answered one proves it.
+func (r *job) commitStep(skip func(context.Context) string, confirm bool) step {
 	return step{name: StepCommit, skip: skip, run: func(ctx context.Context) (string, error) {
 		r.committed = r.e.cfg.Now()
 		err := r.dev.CommitChanges(ctx)
-		if err != nil && wsman.Retryable(err) && ctx.Err() == nil {
+		if err == nil || !wsman.Retryable(err) || ctx.Err() != nil {
+			return "", err
+		}
+		if !confirm {
 			return "no answer (network restart); verifying", nil
 		}
-		return "", err
+		return r.confirmCommit(ctx, err)
 	}}
+}
+
+// confirmCommit repeats an unanswered CommitChanges until one is answered
+// or CommitDeadline passes (a commit with nothing pending is harmless).
+func (r *job) confirmCommit(ctx context.Context, err error) (string, error) {
+	deadline := r.committed.Add(r.e.cfg.CommitDeadline)
+	for tries := 1; ; tries++ {
+		if r.e.cfg.Now().Add(r.e.cfg.PollInterval).After(deadline) {
+			return "", transientError{fmt.Errorf("commit not confirmed within %s: %w", r.e.cfg.CommitDeadline, err)}
+		}
+		if err := sleep(ctx, r.e.cfg.PollInterval); err != nil {
+			return "", err
+		}
+		if err = r.dev.CommitChanges(ctx); err == nil {
+			r.committed = r.e.cfg.Now()
+			return fmt.Sprintf("no answer at first; CommitChanges answered on try %d", tries+1), nil
+		}
+		if !wsman.Retryable(err) {
+			return "", err
+		}
+	}
 }
 
 // lostInstall explains a fault about a certificate installed earlier in

@@ -164,6 +164,7 @@ type device struct {
 	down     bool // listener closed for a restart
 	linkDown bool // S15: the link dropped after an incompatible change
 	reqs     uint64
+	drops    map[string]int // DropCall: method → calls to let through before the dropped one
 	lastTa0  int64
 	stats    counters
 

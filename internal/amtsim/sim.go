@@ -410,7 +410,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if s.injectFault(w, r, d) {
+	if s.injectFault(w, r, d) || (perr == nil && d.dropCall(w, req.action)) {
 		return
 	}
 

@@ -39,6 +39,7 @@ const (
 	StepReconnect       = "reconnect"
 	StepDetectLink      = "detect-link"
 	StepRedirection     = "redirection"
+	StepKVM             = "kvm"
 	StepPing            = "ping"
 	StepWebUI           = "web-ui"
 	StepPower           = "power"
@@ -52,6 +53,9 @@ const (
 	StepCleanup         = "delete-replaced"
 	StepMEBxPassword    = "mebx-password"
 )
+
+// SkipNoKVM is the kvm step's skip reason on a device without KVM.
+const SkipNoKVM = "KVM not available on Standard Manageability"
 
 // Warning texts callers may match on.
 const (
@@ -380,8 +384,12 @@ func (r *job) identityStep() step {
 			return "", err
 		}
 		r.facts.ControlMode = int32(mode)
-		return fmt.Sprintf("uuid %s, AMT %s, provisioning state %d, control mode %s",
-			id.UUID, id.Version, id.ProvisioningState, amt.ControlModeName(mode)), nil
+		sku := ""
+		if id.StandardManageability() {
+			sku = " (Standard Manageability)"
+		}
+		return fmt.Sprintf("uuid %s, AMT %s%s, provisioning state %d, control mode %s",
+			id.UUID, id.Version, sku, id.ProvisioningState, amt.ControlModeName(mode)), nil
 	}}
 }
 

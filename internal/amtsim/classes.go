@@ -241,7 +241,7 @@ func (s *Sim) softwareIdentity() *class {
 		v := c.d.version()
 		build := strconv.Itoa(1000 + int(c.d.ident("build")[0])*10)
 		var out []instance
-		for _, kv := range [][2]string{{"Flash", v}, {"Netstack", v}, {"AMTApps", v}, {"AMT", v}, {"Sku", "16392"},
+		for _, kv := range [][2]string{{"Flash", v}, {"Netstack", v}, {"AMTApps", v}, {"AMT", v}, {"Sku", c.d.ov.SKU.skuValue()},
 			{"VendorID", "8086"}, {"Build Number", build}, {"Recovery Version", v}, {"Recovery Build Num", build},
 			{"Legacy Mode", "False"}, {"AMT FW Core Version", v}} {
 			out = append(out, instance{ps("InstanceID", kv[0]), pb("IsEntity", true), ps("VersionString", kv[1])})
@@ -668,7 +668,10 @@ func (s *Sim) redirection() *class {
 
 func (s *Sim) kvm() *class {
 	c := &class{name: "CIM_KVMRedirectionSAP", uri: cimPrefix + "CIM_KVMRedirectionSAP"}
-	c.list = func(_ *call, st *nvram) []instance {
+	c.list = func(c *call, st *nvram) []instance {
+		if !c.d.hasKVM() {
+			return nil // Standard Manageability: no KVM to get or change
+		}
 		// KVM is usable only with the redirection listener on: a request
 		// without it is accepted but stays ineffective (EnabledState 3).
 		enabled, requested := 3, 3
@@ -686,6 +689,9 @@ func (s *Sim) kvm() *class {
 		v, ok := c.paramInt("RequestedState")
 		if !ok || (v != 2 && v != 3) {
 			return nil, rvInvalidState, nil
+		}
+		if !c.d.hasKVM() {
+			return nil, 0, faultf(nsAddressing, "DestinationUnreachable", "No instance of CIM_KVMRedirectionSAP exists.")
 		}
 		if v == 2 && c.s.cfg.KVMWithoutListener == KVMRefuse && !c.d.st.listenerEnabled {
 			return nil, rvNotPermitted, nil

@@ -213,6 +213,9 @@ func (d *device) trustedHashes() [][]byte {
 	return append(out, d.addedHashes...)
 }
 
+// hasKVM: Standard Manageability firmware has no KVM redirection.
+func (d *device) hasKVM() bool { return d.ov.SKU != SKUStandard }
+
 func (d *device) trustedDomain() string {
 	if d.ov.TrustedDomain != "" {
 		return strings.Trim(strings.ToLower(d.ov.TrustedDomain), ".")

@@ -86,6 +86,9 @@ func New(cfg Config) (*Sim, error) {
 		if ov.Kind == 0 {
 			ov.Kind = cfg.Kind
 		}
+		if ov.SKU == "" {
+			ov.SKU = cfg.SKU
+		}
 		s.devs[i] = &device{sim: s, idx: i, addr: a, ov: ov, addedHashes: cloneHashes(cfg.TrustHashes)}
 	}
 	s.srv = &http.Server{

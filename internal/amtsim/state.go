@@ -17,6 +17,7 @@ type DeviceState struct {
 	Profile           string     `json:"profile"`
 	UUID              string     `json:"uuid"`
 	Version           string     `json:"version"`
+	SKU               SKU        `json:"sku"`
 	DigestRealm       string     `json:"digest_realm"`
 	Link              Link       `json:"link"`
 	LinkDown          bool       `json:"link_down"`
@@ -179,7 +180,7 @@ func (d *device) snapshot() DeviceState {
 	defer d.mu.Unlock()
 	st := d.state()
 	ds := DeviceState{
-		Addr: d.addr, Kind: d.kind().String(), UUID: d.uuidString(), Version: d.version(), DigestRealm: d.realm(),
+		Addr: d.addr, Kind: d.kind().String(), UUID: d.uuidString(), Version: d.version(), SKU: d.ov.SKU, DigestRealm: d.realm(),
 		Link: d.link(), LinkDown: d.linkDown, ProvisioningState: st.provState, ProvisioningMode: max(st.provMode, 1),
 		UncommittedChanges: d.dirty, AdminUser: st.adminUser, AdminHA1: hex.EncodeToString(st.adminHA1[:]),
 		HostName: st.hostName, DomainName: st.domainName, ClockOffset: st.clockOffset,

@@ -60,6 +60,7 @@ func run(args []string) error {
 	httpPort := fs.Int("http-port", 16992, "HTTP port of every device")
 	tlsPort := fs.Int("tls-port", 16993, "TLS port of every device")
 	version := fs.String("amt-version", "11.8.50", "AMT firmware version")
+	skuFlag := fs.String("sku", string(amtsim.SKUAMT), "firmware SKU: amt (full AMT, with KVM) or standard (Intel Standard Manageability: no KVM)")
 	allowNonLoopback := fs.Bool("allow-non-loopback", false, "permit a base IP outside 127.0.0.0/8")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +78,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--profile: %w", err)
 	}
+	sku, err := amtsim.ParseSKU(*skuFlag)
+	if err != nil {
+		return fmt.Errorf("--sku: %w", err)
+	}
 	level := zerolog.InfoLevel
 	if *debug {
 		level = zerolog.DebugLevel
@@ -84,7 +89,7 @@ func run(args []string) error {
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 	sim, err := amtsim.New(amtsim.Config{
 		Devices: *devices, BaseIP: base, HTTPPort: *httpPort, TLSPort: *tlsPort, Password: *password,
-		Version: *version, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
+		Version: *version, SKU: sku, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
 		Log: log, AllowNonLoopback: *allowNonLoopback, Kind: kind,
 		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, NoDefaultHashes: *noDefaultHashes,
 			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,

@@ -231,7 +231,7 @@ type Identity struct {
 // rpc-go decodes them (amtinfo): 0x08 AMT Pro, 0x10 Intel Standard
 // Manageability, which has no KVM.
 const (
-	SKUAMTPro               = 0x08
+	SKUAMTPro                = 0x08
 	SKUStandardManageability = 0x10
 )
 

@@ -290,6 +290,12 @@ func (s *Sim) pkiService() *class {
 		if pub, ok := cert.PublicKey.(interface{ Size() int }); ok && cert.IsCA && c.d.major() <= 11 && pub.Size()*8 > maxCAKeyBitsOld {
 			return nil, rvInvalidParameter, nil
 		}
+		// Intel: a trusted root cannot be added while the network or local
+		// TLS settings are set to mutual authentication (the ReturnValue is
+		// not documented; 16 here).
+		if trusted && !c.s.cfg.RootsWhileMutual && (st.tls8023.mutual || st.tlsLMS.mutual) {
+			return nil, rvNotPermitted, nil
+		}
 		if trusted && !cert.IsCA {
 			return nil, rvInvalidParameter, nil // a trusted root must be a CA certificate
 		}
@@ -553,6 +559,9 @@ func (s *Sim) tlsSettings() *class {
 	render := func(id string, t tlsSetting, tlsOnly bool) instance {
 		in := instance{pb("AcceptNonSecureConnections", t.acceptNonSecure), ps("ElementName", id), pb("Enabled", t.enabled),
 			ps("InstanceID", id), pb("MutualAuthentication", t.mutual)}
+		if len(t.trustedCN) > 0 {
+			in = append(in, prop{name: "TrustedCN", vals: slices.Clone(t.trustedCN)})
+		}
 		if tlsOnly {
 			in = append(in, pb("NonSecureConnectionsSupported", false))
 		}
@@ -575,6 +584,12 @@ func (s *Sim) tlsSettings() *class {
 				return errRepresentation("%s must be a boolean", f.name)
 			}
 			*f.dst = v
+		}
+		// A Put replaces the instance: TrustedCN left out is cleared.
+		for _, e := range c.in.all(c.cls.uri, "TrustedCN") {
+			if cn := strings.ToLower(strings.Trim(e.trimmed(), ".")); cn != "" {
+				t.trustedCN = append(t.trustedCN, cn)
+			}
 		}
 		id, _ := target.get("InstanceID")
 		if c.d.realFirmware() && c.d.fwv().tlsOnly() {

@@ -204,6 +204,15 @@ type Firmware struct {
 	// does while the redirection listener is off: KVMIneffective (default:
 	// accepted, EnabledState stays 3) or KVMRefuse (ReturnValue 16).
 	KVMWithoutListener string
+	// RootsWhileMutual lets AddTrustedRootCertificate work while a TLS
+	// setting has MutualAuthentication on; Intel documents that firmware
+	// refuses it (default: refused, ReturnValue 16).
+	RootsWhileMutual bool
+	// MutualTLSAnyEKU accepts a mutual-TLS client leaf whose extended key
+	// usages leave out clientAuth. Default: a leaf that lists EKUs must
+	// list clientAuth (as a TLS stack checking the "SSL client" purpose
+	// does); whether AMT checks the EKU at all is not confirmed.
+	MutualTLSAnyEKU bool
 	// WebUIUntil is the last major version with a web UI (default 15).
 	WebUIUntil int
 	// DERKeySPKIFrom is the first major version whose DERKey is

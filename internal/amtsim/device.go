@@ -83,7 +83,12 @@ type keyEntry struct {
 	generated bool // GenerateKeyPair (key never left the device)
 }
 
-type tlsSetting struct{ enabled, mutual, acceptNonSecure bool }
+type tlsSetting struct {
+	enabled, mutual, acceptNonSecure bool
+	// trustedCN are the FQDN suffixes a mutual-TLS client leaf's CN must
+	// match (empty: any CN); replaced whole, never changed in place.
+	trustedCN []string
+}
 
 type kerberos struct {
 	enabled     bool
@@ -185,7 +190,7 @@ type device struct {
 	nonceFloor time.Time
 }
 
-type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts int }
+type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts, mtlsRefusals int }
 
 func (d *device) kind() Kind       { return d.ov.Kind }
 func (d *device) link() Link       { return d.ov.Link }

@@ -52,6 +52,8 @@ func run(args []string) error {
 	webUIUntil := fs.Int("webui-until", 15, "last AMT major version with a web UI")
 	mebxPolicy := fs.String("mebx-password-policy", amtsim.MEBxDefaultOnly, "when a provisioned device takes SetMEBxPassword: default-only, during-setup or anytime")
 	kvmWithoutListener := fs.String("kvm-without-listener", amtsim.KVMIneffective, "KVM enabled while the redirection listener is off: ineffective or refuse")
+	rootsWhileMutual := fs.Bool("roots-while-mutual", false, "accept AddTrustedRootCertificate while mutual TLS is set (Intel documents that firmware refuses it)")
+	mtlsAnyEKU := fs.Bool("mtls-any-eku", false, "accept a mutual-TLS client certificate without the clientAuth EKU (unconfirmed on firmware; default requires it when EKUs are listed)")
 	derKeySPKIFrom := fs.Int("derkey-spki-from", 0, "first AMT major version whose DERKey is SubjectPublicKeyInfo (0: always PKCS#1)")
 	commitDelay := fs.Duration("commit-delay", 5*time.Second, "how long a device is off the network after CommitChanges")
 	faults := fs.String("faults", "", "fault spec, e.g. drop=0.02,http500=0.02,slow=0.01:3s,reboot=0.005")
@@ -96,7 +98,8 @@ func run(args []string) error {
 			HelloInterval: *helloInterval, HelloAfterUnprovision: *helloAfterUnprovision, FactoryHTTP: *factoryHTTP,
 			TLSRestart: *tlsRestart, LockoutThreshold: *lockoutThreshold, LockoutDuration: *lockoutDuration,
 			NonceReset: *nonceReset, WebUIUntil: *webUIUntil, DERKeySPKIFrom: *derKeySPKIFrom,
-			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener},
+			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener,
+			RootsWhileMutual: *rootsWhileMutual, MutualTLSAnyEKU: *mtlsAnyEKU},
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/provcert/provcerttest"
 	"github.com/amtops/amtops/internal/wsman"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
@@ -265,5 +267,58 @@ func TestMutualTLSNeedsClientCertificate(t *testing.T) {
 	}
 	if st := device(t, sim, a); st.Requests != before || st.ProvisioningState == 2 {
 		t.Errorf("device got %d requests, state %d; want it untouched", st.Requests-before, st.ProvisioningState)
+	}
+}
+
+// Zero-touch activation with mutual_tls on real-firmware generations (TLS
+// 1.2 only; CSME 16.1 TLS-only): the remote-configuration session
+// presents the provisioning certificate, the agent's own certificate takes
+// over at the commit, and a later update gets in while a client without
+// it does not.
+func TestActivationWithMutualTLS(t *testing.T) {
+	id, trusted := provcerttest.Identity(t, provDomain)
+	rootHash, err := hex.DecodeString(trusted.RootSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := []string{"11.8.50", "16.1.25"}
+	ov := map[int]amtsim.Override{}
+	for i, v := range versions {
+		ov[i] = amtsim.Override{Version: v}
+	}
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: len(versions), BaseIP: netip.MustParseAddr("127.21.5.1"), Kind: amtsim.KindFactory,
+		CommitDelay: 30 * time.Millisecond, Firmware: amtsim.Firmware{TrustedDomain: provDomain,
+			TrustHashes: [][]byte{rootHash}, TLSRestart: 300 * time.Millisecond}}, ov)
+	c := newCA(t)
+	agent := agentIdentity(t, "agent-7")
+	for i, v := range versions {
+		t.Run("AMT "+v, func(t *testing.T) {
+			a := sim.Addrs()[i]
+			if err := sim.TriggerHello(a); err != nil {
+				t.Fatal(err)
+			}
+			job := activationJob(t, c, id, a, fmt.Sprintf("mact%d", i))
+			job.Tls.MutualAuth = true
+			job.Settings.WebUi = strings.HasPrefix(v, "11.")
+			cfg := execConfig(sim)
+			cfg.ProvisioningSigner = &siteSigner{id: id, job: job.Lease.JobId, token: job.Lease.Token}
+			cfg.MutualTLS = func() (*phase2.MutualTLS, error) { return agent, nil }
+			ex := phase2.NewExecutor(cfg)
+			mustRun(t, ex, job)
+			st := device(t, sim, a)
+			if st.ProvisioningState != 2 || st.ControlMode != 2 || !st.TLS.LiveMutual || trustedCopies(st, agent.Root) != 1 {
+				t.Fatalf("state %d mode %d mutual live %t agent root %d, want ACM with mutual TLS and the agent root once",
+					st.ProvisioningState, st.ControlMode, st.TLS.LiveMutual, trustedCopies(st, agent.Root))
+			}
+			if ws, err := login(sim, job, nil); err == nil {
+				ws.Close()
+				t.Errorf("a client without a certificate logged in")
+			}
+			up := updateJob(job, nil, false)
+			rec := &recorder{}
+			if res := ex.Run(context.Background(), up, rec); res.Err != nil {
+				t.Fatalf("update: step %s: %v\n%s", res.ErrorStep, res.Err, rec.all())
+			}
+		})
 	}
 }

@@ -4,17 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"strings"
 	"testing"
 
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/agentca"
+	"github.com/amtops/amtops/server/api/apitest"
 )
 
 type caSecrets map[string][]byte
@@ -38,14 +36,7 @@ func (s caSecrets) GetSecret(_ context.Context, name string) ([]byte, error) {
 // as enroll leaves it.
 func enrolled(t *testing.T, ca *agentca.CA) *tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "amtops-agent"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := apitest.Key(t)
 	leaf, err := ca.SignAgent(csr, "agent-9")
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,7 @@ package phase2_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -27,6 +23,7 @@ import (
 	"github.com/amtops/amtops/internal/wsman"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/agentca"
+	"github.com/amtops/amtops/server/api/apitest"
 )
 
 // memSecrets holds an agent CA in memory (agentca.Secrets).
@@ -63,14 +60,7 @@ func agentIdentity(t *testing.T, name string) *phase2.MutualTLS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := apitest.Key(t)
 	leaf, err := ca.SignAgent(csr, name)
 	if err != nil {
 		t.Fatal(err)

@@ -334,16 +334,9 @@ func (d *device) mutualTLS(cfg *tls.Config) {
 // firmware does: it chains to an anchor, is valid at the device's clock,
 // carries clientAuth unless anyEKU, and matches trustedCN when set.
 func verifyClientChain(raw [][]byte, anchors *x509.CertPool, trustedCN []string, now time.Time, anyEKU bool) error {
-	if len(raw) == 0 {
-		return errors.New("mutual TLS: no client certificate")
-	}
-	certs := make([]*x509.Certificate, len(raw))
-	for i, der := range raw {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("mutual TLS: client certificate %d: %w", i, err)
-		}
-		certs[i] = c
+	certs, err := parseClientChain(raw)
+	if err != nil {
+		return fmt.Errorf("mutual TLS: %w", err)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {

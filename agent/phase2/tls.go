@@ -35,6 +35,7 @@ func (r *job) tlsSteps() []step {
 	return []step{
 		{name: StepInstallKey, run: generate},
 		{name: StepInstallRoot, skip: done, run: r.installChain},
+		r.mutualRootStep(done),
 		{name: StepInstallKey, skip: done, run: install},
 		{name: StepInstallCert, skip: done, run: func(ctx context.Context) (string, error) {
 			id, err := r.installCert(ctx, r.leaf, false)
@@ -215,8 +216,9 @@ func (r *job) verifyTLS(ctx context.Context, leaf []byte) (string, error) {
 	}
 }
 
-// installCert adds a certificate; one already there (DUPLICATE) counts as
-// installed and its handle is looked up.
+// installCert adds a certificate; one already there (DUPLICATE, or any
+// refusal while it is listed) counts as installed and its handle is
+// looked up.
 func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (string, error) {
 	var id string
 	var err error
@@ -225,9 +227,13 @@ func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (st
 	} else {
 		id, err = r.dev.AddCertificate(ctx, der)
 	}
-	if !isReturn(err, wsman.StatusDuplicate) {
+	var rve *wsman.ReturnValueError
+	if !errors.As(err, &rve) {
 		return id, err
 	}
+	// A refusal is no failure when the certificate is there already: a
+	// duplicate, or a trusted root the firmware takes no more of while
+	// mutual TLS is set (Intel: refused then), added before it was.
 	certs, lerr := r.dev.Certificates(ctx)
 	if lerr != nil {
 		return "", lerr
@@ -237,7 +243,13 @@ func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (st
 			return c.InstanceID, nil
 		}
 	}
-	return "", fmt.Errorf("device reports the certificate as duplicate but does not list it: %w", err)
+	switch {
+	case rve.Code == wsman.StatusDuplicate:
+		return "", fmt.Errorf("device reports the certificate as duplicate but does not list it: %w", err)
+	case trustedRoot && rve.Code == wsman.StatusNotPermitted:
+		return "", fmt.Errorf("a new trusted root is refused while mutual TLS is on: %w", err)
+	}
+	return "", err
 }
 
 // installKey adds the site-generated key (PKCS#8 in the job, PKCS#1 on the

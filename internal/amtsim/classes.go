@@ -237,7 +237,7 @@ func (s *Sim) softwareIdentity() *class {
 		v := c.d.version()
 		build := strconv.Itoa(1000 + int(c.d.ident("build")[0])*10)
 		var out []instance
-		for _, kv := range [][2]string{{"Flash", v}, {"Netstack", v}, {"AMTApps", v}, {"AMT", v}, {"Sku", "16392"},
+		for _, kv := range [][2]string{{"Flash", v}, {"Netstack", v}, {"AMTApps", v}, {"AMT", v}, {"Sku", c.d.ov.SKU.skuValue()},
 			{"VendorID", "8086"}, {"Build Number", build}, {"Recovery Version", v}, {"Recovery Build Num", build},
 			{"Legacy Mode", "False"}, {"AMT FW Core Version", v}} {
 			out = append(out, instance{ps("InstanceID", kv[0]), pb("IsEntity", true), ps("VersionString", kv[1])})
@@ -285,6 +285,12 @@ func (s *Sim) pkiService() *class {
 		// Older firmware (≤ 11) refuses CA certificates with RSA keys over 2048 bits.
 		if pub, ok := cert.PublicKey.(interface{ Size() int }); ok && cert.IsCA && c.d.major() <= 11 && pub.Size()*8 > maxCAKeyBitsOld {
 			return nil, rvInvalidParameter, nil
+		}
+		// Intel: a trusted root cannot be added while the network or local
+		// TLS settings are set to mutual authentication (the ReturnValue is
+		// not documented; 16 here).
+		if trusted && !c.s.cfg.RootsWhileMutual && (st.tls8023.mutual || st.tlsLMS.mutual) {
+			return nil, rvNotPermitted, nil
 		}
 		if trusted && !cert.IsCA {
 			return nil, rvInvalidParameter, nil // a trusted root must be a CA certificate
@@ -549,6 +555,9 @@ func (s *Sim) tlsSettings() *class {
 	render := func(id string, t tlsSetting, tlsOnly bool) instance {
 		in := instance{pb("AcceptNonSecureConnections", t.acceptNonSecure), ps("ElementName", id), pb("Enabled", t.enabled),
 			ps("InstanceID", id), pb("MutualAuthentication", t.mutual)}
+		if len(t.trustedCN) > 0 {
+			in = append(in, prop{name: "TrustedCN", vals: slices.Clone(t.trustedCN)})
+		}
 		if tlsOnly {
 			in = append(in, pb("NonSecureConnectionsSupported", false))
 		}
@@ -571,6 +580,12 @@ func (s *Sim) tlsSettings() *class {
 				return errRepresentation("%s must be a boolean", f.name)
 			}
 			*f.dst = v
+		}
+		// A Put replaces the instance: TrustedCN left out is cleared.
+		for _, e := range c.in.all(c.cls.uri, "TrustedCN") {
+			if cn := strings.ToLower(strings.Trim(e.trimmed(), ".")); cn != "" {
+				t.trustedCN = append(t.trustedCN, cn)
+			}
 		}
 		id, _ := target.get("InstanceID")
 		if c.d.fwv().tlsOnly() {
@@ -664,7 +679,10 @@ func (s *Sim) redirection() *class {
 
 func (s *Sim) kvm() *class {
 	c := &class{name: "CIM_KVMRedirectionSAP", uri: cimPrefix + "CIM_KVMRedirectionSAP"}
-	c.list = func(_ *call, st *nvram) []instance {
+	c.list = func(c *call, st *nvram) []instance {
+		if !c.d.hasKVM() {
+			return nil // Standard Manageability: no KVM to get or change
+		}
 		// KVM is usable only with the redirection listener on: a request
 		// without it is accepted but stays ineffective (EnabledState 3).
 		enabled, requested := 3, 3
@@ -682,6 +700,9 @@ func (s *Sim) kvm() *class {
 		v, ok := c.paramInt("RequestedState")
 		if !ok || (v != 2 && v != 3) {
 			return nil, rvInvalidState, nil
+		}
+		if !c.d.hasKVM() {
+			return nil, 0, faultf(nsAddressing, "DestinationUnreachable", "No instance of CIM_KVMRedirectionSAP exists.")
 		}
 		if v == 2 && c.s.cfg.KVMWithoutListener == KVMRefuse && !c.d.st.listenerEnabled {
 			return nil, rvNotPermitted, nil

@@ -59,6 +59,40 @@ type Override struct {
 	Link          Link
 	MEBxPassword  string // factory devices: the MEBx password of the remote-configuration login
 	TrustedDomain string // factory devices: the PKI DNS suffix the provisioning leaf's CN must end in
+	SKU           SKU    // firmware SKU; zero inherits Config.SKU
+}
+
+// SKU is the firmware's product SKU (CIM_SoftwareIdentity "Sku").
+type SKU string
+
+const (
+	// SKUAMT is full Intel AMT (vPro): "Sku" 16392, AMT Pro + Corporate,
+	// as in the captured fixture.
+	SKUAMT SKU = "amt"
+	// SKUStandard is Intel Standard Manageability: "Sku" bit 0x10 instead
+	// of AMT Pro (0x08), and no KVM: CIM_KVMRedirectionSAP has no
+	// instance (a DestinationUnreachable fault). That the class is absent
+	// rather than present-but-refusing is not confirmed on real firmware;
+	// Intel's rpc-go never asks an ISM device about KVM.
+	SKUStandard SKU = "standard"
+)
+
+// ParseSKU reads the --sku flag: "amt" or "standard".
+func ParseSKU(s string) (SKU, error) {
+	switch k := SKU(strings.ToLower(strings.TrimSpace(s))); k {
+	case SKUAMT, SKUStandard:
+		return k, nil
+	}
+	return "", fmt.Errorf("sku %q unknown (want %s or %s)", s, SKUAMT, SKUStandard)
+}
+
+// skuValue is the "Sku" VersionString: bit 0x08 AMT Pro or 0x10 Standard
+// Manageability, plus 0x4000 (Corporate), as Intel's rpc-go decodes it.
+func (k SKU) skuValue() string {
+	if k == SKUStandard {
+		return "16400"
+	}
+	return "16392"
 }
 
 // Config describes a simulated fleet. Devices get consecutive addresses
@@ -75,6 +109,7 @@ type Config struct {
 	Kind    Kind
 	Version string // default "11.8.50"
 	Link    Link   // default wired
+	SKU     SKU    // default SKUAMT
 	// Latency is added to every answer; CommitDelay is how long the listener
 	// stays down after CommitChanges, Unprovision or an injected reboot.
 	Latency, CommitDelay time.Duration
@@ -146,6 +181,15 @@ type Firmware struct {
 	// does while the redirection listener is off: KVMIneffective (default:
 	// accepted, EnabledState stays 3) or KVMRefuse (ReturnValue 16).
 	KVMWithoutListener string
+	// RootsWhileMutual lets AddTrustedRootCertificate work while a TLS
+	// setting has MutualAuthentication on; Intel documents that firmware
+	// refuses it (default: refused, ReturnValue 16).
+	RootsWhileMutual bool
+	// MutualTLSAnyEKU accepts a mutual-TLS client leaf whose extended key
+	// usages leave out clientAuth. Default: a leaf that lists EKUs must
+	// list clientAuth (as a TLS stack checking the "SSL client" purpose
+	// does); whether AMT checks the EKU at all is not confirmed.
+	MutualTLSAnyEKU bool
 	// WebUIUntil is the last major version with a web UI (default 15).
 	WebUIUntil int
 	// DERKeySPKIFrom is the first major version whose DERKey is
@@ -203,6 +247,17 @@ func (c *Config) validate() error {
 	}
 	if c.Link == "" {
 		c.Link = LinkWired
+	}
+	if c.SKU == "" {
+		c.SKU = SKUAMT
+	}
+	if _, err := ParseSKU(string(c.SKU)); err != nil {
+		return fmt.Errorf("amtsim: config: SKU: %w", err)
+	}
+	for a, ov := range c.Overrides {
+		if _, err := ParseSKU(string(ov.SKU)); ov.SKU != "" && err != nil {
+			return fmt.Errorf("amtsim: config: Overrides[%s].SKU: %w", a, err)
+		}
 	}
 	if !c.Link.valid() {
 		return fmt.Errorf("amtsim: config: Link %q unknown", c.Link)

@@ -83,7 +83,12 @@ type keyEntry struct {
 	generated bool // GenerateKeyPair (key never left the device)
 }
 
-type tlsSetting struct{ enabled, mutual, acceptNonSecure bool }
+type tlsSetting struct {
+	enabled, mutual, acceptNonSecure bool
+	// trustedCN are the FQDN suffixes a mutual-TLS client leaf's CN must
+	// match (empty: any CN); replaced whole, never changed in place.
+	trustedCN []string
+}
 
 type kerberos struct {
 	enabled     bool
@@ -186,7 +191,7 @@ type device struct {
 	nonceFloor time.Time
 }
 
-type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts int }
+type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts, mtlsRefusals int }
 
 func (d *device) kind() Kind       { return d.ov.Kind }
 func (d *device) link() Link       { return d.ov.Link }
@@ -211,6 +216,9 @@ func (d *device) trustedHashes() [][]byte {
 	out = append(out, d.sim.cfg.FactoryHashes...)
 	return append(out, d.addedHashes...)
 }
+
+// hasKVM: Standard Manageability firmware has no KVM redirection.
+func (d *device) hasKVM() bool { return d.ov.SKU != SKUStandard }
 
 func (d *device) trustedDomain() string {
 	if d.ov.TrustedDomain != "" {

@@ -70,6 +70,17 @@
 //     wireless link, any Wi-Fi profile change drops it (DeviceState.LinkDown).
 //     AMT_EthernetPortSettings shows the link: instance 0 (wired) or 1
 //     (wireless, PhysicalConnectionType 3) has LinkIsUp, per Override.Link.
+//   - Mutual TLS (MutualAuthentication committed): 16993 demands a client
+//     chain to one of the trusted roots as of the commit, with clientAuth
+//     (Firmware.MutualTLSAnyEKU, --mtls-any-eku, drops that) and, when
+//     AMT_TLSSettingData.TrustedCN is set, a CN ending in one of its
+//     suffixes (read per handshake: no commit needed). While mutual
+//     authentication is set, AddTrustedRootCertificate answers 16
+//     (Firmware.RootsWhileMutual, --roots-while-mutual, allows it).
+//   - SKU (Config.SKU, Override.SKU, --sku amt|standard): Standard
+//     Manageability reports CIM_SoftwareIdentity "Sku" 16400 (bit 0x10)
+//     instead of 16392 (AMT Pro 0x08) and has no CIM_KVMRedirectionSAP
+//     instance (DestinationUnreachable).
 //   - Faults (Config.Faults, see ParseFaultSpec) are drawn per authenticated
 //     request from (Seed, device, request number): deterministic at a seed.
 //

@@ -186,6 +186,27 @@ func TestKerberosAndStores(t *testing.T) {
 			t.Errorf("CommitChanges: %s, want 2057", rv)
 		}
 	})
+
+	// Intel: no trusted root can be added while a TLS setting has mutual
+	// authentication on (RootsWhileMutual relaxes it).
+	for _, tc := range []struct {
+		name    string
+		relaxed bool
+		want    string
+	}{{"trusted root refused while mutual TLS is set", false, "16"}, {"RootsWhileMutual accepts it", true, "0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSim(t, Config{Devices: 1, BaseIP: netip.MustParseAddr("127.21.4.1"), Firmware: Firmware{RootsWhileMutual: tc.relaxed}})
+			c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
+			provisionTLS(t, c, "pc1.amt.test", true)
+			tsd := amtPrefix + "AMT_TLSSettingData"
+			c.put(tsd, map[string]string{"InstanceID": tls8023ID}, "AMT_TLSSettingData", `<h:AcceptNonSecureConnections>true</h:AcceptNonSecureConnections><h:ElementName>`+tls8023ID+
+				`</h:ElementName><h:Enabled>true</h:Enabled><h:InstanceID>`+tls8023ID+`</h:InstanceID><h:MutualAuthentication>true</h:MutualAuthentication>`)
+			root := newTestCA(t, "another root", 2048)
+			if rv := c.rv(pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>`+b64(root.der)+`</h:CertificateBlob>`); rv != tc.want {
+				t.Errorf("AddTrustedRootCertificate: %s, want %s", rv, tc.want)
+			}
+		})
+	}
 }
 
 // TestLockoutAndNonces: wrong passwords lock the account (the right one is

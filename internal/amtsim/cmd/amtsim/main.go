@@ -54,6 +54,8 @@ func run(args []string) error {
 	webUIUntil := fs.Int("webui-until", 15, "last AMT major version with a web UI")
 	mebxPolicy := fs.String("mebx-password-policy", amtsim.MEBxDefaultOnly, "when a provisioned device takes SetMEBxPassword: default-only, during-setup or anytime")
 	kvmWithoutListener := fs.String("kvm-without-listener", amtsim.KVMIneffective, "KVM enabled while the redirection listener is off: ineffective or refuse")
+	rootsWhileMutual := fs.Bool("roots-while-mutual", false, "accept AddTrustedRootCertificate while mutual TLS is set (Intel documents that firmware refuses it)")
+	mtlsAnyEKU := fs.Bool("mtls-any-eku", false, "accept a mutual-TLS client certificate without the clientAuth EKU (unconfirmed on firmware; default requires it when EKUs are listed)")
 	derKeySPKIFrom := fs.Int("derkey-spki-from", 0, "first AMT major version whose DERKey is SubjectPublicKeyInfo (0: always PKCS#1)")
 	commitDelay := fs.Duration("commit-delay", 5*time.Second, "how long a device is off the network after CommitChanges")
 	faults := fs.String("faults", "", "fault spec, e.g. drop=0.02,http500=0.02,slow=0.01:3s,reboot=0.005")
@@ -62,6 +64,7 @@ func run(args []string) error {
 	httpPort := fs.Int("http-port", 16992, "HTTP port of every device")
 	tlsPort := fs.Int("tls-port", 16993, "TLS port of every device")
 	version := fs.String("amt-version", "11.8.50", "AMT firmware version")
+	skuFlag := fs.String("sku", string(amtsim.SKUAMT), "firmware SKU: amt (full AMT, with KVM) or standard (Intel Standard Manageability: no KVM)")
 	allowNonLoopback := fs.Bool("allow-non-loopback", false, "permit a base IP outside 127.0.0.0/8")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +82,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--profile: %w", err)
 	}
+	sku, err := amtsim.ParseSKU(*skuFlag)
+	if err != nil {
+		return fmt.Errorf("--sku: %w", err)
+	}
 	level := zerolog.InfoLevel
 	if *debug {
 		level = zerolog.DebugLevel
@@ -86,14 +93,15 @@ func run(args []string) error {
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 	sim, err := amtsim.New(amtsim.Config{
 		Devices: *devices, BaseIP: base, HTTPPort: *httpPort, TLSPort: *tlsPort, Password: *password,
-		Version: *version, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
+		Version: *version, SKU: sku, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
 		Log: log, AllowNonLoopback: *allowNonLoopback, Kind: kind,
 		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, FactoryHashes: factoryHashes, NoDefaultHashes: *noDefaultHashes,
 			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,
 			HelloInterval: *helloInterval, HelloAfterUnprovision: *helloAfterUnprovision, FactoryHTTP: *factoryHTTP,
 			TLSRestart: *tlsRestart, LockoutThreshold: *lockoutThreshold, LockoutDuration: *lockoutDuration,
 			NonceReset: *nonceReset, WebUIUntil: *webUIUntil, DERKeySPKIFrom: *derKeySPKIFrom,
-			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener},
+			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener,
+			RootsWhileMutual: *rootsWhileMutual, MutualTLSAnyEKU: *mtlsAnyEKU},
 	})
 	if err != nil {
 		return err

@@ -126,7 +126,7 @@ func trustedCopies(st amtsim.DeviceState, der []byte) int {
 // and removal jobs reach it; a client without the certificate, or with one
 // from another CA, or with a CN outside TrustedCN, is refused.
 func TestMutualTLS(t *testing.T) {
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: 2, Password: provPassword, CommitDelay: 30 * time.Millisecond,
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 2, Kind: amtsim.KindMEBx, Password: provPassword, CommitDelay: 30 * time.Millisecond,
 		BaseIP: netip.MustParseAddr("127.21.2.1")}, nil)
 	c := newCA(t)
 	agent, stranger := agentIdentity(t, "agent-1"), agentIdentity(t, "agent-1")
@@ -245,7 +245,7 @@ func TestMutualTLS(t *testing.T) {
 // before it touches the device, instead of locking itself out at the
 // commit.
 func TestMutualTLSNeedsClientCertificate(t *testing.T) {
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, Password: provPassword, CommitDelay: 30 * time.Millisecond,
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, Kind: amtsim.KindMEBx, Password: provPassword, CommitDelay: 30 * time.Millisecond,
 		BaseIP: netip.MustParseAddr("127.21.3.1")}, nil)
 	a := sim.Addrs()[0]
 	prov := provisionJob(t, newCA(t), a, "nocert")
@@ -255,8 +255,8 @@ func TestMutualTLSNeedsClientCertificate(t *testing.T) {
 	if res.Err == nil || !res.Permanent || !strings.Contains(res.Err.Error(), "tls.mutual_auth") {
 		t.Fatalf("err %v permanent %t, want a permanent error naming tls.mutual_auth", res.Err, res.Permanent)
 	}
-	if st := device(t, sim, a); st.Requests != before || st.ProvisioningState == 2 {
-		t.Errorf("device got %d requests, state %d; want it untouched", st.Requests-before, st.ProvisioningState)
+	if st := device(t, sim, a); st.Requests != before || st.Commits != 0 {
+		t.Errorf("device got %d requests, %d commits; want it untouched", st.Requests-before, st.Commits)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // it with a reason (read from the SKU in the identity step, no extra
 // call) and end as they do on full AMT; full AMT gets its KVM.
 func TestKVMBySKU(t *testing.T) {
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: 2, Password: provPassword, CommitDelay: 30 * time.Millisecond,
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 2, Kind: amtsim.KindMEBx, Password: provPassword, CommitDelay: 30 * time.Millisecond,
 		BaseIP: netip.MustParseAddr("127.21.1.1")},
 		map[int]amtsim.Override{0: {SKU: amtsim.SKUAMT}, 1: {SKU: amtsim.SKUStandard}})
 	c := newCA(t)

@@ -195,7 +195,7 @@ func TestKerberosAndStores(t *testing.T) {
 		want    string
 	}{{"trusted root refused while mutual TLS is set", false, "16"}, {"RootsWhileMutual accepts it", true, "0"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startSim(t, Config{Devices: 1, BaseIP: netip.MustParseAddr("127.21.4.1"), Firmware: Firmware{RootsWhileMutual: tc.relaxed}})
+			s := startSim(t, Config{Devices: 1, Kind: KindMEBx, BaseIP: netip.MustParseAddr("127.21.4.1"), Firmware: Firmware{RootsWhileMutual: tc.relaxed}})
 			c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
 			provisionTLS(t, c, "pc1.amt.test", true)
 			tsd := amtPrefix + "AMT_TLSSettingData"

@@ -29,6 +29,7 @@ import (
 	"github.com/amtops/amtops/server/discover"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
+	"github.com/amtops/amtops/server/metrics"
 	"github.com/amtops/amtops/server/store"
 	"github.com/amtops/amtops/server/sweep"
 )
@@ -113,10 +114,11 @@ func (s *Server) buildPhase1(ctx context.Context, ca pki.CA, dc *directory.Clien
 	host, _ := os.Hostname()
 	p2 := s.cfg.Phase2
 	s.jobs = jobs.New(s.store, q, ca, dir, jobs.Config{Site: site, Actor: "server/" + host,
-		LeaseTTL: p2.LeaseTTL, MaxAttempts: p2.MaxAttempts, RetryDelay: p2.RetryDelay}, s.log)
+		LeaseTTL: p2.LeaseTTL, MaxAttempts: p2.MaxAttempts, RetryDelay: p2.RetryDelay, Observer: s.work}, s.log)
 	s.asynq = asynq.NewClientFromRedisClient(s.rdb)
 	s.enqueuer = jobs.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
 	s.batches = batch.New(s.store, s.enqueuer, s.log)
+	s.batches.Observe(s.work.BatchStarted)
 	sw, err := sweep.New(s.store, s.batches, s.asynq, sweep.Config{Interval: s.cfg.Sweep.Interval}, s.log)
 	if err != nil {
 		return fmt.Errorf("server: sweep: %w", err)
@@ -144,12 +146,15 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 	s.agentCA = ca
 	s.dispatcher = dispatch.New(s.queue, s.queue, dispatch.Options{MaxWait: p2.LongPoll + 5*time.Second, Log: s.log})
 	s.agents = api.NewAgentService(s.store, s.queue, s.dispatcher, ca, s.jobs, discover.NewRecorder(s.store, s.log, nil), api.Options{LeaseTTL: p2.LeaseTTL,
-		DefaultWait: p2.LongPoll, Log: s.log, Hellos: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil)})
+		DefaultWait: p2.LongPoll, Log: s.log,
+		Hellos: metrics.Hellos{Recorder: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil), Work: s.work}})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
 		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs})
-	opts := append(api.ServerOptions(s.agents, cert),
-		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
+	// The metrics interceptors first, so refused calls are counted too.
+	opts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.grpcMet.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(s.grpcMet.StreamServerInterceptor())}, api.ServerOptions(s.agents, cert)...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
 	s.grpc = grpc.NewServer(opts...)
 	api.Register(s.grpc, s.agents)
 	admin.Register(s.grpc, s.admin)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,6 +36,7 @@ import (
 	"github.com/amtops/amtops/server/batch"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
+	"github.com/amtops/amtops/server/metrics"
 	"github.com/amtops/amtops/server/store"
 	"github.com/amtops/amtops/server/sweep"
 )
@@ -47,6 +49,8 @@ type Server struct {
 	closeDB func()
 	store   *store.Store
 	metrics *prometheus.Registry
+	work    *metrics.Work
+	grpcMet *grpcprom.ServerMetrics
 	health  *health.Server
 	grpc    *grpc.Server
 	http    *http.Server
@@ -79,6 +83,9 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, metrics: prometheus.NewRegistry()}
+	s.work = metrics.NewWork(s.metrics)
+	s.grpcMet = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	s.metrics.MustRegister(s.grpcMet)
 	ok := false
 	defer func() {
 		if !ok {
@@ -119,7 +126,8 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	}
 
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newSiteCollector(s.store, s.queue, s.log))
+		metrics.NewSite(s.store, s.queue, asynq.NewInspectorFromRedisClient(s.rdb), s.cfg.Phase2.LeaseTTL, s.log))
+	s.grpcMet.InitializeMetrics(s.grpc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 

@@ -258,6 +258,7 @@ func (c Collection) Validate() error {
 // Agent is an enrolled per-subnet agent.
 type Agent struct {
 	ID            string         `json:"id"`
+	Name          string         `json:"name,omitempty"` // the agent's own, from its configuration
 	Subnets       []netip.Prefix `json:"subnets"`
 	CertSerial    string         `json:"cert_serial,omitempty"`
 	LastHeartbeat time.Time      `json:"last_heartbeat,omitzero"`

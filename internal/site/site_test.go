@@ -272,7 +272,10 @@ func TestProvisionFleet(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`amtops_devices{status="provisioned"} 60`, `amtops_agents 2`, `amtops_store_up 1`,
-		`amtops_phase2_jobs{state="pending",subnet="127.61.0.0/24"} 0`} {
+		`amtops_phase2_jobs{state="pending",subnet="127.61.0.0/24"} 0`, `amtops_jobs_finished_total{kind="provision",state="succeeded"} 60`,
+		`amtops_batch_jobs_total{kind="provision",origin="admin"} 60`, `name="agent-1"} 1`, `amtops_phase2_unserved_jobs{subnet="127.61.1.0/24"} 0`,
+		`amtops_phase1_seconds_count{kind="provision",result="queued"} 60`, `amtops_phase1_tasks{queue="default",state="pending"} 0`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Complete",grpc_service="amtops.v1.AgentService",grpc_type="unary"}`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

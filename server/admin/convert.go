@@ -139,7 +139,7 @@ func jobToPB(j domain.Job) *pb.Job {
 }
 
 func agentToPB(a domain.Agent) *pb.Agent {
-	out := &pb.Agent{Id: a.ID, LastHeartbeat: ts(a.LastHeartbeat), EnrolledAt: ts(a.EnrolledAt)}
+	out := &pb.Agent{Id: a.ID, Name: a.Name, LastHeartbeat: ts(a.LastHeartbeat), EnrolledAt: ts(a.EnrolledAt)}
 	for _, s := range a.Subnets {
 		out.Subnets = append(out.Subnets, s.String())
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
@@ -212,6 +213,9 @@ func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.E
 	if len(req.GetCsrDer()) == 0 {
 		return nil, ToStatus(domain.InvalidField("csr_der", "", "required"))
 	}
+	if n := req.GetAgentName(); len(n) > 64 || strings.IndexFunc(n, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return nil, ToStatus(domain.InvalidField("agent_name", "", "at most 64 printable characters"))
+	}
 	e, err := s.st.ConsumeEnrollmentToken(ctx, req.GetBootstrapToken())
 	if err != nil {
 		return nil, ToStatus(err)
@@ -224,7 +228,7 @@ func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.E
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	a := domain.Agent{ID: id, Subnets: e.Subnets, CertSerial: cert.SerialNumber.String(), EnrolledAt: s.opts.Clock().UTC()}
+	a := domain.Agent{ID: id, Name: req.GetAgentName(), Subnets: e.Subnets, CertSerial: cert.SerialNumber.String(), EnrolledAt: s.opts.Clock().UTC()}
 	if err := s.st.PutAgent(ctx, a); err != nil {
 		return nil, ToStatus(err)
 	}

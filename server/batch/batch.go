@@ -54,11 +54,16 @@ const interactive = 10
 
 // Service starts and cancels batches.
 type Service struct {
-	st  *store.Store
-	enq Enqueuer
-	log zerolog.Logger
-	now func() time.Time
+	st      *store.Store
+	enq     Enqueuer
+	log     zerolog.Logger
+	now     func() time.Time
+	started func(domain.Batch)
 }
+
+// Observe has fn told about every batch created (metrics); call it before
+// the service is used.
+func (s *Service) Observe(fn func(domain.Batch)) { s.started = fn }
 
 // New returns a Service.
 func New(st *store.Store, enq Enqueuer, log zerolog.Logger) *Service {
@@ -98,6 +103,9 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 	created, err := s.st.CreateBatch(ctx, b, jobs)
 	if err != nil {
 		return domain.Batch{}, false, fmt.Errorf("batch: start: %w", err)
+	}
+	if created && s.started != nil {
+		s.started(b)
 	}
 	if created {
 		s.log.Info().Str("batch", b.ID).Str("kind", string(b.Kind)).Str("origin", b.Origin).

@@ -91,7 +91,27 @@ type Config struct {
 	RetryDelay time.Duration
 	// Now; default time.Now.
 	Now func() time.Time
+	// Observer is told about finished jobs and phase-1 steps (metrics);
+	// nil: nobody.
+	Observer Observer
 }
+
+// Observer is what the service reports for metrics (server/metrics).
+type Observer interface {
+	// JobFinished: a job reached its final state (once per job); step is
+	// the failed step of a failure.
+	JobFinished(kind domain.JobKind, state domain.JobState, step string)
+	// Phase1Step: one phase-1 step ended with outcome after d.
+	Phase1Step(step string, outcome domain.Outcome, d time.Duration)
+	// Phase1Done: a job's phase 1 ended (err nil: its phase-2 job is queued).
+	Phase1Done(kind domain.JobKind, d time.Duration, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) JobFinished(domain.JobKind, domain.JobState, string) {}
+func (nopObserver) Phase1Step(string, domain.Outcome, time.Duration)    {}
+func (nopObserver) Phase1Done(domain.JobKind, time.Duration, error)     {}
 
 // Service is the life of every job: phase 1 (Handle, FailJob), the
 // signature of a device-made key during phase 2 (SignDeviceCSR) and the
@@ -124,6 +144,9 @@ func New(st Store, q Queue, ca CA, dir Directory, cfg Config, log zerolog.Logger
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Service{store: st, queue: q, ca: ca, dir: dir, site: cfg.Site, cfg: cfg, log: log, now: cfg.Now, actor: cfg.Actor}
 }

@@ -105,7 +105,9 @@ type run struct {
 // Handle runs the phase-1 work of t and queues its phase-2 job. Each step
 // is idempotent, keyed by the job: a re-run after a crash reuses what the
 // earlier run made instead of making it again.
-func (p *Service) Handle(ctx context.Context, t Task) error {
+func (p *Service) Handle(ctx context.Context, t Task) (err error) {
+	start := p.now()
+	defer func() { p.cfg.Observer.Phase1Done(t.Kind, p.now().Sub(start), err) }()
 	dev, err := p.store.GetDevice(ctx, t.DeviceID)
 	if err != nil {
 		return fmt.Errorf("phase1: %s: %w", t.JobID, err)
@@ -133,8 +135,10 @@ func (p *Service) Handle(ctx context.Context, t Task) error {
 	}
 	r := &run{p: p, t: t, dev: dev, job: job}
 	for _, s := range phase1Steps[t.Kind] {
+		began := p.now()
 		detail, err := s.run(r, ctx)
 		if err != nil {
+			p.cfg.Observer.Phase1Step(s.name, domain.OutcomeFailed, p.now().Sub(began))
 			p.event(ctx, t, s.name, domain.OutcomeFailed, err.Error())
 			return &StepError{JobID: t.JobID, Step: s.name, Err: err}
 		}
@@ -142,6 +146,7 @@ func (p *Service) Handle(ctx context.Context, t Task) error {
 		if rest, ok := strings.CutPrefix(detail, "skipped: "); ok {
 			outcome, detail = domain.OutcomeSkipped, rest
 		}
+		p.cfg.Observer.Phase1Step(s.name, outcome, p.now().Sub(began))
 		p.event(ctx, t, s.name, outcome, detail)
 		if p.afterStep != nil {
 			if err := p.afterStep(s.name); err != nil {
@@ -150,6 +155,15 @@ func (p *Service) Handle(ctx context.Context, t Task) error {
 		}
 	}
 	return nil
+}
+
+// finish records a job's final state, telling the observer the first time.
+func (p *Service) finish(ctx context.Context, kind domain.JobKind, batchID, jobID string, state domain.JobState, step, msg string) error {
+	done, err := p.store.FinishJob(ctx, batchID, jobID, state, step, msg)
+	if done {
+		p.cfg.Observer.JobFinished(kind, state, step)
+	}
+	return err
 }
 
 // event appends to the device's operations log; a failure to log is
@@ -177,7 +191,7 @@ func (p *Service) FailJob(ctx context.Context, t Task, err error) error {
 	if aerr := p.abandon(ctx, t.JobID, t.DeviceID); aerr != nil {
 		p.log.Warn().Str("job", t.JobID).Err(aerr).Msg("failed job's certificates and keys not cleaned up")
 	}
-	if _, ferr := p.store.FinishJob(ctx, t.BatchID, t.JobID, domain.JobFailed, stepName, err.Error()); ferr != nil {
+	if ferr := p.finish(ctx, t.Kind, t.BatchID, t.JobID, domain.JobFailed, stepName, err.Error()); ferr != nil {
 		return ferr
 	}
 	_, uerr := p.store.UpdateDevice(ctx, t.DeviceID, func(d *domain.Device) error {

@@ -90,7 +90,7 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	if err := p.abandon(ctx, job.ID, job.DeviceID); err != nil {
 		return false, err
 	}
-	if _, err := p.store.FinishJob(ctx, job.BatchID, l.JobID, domain.JobFailed, failedStep(r), r.Error); err != nil {
+	if err := p.finish(ctx, job.Kind, job.BatchID, l.JobID, domain.JobFailed, failedStep(r), r.Error); err != nil {
 		return false, err
 	}
 	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
@@ -213,7 +213,7 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 			return err
 		}
 	}
-	if _, err := p.store.FinishJob(ctx, job.BatchID, job.ID, domain.JobSucceeded, "", ""); err != nil {
+	if err := p.finish(ctx, job.Kind, job.BatchID, job.ID, domain.JobSucceeded, "", ""); err != nil {
 		return err
 	}
 	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
@@ -293,7 +293,11 @@ func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []stri
 		if err := p.abandon(ctx, id, device); err != nil {
 			p.log.Warn().Str("job", id).Err(err).Msg("dead job's certificates and keys not cleaned up")
 		}
-		if _, err := p.store.FinishJob(ctx, batch, id, domain.JobFailed, "lease",
+		kind := domain.JobKind("")
+		if j, err := p.store.GetJob(ctx, batch, id); err == nil {
+			kind = j.Kind
+		}
+		if err := p.finish(ctx, kind, batch, id, domain.JobFailed, "lease",
 			"lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {
 			errs = append(errs, err)
 		}

@@ -7,8 +7,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
+	"io"
 	"math/big"
+	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,6 +111,7 @@ func TestAgentActivatesFactoryDevice(t *testing.T) {
 	cfg.Concurrency, cfg.LongPoll = 1, time.Second
 	cfg.AMT.HTTPPort, cfg.AMT.TLSPort = sim.HTTPPort(), sim.TLSPort()
 	cfg.AMT.CallTimeout, cfg.AMT.CommitWait, cfg.AMT.CommitDeadline = 5*time.Second, 40*time.Millisecond, 10*time.Second
+	cfg.Metrics.Listen = "127.0.0.1:0"
 	a, err := agent.New(cfg, zerolog.Nop(), agent.WithBootstrapToken(s.Token(t, subnet.String())),
 		agent.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
 	if err != nil {
@@ -117,6 +121,23 @@ func TestAgentActivatesFactoryDevice(t *testing.T) {
 	waitFor(t, "activation job succeeded", func() bool {
 		b, err := s.Store.GetBatch(ctx, batch)
 		return err == nil && b.Succeeded == 1
+	})
+	// The agent's own /metrics: its WS-Man calls, steps and the job.
+	waitFor(t, "agent metrics", func() bool {
+		resp, err := http.Get("http://" + a.MetricsAddr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{`amtops_agent_wsman_calls_total{method="CommitChanges",result="ok"}`,
+			`amtops_agent_step_seconds_count{outcome="ok",step="commit"}`, `amtops_agent_job_seconds_count{kind="provision",result="succeeded"} 1`,
+			`amtops_agent_jobs_in_flight 0`} {
+			if !strings.Contains(string(body), want) {
+				return false
+			}
+		}
+		return true
 	})
 	st, _ := sim.Device(dev)
 	if st.ProvisioningState != 2 || st.ControlMode != 2 || st.MEBxDefault {

@@ -15,10 +15,17 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/amtops/amtops/agent/hellolisten"
+	agentmetrics "github.com/amtops/amtops/agent/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -99,7 +106,13 @@ type Agent struct {
 	freed    chan struct{}
 	client   pb.AgentServiceClient
 	// helloAddr is the provisioning port's bound address.
-	helloAddr string
+	helloAddr  string
+	helloStats func() hellolisten.Stats
+	// metricsAddr is where /metrics is served.
+	metricsAddr string
+
+	registry *prometheus.Registry
+	metrics  *agentmetrics.Metrics
 }
 
 // heldJob is one attempt at a leased job: held maps a job ID to its
@@ -150,6 +163,10 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	a.registry = prometheus.NewRegistry()
+	a.metrics = agentmetrics.New(a.registry, a.inFlight)
+	a.registry.MustRegister(agentmetrics.NewHellos(a.helloCounters), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if a.sweeper, err = discovery.New(discovery.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
 		Concurrency: cfg.Discovery.Concurrency, Rate: cfg.Discovery.Rate, DialTimeout: cfg.Discovery.DialTimeout,
 		Log: log}); err != nil {
@@ -158,7 +175,7 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
 	if a.exec == nil {
 		a.exec = phase2.NewExecutor(phase2.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
 			CallTimeout: cfg.AMT.CallTimeout, CommitWait: cfg.AMT.CommitWait, CommitDeadline: cfg.AMT.CommitDeadline,
-			SignCSR: a.signDeviceCSR, ProvisioningSigner: a, MutualTLS: a.mutualTLS, Log: log})
+			SignCSR: a.signDeviceCSR, ProvisioningSigner: a, MutualTLS: a.mutualTLS, ObserveCall: a.metrics.Call, Log: log})
 	}
 	return a, nil
 }
@@ -200,6 +217,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Hello.Listen != "" {
 		// So does the provisioning port: a device sends its Hello again.
 		bg.Go(func() error { a.helloLoop(ctx); return nil })
+	}
+	if a.cfg.Metrics.Listen != "" {
+		bg.Go(func() error { a.serveMetrics(bgCtx); return nil })
 	}
 
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
@@ -338,10 +358,11 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	}()
 
 	var res phase2.Result
+	began := time.Now()
 	if discover {
 		res = a.runDiscover(ctx, job)
 	} else {
-		res = a.exec.Run(context.WithValue(ctx, leaseKey{}, ref), job, rep)
+		res = a.exec.Run(context.WithValue(ctx, leaseKey{}, ref), job, a.metrics.Steps(rep))
 	}
 	result := domain.ResultSucceeded
 	switch {
@@ -350,6 +371,7 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	case res.Err != nil:
 		result = domain.ResultFailed
 	}
+	a.metrics.Job(string(wire.KindFrom(job.GetKind())), string(result), time.Since(began))
 	req := &pb.CompleteRequest{Lease: ref, Result: wire.Result(result), ErrorStep: res.ErrorStep, Facts: res.Facts, Warnings: res.Warnings}
 	if res.Err != nil {
 		req.Error = res.Err.Error()
@@ -518,4 +540,42 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			h.cancel(errCancelled)
 		}
 	}
+}
+
+func (a *Agent) inFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inflight
+}
+
+func (a *Agent) helloCounters() func() hellolisten.Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.helloStats
+}
+
+// serveMetrics serves /metrics on metrics.listen until ctx ends.
+func (a *Agent) serveMetrics(ctx context.Context) {
+	ln, err := net.Listen("tcp", a.cfg.Metrics.Listen)
+	if err != nil {
+		a.log.Error().Err(err).Str("addr", a.cfg.Metrics.Listen).Msg("metrics not served")
+		return
+	}
+	a.mu.Lock()
+	a.metricsAddr = ln.Addr().String()
+	a.mu.Unlock()
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{})}
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	a.log.Info().Str("addr", ln.Addr().String()).Msg("metrics served")
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.log.Error().Err(err).Msg("metrics server stopped")
+	}
+}
+
+// MetricsAddr is where /metrics is served, once it is.
+func (a *Agent) MetricsAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.metricsAddr
 }

@@ -33,7 +33,7 @@ func (a *Agent) helloLoop(ctx context.Context) {
 	}
 	rep.stats = ln.Stats
 	a.mu.Lock()
-	a.helloAddr = ln.Addr().String()
+	a.helloAddr, a.helloStats = ln.Addr().String(), ln.Stats
 	a.mu.Unlock()
 	a.log.Info().Str("addr", ln.Addr().String()).Msg("hello listener started")
 	done := make(chan struct{})

@@ -105,6 +105,7 @@ func (r *job) dial(ctx context.Context, useTLS bool, password string) (*amt.Clie
 		Timeout:     r.e.cfg.CallTimeout,
 		Logger:      r.log,
 		DialContext: r.e.cfg.Dial,
+		Observe:     r.e.cfg.ObserveCall,
 	}
 	if useTLS {
 		t, err := r.trust()

@@ -96,7 +96,9 @@ type Config struct {
 	// MutualTLS gives the agent's client certificate and its root, asked
 	// once per job. Required for jobs with tls.mutual_auth.
 	MutualTLS func() (*MutualTLS, error)
-	Log       zerolog.Logger
+	// ObserveCall, when set, is told of every WS-Man call (metrics).
+	ObserveCall func(action string, took time.Duration, err error)
+	Log         zerolog.Logger
 }
 
 // Reporter receives step events; the agent runtime batches them into

@@ -27,6 +27,14 @@ type Agent struct {
 	Discovery          Discovery     `yaml:"discovery"`
 	// Hello is where factory devices' Hello messages are received.
 	Hello Hello `yaml:"hello"`
+	// Metrics serves the agent's /metrics.
+	Metrics AgentMetrics `yaml:"metrics"`
+}
+
+// AgentMetrics is the agent's Prometheus endpoint.
+type AgentMetrics struct {
+	// Listen is host:port; empty (the default) serves none.
+	Listen string `yaml:"listen"`
 }
 
 // Hello is the listener for AMT Hello messages (remote configuration):

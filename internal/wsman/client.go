@@ -50,6 +50,9 @@ type Config struct {
 	// (Retryable), or a write the device answered with a 5xx, is tried
 	// again; default 2, negative for none.
 	ReadRetries int
+	// Observe, when set, is told of every call: its action, how long it
+	// took and its error (metrics).
+	Observe func(action string, took time.Duration, err error)
 }
 
 // Client is a WS-Man client for ONE device. It serialises its requests (AMT
@@ -64,6 +67,7 @@ type Client struct {
 	maxBody     int64
 	readRetries int
 	log         zerolog.Logger
+	observe     func(action string, took time.Duration, err error)
 	http        *http.Client
 	leaf        *leafSeen // nil over plain HTTP
 
@@ -133,6 +137,7 @@ func New(cfg Config) (*Client, error) {
 		maxBody:     cfg.MaxResponseBytes,
 		readRetries: cfg.ReadRetries,
 		log:         cfg.Logger,
+		observe:     cfg.Observe,
 		http: &http.Client{
 			Transport: tr,
 			// AMT never redirects; following one would leak the digest exchange.
@@ -173,10 +178,14 @@ func (c *Client) call(ctx context.Context, r Request) (*Envelope, error) {
 	status, data, err := c.post(ctx, r.Envelope(c.msgID), true)
 	c.log.Debug().Str("action", r.Action).Str("resource", r.ResourceURI).Int("status", status).
 		Dur("took", time.Since(start)).Err(err).Msg("wsman call")
-	if err != nil {
-		return nil, err
+	var env *Envelope
+	if err == nil {
+		env, err = interpret(status, data)
 	}
-	return interpret(status, data)
+	if c.observe != nil {
+		c.observe(r.Action, time.Since(start), err)
+	}
+	return env, err
 }
 
 func interpret(status int, data []byte) (*Envelope, error) {

@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -158,7 +160,8 @@ func (s *Server) siteKey() (*secrets.Sealer, error) {
 }
 
 func (s *Server) openRedis(ctx context.Context) error {
-	if s.cfg.Redis.Addr == "" {
+	r := s.cfg.Redis
+	if len(r.Addresses()) == 0 {
 		rdb, closeFn, err := store.Embedded(ctx, s.log)
 		if err != nil {
 			return fmt.Errorf("server: embedded redis: %w", err)
@@ -166,18 +169,48 @@ func (s *Server) openRedis(ctx context.Context) error {
 		s.rdb, s.closeDB = rdb, closeFn
 		return nil
 	}
-	password, err := config.Secret(s.cfg.Redis.PasswordFile, "AMTOPS_REDIS_PASSWORD")
+	password, err := config.Secret(r.PasswordFile, "AMTOPS_REDIS_PASSWORD")
 	if err != nil {
 		return fmt.Errorf("server: redis.password_file: %w", err)
 	}
-	host, _ := os.Hostname()
-	rdb, err := store.Dial(ctx, store.DialOptions{Addrs: []string{s.cfg.Redis.Addr}, Password: password,
-		DB: s.cfg.Redis.DB, ClientName: "amtops-server-" + host, Log: s.log})
+	tlsCfg, err := redisTLS(r.TLS)
 	if err != nil {
-		return fmt.Errorf("server: redis.addr: %w", err)
+		return err
+	}
+	host, _ := os.Hostname()
+	rdb, err := store.Dial(ctx, store.DialOptions{Addrs: r.Addresses(), Cluster: r.Cluster, Username: r.Username,
+		Password: password, DB: r.DB, TLS: tlsCfg, ClientName: "amtops-server-" + host, Log: s.log})
+	if err != nil {
+		return fmt.Errorf("server: redis: %w", err)
 	}
 	s.rdb, s.closeDB = rdb, func() { _ = rdb.Close() }
 	return nil
+}
+
+// redisTLS builds the TLS configuration for Redis; nil when off.
+func redisTLS(c config.RedisTLS) (*tls.Config, error) {
+	if !c.Enabled {
+		return nil, nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		b, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: redis.tls.ca_file: %w", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("server: redis.tls.ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: redis.tls.cert_file: %w", err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return t, nil
 }
 
 // GRPCAddr is the bound gRPC address (useful when configured with port 0).
@@ -227,7 +260,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return s.http.Shutdown(sctx)
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", s.cfg.Redis.Addr == "").Msg("site server running")
+	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", len(s.cfg.Redis.Addresses()) == 0).Msg("site server running")
 	err := g.Wait()
 	s.log.Info().Msg("site server stopped")
 	return err

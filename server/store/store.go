@@ -69,7 +69,9 @@ func New(rdb redis.UniversalClient, sealer *secrets.Sealer, opts Options) *Store
 type DialOptions struct {
 	// Addrs is one address (host:port) for a single Redis, or several
 	// seed addresses for Redis Cluster.
-	Addrs    []string
+	Addrs []string
+	// Cluster forces Redis Cluster with a single seed address.
+	Cluster  bool
 	Username string
 	Password string
 	DB       int
@@ -91,8 +93,9 @@ func Dial(ctx context.Context, o DialOptions) (redis.UniversalClient, error) {
 		return nil, errors.New("store: dial: redis.addrs: at least one address is required")
 	}
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:      o.Addrs,
-		Username:   o.Username,
+		Addrs:         o.Addrs,
+		IsClusterMode: o.Cluster,
+		Username:      o.Username,
 		Password:   o.Password,
 		DB:         o.DB,
 		TLSConfig:  o.TLS,

@@ -96,10 +96,10 @@ func Dial(ctx context.Context, o DialOptions) (redis.UniversalClient, error) {
 		Addrs:         o.Addrs,
 		IsClusterMode: o.Cluster,
 		Username:      o.Username,
-		Password:   o.Password,
-		DB:         o.DB,
-		TLSConfig:  o.TLS,
-		ClientName: o.ClientName,
+		Password:      o.Password,
+		DB:            o.DB,
+		TLSConfig:     o.TLS,
+		ClientName:    o.ClientName,
 		// Long-polls and scripts are short; keep pools modest per replica.
 		PoolSize: 64,
 	})

@@ -92,6 +92,7 @@ func Dial(ctx context.Context, o DialOptions) (redis.UniversalClient, error) {
 	if len(o.Addrs) == 0 {
 		return nil, errors.New("store: dial: redis.addrs: at least one address is required")
 	}
+	routeRedisLogs(o.Log)
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:         o.Addrs,
 		IsClusterMode: o.Cluster,

@@ -55,6 +55,7 @@ type Server struct {
 	grpcLis net.Listener
 	httpLis net.Listener
 
+	site     *siteState // nil with the embedded Redis
 	queue    *store.LeaseQueue
 	ca       pki.CA
 	crl      http.Handler // the built-in CA's /crl and /ca.pem
@@ -105,6 +106,10 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 	s.store = store.New(s.rdb, sealer, store.Options{Prefix: cfg.Redis.KeyPrefix})
+	// Before anything writes: an empty Redis must not become a new site.
+	if err := s.checkSite(ctx); err != nil {
+		return nil, err
+	}
 	s.queue = store.NewLeaseQueue(s.store, store.QueueOptions{MaxAttempts: cfg.Phase2.MaxAttempts})
 	if s.ca, err = s.buildCA(ctx, sealer); err != nil {
 		return nil, err
@@ -238,6 +243,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
 	g.Go(func() error { return s.sweeper.Run(gctx) })
 	g.Go(func() error { return s.reaper.Run(gctx) })
+	g.Go(func() error { return s.watchSite(gctx) })
 	g.Go(func() error {
 		// Batches a crash left half-queued; a failure here is not fatal.
 		if err := s.batches.Recover(gctx); err != nil && gctx.Err() == nil {

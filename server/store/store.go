@@ -13,6 +13,8 @@
 //	<prefix>:{agent}:…        agents, heartbeats, enrollment tokens
 //	<prefix>:{q:<subnet>}:…   one subnet's phase-2 lease queue
 //	<prefix>:secret:<name>    one sealed secret
+//	<prefix>:site             the site marker (the site's ID)
+//	amtops-sites              prefix → site ID of every site on this database
 package store
 
 import (

@@ -30,10 +30,10 @@ func (a *app) agentsCmd() *cobra.Command {
 			for _, ag := range resp.GetAgents() {
 				views = append(views, viewAgent(ag))
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "AGENT", "SUBNETS", "LAST HEARTBEAT", "ENROLLED")
+			t := a.newTable("AGENT", "SUBNETS", "LAST HEARTBEAT", "ENROLLED")
 			for _, v := range views {
 				t.row(v.ID, strings.Join(v.Subnets, ","), v.LastHeartbeat, v.EnrolledAt)
 			}
@@ -56,8 +56,8 @@ func (a *app) agentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"token": resp.GetToken(), "expires_at": tsString(resp.GetExpiresAt())})
+			if a.structured() {
+				return a.printData(map[string]string{"token": resp.GetToken(), "expires_at": tsString(resp.GetExpiresAt())})
 			}
 			_, err = fmt.Fprintln(a.stdout, resp.GetToken())
 			return err
@@ -83,8 +83,8 @@ func (a *app) agentsCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			if a.structured() {
+				return a.printData(map[string]string{"revoked": args[0]})
 			}
 			_, err := fmt.Fprintf(a.stdout, "agent %s revoked\n", args[0])
 			return err
@@ -114,8 +114,8 @@ func (a *app) agentSubnetsCmd(verb, short, what string,
 				return err
 			}
 			v := viewAgent(ag)
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
 			_, err = fmt.Fprintf(a.stdout, "agent %s serves %s\n", v.ID, cmp.Or(strings.Join(v.Subnets, ", "), "no subnet"))
 			return err
@@ -142,8 +142,8 @@ func (a *app) tokensCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, struct {
+			if a.structured() {
+				return a.printData(struct {
 					Token string `json:"token"`
 					tokenView
 				}{resp.GetToken(), viewToken(resp.GetInfo())})
@@ -171,10 +171,10 @@ func (a *app) tokensCmd() *cobra.Command {
 			for _, t := range resp.GetTokens() {
 				views = append(views, viewToken(t))
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "NAME", "ROLE", "CREATED")
+			t := a.newTable("NAME", "ROLE", "CREATED")
 			for _, v := range views {
 				t.row(v.Name, v.Role, v.CreatedAt)
 			}
@@ -192,8 +192,8 @@ func (a *app) tokensCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			if a.structured() {
+				return a.printData(map[string]string{"revoked": args[0]})
 			}
 			_, err = fmt.Fprintf(a.stdout, "token %s revoked\n", args[0])
 			return err

@@ -76,17 +76,17 @@ func (a *app) reportBatch(cmd *cobra.Command, b *pb.Batch, waited bool) error {
 		return err
 	}
 	v := viewBatch(b)
-	if a.output == "json" {
-		if err := printJSON(a.stdout, batchResult{Batch: v, FailedJobs: failedJobs}); err != nil {
+	if a.structured() {
+		if err := a.printData(batchResult{Batch: v, FailedJobs: failedJobs}); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(a.stdout, "batch %s: %s of %d device(s): %d succeeded, %d failed, %d cancelled, %d pending\n",
 			v.ID, v.Kind, v.Total, v.Succeeded, v.Failed, v.Cancelled, v.Pending)
 		if len(failedJobs) > 0 {
-			t := newTable(a.stdout, "DEVICE", "STATE", "STEP", "ERROR")
+			t := a.newTable("DEVICE", "STATE", "STEP", "ERROR")
 			for _, j := range failedJobs {
-				t.row(j.DeviceID, j.State, j.ErrorStep, j.LastError)
+				t.row(j.DeviceID, j.State, j.ErrorStep, summarize(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -330,10 +330,10 @@ func (a *app) jobsCmd() *cobra.Command {
 			for _, b := range resp.GetBatches() {
 				views = append(views, viewBatch(b))
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "BATCH", "KIND", "ORIGIN", "BY", "TOTAL", "OK", "FAILED", "CANCELLED", "PENDING", "CREATED")
+			t := a.newTable("BATCH", "KIND", "ORIGIN", "BY", "TOTAL", "OK", "FAILED", "CANCELLED", "PENDING", "CREATED")
 			for _, v := range views {
 				t.row(v.ID, v.Kind, v.Origin, v.Requester, fmt.Sprint(v.Total), fmt.Sprint(v.Succeeded), fmt.Sprint(v.Failed),
 					fmt.Sprint(v.Cancelled), fmt.Sprint(v.Pending), v.CreatedAt)
@@ -367,22 +367,22 @@ func (a *app) jobsCmd() *cobra.Command {
 				jobs = append(jobs, viewJob(j))
 			}
 			v := viewBatch(b)
-			if a.output == "json" {
-				return printJSON(a.stdout, struct {
+			if a.structured() {
+				return a.printData(struct {
 					Batch batchView `json:"batch"`
 					Jobs  []jobView `json:"jobs"`
 				}{v, jobs})
 			}
-			if err := keyValues(a.stdout, "Batch", v.ID, "Kind", v.Kind, "Origin", v.Origin, "Requested by", v.Requester,
+			if err := a.keyValues("Batch", v.ID, "Kind", v.Kind, "Origin", v.Origin, "Requested by", v.Requester,
 				"Options", optionsString(v.Options), "Created", v.CreatedAt,
 				"Progress", fmt.Sprintf("%d succeeded, %d failed, %d cancelled, %d pending of %d", v.Succeeded, v.Failed, v.Cancelled, v.Pending, v.Total),
 				"Cancel requested", map[bool]string{true: "yes"}[v.CancelRequested]); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout)
-			t := newTable(a.stdout, "DEVICE", "STATE", "ATTEMPTS", "STEP", "ERROR")
+			t := a.newTable("DEVICE", "STATE", "ATTEMPTS", "STEP", "ERROR")
 			for _, j := range jobs {
-				t.row(j.DeviceID, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, j.LastError)
+				t.row(j.DeviceID, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, summarize(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -420,8 +420,8 @@ func (a *app) jobsCmd() *cobra.Command {
 				return err
 			}
 			v := viewBatch(b)
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
 			_, err = fmt.Fprintf(a.stdout, "batch %s: cancel requested: %d cancelled, %d pending\n", v.ID, v.Cancelled, v.Pending)
 			return err

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/server/admin/admintest"
+)
+
+// fleet seeds devices whose IDs sort differently from their FQDNs, one
+// that failed, and two that share a host name in different domains.
+func fleet(t *testing.T, s *admintest.Server) {
+	t.Helper()
+	put := func(id, host, dom, ip string, st domain.Status, lastErr string) {
+		a := netip.MustParseAddr(ip)
+		d := domain.Device{ID: id, HostName: host, Domain: dom, IP: a, Subnet: netip.PrefixFrom(a, 24).Masked(), Status: st,
+			LastError: lastErr}
+		if lastErr != "" {
+			d.LastErrorStep = "connect"
+		}
+		if err := s.Store.PutDevice(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("ffff-1", "pc-0-001", "amt.test", "10.0.0.1", domain.StatusProvisioned, "")
+	put("aaaa-2", "pc-0-002", "amt.test", "10.0.0.2", domain.StatusNotProvisioned,
+		`phase2: connect: tls: amt: get setup and configuration: wsman: post https://10.0.0.2:16993/wsman: dial tcp 10.0.0.2:16993: connect: connection refused`)
+	put("cccc-3", "lab-1", "amt.test", "10.0.1.1", domain.StatusNotProvisioned, "")
+	put("bbbb-4", "twin", "amt.test", "10.0.2.1", domain.StatusDetected, "")
+	put("dddd-5", "twin", "lab.test", "10.0.2.2", domain.StatusDetected, "")
+}
+
+// ids returns the first column of a table, header skipped.
+func ids(out string) []string {
+	var got []string
+	for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if i > 0 {
+			got = append(got, strings.Fields(line)[0])
+		}
+	}
+	return got
+}
+
+func TestDevicesListFiltersAndOrder(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	fleet(t, s)
+	cases := []struct {
+		name string
+		args []string
+		want []string // IDs in order
+	}{
+		{"sorted by fqdn", nil, []string{"cccc-3", "ffff-1", "aaaa-2", "bbbb-4", "dddd-5"}},
+		{"status failed", []string{"--status", "failed"}, []string{"aaaa-2"}},
+		{"status detected", []string{"--status", "detected"}, []string{"bbbb-4", "dddd-5"}},
+		{"status with underscores and capitals", []string{"--status", "NOT_PROVISIONED"}, []string{"cccc-3", "aaaa-2"}},
+		{"name glob", []string{"--name", "pc-0-*"}, []string{"ffff-1", "aaaa-2"}},
+		{"name substring", []string{"--name", "LAB"}, []string{"cccc-3", "dddd-5"}},
+		{"name with limit", []string{"--name", "pc-0-*", "--limit", "1"}, []string{"ffff-1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := cli(t, s, s.Read, append([]string{"devices", "list"}, c.args...)...)
+			r.want(t, 0)
+			if got := ids(r.stdout); strings.Join(got, " ") != strings.Join(c.want, " ") {
+				t.Fatalf("devices = %v, want %v\n%s", got, c.want, r.stdout)
+			}
+		})
+	}
+	for _, status := range append(statusNames(), statusFailed) {
+		cli(t, s, s.Read, "devices", "list", "--status", status).want(t, 0)
+	}
+	cli(t, s, s.Read, "devices", "list", "--name", "[").want(t, 2, `--name "[": bad pattern`)
+}
+
+func TestOutputFormats(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	fleet(t, s)
+	for _, o := range []string{"csv", "yaml"} {
+		r := cli(t, s, s.Read, "devices", "list", "--name", "pc-0-*", "-o", o)
+		r.want(t, 0)
+		golden(t, "devices_list_"+o, r.stdout)
+	}
+	r := cli(t, s, s.Read, "devices", "show", "pc-0-002", "-o", "csv")
+	r.want(t, 0)
+	golden(t, "devices_show_csv", r.stdout)
+}
+
+func TestDevicesShowByHostName(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	fleet(t, s)
+	r := cli(t, s, s.Read, "devices", "show", "PC-0-001", "-o", "json")
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, `"id": "ffff-1"`) {
+		t.Fatalf("short name found the wrong device:\n%s", r.stdout)
+	}
+	cli(t, s, s.Read, "devices", "show", "twin").want(t, 2, `device "twin" is ambiguous`, "twin.amt.test (bbbb-4)", "twin.lab.test (dddd-5)")
+	cli(t, s, s.Read, "devices", "show", "pc-9").want(t, 2, `no device has the ID, FQDN, IP address or host name "pc-9"`)
+}
+
+func TestUnknownCommandsAndVersion(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr []string
+		stdout string
+	}{
+		{"unknown subcommand", []string{"devices", "bogus"}, 2, []string{`unknown command "bogus" for "amtopsctl devices"`}, ""},
+		{"typo of subcommand", []string{"jobs", "lst"}, 2, []string{`unknown command "lst" for "amtopsctl jobs"; did you mean list?`}, ""},
+		{"typo of command on one line", []string{"devces"}, 2, []string{`unknown command "devces" for "amtopsctl"; did you mean devices?`}, ""},
+		{"bare group prints help", []string{"devices"}, 0, nil, "Available Commands"},
+		{"version", []string{"--version"}, 0, nil, "amtopsctl "},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := cli(t, s, s.Read, c.args...)
+			r.want(t, c.code, c.stderr...)
+			if !strings.Contains(r.stdout, c.stdout) {
+				t.Fatalf("stdout lacks %q:\n%s", c.stdout, r.stdout)
+			}
+		})
+	}
+}
+
+// Failures show one short line; -v adds the whole chain.
+func TestErrorSummary(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	args := []string{"--server", "127.0.0.1:1", "devices", "list"}
+	r := cli(t, s, s.Read, args...)
+	r.want(t, 1, "amtopsctl: server unavailable: unreachable: 127.0.0.1:1 refused the connection\n", "-v shows the whole error")
+	if strings.Contains(r.stderr, "transport:") {
+		t.Fatalf("the chain is shown without -v:\n%s", r.stderr)
+	}
+	r = cli(t, s, s.Read, append([]string{"-v"}, args...)...)
+	r.want(t, 1, "unreachable: 127.0.0.1:1 refused", "detail: server unavailable: connection error:", "dial tcp 127.0.0.1:1")
+
+	// A job's long error is summarised in tables, whole in JSON.
+	for _, c := range []struct{ msg, want string }{
+		{"phase2: connect: tls: wsman: post https://10.0.0.5:16993/wsman: dial tcp 10.0.0.5:16993: connect: connection refused",
+			"unreachable: 10.0.0.5:16993 refused the connection"},
+		{"phase2: dial tcp [fd00::5]:16993: i/o timeout", "unreachable: [fd00::5]:16993 did not answer (timeout)"},
+		{"tls: failed to verify certificate: x509: certificate signed by unknown authority", "TLS: certificate not trusted (signed by an unknown CA)"},
+		{"x509: certificate is valid for pc1.amt.test, not pc2.amt.test", "TLS: certificate is for pc1.amt.test, not pc2.amt.test"},
+		{`amt: put tls settings pc1: field "x" refused`, `amt: put tls settings pc1: field "x" refused`},
+	} {
+		if got := summarize(c.msg); got != c.want {
+			t.Errorf("summarize(%q) = %q, want %q", c.msg, got, c.want)
+		}
+	}
+}

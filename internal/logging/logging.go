@@ -13,8 +13,8 @@ import (
 )
 
 // TimeFormat is the console format's timestamp: date and time to the
-// millisecond, local zone.
-const TimeFormat = "2006-01-02 15:04:05.000Z07:00"
+// second (zerolog's own precision), with the zone.
+const TimeFormat = "2006-01-02 15:04:05Z07:00"
 
 // New returns a logger writing to w in format "json" or "console" at level.
 func New(w io.Writer, format, level string) (zerolog.Logger, error) {

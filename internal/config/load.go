@@ -35,6 +35,7 @@ func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("config: ")
 	switch {
+	case e.Env != "" && e.Field == "$"+e.Env: // the variable itself is the mistake
 	case e.Env != "":
 		b.WriteString("$" + e.Env + ": ")
 	case e.Line > 0:

@@ -226,12 +226,24 @@ func (a *app) devicesLogCmd() *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "log DEVICE",
+		Long:  "Show a device's operations log. DEVICE is an ID, FQDN, IP address or unique short host name.",
 		Short: "Show a device's operations log (every step, with its phase)",
 		Args:  exactArgs("DEVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.GetDeviceLogResponse, error) {
-				return c.GetDeviceLog(ctx, &pb.GetDeviceLogRequest{Id: args[0], Limit: int32(limit)})
-			})
+			get := func(id string) (*pb.GetDeviceLogResponse, error) {
+				return call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.GetDeviceLogResponse, error) {
+					return c.GetDeviceLog(ctx, &pb.GetDeviceLogRequest{Id: id, Limit: int32(limit)})
+				})
+			}
+			resp, err := get(args[0])
+			if status.Code(err) == codes.NotFound && !strings.Contains(args[0], ".") {
+				// Perhaps a short host name.
+				d, rerr := a.resolveDevice(cmd, args[0])
+				if rerr != nil {
+					return rerr
+				}
+				resp, err = get(d.GetId())
+			}
 			if err != nil {
 				return err
 			}

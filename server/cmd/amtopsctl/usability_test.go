@@ -96,6 +96,9 @@ func TestDevicesShowByHostName(t *testing.T) {
 	if !strings.Contains(r.stdout, `"id": "ffff-1"`) {
 		t.Fatalf("short name found the wrong device:\n%s", r.stdout)
 	}
+	r = cli(t, s, s.Read, "devices", "log", "pc-0-002", "-o", "json")
+	r.want(t, 0)
+	cli(t, s, s.Read, "devices", "log", "twin").want(t, 2, `device "twin" is ambiguous`)
 	cli(t, s, s.Read, "devices", "show", "twin").want(t, 2, `device "twin" is ambiguous`, "twin.amt.test (bbbb-4)", "twin.lab.test (dddd-5)")
 	cli(t, s, s.Read, "devices", "show", "pc-9").want(t, 2, `no device has the ID, FQDN, IP address or host name "pc-9"`)
 }

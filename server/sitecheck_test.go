@@ -2,9 +2,18 @@ package server_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -62,15 +71,18 @@ func runServer(t *testing.T, cfg config.Server) *running {
 
 // restartableRedis is a redis-server without persistence on a fixed
 // port that the test can restart, as a crashed or rebooted Redis would.
+// args replace the plain port (a TLS Redis); opts reach it when ready.
 type restartableRedis struct {
 	t    *testing.T
 	bin  string
 	dir  string
 	port int
+	args []string
+	opts redis.Options
 	cmd  *exec.Cmd
 }
 
-func newRestartableRedis(t *testing.T) *restartableRedis {
+func newRestartableRedis(t *testing.T, opts redis.Options, args ...string) *restartableRedis {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		testpeers.Missing(t, "redis-server", "apt-get install redis-server")
@@ -81,7 +93,13 @@ func newRestartableRedis(t *testing.T) *restartableRedis {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	r := &restartableRedis{t: t, bin: bin, dir: t.TempDir(), port: port}
+	r := &restartableRedis{t: t, bin: bin, dir: t.TempDir(), port: port, opts: opts}
+	if len(args) == 0 {
+		args = []string{"--port", "{port}"}
+	}
+	for _, a := range args {
+		r.args = append(r.args, strings.ReplaceAll(a, "{port}", fmt.Sprint(port)))
+	}
 	r.start()
 	t.Cleanup(r.kill)
 	return r
@@ -89,17 +107,24 @@ func newRestartableRedis(t *testing.T) *restartableRedis {
 
 func (r *restartableRedis) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
+func (r *restartableRedis) client() *redis.Client {
+	o := r.opts
+	o.Addr = r.addr()
+	return redis.NewClient(&o)
+}
+
 func (r *restartableRedis) start() {
-	r.cmd = exec.Command(r.bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log"))
+	r.cmd = exec.Command(r.bin, append(r.args, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log"))...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+	rdb := r.client()
 	defer rdb.Close()
 	for deadline := time.Now().Add(10 * time.Second); rdb.Ping(context.Background()).Err() != nil; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on %d did not start", r.port)
+			b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+			r.t.Fatalf("redis-server on %d did not start: %s", r.port, b)
 		}
 	}
 }
@@ -118,7 +143,7 @@ func (r *restartableRedis) kill() {
 func TestRedisLostDataIsRefused(t *testing.T) {
 	cases := map[string]func(t *testing.T, r *restartableRedis){
 		"flushall": func(t *testing.T, r *restartableRedis) {
-			rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+			rdb := r.client()
 			defer rdb.Close()
 			if err := rdb.FlushAll(context.Background()).Err(); err != nil {
 				t.Fatal(err)
@@ -128,7 +153,7 @@ func TestRedisLostDataIsRefused(t *testing.T) {
 	}
 	for name, lose := range cases {
 		t.Run(name, func(t *testing.T) {
-			r := newRestartableRedis(t)
+			r := newRestartableRedis(t, redis.Options{})
 			dataDir := t.TempDir()
 			cfg := siteConfig(t, r.addr(), dataDir, "amtops", 0)
 			first := runServer(t, cfg)
@@ -208,4 +233,93 @@ func TestTwoSitesOnOneRedis(t *testing.T) {
 			t.Fatalf("db %d has %d asynq servers, want 1", db, n)
 		}
 	}
+}
+
+// writeTLSFiles makes a CA and a server certificate for name and writes
+// ca.pem, cert.pem and key.pem into dir.
+func writeTLSFiles(t *testing.T, dir, name string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redis test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
+		Subject: pkix.Name{CommonName: name}, DNSNames: []string{name}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	for file, block := range map[string]*pem.Block{"ca.pem": {Type: "CERTIFICATE", Bytes: caDER},
+		"cert.pem": {Type: "CERTIFICATE", Bytes: leafDER}, "key.pem": {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The server reaches a TLS-only Redis with an ACL user, verifying Redis's
+// certificate against redis.tls.ca_file under redis.tls.server_name.
+func TestRedisTLSAndUsername(t *testing.T) {
+	dir := t.TempDir()
+	writeTLSFiles(t, dir, "redis.test")
+	caPool := pool(t, filepath.Join(dir, "ca.pem"))
+	r := newRestartableRedis(t, redis.Options{Username: "amtops", Password: "s3cret",
+		TLSConfig: &tls.Config{ServerName: "redis.test", RootCAs: caPool}},
+		"--port", "0", "--tls-port", "{port}", "--tls-cert-file", filepath.Join(dir, "cert.pem"),
+		"--tls-key-file", filepath.Join(dir, "key.pem"), "--tls-ca-cert-file", filepath.Join(dir, "ca.pem"),
+		"--tls-auth-clients", "no", "--user", "amtops", "on", ">s3cret", "~*", "&*", "+@all")
+	addr := r.addr()
+	pw := filepath.Join(dir, "redis.password")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := siteConfig(t, addr, t.TempDir(), "amtops", 0)
+	cfg.Redis.Username, cfg.Redis.PasswordFile = "amtops", pw
+	cfg.Redis.TLS.Enabled, cfg.Redis.TLS.CAFile, cfg.Redis.TLS.ServerName = true, filepath.Join(dir, "ca.pem"), "redis.test"
+	runServer(t, cfg)
+
+	// The site really lives there: its marker is in that Redis.
+	rdb := r.client()
+	defer rdb.Close()
+	if n, err := rdb.Exists(context.Background(), "amtops:site").Result(); err != nil || n != 1 {
+		t.Fatalf("site marker in the TLS Redis: %d, %v", n, err)
+	}
+
+	for name, change := range map[string]func(c *config.Server){
+		"wrong server name": func(c *config.Server) { c.Redis.TLS.ServerName = "other.test" },
+		"no CA":             func(c *config.Server) { c.Redis.TLS.CAFile = "" },
+		"wrong user":        func(c *config.Server) { c.Redis.Username = "nobody" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := cfg
+			change(&cfg)
+			cfg.DataDir = t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err := server.New(ctx, cfg, zerolog.Nop())
+			if err == nil || !strings.Contains(err.Error(), "server: redis") {
+				t.Fatalf("New = %v, want a redis error", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func pool(t *testing.T, file string) *x509.CertPool {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(b)
+	return p
 }

@@ -69,8 +69,9 @@ func (a *app) root() *cobra.Command {
 
 It needs the site CA certificate the server's TLS certificate chains to
 (--ca-file) and an admin credential: a token (--token-file or $AMTOPS_TOKEN)
-or a client certificate (--cert and --key, from 'amtopsctl certs request'),
-never both. On its first start the server writes an operate token to
+or a client certificate (--cert and --key, from 'amtopsctl certs request');
+--cert with --token-file is refused, while --cert overrides a token from
+the environment. On its first start the server writes an operate token to
 <data_dir>/admin.token.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or input.`,
@@ -157,9 +158,10 @@ func buildVersion() string {
 	return v
 }
 
-// checkCredentials refuses a certificate together with a token: which
-// one the server would honour is not obvious to a person (the token), so
-// amtopsctl makes them choose.
+// checkCredentials refuses --cert/--key together with --token-file: which
+// one the server would honour is not obvious to a person, so amtopsctl
+// makes them choose. Flags beat the environment: with --cert, a token in
+// $AMTOPS_TOKEN or $AMTOPS_TOKEN_FILE is not used.
 func (a *app) checkCredentials(cmd *cobra.Command) error {
 	if a.certFile == "" && a.keyFile == "" {
 		return nil
@@ -167,18 +169,10 @@ func (a *app) checkCredentials(cmd *cobra.Command) error {
 	if a.certFile == "" || a.keyFile == "" {
 		return usage("--cert and --key go together: pass both")
 	}
-	var tokenFrom string
-	switch {
-	case a.tokenFile != "" && cmd.Flag("token-file") != nil && cmd.Flag("token-file").Changed:
-		tokenFrom = "--token-file"
-	case a.tokenFile != "":
-		tokenFrom = "$" + envTokenFile
-	case strings.TrimSpace(a.getenv(envToken)) != "":
-		tokenFrom = "$" + envToken
+	if f := cmd.Flag("token-file"); f != nil && f.Changed {
+		return usage("--cert/--key and --token-file are both given: use one admin credential")
 	}
-	if tokenFrom != "" {
-		return usage("--cert/--key and a token (%s) are both given: use one admin credential", tokenFrom)
-	}
+	a.tokenFile = "" // from $AMTOPS_TOKEN_FILE: the certificate wins
 	return nil
 }
 

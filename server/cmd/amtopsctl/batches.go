@@ -44,7 +44,38 @@ func (a *app) failedJobs(cmd *cobra.Command, b *pb.Batch) ([]jobView, error) {
 	for _, j := range resp.GetJobs() {
 		out = append(out, viewJob(j))
 	}
-	return out, nil
+	return out, a.nameJobs(cmd, out)
+}
+
+// nameJobs fills in each job's device FQDN, which people read better
+// than a UUID: one GetDevice per job for a few, one listing for many. A
+// device deleted since keeps its ID alone.
+func (a *app) nameJobs(cmd *cobra.Command, jobs []jobView) error {
+	names := map[string]string{}
+	if len(jobs) > 100 {
+		all, err := a.listDevices(cmd, &pb.ListDevicesRequest{}, nil, 0, false)
+		if err != nil {
+			return err
+		}
+		for _, d := range all {
+			names[d.GetId()] = d.GetFqdn()
+		}
+	}
+	for i, j := range jobs {
+		fqdn, ok := names[j.DeviceID]
+		if !ok && len(jobs) <= 100 {
+			d, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Device, error) {
+				return c.GetDevice(ctx, &pb.GetDeviceRequest{Id: j.DeviceID})
+			})
+			if err != nil && status.Code(err) != codes.NotFound {
+				return err
+			}
+			fqdn = d.GetFqdn()
+			names[j.DeviceID] = fqdn
+		}
+		jobs[i].FQDN = fqdn
+	}
+	return nil
 }
 
 // runBatch starts a batch with start, optionally waits for it with a
@@ -84,9 +115,9 @@ func (a *app) reportBatch(cmd *cobra.Command, b *pb.Batch, waited bool) error {
 		fmt.Fprintf(a.stdout, "batch %s: %s of %d device(s): %d succeeded, %d failed, %d cancelled, %d pending\n",
 			v.ID, v.Kind, v.Total, v.Succeeded, v.Failed, v.Cancelled, v.Pending)
 		if len(failedJobs) > 0 {
-			t := a.newTable("DEVICE", "STATE", "STEP", "ERROR")
+			t := a.newTable("DEVICE", "FQDN", "STATE", "STEP", "ERROR")
 			for _, j := range failedJobs {
-				t.row(j.DeviceID, j.State, j.ErrorStep, summarize(j.LastError))
+				t.row(j.DeviceID, j.FQDN, j.State, j.ErrorStep, summarize(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -366,6 +397,9 @@ func (a *app) jobsCmd() *cobra.Command {
 			for _, j := range resp.GetJobs() {
 				jobs = append(jobs, viewJob(j))
 			}
+			if err := a.nameJobs(cmd, jobs); err != nil {
+				return err
+			}
 			v := viewBatch(b)
 			if a.structured() {
 				return a.printData(struct {
@@ -380,9 +414,9 @@ func (a *app) jobsCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(a.stdout)
-			t := a.newTable("DEVICE", "STATE", "ATTEMPTS", "STEP", "ERROR")
+			t := a.newTable("DEVICE", "FQDN", "STATE", "ATTEMPTS", "STEP", "ERROR")
 			for _, j := range jobs {
-				t.row(j.DeviceID, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, summarize(j.LastError))
+				t.row(j.DeviceID, j.FQDN, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, summarize(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err

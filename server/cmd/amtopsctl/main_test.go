@@ -254,6 +254,9 @@ func TestBatches(t *testing.T) {
 	r = cli(t, s, s.Read, "jobs", "show", id, "-o", "json")
 	r.want(t, 0)
 	golden(t, "jobs_show", r.stdout)
+	r = cli(t, s, s.Read, "jobs", "show", id)
+	r.want(t, 0)
+	golden(t, "jobs_show_table", r.stdout) // devices by FQDN too
 
 	// Update, then cancel: queued jobs end at once.
 	r = cli(t, s, s.Operate, "update", "d2")

@@ -87,6 +87,7 @@ type batchView struct {
 type jobView struct {
 	ID        string `json:"id"`
 	DeviceID  string `json:"device_id"`
+	FQDN      string `json:"fqdn,omitempty"`
 	Kind      string `json:"kind"`
 	State     string `json:"state"`
 	Attempts  int32  `json:"attempts"`

@@ -155,3 +155,44 @@ func TestErrorSummary(t *testing.T) {
 		}
 	}
 }
+
+// Completion offers the site's devices, batches and collections.
+func TestCompletionOfNames(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	fleet(t, s)
+	cli(t, s, s.Operate, "collections", "create", "lab").want(t, 0)
+	cli(t, s, s.Operate, "collections", "create", "library").want(t, 0)
+	b := cli(t, s, s.Operate, "provision", "pc-0-001.amt.test", "-o", "json")
+	id := batchIDs.FindString(b.stdout)
+	if id == "" {
+		t.Fatalf("no batch ID in %s", b.stdout)
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"device", []string{"devices", "show", "pc-0"}, []string{"pc-0-001.amt.test", "pc-0-002.amt.test"}},
+		{"more devices", []string{"devices", "suppress-auto", "pc-0-001.amt.test", "TW"}, []string{"twin.amt.test", "twin.lab.test"}},
+		{"collection then devices", []string{"collections", "add", "lab", "lab-"}, []string{"lab-1.amt.test"}},
+		{"collection", []string{"collections", "delete", "lib"}, []string{"library"}},
+		{"collection flag", []string{"provision", "--collection", "la"}, []string{"lab"}},
+		{"batch", []string{"jobs", "show", id[:3]}, []string{id}},
+		{"nothing after the last argument", []string{"devices", "show", "pc-0-001.amt.test", ""}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := cli(t, s, s.Read, append([]string{"__complete"}, c.args...)...)
+			r.want(t, 0)
+			var got []string
+			for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+				if !strings.HasPrefix(l, ":") && l != "" {
+					got = append(got, l)
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(c.want, " ") {
+				t.Fatalf("completions = %q, want %q\n%s", got, c.want, r.stdout)
+			}
+		})
+	}
+}

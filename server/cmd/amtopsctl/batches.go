@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -250,9 +252,13 @@ func (a *app) updateCmd() *cobra.Command {
 
 func (a *app) removeCmd() *cobra.Command {
 	var collection string
-	var wait, keep, all, suppress bool
+	var wait, keep, all, suppress, dryRun, yes bool
 	cmd := &cobra.Command{
-		Use:   "remove (--keep-identity | --all) [DEVICE...] [--collection NAME]",
+		Use: "remove (--keep-identity | --all) [DEVICE...] [--collection NAME]",
+		Long: `Remove provisioning information: configuration only (--keep-identity), or
+configuration and identity (--all). --all on a whole --collection asks for
+confirmation on a terminal and needs --yes elsewhere; --dry-run lists the
+devices a removal would touch and changes nothing.`,
 		Short: "Remove provisioning information: configuration only, or configuration and identity (S16–S18)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keep == all {
@@ -265,6 +271,18 @@ func (a *app) removeCmd() *cobra.Command {
 			if all {
 				kind = pb.JobKind_JOB_KIND_REMOVE_ALL
 			}
+			if dryRun || all && collection != "" {
+				targets, err := a.removalTargets(cmd, args, collection)
+				if err != nil {
+					return err
+				}
+				if dryRun {
+					return a.printTargets(targets)
+				}
+				if err := a.confirm(yes, fmt.Sprintf("remove configuration AND identity from the %d device(s) of collection %s", len(targets), collection)); err != nil {
+					return err
+				}
+			}
 			return a.runBatch(cmd, wait, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.StartBatch(ctx, &pb.StartBatchRequest{Kind: kind, DeviceIds: args, Collection: collection, SuppressAutoProvision: suppress})
 			})
@@ -275,7 +293,65 @@ func (a *app) removeCmd() *cobra.Command {
 	f.BoolVar(&keep, "keep-identity", false, "remove the configuration (IDE-R, SOL, ping, web UI…) but keep name, IP address and DNS suffix")
 	f.BoolVar(&all, "all", false, "remove configuration and identity")
 	f.BoolVar(&suppress, "suppress-auto", false, "keep automatic provisioning away from the devices afterwards (lift with devices allow-auto)")
+	f.BoolVar(&dryRun, "dry-run", false, "list the devices the removal would touch; change nothing")
+	f.BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (--all --collection)")
 	return cmd
+}
+
+// removalTargets lists the devices a removal would touch.
+func (a *app) removalTargets(cmd *cobra.Command, args []string, collection string) ([]*pb.Device, error) {
+	var out []*pb.Device
+	if collection != "" {
+		all, err := a.listDevices(cmd, &pb.ListDevicesRequest{Collection: collection}, nil, 0, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, all...)
+	}
+	for _, arg := range args {
+		d, err := a.resolveDevice(cmd, arg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (a *app) printTargets(ds []*pb.Device) error {
+	if a.structured() {
+		views := make([]deviceView, 0, len(ds))
+		for _, d := range ds {
+			views = append(views, viewDevice(d))
+		}
+		return a.printData(views)
+	}
+	t := a.newTable("ID", "FQDN", "IP", "STATUS")
+	for _, d := range ds {
+		t.row(d.GetId(), d.GetFqdn(), d.GetIp(), statusName(d.GetStatus()))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(a.stdout, "dry run: %d device(s); nothing changed\n", len(ds))
+	return err
+}
+
+// confirm asks on a terminal whether to go ahead with what; off a
+// terminal (scripts) it needs --yes.
+func (a *app) confirm(yes bool, what string) error {
+	if yes {
+		return nil
+	}
+	if !a.tty {
+		return usage("%s: pass --yes to confirm (or --dry-run to see the devices)", what)
+	}
+	fmt.Fprintf(a.stderr, "%s? [y/N] ", what)
+	line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+	if ans := strings.ToLower(strings.TrimSpace(line)); ans != "y" && ans != "yes" {
+		return failed("not confirmed; nothing changed")
+	}
+	return nil
 }
 
 func batchFlags(cmd *cobra.Command, collection *string, wait *bool) {
@@ -294,29 +370,30 @@ and be provisioned again, and re-provisioning must wait for the rename.
   (rename the computer or move its domain)
   amtopsctl rename complete DEVICE NEW_FQDN records the new name and provisions again`,
 	}
-	var wait bool
+	var waitBegin, waitComplete bool
 	begin := &cobra.Command{
 		Use:   "begin DEVICE...",
 		Short: "Mark devices rename-pending and remove their provisioning information",
 		Args:  minArgs(1, "device"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBatch(cmd, wait, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
+			return a.runBatch(cmd, waitBegin, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.BeginRename(ctx, &pb.BeginRenameRequest{DeviceIds: args})
 			})
 		},
 	}
-	begin.Flags().BoolVar(&wait, "wait", false, "follow the removal until it is done")
+	// Waiting is the default: rename complete is refused until the removal is done.
+	begin.Flags().BoolVar(&waitBegin, "wait", true, "follow the removal until it is done (--wait=false returns at once)")
 	complete := &cobra.Command{
 		Use:   "complete DEVICE NEW_FQDN",
 		Short: "Record the new name after the rename or move, and provision the device again",
 		Args:  exactArgs("DEVICE", "NEW_FQDN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBatch(cmd, wait, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
+			return a.runBatch(cmd, waitComplete, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.CompleteRename(ctx, &pb.CompleteRenameRequest{DeviceId: args[0], NewFqdn: args[1]})
 			})
 		},
 	}
-	complete.Flags().BoolVar(&wait, "wait", false, "follow the provisioning until it is done")
+	complete.Flags().BoolVar(&waitComplete, "wait", false, "follow the provisioning until it is done")
 	cmd.AddCommand(begin, complete)
 	return cmd
 }

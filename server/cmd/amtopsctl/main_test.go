@@ -298,7 +298,7 @@ func TestBatches(t *testing.T) {
 func TestRenameFlow(t *testing.T) {
 	s := admintest.Start(t, admintest.Options{})
 	seed(t, s)
-	r := cli(t, s, s.Operate, "rename", "begin", "pc2.amt.test", "-o", "json")
+	r := cli(t, s, s.Operate, "rename", "begin", "pc2.amt.test", "--wait=false", "-o", "json")
 	r.want(t, 0)
 	golden(t, "rename_begin", r.stdout)
 	id := batchIDs.FindString(r.stdout)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/admin/admintest"
@@ -195,4 +196,74 @@ func TestCompletionOfNames(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rename begin waits for the removal by default, so rename complete can
+// follow it directly.
+func TestRenameBeginWaits(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	seed(t, s)
+	done := make(chan result, 1)
+	go func() { done <- cli(t, s, s.Operate, "rename", "begin", "pc2.amt.test") }()
+	var id string
+	for range 200 {
+		if id = batchIDs.FindString(cli(t, s, s.Read, "jobs", "list", "-o", "json").stdout); id != "" {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("rename begin returned before the removal finished:\n%s%s", r.stdout, r.stderr)
+	case <-time.After(300 * time.Millisecond):
+	}
+	ctx := context.Background()
+	if _, err := s.Store.FinishJob(ctx, id, domain.JobID(id, "d2"), domain.JobSucceeded, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store.UpdateDevice(ctx, "d2", func(d *domain.Device) error { d.Status = domain.StatusNotProvisioned; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		r.want(t, 0)
+		if !strings.Contains(r.stdout, "1 succeeded") {
+			t.Fatalf("stdout:\n%s", r.stdout)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("rename begin did not return after the removal finished")
+	}
+	cli(t, s, s.Operate, "rename", "complete", "d2", "renamed.corp.test", "--wait=false").want(t, 0)
+}
+
+// remove --all on a whole collection is confirmed; --dry-run shows what
+// it would touch.
+func TestRemoveAllCollectionConfirmation(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	fleet(t, s)
+	cli(t, s, s.Operate, "collections", "create", "lab").want(t, 0)
+	cli(t, s, s.Operate, "collections", "add", "lab", "pc-0-001.amt.test", "lab-1.amt.test").want(t, 0)
+	batches := func() int { return strings.Count(cli(t, s, s.Read, "jobs", "list", "-o", "json").stdout, `"kind"`) }
+
+	r := cli(t, s, s.Operate, "remove", "--all", "--collection", "lab", "--dry-run")
+	r.want(t, 0)
+	golden(t, "remove_dry_run", r.stdout)
+	cli(t, s, s.Operate, "remove", "--all", "--collection", "lab").want(t, 2, "2 device(s) of collection lab", "--yes")
+	r = cliTTY(t, s, s.Operate, true, "n\n", "remove", "--all", "--collection", "lab")
+	r.want(t, 1, "[y/N]", "not confirmed")
+	if n := batches(); n != 0 {
+		t.Fatalf("%d batches started without confirmation", n)
+	}
+	// Confirmed: the batch starts (lab-1 is refused: it is not provisioned).
+	cliTTY(t, s, s.Operate, true, "y\n", "remove", "--all", "--collection", "lab", "-o", "json").want(t, 1, "1 of 2 device(s) refused")
+	if n := batches(); n != 1 {
+		t.Fatalf("%d batches, want 1", n)
+	}
+	cli(t, s, s.Operate, "remove", "--all", "--collection", "lab", "--yes", "-o", "json").want(t, 1, "refused")
+	if n := batches(); n != 2 {
+		t.Fatalf("%d batches after --yes, want 2", n)
+	}
+	// Named devices need no confirmation: the batch starts (and the
+	// detected device is refused by the server).
+	cli(t, s, s.Operate, "remove", "--all", "twin.amt.test", "-o", "json").want(t, 1, "1 of 1 device(s) failed or were refused")
 }

@@ -323,3 +323,42 @@ func pool(t *testing.T, file string) *x509.CertPool {
 	p.AppendCertsFromPEM(b)
 	return p
 }
+
+// The server runs on a three-node Redis Cluster given as redis.addrs
+// with redis.cluster: every key it writes at start (site marker, CA,
+// tokens, asynq's) lands on the slot that owns it.
+func TestServerOnRedisCluster(t *testing.T) {
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		testpeers.Missing(t, "redis-cli", "apt-get install redis-tools")
+	}
+	var addrs []string
+	for range 3 {
+		r := newRestartableRedis(t, redis.Options{}, "--port", "{port}", "--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf")
+		addrs = append(addrs, r.addr())
+	}
+	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...),
+		"--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer rdb.Close()
+	// The cluster takes a moment to agree that every slot is served.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		info, err := rdb.ClusterInfo(context.Background()).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster never became ok: %s %v", info, err)
+		}
+	}
+	cfg := siteConfig(t, "", t.TempDir(), "amtops", 0)
+	cfg.Redis.Addrs, cfg.Redis.Cluster = addrs, true
+	runServer(t, cfg)
+	if n, err := rdb.Exists(context.Background(), "amtops:site").Result(); err != nil || n != 1 {
+		t.Fatalf("site marker on the cluster: %d, %v", n, err)
+	}
+}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/directory"
+	"github.com/amtops/amtops/internal/logging"
 	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/server/admin"
@@ -138,7 +139,7 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		mux.Handle("GET /ca.pem", s.crl)
 	}
 	mux.HandleFunc("GET /grpc-ca.pem", s.grpcCA)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logging.Std(s.log, "http server")}
 
 	ok = true
 	return s, nil

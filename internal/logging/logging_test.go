@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,5 +105,21 @@ func TestConsoleColourOnTerminal(t *testing.T) {
 	log.Info().Msg("hello")
 	if !strings.Contains(buf.String(), "\x1b[") {
 		t.Fatalf("no colour with colour on: %q", buf.String())
+	}
+}
+
+// Library loggers arrive as zerolog events with a static message.
+func TestAdapters(t *testing.T) {
+	var buf bytes.Buffer
+	log := zerolog.New(&buf).Level(zerolog.InfoLevel)
+	Std(log, "http server").Printf("http: TLS handshake error from %s: EOF", "10.0.0.1:5")
+	g := GRPC(log)
+	g.Infof("[core] channel %d idle", 1) // debug: dropped at info
+	g.Warningf("[transport] closing: %v", "EOF")
+	want := `{"level":"warn","detail":"http: TLS handshake error from 10.0.0.1:5: EOF","message":"http server"}
+{"level":"warn","component":"grpc","detail":"[transport] closing: EOF","message":"grpc"}
+`
+	if buf.String() != want {
+		t.Fatalf("events:\n%s\nwant:\n%s", buf.String(), want)
 	}
 }

@@ -97,7 +97,9 @@ type jobView struct {
 
 type agentView struct {
 	ID            string   `json:"id"`
+	Name          string   `json:"name,omitempty"`
 	Subnets       []string `json:"subnets"`
+	Online        bool     `json:"online"`
 	LastHeartbeat string   `json:"last_heartbeat,omitempty"`
 	EnrolledAt    string   `json:"enrolled_at,omitempty"`
 }
@@ -203,7 +205,7 @@ func viewAgent(ag *pb.Agent) agentView {
 	if subnets == nil {
 		subnets = []string{}
 	}
-	return agentView{ID: ag.GetId(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
+	return agentView{ID: ag.GetId(), Name: ag.GetName(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
 }
 
 func viewToken(t *pb.AdminToken) tokenView {

@@ -267,3 +267,30 @@ func TestRemoveAllCollectionConfirmation(t *testing.T) {
 	// detected device is refused by the server).
 	cli(t, s, s.Operate, "remove", "--all", "twin.amt.test", "-o", "json").want(t, 1, "1 of 1 device(s) failed or were refused")
 }
+
+// agents list says which agents are online, by heartbeat age.
+func TestAgentsOnline(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	ctx := context.Background()
+	for id, hb := range map[string]time.Time{"b-live": time.Now().Add(-10 * time.Second), "a-gone": time.Now().Add(-time.Hour), "c-never": {}} {
+		if err := s.Store.PutAgent(ctx, domain.Agent{ID: id, EnrolledAt: admintest.Epoch, LastHeartbeat: hb,
+			Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := cli(t, s, s.Read, "agents", "list", "-o", "csv")
+	r.want(t, 0)
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
+		f := strings.Split(line, ",")
+		got = append(got, f[1]+"="+f[3])
+	}
+	if want := "a-gone=no b-live=yes c-never=no"; strings.Join(got, " ") != want {
+		t.Fatalf("agents = %v, want %s\n%s", got, want, r.stdout)
+	}
+	r = cli(t, s, s.Read, "agents", "list", "--online-within", "2h", "-o", "json")
+	r.want(t, 0)
+	if strings.Count(r.stdout, `"online": true`) != 2 {
+		t.Fatalf("with --online-within 2h:\n%s", r.stdout)
+	}
+}

@@ -102,6 +102,15 @@ func TestLoadErrorMessages(t *testing.T) {
 	}
 }
 
+// A file that is not YAML is named with the line yaml gives.
+func TestLoadSyntaxError(t *testing.T) {
+	path := writeFile(t, "redis:\n  addr: [\n")
+	_, err := LoadServer(path)
+	if err == nil || !strings.HasPrefix(err.Error(), "config: "+path+": yaml: line") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 // TestOtherRolesEnvIgnored: the server's loader leaves the agent's,
 // amtopsctl's and the test peers' variables alone, and the agent the server's.
 func TestOtherRolesEnvIgnored(t *testing.T) {

@@ -86,8 +86,18 @@ func load(path, prefix string, skip []string, dst any, validate func() error) er
 			return fmt.Errorf("config: read %s: %w", path, err)
 		}
 	}
-	return parse(b, prefix, skip, dst, validate)
+	err := parse(b, prefix, skip, dst, validate)
+	var se *syntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("config: %s: %w", path, se.err)
+	}
+	return err
 }
+
+// syntaxError is a file that is not YAML; nothing else can be checked.
+type syntaxError struct{ err error }
+
+func (e *syntaxError) Error() string { return "config: " + e.err.Error() }
 
 func parse(b []byte, prefix string, skip []string, dst any, validate func() error) error {
 	v := reflect.ValueOf(dst).Elem()
@@ -95,7 +105,7 @@ func parse(b []byte, prefix string, skip []string, dst any, validate func() erro
 	var doc yaml.Node
 	// An empty file is valid and means "all defaults".
 	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return fmt.Errorf("config: %w", err)
+		return &syntaxError{err}
 	}
 	if len(doc.Content) > 0 {
 		l.decode(doc.Content[0], v, "")

@@ -70,7 +70,11 @@ func (a *app) devicesListCmd() *cobra.Command {
 				}
 				return a.printData(views)
 			}
-			t := a.newTable("ID", "FQDN", "IP", "SUBNET", "STATUS", "COLLECTIONS", "FLAGS")
+			header := []string{"ID", "FQDN", "IP", "SUBNET", "STATUS", "COLLECTIONS", "FLAGS"}
+			if a.output == "wide" {
+				header = append(header, "STEP", "LAST ERROR")
+			}
+			t := a.newTable(header...)
 			for _, d := range devices {
 				var flags []string
 				if d.GetRenamePending() {
@@ -82,8 +86,12 @@ func (a *app) devicesListCmd() *cobra.Command {
 				if d.GetLastError() != "" {
 					flags = append(flags, "error")
 				}
-				t.row(d.GetId(), d.GetFqdn(), d.GetIp(), d.GetSubnet(), statusName(d.GetStatus()),
-					strings.Join(d.GetCollections(), ","), strings.Join(flags, ","))
+				row := []string{d.GetId(), d.GetFqdn(), d.GetIp(), d.GetSubnet(), statusName(d.GetStatus()),
+					strings.Join(d.GetCollections(), ","), strings.Join(flags, ",")}
+				if a.output == "wide" {
+					row = append(row, d.GetLastErrorStep(), summarize(d.GetLastError()))
+				}
+				t.row(row...)
 			}
 			return t.flush()
 		},

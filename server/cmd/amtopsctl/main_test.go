@@ -143,7 +143,7 @@ func TestDevices(t *testing.T) {
 		{"bad status", []string{"devices", "list", "--status", "bogus"}, 2, []string{`--status "bogus": want one of unknown, not-supported`}},
 		{"bad subnet", []string{"devices", "list", "--subnet", "10.0.0.0/99"}, 2, []string{`bad input: subnet "10.0.0.0/99"`}},
 		{"missing argument", []string{"devices", "show"}, 2, []string{"needs 1 argument(s): DEVICE", "--help"}},
-		{"bad output", []string{"devices", "list", "-o", "xml"}, 2, []string{`--output "xml": want one of table, json, yaml, csv`}},
+		{"bad output", []string{"devices", "list", "-o", "xml"}, 2, []string{`--output "xml": want one of table, wide, json, yaml, csv`}},
 		{"read role may not suppress", []string{"devices", "suppress-auto", "d1"}, 1, []string{"refused:", "operate role"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -212,8 +212,9 @@ func viewToken(t *pb.AdminToken) tokenView {
 	return tokenView{Name: t.GetName(), Role: t.GetRole(), CreatedAt: tsString(t.GetCreatedAt())}
 }
 
-// outputs are the --output formats.
-var outputs = []string{"table", "json", "yaml", "csv"}
+// outputs are the --output formats; wide is a table with more columns
+// where a command has them (devices list: the last error, summarised).
+var outputs = []string{"table", "wide", "json", "yaml", "csv"}
 
 // structured reports whether --output wants data (json or yaml) rather
 // than rows (table or csv).

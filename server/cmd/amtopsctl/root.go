@@ -93,7 +93,7 @@ Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or inp
 	pf.StringVar(&a.tokenFile, "token-file", a.getenv(envTokenFile), "file holding the admin token ($"+envTokenFile+"; or the token itself in $"+envToken+")")
 	pf.StringVar(&a.certFile, "cert", "", "PEM file of an admin client certificate (with --key; instead of a token)")
 	pf.StringVar(&a.keyFile, "key", "", "PEM file of the private key of --cert")
-	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json, yaml or csv")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, wide (more columns), json, yaml or csv")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for each call to the server (watching has none)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usage("%v", err) })
 	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

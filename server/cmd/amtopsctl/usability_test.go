@@ -79,7 +79,7 @@ func TestDevicesListFiltersAndOrder(t *testing.T) {
 func TestOutputFormats(t *testing.T) {
 	s := admintest.Start(t, admintest.Options{})
 	fleet(t, s)
-	for _, o := range []string{"csv", "yaml"} {
+	for _, o := range []string{"csv", "yaml", "wide"} {
 		r := cli(t, s, s.Read, "devices", "list", "--name", "pc-0-*", "-o", o)
 		r.want(t, 0)
 		golden(t, "devices_list_"+o, r.stdout)

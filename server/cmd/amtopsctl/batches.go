@@ -538,6 +538,6 @@ func (a *app) jobsCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.AddCommand(list, show, watch, cancel)
+	cmd.AddCommand(list, show, watch, cancel, a.retryCmd())
 	return cmd
 }

@@ -294,3 +294,41 @@ func TestAgentsOnline(t *testing.T) {
 		t.Fatalf("with --online-within 2h:\n%s", r.stdout)
 	}
 }
+
+// jobs retry runs a batch again for its failed devices only, with the
+// batch's options.
+func TestJobsRetry(t *testing.T) {
+	s := admintest.Start(t, admintest.Options{})
+	seed(t, s)
+	ctx := context.Background()
+	// d1 succeeds, d3 (not supported) is refused.
+	r := cli(t, s, s.Operate, "provision", "d1", "pc3.amt.test", "-o", "json")
+	id := batchIDs.FindString(r.stdout)
+	if _, err := s.Store.FinishJob(ctx, id, domain.JobID(id, "d1"), domain.JobSucceeded, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, s, s.Operate, "jobs", "retry", id, "-o", "json")
+	r.want(t, 1, "1 of 1 device(s) failed or were refused")
+	if !strings.Contains(r.stdout, `"total": 1`) || !strings.Contains(r.stdout, `"device_id": "d3"`) || batchIDs.FindString(r.stdout) == id {
+		t.Fatalf("retry did not run d3 alone in a new batch:\n%s", r.stdout)
+	}
+
+	// An update's options come along.
+	r = cli(t, s, s.Operate, "update", "d2", "--confirm-8021x", "-o", "json")
+	r.want(t, 0)
+	upd := batchIDs.FindString(r.stdout)
+	if _, err := s.Store.FinishJob(ctx, upd, domain.JobID(upd, "d2"), domain.JobFailed, "connect", "dial tcp 10.0.0.2:16993: connect: connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, s, s.Operate, "jobs", "retry", upd, "-o", "json")
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, `"confirm_8021x": "true"`) || !strings.Contains(r.stdout, `"kind": "update"`) {
+		t.Fatalf("retry lost the update's options:\n%s", r.stdout)
+	}
+	next := batchIDs.FindString(r.stdout)
+	if _, err := s.Store.FinishJob(ctx, next, domain.JobID(next, "d2"), domain.JobSucceeded, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, s, s.Operate, "jobs", "retry", next).want(t, 1, "no failed devices")
+	cli(t, s, s.Read, "jobs", "retry", upd).want(t, 1, "operate role")
+}

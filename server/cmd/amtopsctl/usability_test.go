@@ -332,3 +332,32 @@ func TestJobsRetry(t *testing.T) {
 	cli(t, s, s.Operate, "jobs", "retry", next).want(t, 1, "no failed devices")
 	cli(t, s, s.Read, "jobs", "retry", upd).want(t, 1, "operate role")
 }
+
+// discoverer records what amtopsctl discover asked for; the agents'
+// side of discovery is tested in server/discover and agent.
+type discoverer struct{ asked [][]netip.Prefix }
+
+func (d *discoverer) Discover(_ context.Context, subnets []netip.Prefix) ([]string, error) {
+	d.asked = append(d.asked, subnets)
+	if len(subnets) == 1 && subnets[0].String() == "10.9.0.0/24" {
+		return nil, nil // no agent serves it
+	}
+	return []string{"sweep-1", "sweep-2"}, nil
+}
+
+func TestDiscover(t *testing.T) {
+	d := &discoverer{}
+	s := admintest.Start(t, admintest.Options{Discoverer: d})
+	r := cli(t, s, s.Operate, "discover")
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "2 sweep(s) queued") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	cli(t, s, s.Operate, "discover", "--subnet", "10.1.2.0/24,10.1.3.0/24", "-o", "json").want(t, 0)
+	cli(t, s, s.Operate, "discover", "--subnet", "10.9.0.0/24").want(t, 1, "no agent serves 10.9.0.0/24")
+	cli(t, s, s.Operate, "discover", "--subnet", "bogus").want(t, 2, "not a CIDR prefix")
+	cli(t, s, s.Read, "discover").want(t, 1, "operate role")
+	if len(d.asked) != 3 || len(d.asked[0]) != 0 || len(d.asked[1]) != 2 || d.asked[1][1].String() != "10.1.3.0/24" {
+		t.Fatalf("asked = %v", d.asked)
+	}
+}

@@ -234,7 +234,7 @@ func (a *app) updateCmd() *cobra.Command {
 	var wait, confirm bool
 	cmd := &cobra.Command{
 		Use:   "update [DEVICE...] [--collection NAME]",
-		Short: "Update the memory of provisioned controllers with the current site settings (S12–S15)",
+		Short: "Update the memory of provisioned controllers with the current site settings",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := selection(args, collection); err != nil {
 				return err
@@ -246,7 +246,7 @@ func (a *app) updateCmd() *cobra.Command {
 		},
 	}
 	batchFlags(cmd, &collection, &wait)
-	cmd.Flags().BoolVar(&confirm, "confirm-8021x", false, "apply 802.1X settings over 802.1X wired links even though incompatible settings can drop the link (S15)")
+	cmd.Flags().BoolVar(&confirm, "confirm-8021x", false, "apply 802.1X settings over 802.1X wired links even though incompatible settings can drop the link")
 	return cmd
 }
 
@@ -259,7 +259,7 @@ func (a *app) removeCmd() *cobra.Command {
 configuration and identity (--all). --all on a whole --collection asks for
 confirmation on a terminal and needs --yes elsewhere; --dry-run lists the
 devices a removal would touch and changes nothing.`,
-		Short: "Remove provisioning information: configuration only, or configuration and identity (S16–S18)",
+		Short: "Remove provisioning information: configuration only, or configuration and identity",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keep == all {
 				return usage("choose one of --keep-identity (configuration only) or --all (configuration and identity)")
@@ -362,7 +362,7 @@ func batchFlags(cmd *cobra.Command, collection *string, wait *bool) {
 func (a *app) renameCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rename",
-		Short: "Rename a provisioned computer or move it to another domain, in the enforced order (S19)",
+		Short: "Rename a provisioned computer or move it to another domain, in the enforced order",
 		Long: `A renamed or moved computer must have its provisioning information removed
 and be provisioned again, and re-provisioning must wait for the rename.
 
@@ -399,7 +399,7 @@ and be provisioned again, and re-provisioning must wait for the rename.
 }
 
 func (a *app) sweepCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "sweep", Short: "Automatic-provisioning sweeps (S22)"}
+	cmd := &cobra.Command{Use: "sweep", Short: "Automatic-provisioning sweeps"}
 	var wait bool
 	now := &cobra.Command{
 		Use:   "now",

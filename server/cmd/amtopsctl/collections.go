@@ -80,7 +80,7 @@ func (a *app) collCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&description, "description", "", "what the collection is for")
-	cmd.Flags().BoolVar(&auto, "auto-provision", false, "let periodic sweeps provision its members (S22)")
+	cmd.Flags().BoolVar(&auto, "auto-provision", false, "let periodic sweeps provision its members")
 	return cmd
 }
 
@@ -210,7 +210,7 @@ is reported with its line number and field, and nothing is written.`,
 func (a *app) collAutoCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:       "auto-provision NAME on|off",
-		Short:     "Turn automatic provisioning of a collection's members on or off (S22)",
+		Short:     "Turn automatic provisioning of a collection's members on or off",
 		Args:      exactArgs("NAME", "on|off"),
 		ValidArgs: []string{"on", "off"},
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -275,9 +275,9 @@ func (a *app) devicesLogCmd() *cobra.Command {
 }
 
 func (a *app) devicesSuppressCmd(name string, suppress bool) *cobra.Command {
-	short := "Keep automatic provisioning away from devices (S18)"
+	short := "Keep automatic provisioning away from devices"
 	if !suppress {
-		short = "Let automatic provisioning pick devices up again (S18)"
+		short = "Let automatic provisioning pick devices up again"
 	}
 	return &cobra.Command{
 		Use:   name + " DEVICE...",

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -276,4 +277,44 @@ func runUntilEnd(t *testing.T, a *agent.Agent) {
 			t.Errorf("agent: %v", err)
 		}
 	})
+}
+
+// An agent whose server_ca_file is some other CA, or whose server name
+// the certificate does not carry, stops enrolling at once and says what
+// to fix, instead of retrying forever.
+func TestEnrollNamesTheTrustProblem(t *testing.T) {
+	s := apitest.Start(t, apitest.Options{})
+	other := apitest.Start(t, apitest.Options{})
+	cases := []struct {
+		name       string
+		ca         []byte
+		serverName string
+		want       string
+	}{
+		{"another site's CA", other.CA.CertPEM(), "", "not signed by the CA in server_ca_file"},
+		{"name not in the certificate", s.CA.CertPEM(), "elsewhere.example.test", `does not name "elsewhere.example.test": set server_name`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			caFile := filepath.Join(dir, "ca.pem")
+			if err := os.WriteFile(caFile, c.ca, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := config.DefaultAgent()
+			cfg.Server, cfg.ServerCAFile, cfg.ServerName, cfg.StateDir = s.Addr, caFile, c.serverName, filepath.Join(dir, "state")
+			cfg.Hello.Listen = ""
+			a, err := agent.New(cfg, zerolog.Nop(), agent.WithBootstrapToken(s.Token(t, "10.9.0.0/24")),
+				agent.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = a.Run(ctx)
+			if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Run = %v (ctx %v), want an error saying %q", err, ctx.Err(), c.want)
+			}
+		})
+	}
 }

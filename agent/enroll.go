@@ -76,11 +76,32 @@ func (a *Agent) enroll(ctx context.Context) error {
 		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
 			return fmt.Errorf("agent: enroll: %w", err)
 		}
+		// A certificate that does not verify will not verify next time:
+		// say which option to fix instead of retrying forever.
+		if fix := a.trustProblem(err); fix != "" {
+			return fmt.Errorf("agent: enroll with %s: %s: %w", a.cfg.Server, fix, err)
+		}
 		a.log.Warn().Err(err).Msg("enroll failed, retrying")
 		if !a.backoff(ctx, n) {
 			return fmt.Errorf("agent: enroll: %w", ctx.Err())
 		}
 	}
+}
+
+// trustProblem names the configuration to fix when err is the server's
+// certificate failing verification; "" for other errors.
+func (a *Agent) trustProblem(err error) string {
+	msg := status.Convert(err).Message()
+	switch {
+	case strings.Contains(msg, "certificate is valid for") || strings.Contains(msg, "certificate is not valid for any names"):
+		return fmt.Sprintf("the server's certificate does not name %q: set server_name to a name it carries, "+
+			"or add this name to the server's grpc.names", a.serverName)
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls: failed to verify certificate"):
+		return fmt.Sprintf("the server's certificate is not signed by the CA in server_ca_file %s: "+
+			"use the site's gRPC CA (the server's <data_dir>/grpc-ca.pem, also served at http://<http.listen>/grpc-ca.pem)",
+			a.cfg.ServerCAFile)
+	}
+	return ""
 }
 
 // newCSR makes the agent's key: RSA-2048, as its certificate is also the

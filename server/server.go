@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/directory"
+	"github.com/amtops/amtops/internal/logging"
 	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/server/admin"
@@ -57,6 +60,7 @@ type Server struct {
 	grpcLis net.Listener
 	httpLis net.Listener
 
+	site     *siteState // nil with the embedded Redis
 	queue    *store.LeaseQueue
 	ca       pki.CA
 	crl      http.Handler // the built-in CA's /crl and /ca.pem
@@ -110,6 +114,10 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		return nil, err
 	}
 	s.store = store.New(s.rdb, sealer, store.Options{Prefix: cfg.Redis.KeyPrefix})
+	// Before anything writes: an empty Redis must not become a new site.
+	if err := s.checkSite(ctx); err != nil {
+		return nil, err
+	}
 	s.queue = store.NewLeaseQueue(s.store, store.QueueOptions{MaxAttempts: cfg.Phase2.MaxAttempts})
 	if s.ca, err = s.buildCA(ctx, sealer); err != nil {
 		return nil, err
@@ -139,7 +147,7 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		mux.Handle("GET /ca.pem", s.crl)
 	}
 	mux.HandleFunc("GET /grpc-ca.pem", s.grpcCA)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logging.Std(s.log, "http server")}
 
 	ok = true
 	return s, nil
@@ -166,7 +174,8 @@ func (s *Server) siteKey() (*secrets.Sealer, error) {
 }
 
 func (s *Server) openRedis(ctx context.Context) error {
-	if s.cfg.Redis.Addr == "" {
+	r := s.cfg.Redis
+	if len(r.Addresses()) == 0 {
 		rdb, closeFn, err := store.Embedded(ctx, s.log)
 		if err != nil {
 			return fmt.Errorf("server: embedded redis: %w", err)
@@ -174,18 +183,48 @@ func (s *Server) openRedis(ctx context.Context) error {
 		s.rdb, s.closeDB = rdb, closeFn
 		return nil
 	}
-	password, err := config.Secret(s.cfg.Redis.PasswordFile, "AMTOPS_REDIS_PASSWORD")
+	password, err := config.Secret(r.PasswordFile, "AMTOPS_REDIS_PASSWORD")
 	if err != nil {
 		return fmt.Errorf("server: redis.password_file: %w", err)
 	}
-	host, _ := os.Hostname()
-	rdb, err := store.Dial(ctx, store.DialOptions{Addrs: []string{s.cfg.Redis.Addr}, Password: password,
-		DB: s.cfg.Redis.DB, ClientName: "amtops-server-" + host, Log: s.log})
+	tlsCfg, err := redisTLS(r.TLS)
 	if err != nil {
-		return fmt.Errorf("server: redis.addr: %w", err)
+		return err
+	}
+	host, _ := os.Hostname()
+	rdb, err := store.Dial(ctx, store.DialOptions{Addrs: r.Addresses(), Cluster: r.Cluster, Username: r.Username,
+		Password: password, DB: r.DB, TLS: tlsCfg, ClientName: "amtops-server-" + host, Log: s.log})
+	if err != nil {
+		return fmt.Errorf("server: redis: %w", err)
 	}
 	s.rdb, s.closeDB = rdb, func() { _ = rdb.Close() }
 	return nil
+}
+
+// redisTLS builds the TLS configuration for Redis; nil when off.
+func redisTLS(c config.RedisTLS) (*tls.Config, error) {
+	if !c.Enabled {
+		return nil, nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		b, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: redis.tls.ca_file: %w", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("server: redis.tls.ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: redis.tls.cert_file: %w", err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return t, nil
 }
 
 // GRPCAddr is the bound gRPC address (useful when configured with port 0).
@@ -213,6 +252,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
 	g.Go(func() error { return s.sweeper.Run(gctx) })
 	g.Go(func() error { return s.reaper.Run(gctx) })
+	g.Go(func() error { return s.watchSite(gctx) })
 	g.Go(func() error {
 		// Batches a crash left half-queued; a failure here is not fatal.
 		if err := s.batches.Recover(gctx); err != nil && gctx.Err() == nil {
@@ -235,7 +275,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return s.http.Shutdown(sctx)
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", s.cfg.Redis.Addr == "").Msg("site server running")
+	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", len(s.cfg.Redis.Addresses()) == 0).Msg("site server running")
 	err := g.Wait()
 	s.log.Info().Msg("site server stopped")
 	return err

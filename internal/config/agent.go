@@ -80,13 +80,11 @@ func DefaultAgent() Agent {
 // LoadAgent reads path, applies AMTOPS_AGENT_* overrides and validates.
 func LoadAgent(path string) (Agent, error) {
 	c := DefaultAgent()
-	if err := load(path, "AMTOPS_AGENT", &c); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	err := load(path, "AMTOPS_AGENT", nil, &c, func() error { return c.Validate() })
+	return c, err
 }
 
-// Validate checks every field; the error names the first bad one.
+// Validate checks every field and returns every error, joined.
 func (c Agent) Validate() error {
 	var k checker
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -113,7 +111,7 @@ func (c Agent) Validate() error {
 	k.between("discovery.concurrency", c.Discovery.Concurrency, 1, 4096)
 	k.between("discovery.rate", c.Discovery.Rate, 1, 100000)
 	k.positive("discovery.dial_timeout", c.Discovery.DialTimeout)
-	return k.err
+	return k.err()
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -32,13 +32,40 @@ type Log struct {
 	Format string `yaml:"format"` // json or console
 }
 
-// Redis is where the site's state and queues live. An empty Addr selects
+// Redis is where the site's state and queues live. No address selects
 // an embedded, non-persistent in-process Redis for trying amtops out.
 type Redis struct {
-	Addr         string `yaml:"addr"`
-	PasswordFile string `yaml:"password_file"`
-	DB           int    `yaml:"db"`
-	KeyPrefix    string `yaml:"key_prefix"`
+	Addr string `yaml:"addr"`
+	// Addrs are Redis Cluster seed addresses (instead of Addr).
+	Addrs []string `yaml:"addrs"`
+	// Cluster forces cluster mode with a single address (a cluster's
+	// configuration endpoint); several Addrs always mean a cluster.
+	Cluster      bool     `yaml:"cluster"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	DB           int      `yaml:"db"`
+	KeyPrefix    string   `yaml:"key_prefix"`
+	TLS          RedisTLS `yaml:"tls"`
+}
+
+// RedisTLS is TLS to Redis (Redis 6+ tls-port, managed Redis services).
+type RedisTLS struct {
+	Enabled bool `yaml:"enabled"`
+	// CAFile verifies the Redis server; empty: the system roots.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is checked in Redis's certificate; empty: the address's host.
+	ServerName string `yaml:"server_name"`
+	// CertFile and KeyFile are a client certificate (tls-auth-clients yes).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Addresses are the configured Redis addresses; none means embedded.
+func (r Redis) Addresses() []string {
+	if r.Addr != "" {
+		return []string{r.Addr}
+	}
+	return r.Addrs
 }
 
 // GRPC is the agents' and administrators' endpoint.
@@ -233,37 +260,68 @@ func DefaultServer() Server {
 // AMTOPS_* environment overrides and validates.
 func LoadServer(path string) (Server, error) {
 	c := DefaultServer()
-	if err := load(path, "AMTOPS", &c); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	// AMTOPS_AGENT_* are the agent's; LoadAgent checks them.
+	err := load(path, "AMTOPS", []string{"AMTOPS_AGENT_"}, &c, func() error { return c.Validate() })
+	return c, err
 }
 
-// Validate checks every field; the error names the first bad one.
+// Validate checks every field and returns every error, joined.
 func (c Server) Validate() error {
 	var k checker
 	for _, section := range []func(*checker){c.validateBasics, c.validatePhases, c.validateAMT, c.validateRemoteConfig, c.validateCA,
 		c.validateDirectory, c.validateRest} {
 		section(&k)
 	}
-	return k.err
+	return k.err()
 }
 
 // validateBasics: logging, Redis, data and listeners.
 func (c Server) validateBasics(k *checker) {
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
-	k.hostPort("redis.addr", c.Redis.Addr, false)
-	k.between("redis.db", c.Redis.DB, 0, 15)
-	if c.Redis.KeyPrefix == "" || strings.ContainsAny(c.Redis.KeyPrefix, "{} ") {
-		k.fail("redis.key_prefix", c.Redis.KeyPrefix, "must be non-empty without braces or spaces")
-	}
-	k.fileExists("redis.password_file", c.Redis.PasswordFile)
+	c.validateRedis(k)
 	if c.DataDir == "" {
 		k.fail("data_dir", c.DataDir, "required")
 	}
 	k.hostPort("grpc.listen", c.GRPC.Listen, true)
 	k.hostPort("http.listen", c.HTTP.Listen, true)
+}
+
+// validateRedis: addresses, cluster mode and TLS.
+func (c Server) validateRedis(k *checker) {
+	r := c.Redis
+	k.hostPort("redis.addr", r.Addr, false)
+	for i, a := range r.Addrs {
+		k.hostPort("redis.addrs["+itoa(i)+"]", a, true)
+	}
+	switch {
+	case r.Addr != "" && len(r.Addrs) > 0:
+		k.fail("redis.addrs", strings.Join(r.Addrs, ","), "give redis.addr (one Redis) or redis.addrs (cluster seeds), not both")
+	case len(r.Addrs) > 1 && !r.Cluster:
+		k.fail("redis.cluster", false, "must be true with several redis.addrs (they are Redis Cluster seeds)")
+	case r.Cluster && len(r.Addresses()) == 0:
+		k.fail("redis.cluster", true, "needs redis.addr or redis.addrs: the embedded Redis is not a cluster")
+	}
+	k.between("redis.db", r.DB, 0, 15)
+	if r.Cluster && r.DB != 0 {
+		k.fail("redis.db", r.DB, "must be 0 with redis.cluster: Redis Cluster has only database 0")
+	}
+	if r.KeyPrefix == "" || strings.ContainsAny(r.KeyPrefix, "{} ") {
+		k.fail("redis.key_prefix", r.KeyPrefix, "must be non-empty without braces or spaces")
+	}
+	k.fileExists("redis.password_file", r.PasswordFile)
+	t := r.TLS
+	for f, v := range map[string]string{"ca_file": t.CAFile, "server_name": t.ServerName, "cert_file": t.CertFile, "key_file": t.KeyFile} {
+		if v != "" && !t.Enabled {
+			k.fail("redis.tls."+f, v, "set redis.tls.enabled: true to use it")
+		}
+	}
+	k.fileExists("redis.tls.ca_file", t.CAFile)
+	k.fileExists("redis.tls.cert_file", t.CertFile)
+	k.fileExists("redis.tls.key_file", t.KeyFile)
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		k.fail("redis.tls.key_file", t.KeyFile, "give both redis.tls.cert_file and redis.tls.key_file, or neither")
+	}
 }
 
 // validatePhases: the phase-1 workers and the phase-2 lease queue.

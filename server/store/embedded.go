@@ -43,6 +43,7 @@ func Embedded(ctx context.Context, log zerolog.Logger) (redis.UniversalClient, f
 			}
 		}
 	}()
+	routeRedisLogs(log)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		close(done)

@@ -13,6 +13,8 @@
 //	<prefix>:{agent}:…        agents, heartbeats, enrollment tokens
 //	<prefix>:{q:<subnet>}:…   one subnet's phase-2 lease queue
 //	<prefix>:secret:<name>    one sealed secret
+//	<prefix>:site             the site marker (the site's ID)
+//	amtops-sites              prefix → site ID of every site on this database
 package store
 
 import (
@@ -69,7 +71,9 @@ func New(rdb redis.UniversalClient, sealer *secrets.Sealer, opts Options) *Store
 type DialOptions struct {
 	// Addrs is one address (host:port) for a single Redis, or several
 	// seed addresses for Redis Cluster.
-	Addrs    []string
+	Addrs []string
+	// Cluster forces Redis Cluster with a single seed address.
+	Cluster  bool
 	Username string
 	Password string
 	DB       int
@@ -90,13 +94,15 @@ func Dial(ctx context.Context, o DialOptions) (redis.UniversalClient, error) {
 	if len(o.Addrs) == 0 {
 		return nil, errors.New("store: dial: redis.addrs: at least one address is required")
 	}
+	routeRedisLogs(o.Log)
 	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:      o.Addrs,
-		Username:   o.Username,
-		Password:   o.Password,
-		DB:         o.DB,
-		TLSConfig:  o.TLS,
-		ClientName: o.ClientName,
+		Addrs:         o.Addrs,
+		IsClusterMode: o.Cluster,
+		Username:      o.Username,
+		Password:      o.Password,
+		DB:            o.DB,
+		TLSConfig:     o.TLS,
+		ClientName:    o.ClientName,
 		// Long-polls and scripts are short; keep pools modest per replica.
 		PoolSize: 64,
 	})

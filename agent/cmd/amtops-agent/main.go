@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"google.golang.org/grpc/grpclog"
+
 	"github.com/amtops/amtops/agent"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/logging"
@@ -36,6 +38,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// gRPC has only a process-wide logger; route it like everything else.
+	grpclog.SetLoggerV2(logging.GRPC(log))
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return err

@@ -70,6 +70,8 @@ type Options struct {
 	// Activation is the job service's remote configuration, which
 	// DeviceReadiness judges by; nil: off.
 	Activation *jobs.Activation
+	// Discoverer serves StartBatch with kind discover; nil: unavailable.
+	Discoverer admin.Discoverer
 }
 
 // Start runs a server until t ends.
@@ -95,7 +97,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
 	js := jobs.New(st, q, nil, nil, jobs.Config{Site: jobs.Site{Activation: o.Activation}}, o.Log)
-	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js}
+	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js, Discoverer: o.Discoverer}
 	if !o.NoCA {
 		ao.CA = ca
 	}

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"google.golang.org/grpc/grpclog"
+
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/logging"
 	"github.com/amtops/amtops/server"
@@ -36,6 +38,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// gRPC has only a process-wide logger; route it like everything else.
+	grpclog.SetLoggerV2(logging.GRPC(log))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg, log)

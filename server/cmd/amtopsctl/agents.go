@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,9 +16,10 @@ import (
 
 func (a *app) agentsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "agents", Aliases: []string{"agent"}, Short: "List agents, make enrollment tokens, authorize subnets"}
+	var onlineWithin time.Duration
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List enrolled agents with their subnets and last heartbeat",
+		Short: "List enrolled agents by name: their subnets, whether they are online, their last heartbeat",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.ListAgentsResponse, error) {
@@ -26,20 +28,29 @@ func (a *app) agentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]agentView, 0, len(resp.GetAgents()))
-			for _, ag := range resp.GetAgents() {
-				views = append(views, viewAgent(ag))
+			agents := resp.GetAgents()
+			slices.SortFunc(agents, func(x, y *pb.Agent) int {
+				return cmp.Or(strings.Compare(x.GetName(), y.GetName()), strings.Compare(x.GetId(), y.GetId()))
+			})
+			views := make([]agentView, 0, len(agents))
+			for _, ag := range agents {
+				v := viewAgent(ag)
+				hb := ag.GetLastHeartbeat()
+				v.Online = hb != nil && time.Since(hb.AsTime()) <= onlineWithin
+				views = append(views, v)
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "AGENT", "SUBNETS", "LAST HEARTBEAT", "ENROLLED")
+			t := a.newTable("NAME", "AGENT", "SUBNETS", "ONLINE", "LAST HEARTBEAT", "ENROLLED")
 			for _, v := range views {
-				t.row(v.ID, strings.Join(v.Subnets, ","), v.LastHeartbeat, v.EnrolledAt)
+				t.row(v.Name, v.ID, strings.Join(v.Subnets, ","), yesNo(v.Online), v.LastHeartbeat, v.EnrolledAt)
 			}
 			return t.flush()
 		},
 	}
+	list.Flags().DurationVar(&onlineWithin, "online-within", 2*time.Minute,
+		"an agent is online when its last heartbeat is this recent (agents beat every third of phase2.lease_ttl)")
 	var subnets []string
 	var ttl time.Duration
 	token := &cobra.Command{
@@ -56,8 +67,8 @@ func (a *app) agentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"token": resp.GetToken(), "expires_at": tsString(resp.GetExpiresAt())})
+			if a.structured() {
+				return a.printData(map[string]string{"token": resp.GetToken(), "expires_at": tsString(resp.GetExpiresAt())})
 			}
 			_, err = fmt.Fprintln(a.stdout, resp.GetToken())
 			return err
@@ -83,8 +94,8 @@ func (a *app) agentsCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			if a.structured() {
+				return a.printData(map[string]string{"revoked": args[0]})
 			}
 			_, err := fmt.Fprintf(a.stdout, "agent %s revoked\n", args[0])
 			return err
@@ -114,8 +125,8 @@ func (a *app) agentSubnetsCmd(verb, short, what string,
 				return err
 			}
 			v := viewAgent(ag)
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
 			_, err = fmt.Fprintf(a.stdout, "agent %s serves %s\n", v.ID, cmp.Or(strings.Join(v.Subnets, ", "), "no subnet"))
 			return err
@@ -142,8 +153,8 @@ func (a *app) tokensCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, struct {
+			if a.structured() {
+				return a.printData(struct {
 					Token string `json:"token"`
 					tokenView
 				}{resp.GetToken(), viewToken(resp.GetInfo())})
@@ -171,10 +182,10 @@ func (a *app) tokensCmd() *cobra.Command {
 			for _, t := range resp.GetTokens() {
 				views = append(views, viewToken(t))
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "NAME", "ROLE", "CREATED")
+			t := a.newTable("NAME", "ROLE", "CREATED")
 			for _, v := range views {
 				t.row(v.Name, v.Role, v.CreatedAt)
 			}
@@ -192,8 +203,8 @@ func (a *app) tokensCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"revoked": args[0]})
+			if a.structured() {
+				return a.printData(map[string]string{"revoked": args[0]})
 			}
 			_, err = fmt.Fprintf(a.stdout, "token %s revoked\n", args[0])
 			return err

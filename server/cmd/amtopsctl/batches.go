@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -44,7 +46,38 @@ func (a *app) failedJobs(cmd *cobra.Command, b *pb.Batch) ([]jobView, error) {
 	for _, j := range resp.GetJobs() {
 		out = append(out, viewJob(j))
 	}
-	return out, nil
+	return out, a.nameJobs(cmd, out)
+}
+
+// nameJobs fills in each job's device FQDN, which people read better
+// than a UUID: one GetDevice per job for a few, one listing for many. A
+// device deleted since keeps its ID alone.
+func (a *app) nameJobs(cmd *cobra.Command, jobs []jobView) error {
+	names := map[string]string{}
+	if len(jobs) > 100 {
+		all, err := a.listDevices(cmd, &pb.ListDevicesRequest{}, nil, 0, false)
+		if err != nil {
+			return err
+		}
+		for _, d := range all {
+			names[d.GetId()] = d.GetFqdn()
+		}
+	}
+	for i, j := range jobs {
+		fqdn, ok := names[j.DeviceID]
+		if !ok && len(jobs) <= 100 {
+			d, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Device, error) {
+				return c.GetDevice(ctx, &pb.GetDeviceRequest{Id: j.DeviceID})
+			})
+			if err != nil && status.Code(err) != codes.NotFound {
+				return err
+			}
+			fqdn = d.GetFqdn()
+			names[j.DeviceID] = fqdn
+		}
+		jobs[i].FQDN = fqdn
+	}
+	return nil
 }
 
 // runBatch starts a batch with start, optionally waits for it with a
@@ -76,17 +109,17 @@ func (a *app) reportBatch(cmd *cobra.Command, b *pb.Batch, waited bool) error {
 		return err
 	}
 	v := viewBatch(b)
-	if a.output == "json" {
-		if err := printJSON(a.stdout, batchResult{Batch: v, FailedJobs: failedJobs}); err != nil {
+	if a.structured() {
+		if err := a.printData(batchResult{Batch: v, FailedJobs: failedJobs}); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(a.stdout, "batch %s: %s of %d device(s): %d succeeded, %d failed, %d cancelled, %d pending\n",
 			v.ID, v.Kind, v.Total, v.Succeeded, v.Failed, v.Cancelled, v.Pending)
 		if len(failedJobs) > 0 {
-			t := newTable(a.stdout, "DEVICE", "STATE", "STEP", "ERROR")
+			t := a.newTable("DEVICE", "FQDN", "STATE", "STEP", "ERROR")
 			for _, j := range failedJobs {
-				t.row(j.DeviceID, j.State, j.ErrorStep, j.LastError)
+				t.row(j.DeviceID, j.FQDN, j.State, j.ErrorStep, summarize(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -201,7 +234,7 @@ func (a *app) updateCmd() *cobra.Command {
 	var wait, confirm bool
 	cmd := &cobra.Command{
 		Use:   "update [DEVICE...] [--collection NAME]",
-		Short: "Update the memory of provisioned controllers with the current site settings (S12–S15)",
+		Short: "Update the memory of provisioned controllers with the current site settings",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := selection(args, collection); err != nil {
 				return err
@@ -213,16 +246,20 @@ func (a *app) updateCmd() *cobra.Command {
 		},
 	}
 	batchFlags(cmd, &collection, &wait)
-	cmd.Flags().BoolVar(&confirm, "confirm-8021x", false, "apply 802.1X settings over 802.1X wired links even though incompatible settings can drop the link (S15)")
+	cmd.Flags().BoolVar(&confirm, "confirm-8021x", false, "apply 802.1X settings over 802.1X wired links even though incompatible settings can drop the link")
 	return cmd
 }
 
 func (a *app) removeCmd() *cobra.Command {
 	var collection string
-	var wait, keep, all, suppress bool
+	var wait, keep, all, suppress, dryRun, yes bool
 	cmd := &cobra.Command{
-		Use:   "remove (--keep-identity | --all) [DEVICE...] [--collection NAME]",
-		Short: "Remove provisioning information: configuration only, or configuration and identity (S16–S18)",
+		Use: "remove (--keep-identity | --all) [DEVICE...] [--collection NAME]",
+		Long: `Remove provisioning information: configuration only (--keep-identity), or
+configuration and identity (--all). --all on a whole --collection asks for
+confirmation on a terminal and needs --yes elsewhere; --dry-run lists the
+devices a removal would touch and changes nothing.`,
+		Short: "Remove provisioning information: configuration only, or configuration and identity",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keep == all {
 				return usage("choose one of --keep-identity (configuration only) or --all (configuration and identity)")
@@ -234,6 +271,18 @@ func (a *app) removeCmd() *cobra.Command {
 			if all {
 				kind = pb.JobKind_JOB_KIND_REMOVE_ALL
 			}
+			if dryRun || all && collection != "" {
+				targets, err := a.removalTargets(cmd, args, collection)
+				if err != nil {
+					return err
+				}
+				if dryRun {
+					return a.printTargets(targets)
+				}
+				if err := a.confirm(yes, fmt.Sprintf("remove configuration AND identity from the %d device(s) of collection %s", len(targets), collection)); err != nil {
+					return err
+				}
+			}
 			return a.runBatch(cmd, wait, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.StartBatch(ctx, &pb.StartBatchRequest{Kind: kind, DeviceIds: args, Collection: collection, SuppressAutoProvision: suppress})
 			})
@@ -244,7 +293,65 @@ func (a *app) removeCmd() *cobra.Command {
 	f.BoolVar(&keep, "keep-identity", false, "remove the configuration (IDE-R, SOL, ping, web UI…) but keep name, IP address and DNS suffix")
 	f.BoolVar(&all, "all", false, "remove configuration and identity")
 	f.BoolVar(&suppress, "suppress-auto", false, "keep automatic provisioning away from the devices afterwards (lift with devices allow-auto)")
+	f.BoolVar(&dryRun, "dry-run", false, "list the devices the removal would touch; change nothing")
+	f.BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (--all --collection)")
 	return cmd
+}
+
+// removalTargets lists the devices a removal would touch.
+func (a *app) removalTargets(cmd *cobra.Command, args []string, collection string) ([]*pb.Device, error) {
+	var out []*pb.Device
+	if collection != "" {
+		all, err := a.listDevices(cmd, &pb.ListDevicesRequest{Collection: collection}, nil, 0, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, all...)
+	}
+	for _, arg := range args {
+		d, err := a.resolveDevice(cmd, arg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (a *app) printTargets(ds []*pb.Device) error {
+	if a.structured() {
+		views := make([]deviceView, 0, len(ds))
+		for _, d := range ds {
+			views = append(views, viewDevice(d))
+		}
+		return a.printData(views)
+	}
+	t := a.newTable("ID", "FQDN", "IP", "STATUS")
+	for _, d := range ds {
+		t.row(d.GetId(), d.GetFqdn(), d.GetIp(), statusName(d.GetStatus()))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(a.stdout, "dry run: %d device(s); nothing changed\n", len(ds))
+	return err
+}
+
+// confirm asks on a terminal whether to go ahead with what; off a
+// terminal (scripts) it needs --yes.
+func (a *app) confirm(yes bool, what string) error {
+	if yes {
+		return nil
+	}
+	if !a.tty {
+		return usage("%s: pass --yes to confirm (or --dry-run to see the devices)", what)
+	}
+	fmt.Fprintf(a.stderr, "%s? [y/N] ", what)
+	line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+	if ans := strings.ToLower(strings.TrimSpace(line)); ans != "y" && ans != "yes" {
+		return failed("not confirmed; nothing changed")
+	}
+	return nil
 }
 
 func batchFlags(cmd *cobra.Command, collection *string, wait *bool) {
@@ -255,7 +362,7 @@ func batchFlags(cmd *cobra.Command, collection *string, wait *bool) {
 func (a *app) renameCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rename",
-		Short: "Rename a provisioned computer or move it to another domain, in the enforced order (S19)",
+		Short: "Rename a provisioned computer or move it to another domain, in the enforced order",
 		Long: `A renamed or moved computer must have its provisioning information removed
 and be provisioned again, and re-provisioning must wait for the rename.
 
@@ -263,35 +370,36 @@ and be provisioned again, and re-provisioning must wait for the rename.
   (rename the computer or move its domain)
   amtopsctl rename complete DEVICE NEW_FQDN records the new name and provisions again`,
 	}
-	var wait bool
+	var waitBegin, waitComplete bool
 	begin := &cobra.Command{
 		Use:   "begin DEVICE...",
 		Short: "Mark devices rename-pending and remove their provisioning information",
 		Args:  minArgs(1, "device"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBatch(cmd, wait, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
+			return a.runBatch(cmd, waitBegin, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.BeginRename(ctx, &pb.BeginRenameRequest{DeviceIds: args})
 			})
 		},
 	}
-	begin.Flags().BoolVar(&wait, "wait", false, "follow the removal until it is done")
+	// Waiting is the default: rename complete is refused until the removal is done.
+	begin.Flags().BoolVar(&waitBegin, "wait", true, "follow the removal until it is done (--wait=false returns at once)")
 	complete := &cobra.Command{
 		Use:   "complete DEVICE NEW_FQDN",
 		Short: "Record the new name after the rename or move, and provision the device again",
 		Args:  exactArgs("DEVICE", "NEW_FQDN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBatch(cmd, wait, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
+			return a.runBatch(cmd, waitComplete, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.CompleteRename(ctx, &pb.CompleteRenameRequest{DeviceId: args[0], NewFqdn: args[1]})
 			})
 		},
 	}
-	complete.Flags().BoolVar(&wait, "wait", false, "follow the provisioning until it is done")
+	complete.Flags().BoolVar(&waitComplete, "wait", false, "follow the provisioning until it is done")
 	cmd.AddCommand(begin, complete)
 	return cmd
 }
 
 func (a *app) sweepCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "sweep", Short: "Automatic-provisioning sweeps (S22)"}
+	cmd := &cobra.Command{Use: "sweep", Short: "Automatic-provisioning sweeps"}
 	var wait bool
 	now := &cobra.Command{
 		Use:   "now",
@@ -330,10 +438,10 @@ func (a *app) jobsCmd() *cobra.Command {
 			for _, b := range resp.GetBatches() {
 				views = append(views, viewBatch(b))
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "BATCH", "KIND", "ORIGIN", "BY", "TOTAL", "OK", "FAILED", "CANCELLED", "PENDING", "CREATED")
+			t := a.newTable("BATCH", "KIND", "ORIGIN", "BY", "TOTAL", "OK", "FAILED", "CANCELLED", "PENDING", "CREATED")
 			for _, v := range views {
 				t.row(v.ID, v.Kind, v.Origin, v.Requester, fmt.Sprint(v.Total), fmt.Sprint(v.Succeeded), fmt.Sprint(v.Failed),
 					fmt.Sprint(v.Cancelled), fmt.Sprint(v.Pending), v.CreatedAt)
@@ -366,23 +474,26 @@ func (a *app) jobsCmd() *cobra.Command {
 			for _, j := range resp.GetJobs() {
 				jobs = append(jobs, viewJob(j))
 			}
+			if err := a.nameJobs(cmd, jobs); err != nil {
+				return err
+			}
 			v := viewBatch(b)
-			if a.output == "json" {
-				return printJSON(a.stdout, struct {
+			if a.structured() {
+				return a.printData(struct {
 					Batch batchView `json:"batch"`
 					Jobs  []jobView `json:"jobs"`
 				}{v, jobs})
 			}
-			if err := keyValues(a.stdout, "Batch", v.ID, "Kind", v.Kind, "Origin", v.Origin, "Requested by", v.Requester,
+			if err := a.keyValues("Batch", v.ID, "Kind", v.Kind, "Origin", v.Origin, "Requested by", v.Requester,
 				"Options", optionsString(v.Options), "Created", v.CreatedAt,
 				"Progress", fmt.Sprintf("%d succeeded, %d failed, %d cancelled, %d pending of %d", v.Succeeded, v.Failed, v.Cancelled, v.Pending, v.Total),
 				"Cancel requested", map[bool]string{true: "yes"}[v.CancelRequested]); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout)
-			t := newTable(a.stdout, "DEVICE", "STATE", "ATTEMPTS", "STEP", "ERROR")
+			t := a.newTable("DEVICE", "FQDN", "STATE", "ATTEMPTS", "STEP", "ERROR")
 			for _, j := range jobs {
-				t.row(j.DeviceID, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, j.LastError)
+				t.row(j.DeviceID, j.FQDN, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, summarize(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -420,13 +531,13 @@ func (a *app) jobsCmd() *cobra.Command {
 				return err
 			}
 			v := viewBatch(b)
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
 			_, err = fmt.Fprintf(a.stdout, "batch %s: cancel requested: %d cancelled, %d pending\n", v.ID, v.Cancelled, v.Pending)
 			return err
 		},
 	}
-	cmd.AddCommand(list, show, watch, cancel)
+	cmd.AddCommand(list, show, watch, cancel, a.retryCmd())
 	return cmd
 }

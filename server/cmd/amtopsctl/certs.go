@@ -87,10 +87,10 @@ ends the certificate at once.`,
 				return failed("write certificate: %v", err)
 			}
 			v := certView{Name: name, Role: role, Certificate: certPath, Key: keyPath, NotAfter: tsString(resp.GetNotAfter())}
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
-			return keyValues(a.stdout, "certificate", v.Certificate, "key", v.Key, "role", v.Role, "not after", v.NotAfter)
+			return a.keyValues("certificate", v.Certificate, "key", v.Key, "role", v.Role, "not after", v.NotAfter)
 		},
 	}
 	request.Flags().StringVar(&role, "role", "read", "read (list, show, watch) or operate (everything)")

@@ -59,8 +59,9 @@ func TestCertsRequest(t *testing.T) {
 		code   int
 		stderr []string
 	}{
-		{"certificate and $AMTOPS_TOKEN", s.Operate, []string{"--cert", bobCrt, "--key", bobKey, "devices", "list"}, 2,
-			[]string{"both given", "$AMTOPS_TOKEN", "--help"}},
+		// The flags win over the environment: bob's operate certificate
+		// is used, not the read token in $AMTOPS_TOKEN.
+		{"certificate beats $AMTOPS_TOKEN", s.Read, []string{"--cert", bobCrt, "--key", bobKey, "collections", "create", "bobs"}, 0, nil},
 		{"certificate and --token-file", "", []string{"--token-file", tokFile, "--cert", bobCrt, "--key", bobKey, "devices", "list"}, 2,
 			[]string{"both given", "--token-file"}},
 		{"cert without key", "", []string{"--cert", bobCrt, "devices", "list"}, 2, []string{"--cert and --key go together"}},

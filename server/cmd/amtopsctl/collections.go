@@ -27,10 +27,10 @@ func (a *app) collectionsCmd() *cobra.Command {
 
 func (a *app) printCollection(c *pb.Collection) error {
 	v := viewCollection(c)
-	if a.output == "json" {
-		return printJSON(a.stdout, v)
+	if a.structured() {
+		return a.printData(v)
 	}
-	return keyValues(a.stdout, "Name", v.Name, "Description", v.Description, "Auto-provisioning", map[bool]string{true: "on", false: "off"}[v.AutoProvision],
+	return a.keyValues("Name", v.Name, "Description", v.Description, "Auto-provisioning", map[bool]string{true: "on", false: "off"}[v.AutoProvision],
 		"Members", fmt.Sprint(v.Members), "Rules", rulesString(v.Rules), "Created", v.CreatedAt)
 }
 
@@ -50,10 +50,10 @@ func (a *app) collListCmd() *cobra.Command {
 			for _, c := range resp.GetCollections() {
 				views = append(views, viewCollection(c))
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, views)
+			if a.structured() {
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "NAME", "AUTO", "MEMBERS", "RULES", "DESCRIPTION")
+			t := a.newTable("NAME", "AUTO", "MEMBERS", "RULES", "DESCRIPTION")
 			for _, v := range views {
 				t.row(v.Name, map[bool]string{true: "on", false: "off"}[v.AutoProvision], fmt.Sprint(v.Members), rulesString(v.Rules), v.Description)
 			}
@@ -80,7 +80,7 @@ func (a *app) collCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&description, "description", "", "what the collection is for")
-	cmd.Flags().BoolVar(&auto, "auto-provision", false, "let periodic sweeps provision its members (S22)")
+	cmd.Flags().BoolVar(&auto, "auto-provision", false, "let periodic sweeps provision its members")
 	return cmd
 }
 
@@ -96,8 +96,8 @@ func (a *app) collDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]string{"deleted": args[0]})
+			if a.structured() {
+				return a.printData(map[string]string{"deleted": args[0]})
 			}
 			_, err = fmt.Fprintf(a.stdout, "collection %s deleted\n", args[0])
 			return err
@@ -132,8 +132,8 @@ func (a *app) collMembersCmd(add bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]int32{"changed": resp.GetChanged()})
+			if a.structured() {
+				return a.printData(map[string]int32{"changed": resp.GetChanged()})
 			}
 			verb := "added to"
 			if !add {
@@ -186,8 +186,8 @@ is reported with its line number and field, and nothing is written.`,
 			for _, w := range resp.GetWarnings() {
 				fmt.Fprintln(a.stderr, "warning: "+w)
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, struct {
+			if a.structured() {
+				return a.printData(struct {
 					Created  int32    `json:"created"`
 					Updated  int32    `json:"updated"`
 					Added    int32    `json:"added"`
@@ -210,7 +210,7 @@ is reported with its line number and field, and nothing is written.`,
 func (a *app) collAutoCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:       "auto-provision NAME on|off",
-		Short:     "Turn automatic provisioning of a collection's members on or off (S22)",
+		Short:     "Turn automatic provisioning of a collection's members on or off",
 		Args:      exactArgs("NAME", "on|off"),
 		ValidArgs: []string{"on", "off"},
 		RunE: func(cmd *cobra.Command, args []string) error {

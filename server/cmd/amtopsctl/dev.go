@@ -56,10 +56,10 @@ and demos only: the key is written in the clear.`,
 					return failed("write %s: %v", f.path, err)
 				}
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
-			return keyValues(a.stdout, "domain", v.Domain, "leaf cn", v.LeafCN, "chain", v.Chain, "key", v.Key,
+			return a.keyValues("domain", v.Domain, "leaf cn", v.LeafCN, "chain", v.Chain, "key", v.Key,
 				"root", v.Root, "root sha256", v.RootSHA256)
 		},
 	}

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -22,49 +27,54 @@ func (a *app) devicesCmd() *cobra.Command {
 	return cmd
 }
 
+// statusFailed is a --status of its own: devices whose last operation
+// failed (they carry a last error), whatever their AMT status.
+const statusFailed = "failed"
+
 func (a *app) devicesListCmd() *cobra.Command {
-	var subnet, statusFlag, collection string
+	var subnet, statusFlag, collection, name string
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List devices, filtered by subnet, status or collection",
-		Args:  exactArgs(),
+		Short: "List devices, filtered by subnet, status, collection or name, sorted by FQDN",
+		Example: `  amtopsctl devices list --status failed
+  amtopsctl devices list --name 'pc-0-*' -o csv`,
+		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := parseStatus(statusFlag)
-			if err != nil {
-				return err
+			var st pb.DeviceStatus
+			if statusFlag != statusFailed {
+				var err error
+				if st, err = parseStatus(statusFlag); err != nil {
+					return err
+				}
+			}
+			if _, err := path.Match(name, ""); err != nil {
+				return usage("--name %q: bad pattern: %v", name, err)
 			}
 			if limit < 0 {
 				return usage("--limit %d: must not be negative", limit)
 			}
-			var devices []*pb.Device
-			cursor := ""
-			for {
-				page := 1000
-				if limit > 0 {
-					page = min(page, limit-len(devices))
-				}
-				resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.ListDevicesResponse, error) {
-					return c.ListDevices(ctx, &pb.ListDevicesRequest{Subnet: subnet, Status: st, Collection: collection,
-						Limit: int32(page), Cursor: cursor})
-				})
-				if err != nil {
-					return err
-				}
-				devices = append(devices, resp.GetDevices()...)
-				cursor = resp.GetNextCursor()
-				if cursor == "" || limit > 0 && len(devices) >= limit {
-					break
-				}
+			// Filters the server does not know make the limit apply after them.
+			clientFilter := statusFlag == statusFailed || name != ""
+			devices, err := a.listDevices(cmd, &pb.ListDevicesRequest{Subnet: subnet, Status: st, Collection: collection},
+				func(d *pb.Device) bool {
+					return (statusFlag != statusFailed || d.GetLastError() != "") && matchName(d, name)
+				}, limit, clientFilter)
+			if err != nil {
+				return err
 			}
-			if a.output == "json" {
+			if a.structured() {
 				views := make([]deviceView, 0, len(devices))
 				for _, d := range devices {
 					views = append(views, viewDevice(d))
 				}
-				return printJSON(a.stdout, views)
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "ID", "FQDN", "IP", "SUBNET", "STATUS", "COLLECTIONS", "FLAGS")
+			header := []string{"ID", "FQDN", "IP", "SUBNET", "STATUS", "COLLECTIONS", "FLAGS"}
+			if a.output == "wide" {
+				header = append(header, "STEP", "LAST ERROR")
+			}
+			t := a.newTable(header...)
 			for _, d := range devices {
 				var flags []string
 				if d.GetRenamePending() {
@@ -76,40 +86,140 @@ func (a *app) devicesListCmd() *cobra.Command {
 				if d.GetLastError() != "" {
 					flags = append(flags, "error")
 				}
-				t.row(d.GetId(), d.GetFqdn(), d.GetIp(), d.GetSubnet(), statusName(d.GetStatus()),
-					strings.Join(d.GetCollections(), ","), strings.Join(flags, ","))
+				row := []string{d.GetId(), d.GetFqdn(), d.GetIp(), d.GetSubnet(), statusName(d.GetStatus()),
+					strings.Join(d.GetCollections(), ","), strings.Join(flags, ",")}
+				if a.output == "wide" {
+					row = append(row, d.GetLastErrorStep(), summarize(d.GetLastError()))
+				}
+				t.row(row...)
 			}
 			return t.flush()
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&subnet, "subnet", "", "only devices on this subnet (CIDR)")
-	f.StringVar(&statusFlag, "status", "", "only devices with this status: "+strings.Join(statusNames(), ", "))
+	f.StringVar(&statusFlag, "status", "", "only devices with this status: "+strings.Join(append(statusNames(), statusFailed), ", ")+
+		" ("+statusFailed+": the last operation failed)")
 	f.StringVar(&collection, "collection", "", "only members of this collection")
+	f.StringVar(&name, "name", "", "only devices whose host name or FQDN matches this pattern (* and ? wildcards; without them, contains it)")
 	f.IntVar(&limit, "limit", 0, "at most this many devices (0: all)")
 	_ = cmd.RegisterFlagCompletionFunc("status", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return statusNames(), cobra.ShellCompDirectiveNoFileComp
+		return append(statusNames(), statusFailed), cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
+}
+
+// listDevices pages through ListDevices, keeps those keep accepts and
+// sorts them by FQDN (then ID). A limit stops paging early unless the
+// list must be complete before filtering or sorting makes it meaningful.
+func (a *app) listDevices(cmd *cobra.Command, req *pb.ListDevicesRequest, keep func(*pb.Device) bool, limit int, filtered bool) ([]*pb.Device, error) {
+	var devices []*pb.Device
+	cursor := ""
+	for {
+		page := 1000
+		if limit > 0 && !filtered {
+			page = min(page, limit-len(devices))
+		}
+		req.Limit, req.Cursor = int32(page), cursor
+		resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.ListDevicesResponse, error) {
+			return c.ListDevices(ctx, req)
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range resp.GetDevices() {
+			if keep == nil || keep(d) {
+				devices = append(devices, d)
+			}
+		}
+		cursor = resp.GetNextCursor()
+		if cursor == "" || limit > 0 && !filtered && len(devices) >= limit {
+			break
+		}
+	}
+	slices.SortFunc(devices, func(x, y *pb.Device) int {
+		return cmp.Or(strings.Compare(deviceName(x), deviceName(y)), strings.Compare(x.GetId(), y.GetId()))
+	})
+	if limit > 0 && len(devices) > limit {
+		devices = devices[:limit]
+	}
+	return devices, nil
+}
+
+// deviceName is what a device is sorted and found by: its FQDN, else its
+// host name, lower case.
+func deviceName(d *pb.Device) string {
+	if d.GetFqdn() != "" {
+		return strings.ToLower(d.GetFqdn())
+	}
+	return strings.ToLower(d.GetHostName())
+}
+
+// matchName reports whether d's host name or FQDN matches pattern: a
+// glob with * or ?, else a substring; case does not matter.
+func matchName(d *pb.Device, pattern string) bool {
+	if pattern == "" {
+		return true
+	}
+	pattern = strings.ToLower(pattern)
+	for _, n := range []string{strings.ToLower(d.GetHostName()), strings.ToLower(d.GetFqdn())} {
+		if n == "" {
+			continue
+		}
+		if !strings.ContainsAny(pattern, "*?[") && strings.Contains(n, pattern) {
+			return true
+		}
+		if ok, _ := path.Match(pattern, n); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveDevice turns what a person typed into a device ID the server
+// knows: the server finds IDs, FQDNs and IPs; a short host name
+// (pc-0-001) is looked up among all devices, and must be unique.
+func (a *app) resolveDevice(cmd *cobra.Command, arg string) (*pb.Device, error) {
+	d, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Device, error) {
+		return c.GetDevice(ctx, &pb.GetDeviceRequest{Id: arg})
+	})
+	if status.Code(err) != codes.NotFound || strings.Contains(arg, ".") {
+		return d, err
+	}
+	all, lerr := a.listDevices(cmd, &pb.ListDevicesRequest{}, func(d *pb.Device) bool {
+		return strings.EqualFold(d.GetHostName(), arg)
+	}, 0, true)
+	switch {
+	case lerr != nil:
+		return nil, err
+	case len(all) == 1:
+		return all[0], nil
+	case len(all) > 1:
+		var names []string
+		for _, m := range all {
+			names = append(names, m.GetFqdn()+" ("+m.GetId()+")")
+		}
+		return nil, usage("device %q is ambiguous: %d devices have that host name: %s; name one by FQDN or ID",
+			arg, len(all), strings.Join(names, ", "))
+	}
+	return nil, usage("not found: no device has the ID, FQDN, IP address or host name %q", arg)
 }
 
 func (a *app) devicesShowCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show DEVICE",
-		Short: "Show one device, named by ID, FQDN or IP address",
+		Short: "Show one device, named by ID, FQDN, IP address or host name",
 		Args:  exactArgs("DEVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Device, error) {
-				return c.GetDevice(ctx, &pb.GetDeviceRequest{Id: args[0]})
-			})
+			d, err := a.resolveDevice(cmd, args[0])
 			if err != nil {
 				return err
 			}
 			v := viewDevice(d)
-			if a.output == "json" {
-				return printJSON(a.stdout, v)
+			if a.structured() {
+				return a.printData(v)
 			}
-			return keyValues(a.stdout,
+			return a.keyValues(
 				"ID", v.ID, "UUID", v.UUID, "FQDN", v.FQDN, "IP", v.IP, "Subnet", v.Subnet, "Status", v.Status,
 				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Control mode", v.ControlMode, "Link", v.Link, "AMT version", v.AMTVersion,
 				"Computer DN", v.ComputerDN, "Collections", strings.Join(v.Collections, ", "),
@@ -124,23 +234,35 @@ func (a *app) devicesLogCmd() *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "log DEVICE",
+		Long:  "Show a device's operations log. DEVICE is an ID, FQDN, IP address or unique short host name.",
 		Short: "Show a device's operations log (every step, with its phase)",
 		Args:  exactArgs("DEVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.GetDeviceLogResponse, error) {
-				return c.GetDeviceLog(ctx, &pb.GetDeviceLogRequest{Id: args[0], Limit: int32(limit)})
-			})
+			get := func(id string) (*pb.GetDeviceLogResponse, error) {
+				return call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.GetDeviceLogResponse, error) {
+					return c.GetDeviceLog(ctx, &pb.GetDeviceLogRequest{Id: id, Limit: int32(limit)})
+				})
+			}
+			resp, err := get(args[0])
+			if status.Code(err) == codes.NotFound && !strings.Contains(args[0], ".") {
+				// Perhaps a short host name.
+				d, rerr := a.resolveDevice(cmd, args[0])
+				if rerr != nil {
+					return rerr
+				}
+				resp, err = get(d.GetId())
+			}
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
+			if a.structured() {
 				views := make([]eventView, 0, len(resp.GetEvents()))
 				for _, e := range resp.GetEvents() {
 					views = append(views, viewEvent(e))
 				}
-				return printJSON(a.stdout, views)
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "TIME", "PHASE", "STEP", "OUTCOME", "ACTOR", "DETAIL")
+			t := a.newTable("TIME", "PHASE", "STEP", "OUTCOME", "ACTOR", "DETAIL")
 			for _, e := range resp.GetEvents() {
 				v := viewEvent(e)
 				t.row(v.Time, strconv.Itoa(int(v.Phase)), v.Step, v.Outcome, v.Actor, v.Detail)
@@ -153,9 +275,9 @@ func (a *app) devicesLogCmd() *cobra.Command {
 }
 
 func (a *app) devicesSuppressCmd(name string, suppress bool) *cobra.Command {
-	short := "Keep automatic provisioning away from devices (S18)"
+	short := "Keep automatic provisioning away from devices"
 	if !suppress {
-		short = "Let automatic provisioning pick devices up again (S18)"
+		short = "Let automatic provisioning pick devices up again"
 	}
 	return &cobra.Command{
 		Use:   name + " DEVICE...",
@@ -168,8 +290,8 @@ func (a *app) devicesSuppressCmd(name string, suppress bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				return printJSON(a.stdout, map[string]int32{"changed": resp.GetChanged()})
+			if a.structured() {
+				return a.printData(map[string]int32{"changed": resp.GetChanged()})
 			}
 			_, err = fmt.Fprintf(a.stdout, "%d device(s) changed\n", resp.GetChanged())
 			return err

@@ -74,11 +74,38 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	code, msg := classify(err)
-	fmt.Fprintln(stderr, "amtopsctl: "+msg)
+	head, detail := splitError(msg)
+	fmt.Fprintln(stderr, "amtopsctl: "+head)
+	switch {
+	case detail != "" && a.verbose:
+		fmt.Fprintln(stderr, "  detail: "+detail)
+	case detail != "":
+		fmt.Fprintln(stderr, "  (-v shows the whole error)")
+	}
 	if code == exitUsage && cmd != nil && !isServerError(err) {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	return code
+}
+
+// splitError returns the one line to show first and, when that line
+// leaves something out, the whole message for --verbose. The summary
+// keeps classify's prefix ("server unavailable: ").
+func splitError(msg string) (head, detail string) {
+	// cobra's "Did you mean this?" block becomes part of the line.
+	if before, sugg, ok := strings.Cut(msg, "\n\nDid you mean this?\n"); ok {
+		return before + "; did you mean " + strings.Join(strings.Fields(sugg), " or ") + "?", ""
+	}
+	prefix, rest := "", msg
+	for _, p := range []string{"server unavailable: ", "refused: ", "bad input: "} {
+		if strings.HasPrefix(msg, p) {
+			prefix, rest = p, strings.TrimPrefix(msg, p)
+		}
+	}
+	if s := summarize(rest); s != rest {
+		return prefix + s, msg
+	}
+	return msg, ""
 }
 
 func isServerError(err error) bool {

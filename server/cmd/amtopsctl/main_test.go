@@ -138,12 +138,12 @@ func TestDevices(t *testing.T) {
 		code   int
 		stderr []string
 	}{
-		{"unknown device", []string{"devices", "show", "ghost"}, 2, []string{`not found: unknown device "ghost"`}},
+		{"unknown device", []string{"devices", "show", "ghost"}, 2, []string{`not found: no device has the ID, FQDN, IP address or host name "ghost"`}},
 		{"unknown device log", []string{"devices", "log", "ghost.amt.test"}, 2, []string{`unknown device "ghost.amt.test"`}},
 		{"bad status", []string{"devices", "list", "--status", "bogus"}, 2, []string{`--status "bogus": want one of unknown, not-supported`}},
 		{"bad subnet", []string{"devices", "list", "--subnet", "10.0.0.0/99"}, 2, []string{`bad input: subnet "10.0.0.0/99"`}},
 		{"missing argument", []string{"devices", "show"}, 2, []string{"needs 1 argument(s): DEVICE", "--help"}},
-		{"bad output", []string{"devices", "list", "-o", "yaml"}, 2, []string{`--output "yaml"`}},
+		{"bad output", []string{"devices", "list", "-o", "xml"}, 2, []string{`--output "xml": want one of table, wide, json, yaml, csv`}},
 		{"read role may not suppress", []string{"devices", "suppress-auto", "d1"}, 1, []string{"refused:", "operate role"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -254,6 +254,9 @@ func TestBatches(t *testing.T) {
 	r = cli(t, s, s.Read, "jobs", "show", id, "-o", "json")
 	r.want(t, 0)
 	golden(t, "jobs_show", r.stdout)
+	r = cli(t, s, s.Read, "jobs", "show", id)
+	r.want(t, 0)
+	golden(t, "jobs_show_table", r.stdout) // devices by FQDN too
 
 	// Update, then cancel: queued jobs end at once.
 	r = cli(t, s, s.Operate, "update", "d2")
@@ -295,7 +298,7 @@ func TestBatches(t *testing.T) {
 func TestRenameFlow(t *testing.T) {
 	s := admintest.Start(t, admintest.Options{})
 	seed(t, s)
-	r := cli(t, s, s.Operate, "rename", "begin", "pc2.amt.test", "-o", "json")
+	r := cli(t, s, s.Operate, "rename", "begin", "pc2.amt.test", "--wait=false", "-o", "json")
 	r.want(t, 0)
 	golden(t, "rename_begin", r.stdout)
 	id := batchIDs.FindString(r.stdout)

@@ -1,15 +1,16 @@
 package main
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"gopkg.in/yaml.v3"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -86,6 +87,7 @@ type batchView struct {
 type jobView struct {
 	ID        string `json:"id"`
 	DeviceID  string `json:"device_id"`
+	FQDN      string `json:"fqdn,omitempty"`
 	Kind      string `json:"kind"`
 	State     string `json:"state"`
 	Attempts  int32  `json:"attempts"`
@@ -95,7 +97,9 @@ type jobView struct {
 
 type agentView struct {
 	ID            string   `json:"id"`
+	Name          string   `json:"name,omitempty"`
 	Subnets       []string `json:"subnets"`
+	Online        bool     `json:"online"`
 	LastHeartbeat string   `json:"last_heartbeat,omitempty"`
 	EnrolledAt    string   `json:"enrolled_at,omitempty"`
 }
@@ -201,30 +205,82 @@ func viewAgent(ag *pb.Agent) agentView {
 	if subnets == nil {
 		subnets = []string{}
 	}
-	return agentView{ID: ag.GetId(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
+	return agentView{ID: ag.GetId(), Name: ag.GetName(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
 }
 
 func viewToken(t *pb.AdminToken) tokenView {
 	return tokenView{Name: t.GetName(), Role: t.GetRole(), CreatedAt: tsString(t.GetCreatedAt())}
 }
 
-// printJSON writes v as indented JSON.
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+// outputs are the --output formats; wide is a table with more columns
+// where a command has them (devices list: the last error, summarised).
+var outputs = []string{"table", "wide", "json", "yaml", "csv"}
+
+// structured reports whether --output wants data (json or yaml) rather
+// than rows (table or csv).
+func (a *app) structured() bool { return a.output == "json" || a.output == "yaml" }
+
+// printData writes v as indented JSON or, with -o yaml, as YAML with the
+// same field names and order.
+func (a *app) printData(v any) error {
+	if a.output != "yaml" {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	// JSON is YAML: decoding it into a node keeps the order of the fields.
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	blockStyle(&n)
+	enc := yaml.NewEncoder(a.stdout)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return err
+	}
+	return enc.Close()
 }
 
-// table writes aligned columns.
-type table struct{ tw *tabwriter.Writer }
+// blockStyle drops the flow style and quotes JSON brought in, so the
+// encoder writes plain block YAML (it still quotes where YAML needs it).
+// Empty lists and maps stay in flow style ([] and {}).
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	if (n.Kind == yaml.SequenceNode || n.Kind == yaml.MappingNode) && len(n.Content) == 0 {
+		n.Style = yaml.FlowStyle
+	}
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
+}
 
-func newTable(w io.Writer, header ...string) *table {
-	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+// table writes aligned columns, or CSV with -o csv.
+type table struct {
+	tw  *tabwriter.Writer
+	csv *csv.Writer
+}
+
+func (a *app) newTable(header ...string) *table {
+	t := &table{}
+	if a.output == "csv" {
+		t.csv = csv.NewWriter(a.stdout)
+	} else {
+		t.tw = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	}
 	t.row(header...)
 	return t
 }
 
 func (t *table) row(cells ...string) {
+	if t.csv != nil {
+		_ = t.csv.Write(cells) // the error is kept for flush
+		return
+	}
 	for i, c := range cells {
 		if c == "" {
 			cells[i] = "-"
@@ -233,11 +289,27 @@ func (t *table) row(cells ...string) {
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }
 
-func (t *table) flush() error { return t.tw.Flush() }
+func (t *table) flush() error {
+	if t.csv != nil {
+		t.csv.Flush()
+		return t.csv.Error()
+	}
+	return t.tw.Flush()
+}
 
-// keyValues prints "key: value" lines, skipping empty values.
-func keyValues(w io.Writer, kv ...string) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+// keyValues prints "key: value" lines, skipping empty values; with -o csv
+// a FIELD,VALUE table.
+func (a *app) keyValues(kv ...string) error {
+	if a.output == "csv" {
+		t := a.newTable("FIELD", "VALUE")
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i+1] != "" {
+				t.row(kv[i], kv[i+1])
+			}
+		}
+		return t.flush()
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 1, ' ', 0)
 	for i := 0; i+1 < len(kv); i += 2 {
 		if kv[i+1] != "" {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])

@@ -54,13 +54,13 @@ func (a *app) devicesReadinessCmd() *cobra.Command {
 				}
 				cursor = resp.GetNextCursor()
 			}
-			if a.output == "json" {
+			if a.structured() {
 				if views == nil {
 					views = []readinessView{}
 				}
-				return printJSON(a.stdout, views)
+				return a.printData(views)
 			}
-			t := newTable(a.stdout, "ID", "FQDN", "STATE", "MODE", "ACTIVATE", "READY", "TRUSTED DOMAIN", "WHY NOT")
+			t := a.newTable("ID", "FQDN", "STATE", "MODE", "ACTIVATE", "READY", "TRUSTED DOMAIN", "WHY NOT")
 			for _, v := range views {
 				why := make([]string, len(v.Problems))
 				for i, p := range v.Problems {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +42,7 @@ type app struct {
 	keyFile   string
 	output    string
 	timeout   time.Duration
+	verbose   bool
 
 	conn   *grpc.ClientConn
 	client pb.AdminServiceClient
@@ -65,16 +69,17 @@ func (a *app) root() *cobra.Command {
 
 It needs the site CA certificate the server's TLS certificate chains to
 (--ca-file) and an admin credential: a token (--token-file or $AMTOPS_TOKEN)
-or a client certificate (--cert and --key, from 'amtopsctl certs request'),
-never both. On its first start the server writes an operate token to
+or a client certificate (--cert and --key, from 'amtopsctl certs request');
+--cert with --token-file is refused, while --cert overrides a token from
+the environment. On its first start the server writes an operate token to
 <data_dir>/admin.token.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or input.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if a.output != "table" && a.output != "json" {
-				return usage("--output %q: want table or json", a.output)
+			if !slices.Contains(outputs, a.output) {
+				return usage("--output %q: want one of %s", a.output, strings.Join(outputs, ", "))
 			}
 			if a.timeout <= 0 {
 				return usage("--timeout %s: must be positive", a.timeout)
@@ -88,21 +93,76 @@ Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or inp
 	pf.StringVar(&a.tokenFile, "token-file", a.getenv(envTokenFile), "file holding the admin token ($"+envTokenFile+"; or the token itself in $"+envToken+")")
 	pf.StringVar(&a.certFile, "cert", "", "PEM file of an admin client certificate (with --key; instead of a token)")
 	pf.StringVar(&a.keyFile, "key", "", "PEM file of the private key of --cert")
-	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, wide (more columns), json, yaml or csv")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for each call to the server (watching has none)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usage("%v", err) })
 	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp
+		return outputs, cobra.ShellCompDirectiveNoFileComp
 	})
 
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "on failure, print the whole error chain after the one-line summary")
+	root.Version = buildVersion()
+	root.SetVersionTemplate("amtopsctl {{.Version}}\n")
+
 	root.AddCommand(a.devicesCmd(), a.collectionsCmd(), a.provisionCmd(), a.updateCmd(), a.removeCmd(),
-		a.renameCmd(), a.sweepCmd(), a.jobsCmd(), a.agentsCmd(), a.tokensCmd(), a.certsCmd(), a.devCmd())
+		a.renameCmd(), a.sweepCmd(), a.discoverCmd(), a.jobsCmd(), a.agentsCmd(), a.tokensCmd(), a.certsCmd(), a.devCmd())
+	refuseUnknownSubcommands(root)
+	a.addCompletions(root)
 	return root
 }
 
-// checkCredentials refuses a certificate together with a token: which
-// one the server would honour is not obvious to a person (the token), so
-// amtopsctl makes them choose.
+// refuseUnknownSubcommands makes every command group (devices, jobs, …)
+// fail on an unknown subcommand, naming it with the nearest ones, instead
+// of printing its help and succeeding. A bare group still prints help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasSubCommands() || c.Runnable() || !c.HasParent() {
+		return // the root's own check already names unknown commands
+	}
+	c.Args, c.SuggestionsMinimumDistance = cobra.ArbitraryArgs, 2
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return usage("%s", msg)
+	}
+}
+
+// version is stamped at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+// buildVersion is the stamped version, else what the Go toolchain
+// recorded (module version or VCS revision), else "dev".
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
+			v = "dev-" + s.Value[:12]
+		}
+	}
+	if v == "" || v == "(devel)" {
+		return "dev"
+	}
+	return v
+}
+
+// checkCredentials refuses --cert/--key together with --token-file: which
+// one the server would honour is not obvious to a person, so amtopsctl
+// makes them choose. Flags beat the environment: with --cert, a token in
+// $AMTOPS_TOKEN or $AMTOPS_TOKEN_FILE is not used.
 func (a *app) checkCredentials(cmd *cobra.Command) error {
 	if a.certFile == "" && a.keyFile == "" {
 		return nil
@@ -110,18 +170,10 @@ func (a *app) checkCredentials(cmd *cobra.Command) error {
 	if a.certFile == "" || a.keyFile == "" {
 		return usage("--cert and --key go together: pass both")
 	}
-	var tokenFrom string
-	switch {
-	case a.tokenFile != "" && cmd.Flag("token-file") != nil && cmd.Flag("token-file").Changed:
-		tokenFrom = "--token-file"
-	case a.tokenFile != "":
-		tokenFrom = "$" + envTokenFile
-	case strings.TrimSpace(a.getenv(envToken)) != "":
-		tokenFrom = "$" + envToken
+	if f := cmd.Flag("token-file"); f != nil && f.Changed {
+		return usage("--cert/--key and --token-file are both given: use one admin credential")
 	}
-	if tokenFrom != "" {
-		return usage("--cert/--key and a token (%s) are both given: use one admin credential", tokenFrom)
-	}
+	a.tokenFile = "" // from $AMTOPS_TOKEN_FILE: the certificate wins
 	return nil
 }
 

@@ -79,7 +79,9 @@ type Reporter interface {
 }
 
 // Steps times each step of one job as it reports to next.
-func (m *Metrics) Steps(next Reporter) Reporter { return &stepTimer{m: m, next: next, began: map[string]time.Time{}} }
+func (m *Metrics) Steps(next Reporter) Reporter {
+	return &stepTimer{m: m, next: next, began: map[string]time.Time{}}
+}
 
 type stepTimer struct {
 	m    *Metrics

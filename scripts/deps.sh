@@ -13,6 +13,7 @@ test)
   need kinit krb5-user
   need ldapsearch ldap-utils
   need openssl openssl
+  need promtool prometheus
   ;;
 protoc)
   need protoc protobuf-compiler

@@ -65,7 +65,7 @@ func (e *signEnv) phase1(t *testing.T, batch, host, ip, subnet string, keyOnDevi
 	t.Helper()
 	ctx := context.Background()
 	d := domain.Device{ID: "dev-" + host, HostName: host, Domain: "amt.test", IP: netip.MustParseAddr(ip),
-		Subnet: netip.MustParsePrefix(subnet), Status: domain.StatusNotProvisioned}
+		Subnet: netip.MustParsePrefix(subnet), Status: domain.StatusNotProvisioned, State: domain.ProvisioningPost}
 	if err := e.srv.Store.PutDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}

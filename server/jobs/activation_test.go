@@ -123,6 +123,12 @@ func TestActivationRefused(t *testing.T) {
 					hs = append(hs, root)
 				}
 				d = f.factory(t, d, hs...)
+			} else {
+				// Found in state 0 by discovery, no Hello yet.
+				var err error
+				if d, err = f.store.UpdateDevice(ctx, d.ID, func(x *domain.Device) error { x.State = domain.ProvisioningPre; return nil }); err != nil {
+					t.Fatal(err)
+				}
 			}
 			task := f.task(t, "r1", d, domain.KindProvision)
 			err := f.prov.Handle(ctx, task)

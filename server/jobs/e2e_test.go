@@ -71,7 +71,7 @@ func (p *pipeline) simDevice(t *testing.T, i int) domain.Device {
 	name := randName(t)
 	p.ad.addComputer(t, name)
 	d := domain.Device{ID: "dev-" + strings.ToLower(name), UUID: st.UUID, HostName: strings.ToLower(name), Domain: "amt.test",
-		IP: a, Subnet: netip.PrefixFrom(a, 24).Masked(), Status: domain.StatusNotProvisioned}
+		IP: a, Subnet: netip.PrefixFrom(a, 24).Masked(), Status: domain.StatusNotProvisioned, State: domain.ProvisioningPost} // mebx devices
 	if err := p.store.PutDevice(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
@@ -436,6 +436,12 @@ func TestRemoveEndToEnd(t *testing.T) {
 				}
 				if live, _ := p.certs(t, d.ID, domain.PurposeServerAuth); len(live) != 0 {
 					t.Error("a certificate was issued for a rename-pending device")
+				}
+			} else if !tc.keepIdentity {
+				// Dark as from the factory: without remote configuration
+				// nothing can reach it, and phase 1 says so.
+				if !domain.IsPermanent(err) || err == nil || !strings.Contains(err.Error(), "can only be activated by remote configuration") {
+					t.Errorf("re-provisioning after %s without remote configuration: %v, want a permanent refusal", tc.name, err)
 				}
 			} else if err != nil {
 				t.Errorf("re-provisioning after %s: %v", tc.name, err)

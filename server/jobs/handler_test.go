@@ -70,7 +70,8 @@ func (f *fixture) device(t *testing.T, host string) domain.Device {
 	t.Helper()
 	f.n++
 	d := domain.Device{ID: "dev-" + host, UUID: fmt.Sprintf("8c4d2e6f-0000-4000-8000-%012d", f.n), HostName: host, Domain: "amt.test",
-		IP: netip.MustParseAddr(fmt.Sprintf("10.1.2.%d", f.n)), Subnet: testSubnet, Status: domain.StatusNotProvisioned}
+		IP: netip.MustParseAddr(fmt.Sprintf("10.1.2.%d", f.n)), Subnet: testSubnet, Status: domain.StatusNotProvisioned,
+		State: domain.ProvisioningPost} // set up by hand in the MEBx; f.factory makes a factory one
 	if err := f.store.PutDevice(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +315,15 @@ func TestWorkerRefusesRenamePending(t *testing.T) {
 	if j.State != domain.JobFailed || !strings.Contains(j.LastError, "rename") {
 		t.Fatalf("job %s: %q, want failed for the pending rename", j.State, j.LastError)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).ListArchivedTasks(QueueSweep)
+	// asynq archives the task just after the handler recorded the failure.
+	var info []*asynq.TaskInfo
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, err = asynq.NewInspectorFromRedisClient(f.rdb).ListArchivedTasks(QueueSweep)
+		if err != nil || len(info) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil || len(info) != 1 || info[0].Retried != 0 {
 		t.Fatalf("archived tasks %v %v: want the task archived without a retry", info, err)
 	}

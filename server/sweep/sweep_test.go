@@ -166,7 +166,7 @@ func TestSweepTwoReplicasProvisionOnlyEligible(t *testing.T) {
 	byID := map[string]dev{}
 	for i, d := range devices {
 		dd := domain.Device{ID: "dev-" + d.host, HostName: d.host, Domain: "amt.test", IP: sim.Addrs()[i], Subnet: subnet,
-			Status: domain.StatusNotProvisioned}
+			Status: domain.StatusNotProvisioned, State: domain.ProvisioningPost} // mebx devices
 		if d.mod != nil {
 			d.mod(&dd)
 		}

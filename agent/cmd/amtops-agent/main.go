@@ -14,6 +14,7 @@ import (
 	"github.com/amtops/amtops/agent"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/logging"
+	"github.com/amtops/amtops/internal/version"
 )
 
 func main() {
@@ -26,7 +27,12 @@ func main() {
 func run() error {
 	path := flag.String("config", "agent.yaml", "configuration file")
 	format := flag.String("log-format", "", "json or console (overrides log.format)")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("amtops-agent", version.String())
+		return nil
+	}
 	cfg, err := config.LoadAgent(*path)
 	if err != nil {
 		return err
@@ -40,6 +46,7 @@ func run() error {
 	}
 	// gRPC has only a process-wide logger; route it like everything else.
 	grpclog.SetLoggerV2(logging.GRPC(log))
+	log.Info().Str("version", version.String()).Msg("amtops-agent starting")
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/logging"
+	"github.com/amtops/amtops/internal/version"
 	"github.com/amtops/amtops/server"
 )
 
@@ -26,7 +27,12 @@ func main() {
 func run() error {
 	path := flag.String("config", "", "server configuration file (YAML); empty: defaults and AMTOPS_* variables")
 	format := flag.String("log-format", "", "json or console (overrides log.format)")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("amtops-server", version.String())
+		return nil
+	}
 	cfg, err := config.LoadServer(*path)
 	if err != nil {
 		return err
@@ -40,6 +46,7 @@ func run() error {
 	}
 	// gRPC has only a process-wide logger; route it like everything else.
 	grpclog.SetLoggerV2(logging.GRPC(log))
+	log.Info().Str("version", version.String()).Msg("amtops-server starting")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg, log)

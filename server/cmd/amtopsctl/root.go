@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/amtops/amtops/internal/version"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
 
@@ -101,7 +101,7 @@ Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or inp
 	})
 
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "on failure, print the whole error chain after the one-line summary")
-	root.Version = buildVersion()
+	root.Version = version.String()
 	root.SetVersionTemplate("amtopsctl {{.Version}}\n")
 
 	root.AddCommand(a.devicesCmd(), a.collectionsCmd(), a.provisionCmd(), a.updateCmd(), a.removeCmd(),
@@ -132,31 +132,6 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 		}
 		return usage("%s", msg)
 	}
-}
-
-// version is stamped at build time: go build -ldflags "-X main.version=v1.2.3".
-var version = ""
-
-// buildVersion is the stamped version, else what the Go toolchain
-// recorded (module version or VCS revision), else "dev".
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "dev"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
-			v = "dev-" + s.Value[:12]
-		}
-	}
-	if v == "" || v == "(devel)" {
-		return "dev"
-	}
-	return v
 }
 
 // checkCredentials refuses --cert/--key together with --token-file: which

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/version"
 	"github.com/rs/zerolog"
 )
 
@@ -63,12 +64,17 @@ func run(args []string) error {
 	stateAddr := fs.String("state-addr", "", "serve device state as JSON on this address (GET /devices, /devices/{addr}; POST /devices/{addr}/hello triggers a Hello)")
 	httpPort := fs.Int("http-port", 16992, "HTTP port of every device")
 	tlsPort := fs.Int("tls-port", 16993, "TLS port of every device")
-	version := fs.String("amt-version", "11.8.50", "AMT firmware version")
+	amtVersion := fs.String("amt-version", "11.8.50", "AMT firmware version")
 	skuFlag := fs.String("sku", string(amtsim.SKUAMT), "firmware SKU: amt (full AMT, with KVM) or standard (Intel Standard Manageability: no KVM)")
 	allowNonLoopback := fs.Bool("allow-non-loopback", false, "permit a base IP outside 127.0.0.0/8")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println("amtsim", version.String())
+		return nil
 	}
 	base, err := netip.ParseAddr(*baseIP)
 	if err != nil {
@@ -93,7 +99,7 @@ func run(args []string) error {
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 	sim, err := amtsim.New(amtsim.Config{
 		Devices: *devices, BaseIP: base, HTTPPort: *httpPort, TLSPort: *tlsPort, Password: *password,
-		Version: *version, SKU: sku, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
+		Version: *amtVersion, SKU: sku, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
 		Log: log, AllowNonLoopback: *allowNonLoopback, Kind: kind,
 		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, FactoryHashes: factoryHashes, NoDefaultHashes: *noDefaultHashes,
 			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,

@@ -45,6 +45,7 @@ type bareResult struct {
 	CPU                 time.Duration // this process, from the first Hello's start to the end
 	CallsPerDevice      int           // WS-Man requests per device, as the simulator counts them
 	HandshakesPerDevice int
+	Retries             int // attempts after a failed one
 }
 
 func (b bareResult) PerSecond() float64 {
@@ -65,67 +66,107 @@ type bare struct {
 	mu       sync.Mutex
 	started  map[netip.Addr]bool
 	wg       sync.WaitGroup
+	slots    chan struct{} // the pipeline's in-flight bound: agents × concurrency
+	lns      []net.Listener
 	ok, bad  atomic.Int64
+	retries  atomic.Int64
 	lastErr  atomic.Value
 }
 
 func runBare(ctx context.Context, o options, bin map[string]string, dir string, want deviceCalls) (bareResult, error) {
-	ca, err := builtin.New(ctx, &pkitest.MemStorage{}, builtin.Config{Log: zerolog.Nop()})
+	b, err := newBare(ctx, o)
 	if err != nil {
 		return bareResult{}, err
 	}
-	b := &bare{o: o, ca: ca, names: map[netip.Addr]string{}, started: map[netip.Addr]bool{}}
-	st := config.DefaultServer().AMT.Settings
-	b.settings = &pb.Settings{IdeRedirection: st.IDERedirection, SerialOverLan: st.SerialOverLAN, Kvm: st.KVM,
-		PingResponse: st.PingResponse, WebUi: st.WebUI, PowerScheme: st.PowerScheme}
-	agentCfg := config.DefaultAgent().AMT
-	if o.commitWait > 0 {
-		agentCfg.CommitWait = o.commitWait
-	}
-	b.exec = phase2.NewExecutor(phase2.Config{HTTPPort: agentCfg.HTTPPort, TLSPort: agentCfg.TLSPort,
-		CallTimeout: agentCfg.CallTimeout, CommitWait: agentCfg.CommitWait, CommitDeadline: agentCfg.CommitDeadline,
-		SignCSR: b.signCSR, ProvisioningSigner: b, Log: zerolog.Nop()})
-
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	cfg := fleet.Config{Devices: o.devices, Agents: o.agents, Dir: dir, Bin: bin, Latency: o.latency,
-		TLSRestart: o.tlsRestart, CommitDelay: o.commitDelay, SimulatorsOnly: true,
-		BeforeSimulators: func(f *fleet.Fleet) error {
-			pair := f.Provisioning()
-			if b.id, err = provcert.LoadPEM(pair.ChainPEM, pair.KeyPEM); err != nil {
-				return err
-			}
-			for i, addrs := range f.Devices {
-				for n, a := range addrs {
-					b.names[a] = fleet.HostName(i, n)
-				}
-			}
-			for _, a := range f.HelloAddrs {
-				l, err := net.Listen("tcp", a)
-				if err != nil {
-					return err
-				}
-				lns = append(lns, l)
-			}
-			return nil
-		}}
-	f, err := fleet.Start(ctx, cfg)
+	defer b.closeListeners()
+	f, err := fleet.Start(ctx, fleet.Config{Devices: o.devices, Agents: o.agents, Dir: dir, Bin: bin, Latency: o.latency,
+		TLSRestart: o.tlsRestart, CommitDelay: o.commitDelay, SimulatorsOnly: true, BeforeSimulators: b.listen})
 	if err != nil {
 		return bareResult{}, err
 	}
 	defer f.Close()
-	cpu0, t0 := selfCPU(), f.T0
-	jctx, cancel := context.WithTimeout(ctx, o.timeout)
+	r := b.serve(ctx, f.T0)
+	states, err := f.SimDevices(ctx)
+	if err != nil {
+		return r, err
+	}
+	got := callsOf(states)
+	r.CallsPerDevice, r.HandshakesPerDevice = got.Requests, got.Sessions
+	if r.Failed > 0 {
+		e, _ := b.lastErr.Load().(string)
+		return r, fmt.Errorf("%d of %d devices failed; one: %s", r.Failed, o.devices, e)
+	}
+	if got != want {
+		return r, fmt.Errorf("bare made %d WS-Man calls and %d handshakes per device, the pipeline %d and %d: not the same work",
+			got.Requests, got.Sessions, want.Requests, want.Sessions)
+	}
+	return r, nil
+}
+
+// newBare makes the CA and the executor as an agent's, with the site's
+// signatures done in process.
+func newBare(ctx context.Context, o options) (*bare, error) {
+	ca, err := builtin.New(ctx, &pkitest.MemStorage{}, builtin.Config{Log: zerolog.Nop()})
+	if err != nil {
+		return nil, err
+	}
+	b := &bare{o: o, ca: ca, names: map[netip.Addr]string{}, started: map[netip.Addr]bool{}}
+	conc := o.concurrency
+	if conc <= 0 {
+		conc = config.DefaultAgent().Concurrency
+	}
+	b.slots = make(chan struct{}, conc*o.agents)
+	st := config.DefaultServer().AMT.Settings
+	b.settings = &pb.Settings{IdeRedirection: st.IDERedirection, SerialOverLan: st.SerialOverLAN, Kvm: st.KVM,
+		PingResponse: st.PingResponse, WebUi: st.WebUI, PowerScheme: st.PowerScheme}
+	ac := config.DefaultAgent().AMT
+	if o.commitWait > 0 {
+		ac.CommitWait = o.commitWait
+	}
+	b.exec = phase2.NewExecutor(phase2.Config{HTTPPort: ac.HTTPPort, TLSPort: ac.TLSPort, CallTimeout: ac.CallTimeout,
+		CommitWait: ac.CommitWait, CommitDeadline: ac.CommitDeadline, SignCSR: b.signCSR, ProvisioningSigner: b, Log: zerolog.Nop()})
+	return b, nil
+}
+
+// listen is the fleet's BeforeSimulators: the provisioning identity, the
+// devices' names and a Hello listener per subnet.
+func (b *bare) listen(f *fleet.Fleet) error {
+	pair := f.Provisioning()
+	var err error
+	if b.id, err = provcert.LoadPEM(pair.ChainPEM, pair.KeyPEM); err != nil {
+		return err
+	}
+	for i, addrs := range f.Devices {
+		for n, a := range addrs {
+			b.names[a] = fleet.HostName(i, n)
+		}
+	}
+	for _, a := range f.HelloAddrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		b.lns = append(b.lns, l)
+	}
+	return nil
+}
+
+func (b *bare) closeListeners() {
+	for _, l := range b.lns {
+		l.Close()
+	}
+}
+
+// serve hears Hellos and works the devices until every one has ended or
+// the timeout passes; CPU and time count from t0 (the first simulator up).
+func (b *bare) serve(ctx context.Context, t0 time.Time) bareResult {
+	cpu0 := selfCPU()
+	jctx, cancel := context.WithTimeout(ctx, b.o.timeout)
 	defer cancel()
-	for _, l := range lns {
+	for _, l := range b.lns {
 		go b.accept(jctx, l)
 	}
-	// Bounded: every device once, or the timeout.
-	for jctx.Err() == nil && b.ok.Load()+b.bad.Load() < int64(o.devices) {
+	for jctx.Err() == nil && b.ok.Load()+b.bad.Load() < int64(b.o.devices) {
 		select {
 		case <-jctx.Done():
 		case <-time.After(100 * time.Millisecond):
@@ -133,31 +174,10 @@ func runBare(ctx context.Context, o options, bin map[string]string, dir string, 
 	}
 	elapsed := time.Since(t0)
 	cancel()
-	for _, l := range lns {
-		l.Close()
-	}
+	b.closeListeners()
 	b.wg.Wait()
-	r := bareResult{Elapsed: elapsed, Provisioned: int(b.ok.Load()), Failed: int(b.bad.Load()), CPU: selfCPU() - cpu0}
-	states, err := f.SimDevices(ctx)
-	if err != nil {
-		return r, err
-	}
-	var reqs, sess []int
-	for _, d := range states {
-		if d.ProvisioningState == 2 {
-			reqs, sess = append(reqs, d.Requests), append(sess, d.ProvisioningSessions)
-		}
-	}
-	r.CallsPerDevice, r.HandshakesPerDevice = mode(reqs), mode(sess)
-	if r.Failed > 0 {
-		e, _ := b.lastErr.Load().(string)
-		return r, fmt.Errorf("%d of %d devices failed; one: %s", r.Failed, o.devices, e)
-	}
-	if r.CallsPerDevice != want.Requests || r.HandshakesPerDevice != want.Sessions {
-		return r, fmt.Errorf("bare made %d WS-Man calls and %d handshakes per device, the pipeline %d and %d: not the same work",
-			r.CallsPerDevice, r.HandshakesPerDevice, want.Requests, want.Sessions)
-	}
-	return r, nil
+	return bareResult{Elapsed: elapsed, Provisioned: int(b.ok.Load()), Failed: int(b.bad.Load()), CPU: selfCPU() - cpu0,
+		Retries: int(b.retries.Load())}
 }
 
 // accept hears Hellos as an agent's listener does: read to EOF, parse,
@@ -198,7 +218,23 @@ func (b *bare) hello(ctx context.Context, c net.Conn) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		if err := b.provision(ctx, a, name); err != nil {
+		select {
+		case b.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-b.slots }()
+		// As the pipeline's phase-2 attempts (max_attempts), without the wait.
+		var err error
+		for n := range config.DefaultServer().Phase2.MaxAttempts {
+			if n > 0 {
+				b.retries.Add(1)
+			}
+			if err = b.provision(ctx, a, name); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
 			b.lastErr.Store(err.Error())
 			b.bad.Add(1)
 			return

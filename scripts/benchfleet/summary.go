@@ -28,13 +28,15 @@ type quantiles struct {
 
 // summary is the final report; --json prints it as one object.
 type summary struct {
-	Devices     int     `json:"devices"`
-	Provisioned int     `json:"provisioned"`
-	Failed      int     `json:"failed"`
-	TimedOut    bool    `json:"timed_out"`
-	Seconds     float64 `json:"seconds"`
-	PerSecond   float64 `json:"devices_per_second"`
-	CPU         cpuMS   `json:"cpu_ms_per_device"`
+	Devices     int  `json:"devices"`
+	Provisioned int  `json:"provisioned"`
+	Failed      int  `json:"failed"`
+	TimedOut    bool `json:"timed_out"`
+	// Jobs are the Hello batches' job counters: succeeded, failed, cancelled.
+	Jobs      [3]int  `json:"jobs_succeeded_failed_cancelled"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"devices_per_second"`
+	CPU       cpuMS   `json:"cpu_ms_per_device"`
 	// AgentBytesPerInflight is the agents' resident-memory growth over
 	// the run divided by the most phase-2 jobs in flight at once.
 	AgentBytesPerInflight float64              `json:"agent_bytes_per_inflight_device"`
@@ -43,6 +45,8 @@ type summary struct {
 	BareSeconds           float64              `json:"bare_seconds"`
 	BareCPU               float64              `json:"bare_cpu_ms_per_device"`
 	BareCalls             int                  `json:"bare_wsman_calls_per_device"`
+	BareRetries           int                  `json:"bare_retries"`
+	BareError             string               `json:"bare_error,omitempty"`
 	Agents                int                  `json:"agents"`
 	Replicas              int                  `json:"replicas"`
 	KeyOnDevice           bool                 `json:"key_on_device"`
@@ -77,7 +81,8 @@ func summarize(o options, r fleet.Report, tm fleet.Timings) summary {
 		Seconds: r.Elapsed.Seconds(), Agents: r.Agents, Replicas: r.Replicas, KeyOnDevice: o.keyOnDevice,
 		LatencyMS: float64(o.latency.Microseconds()) / 1000, TLSRestartSeconds: o.tlsRestart.Seconds(),
 		InFlightPeak: tm.InFlight, InFlightPhase2Peak: tm.InFlightPhase2, PerDevice: q(tm.Device),
-		Steps: map[string]quantiles{}, PeakRSS: r.PeakRSS, Failures: r.Failures, RedisTop: map[string]float64{}}
+		Steps: map[string]quantiles{}, PeakRSS: r.PeakRSS, Failures: r.Failures, RedisTop: map[string]float64{},
+		Jobs: [3]int{r.JobsSucceeded, r.JobsFailed, r.JobsCancelled}}
 	s.PerSecond = float64(r.Provisioned) / r.Elapsed.Seconds()
 	s.CPU = cpuMS{Server: per(r.CPU[fleet.KindServer], n), Agent: per(r.CPU[fleet.KindAgent], n),
 		Redis: per(r.CPU[fleet.KindRedis], n), Simulator: per(r.CPU[fleet.KindSimulator], n)}
@@ -107,8 +112,8 @@ func summarize(o options, r fleet.Report, tm fleet.Timings) summary {
 func (r *result) setBare(b bareResult) {
 	s := &r.summary
 	s.BareSeconds, s.BarePerSecond, s.BareCalls = b.Elapsed.Seconds(), b.PerSecond(), b.CallsPerDevice
-	s.BareCPU = per(b.CPU, max(b.Provisioned, 1))
-	if s.BarePerSecond > 0 {
+	s.BareCPU, s.BareRetries = per(b.CPU, max(b.Provisioned, 1)), b.Retries
+	if s.BarePerSecond > 0 && s.BareError == "" {
 		s.BareRatio = s.PerSecond / s.BarePerSecond
 	}
 }
@@ -118,6 +123,7 @@ func printTable(w io.Writer, s summary) {
 	fmt.Fprintf(w, "\nfleet bench (shared machine figures)\n")
 	row := func(k, format string, a ...any) { fmt.Fprintf(w, "  %-26s "+format+"\n", append([]any{k}, a...)...) }
 	row("devices", "%d (%d provisioned, %d failed%s)", s.Devices, s.Provisioned, s.Failed, map[bool]string{true: ", TIMED OUT"}[s.TimedOut])
+	row("jobs", "%d succeeded, %d failed, %d cancelled", s.Jobs[0], s.Jobs[1], s.Jobs[2])
 	row("agents / replicas", "%d / %d", s.Agents, s.Replicas)
 	row("keys", "%s", keysWhere(s.KeyOnDevice))
 	row("latency / TLS restart", "%.0f ms / %.0f s", s.LatencyMS, s.TLSRestartSeconds)
@@ -142,6 +148,9 @@ func printTable(w io.Writer, s summary) {
 	if s.BarePerSecond > 0 {
 		row("bare limit", "%.2f devices/s in %.1f s, %.1f CPU ms/device, %d calls/device", s.BarePerSecond, s.BareSeconds, s.BareCPU, s.BareCalls)
 		row("pipeline ÷ bare", "%.2f", s.BareRatio)
+	}
+	if s.BareError != "" {
+		row("bare limit", "not comparable: %s", s.BareError)
 	}
 	fmt.Fprintf(w, "  per step (p50 / p99 s, count):\n")
 	for _, k := range sortedKeys(s.Steps) {

@@ -53,7 +53,22 @@ func TestSmallFleet(t *testing.T) {
 	if r.JobsSucceeded != devices || r.JobsFailed != 0 || r.JobsCancelled != 0 {
 		t.Errorf("jobs: %d succeeded, %d failed, %d cancelled; want exactly %d succeeded", r.JobsSucceeded, r.JobsFailed, r.JobsCancelled, devices)
 	}
-	states, err := f.SimDevices(ctx)
+	checkDevices(t, f, devices)
+	checkMeasured(t, r)
+	tm, err := f.ReadTimings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.Device) != devices || tm.InFlight < 1 || tm.InFlightPhase2 < 1 {
+		t.Errorf("timings of %d devices (want %d), in flight %d, phase 2 %d", len(tm.Device), devices, tm.InFlight, tm.InFlightPhase2)
+	}
+}
+
+// checkDevices asks the simulators: every device activated in admin
+// control mode, no provisioning handshake refused.
+func checkDevices(t *testing.T, f *Fleet, devices int) {
+	t.Helper()
+	states, err := f.SimDevices(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +81,11 @@ func TestSmallFleet(t *testing.T) {
 				d.Addr, d.ProvisioningState, d.ControlMode, d.ProvisioningSessions, d.ProvisioningRefusals)
 		}
 	}
+}
+
+// checkMeasured: every kind of process and Redis were measured.
+func checkMeasured(t *testing.T, r Report) {
+	t.Helper()
 	for _, k := range []string{KindServer, KindAgent, KindRedis, KindSimulator} {
 		if r.CPU[k] <= 0 || r.PeakRSS[k] <= 0 {
 			t.Errorf("%s: CPU %v, peak RSS %d: not measured", k, r.CPU[k], r.PeakRSS[k])
@@ -73,12 +93,5 @@ func TestSmallFleet(t *testing.T) {
 	}
 	if r.Redis.Calls() == 0 {
 		t.Error("no Redis commands counted")
-	}
-	tm, err := f.ReadTimings(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(tm.Device) != devices || tm.InFlight < 1 || tm.InFlightPhase2 < 1 {
-		t.Errorf("timings of %d devices (want %d), in flight %d, phase 2 %d", len(tm.Device), devices, tm.InFlight, tm.InFlightPhase2)
 	}
 }

@@ -65,7 +65,7 @@ func TestReadUsage(t *testing.T) {
 	if !u.Exists || u.CPU <= 0 || u.RSS <= 0 || u.HWM < u.RSS {
 		t.Errorf("usage of this process: %+v", u)
 	}
-	if readUsage(1<<30).Exists {
+	if readUsage(1 << 30).Exists {
 		t.Error("a process that cannot exist was read")
 	}
 }

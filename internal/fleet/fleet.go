@@ -152,6 +152,11 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	if !cfg.SimulatorsOnly {
+		if _, err := lookRedis(); err != nil {
+			return nil, err // before building anything
+		}
+	}
 	f := &Fleet{cfg: cfg, dir: cfg.Dir, bin: cfg.Bin}
 	if f.dir == "" {
 		d, err := os.MkdirTemp("", "amtops-fleet-")

@@ -65,6 +65,7 @@ type bare struct {
 	names    map[netip.Addr]string // device address → host name
 	mu       sync.Mutex
 	started  map[netip.Addr]bool
+	closed   bool // serve is waiting for the jobs: start no more
 	wg       sync.WaitGroup
 	slots    chan struct{} // the pipeline's in-flight bound: agents × concurrency
 	lns      []net.Listener
@@ -175,6 +176,9 @@ func (b *bare) serve(ctx context.Context, t0 time.Time) bareResult {
 	elapsed := time.Since(t0)
 	cancel()
 	b.closeListeners()
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	b.wg.Wait()
 	return bareResult{Elapsed: elapsed, Provisioned: int(b.ok.Load()), Failed: int(b.bad.Load()), CPU: selfCPU() - cpu0,
 		Retries: int(b.retries.Load())}
@@ -209,13 +213,15 @@ func (b *bare) hello(ctx context.Context, c net.Conn) {
 	a := ap.Addr()
 	b.mu.Lock()
 	name, known := b.names[a]
-	dup := b.started[a]
+	start := known && !b.started[a] && !b.closed
 	b.started[a] = true
+	if start {
+		b.wg.Add(1) // under mu, so never after serve's Wait began
+	}
 	b.mu.Unlock()
-	if !known || dup {
+	if !start {
 		return
 	}
-	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		select {

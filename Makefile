@@ -7,6 +7,9 @@ TOOLS     := $(CURDIR)/.tools
 PEERS     := $(CURDIR)/.peers
 DEMO_ARGS ?=
 BENCH     ?= .
+BENCH_ARGS ?=
+# The fleet bench `make bench` runs: small, so that it stays quick.
+BENCH_FLEET_SMALL ?= --devices 200 --latency 20ms --tls-restart 2s --commit-delay 500ms --commit-wait 500ms
 
 # Pinned code generators: proto-check fails when the committed code drifts.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -14,7 +17,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOCYCLO            := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 
-.PHONY: all build test lint check-size cyclo proto proto-check demo bench clean
+.PHONY: all build test lint check-size cyclo proto proto-check demo bench bench-fleet clean
 
 all: build
 
@@ -72,6 +75,12 @@ demo:
 
 bench:
 	scripts/test.sh --bench '$(BENCH)'
+	$(GO) run ./scripts/benchfleet $(BENCH_FLEET_SMALL)
+
+# The whole site as separate processes provisioning a factory fleet through
+# Hello, measured; e.g. BENCH_ARGS="--devices 2000 --latency 100ms --tls-restart 20s --agents 2".
+bench-fleet:
+	$(GO) run ./scripts/benchfleet $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) $(PEERS)

@@ -35,6 +35,9 @@ const stepCheckActivation = "check-activation"
 // OriginHello is the origin of the batches Hellos start.
 const OriginHello = "hello"
 
+// startTimeout bounds queueing one report's batch after its caller left.
+const startTimeout = 2 * time.Minute
+
 // Hello is one Hello as the agent received it, checked by the API.
 type Hello struct {
 	IP         netip.Addr
@@ -136,7 +139,13 @@ func (r *HelloRecorder) Record(ctx context.Context, agentID string, subnet netip
 		}
 	}
 	if len(run.toStart) > 0 && r.start != nil {
-		if err := r.start.StartProvision(ctx, run.batchID, OriginHello, run.toStart); err != nil {
+		// The devices are marked with the batch now, so it is queued whole
+		// even if the agent gives up on a slow call: a job left queued
+		// without its phase-1 task would wait forever, and the devices'
+		// next Hellos would find it open and start nothing.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
+		defer cancel()
+		if err := r.start.StartProvision(sctx, run.batchID, OriginHello, run.toStart); err != nil {
 			return n, fmt.Errorf("discover: hello: start %s: %w", run.batchID, err)
 		}
 		r.log.Info().Str("agent", agentID).Str("batch", run.batchID).Int("devices", len(run.toStart)).Msg("hellos started provisioning")

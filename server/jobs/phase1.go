@@ -186,6 +186,15 @@ func (p *Service) FailJob(ctx context.Context, t Task, err error) error {
 	if se := (*StepError)(nil); errors.As(err, &se) {
 		stepName = se.Step
 	}
+	if over, herr := p.handedOver(ctx, t); herr != nil {
+		return herr
+	} else if over {
+		// A redundant run (asynq ran the task again): the job's phase 2
+		// owns its end now, and its marks and keys are in use.
+		p.log.Warn().Err(err).Str("job", t.JobID).Str("device", t.DeviceID).
+			Msg("phase-1 re-run failed after its phase-2 job was queued; the job goes on")
+		return nil
+	}
 	// Best effort: the failure must be recorded even when the CA that
 	// would revoke is what failed.
 	if aerr := p.abandon(ctx, t.JobID, t.DeviceID); aerr != nil {
@@ -202,4 +211,35 @@ func (p *Service) FailJob(ctx context.Context, t Task, err error) error {
 		return nil
 	}
 	return uerr
+}
+
+// handedOver reports whether phase 1 already gave the job to phase 2: the
+// job is marked past phase 1, or the device's lease queue holds it (a run
+// stopped between queueing and marking it, which is then marked).
+func (p *Service) handedOver(ctx context.Context, t Task) (bool, error) {
+	j, err := p.store.GetJob(ctx, t.BatchID, t.JobID)
+	switch {
+	case errors.Is(err, domain.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	case j.State != domain.JobQueued && j.State != domain.JobPhase1:
+		return true, nil
+	}
+	dev, err := p.store.GetDevice(ctx, t.DeviceID)
+	if errors.Is(err, domain.ErrNotFound) || err == nil && !dev.Subnet.IsValid() {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if _, err := p.queue.Job(ctx, dev.Subnet, t.JobID); errors.Is(err, domain.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if err := p.store.MoveJob(ctx, t.BatchID, t.JobID, domain.JobPhase2); err != nil && !errors.Is(err, domain.ErrConflict) {
+		return false, err
+	}
+	return true, nil
 }

@@ -79,9 +79,15 @@ func IsReturnValue(err error, codes ...int) bool {
 type HTTPError struct {
 	StatusCode int
 	Status     string
+	Location   string // of a redirect, which is never followed
 }
 
-func (e *HTTPError) Error() string { return "wsman: http status " + e.Status }
+func (e *HTTPError) Error() string {
+	if e.Location != "" {
+		return "wsman: http status " + e.Status + ": redirect to " + e.Location + " not followed"
+	}
+	return "wsman: http status " + e.Status
+}
 
 // AMT status codes (PT_STATUS_*) seen as ReturnValue, as AMT-WSMAN.md and
 // Intel's SDK number them (0x800 block: 0x806 INVALID_PASSWORD, 0x80A

@@ -7,6 +7,7 @@ TOOLS     := $(CURDIR)/.tools
 PEERS     := $(CURDIR)/.peers
 DEMO_ARGS ?=
 BENCH     ?= .
+FUZZTIME  ?= 60s
 
 # Pinned code generators: proto-check fails when the committed code drifts.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -14,7 +15,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOCYCLO            := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 
-.PHONY: all build test lint check-size cyclo proto proto-check demo bench clean
+.PHONY: all build test fuzz lint check-size cyclo proto proto-check demo bench clean
 
 all: build
 
@@ -24,6 +25,16 @@ build:
 
 test:
 	scripts/test.sh
+
+# Every fuzz target for FUZZTIME each (make test runs them briefly).
+fuzz:
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do \
+	  pkg=./$$(dirname "$${f#./}"); \
+	  for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' "$$f" | cut -d' ' -f2); do \
+	    echo "== $$pkg $$fn ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	  done; \
+	done
 
 lint: $(TOOLS)/staticcheck check-size cyclo
 	$(GO) vet ./...

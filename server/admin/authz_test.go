@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/amtops/amtops/internal/domain"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/admin/admintest"
+	"github.com/amtops/amtops/server/api/apitest"
 )
 
 // readOnlyRPCs are the AdminService calls that change nothing, decided
@@ -137,8 +139,8 @@ func TestEveryAdminRPCAuthorisation(t *testing.T) {
 }
 
 // Every AgentService RPC, enumerated from the descriptor, refuses an
-// administrator: by token, by admin certificate, and an admin token
-// offered as a bootstrap token does not enroll.
+// administrator (by token, by admin certificate; an admin token offered
+// as a bootstrap token does not enroll) and a revoked agent.
 func TestEveryAgentRPCRefusesAdministrators(t *testing.T) {
 	s := admintest.Start(t, admintest.Options{})
 	ctx := context.Background()
@@ -147,6 +149,24 @@ func TestEveryAgentRPCRefusesAdministrators(t *testing.T) {
 		"admin certificate":  s.Conn(t, "", s.AdminCert(t, "alice", "operate")),
 		"operate token+cert": s.Conn(t, s.Operate, s.AdminCert(t, "bob", "operate")),
 	}
+	// A revoked agent's certificate: refused on the next call of any RPC.
+	tok, err := s.Dial(t, s.Operate).CreateEnrollmentToken(ctx, &pb.CreateEnrollmentTokenRequest{Subnets: []string{"10.8.0.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr := apitest.Key(t)
+	enr, err := pb.NewAgentServiceClient(s.Conn(t, "", nil)).Enroll(ctx, &pb.EnrollRequest{BootstrapToken: tok.GetToken(), CsrDer: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := s.Conn(t, "", &tls.Certificate{Certificate: [][]byte{enr.GetCertificateDer()}, PrivateKey: key})
+	if _, err := pb.NewAgentServiceClient(revoked).Heartbeat(ctx, &pb.HeartbeatRequest{}); err != nil {
+		t.Fatalf("agent before revocation: %v", err)
+	}
+	if _, err := s.Dial(t, s.Operate).RevokeAgent(ctx, &pb.RevokeAgentRequest{AgentId: enr.GetAgentId()}); err != nil {
+		t.Fatal(err)
+	}
+	creds["revoked agent certificate"] = revoked
 	for _, m := range rpcs(t, pb.File_amtops_v1_agent_proto, "AgentService") {
 		for who, conn := range creds {
 			t.Run(string(m.Name())+"/"+who, func(t *testing.T) {
@@ -163,7 +183,7 @@ func TestEveryAgentRPCRefusesAdministrators(t *testing.T) {
 	}
 	list, err := s.Dial(t, s.Operate).ListAgents(ctx, &pb.ListAgentsRequest{})
 	if err != nil || len(list.GetAgents()) != 0 {
-		t.Fatalf("agents = %v, %v; want none enrolled", list.GetAgents(), err)
+		t.Fatalf("agents = %v, %v; want none enrolled (the revoked one gone)", list.GetAgents(), err)
 	}
 }
 

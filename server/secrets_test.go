@@ -1,0 +1,578 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/amtops/amtops/agent"
+	"github.com/amtops/amtops/internal/amtsim"
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/provcert"
+	"github.com/amtops/amtops/internal/secrets"
+	"github.com/amtops/amtops/internal/testpeers"
+	pb "github.com/amtops/amtops/proto/amtops/v1"
+	"github.com/amtops/amtops/server"
+	"github.com/amtops/amtops/server/store"
+)
+
+// logSink keeps every log line of every component.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *logSink) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.buf.Bytes())
+}
+
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearerToken) RequireTransportSecurity() bool { return true }
+
+// secretSet is what must appear nowhere, each under a name for messages.
+type secretSet map[string][]byte
+
+// addText adds a password or token as is, base64 and hex.
+func (s secretSet) addText(name, v string) {
+	if len(v) < 6 {
+		return // too short to search for without false hits
+	}
+	b := []byte(v)
+	s[name] = b
+	s[name+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(b))
+	s[name+" (hex)"] = []byte(hex.EncodeToString(b))
+}
+
+// addKey adds raw key bytes: windows of 24 bytes at multiples of 48 (so
+// their base64 lies inside one PEM line), raw, base64 and hex.
+func (s secretSet) addKey(name string, der []byte) {
+	if len(der) < 16 {
+		s.addText(name, string(der))
+		return
+	}
+	for off := 0; off+16 <= len(der) && off < 48*8; off += 48 {
+		w := der[off:min(off+24, len(der))]
+		n := fmt.Sprintf("%s[%d:]", name, off)
+		s[n] = w
+		s[n+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(w))
+		s[n+" (hex)"] = []byte(hex.EncodeToString(w))
+	}
+}
+
+// addSealed adds a secret's plaintext: the private fields of a JSON
+// record (certificates and serials in it are public), PEM private keys by
+// their DER, text by itself, anything else as key bytes.
+func (s secretSet) addSealed(name string, plain []byte) {
+	var rec map[string]any
+	if json.Unmarshal(plain, &rec) == nil {
+		for k, v := range rec {
+			str, ok := v.(string)
+			lk := strings.ToLower(k)
+			if !ok || !(strings.Contains(lk, "key") || strings.Contains(lk, "password") || strings.Contains(lk, "secret")) {
+				continue
+			}
+			if b, err := base64.StdEncoding.DecodeString(str); err == nil {
+				s.addSealed(name+"."+k, b)
+			} else {
+				s.addText(name+"."+k, str)
+			}
+		}
+		return
+	}
+	rest, found := plain, false
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		found = true
+		if strings.Contains(blk.Type, "PRIVATE KEY") {
+			s.addKey(name+" "+blk.Type, blk.Bytes)
+		}
+	}
+	switch {
+	case found:
+	case isText(plain):
+		s.addText(name, string(plain))
+	default:
+		s.addKey(name, plain)
+	}
+}
+
+// marker reports a sealed record that only marks a job (its device ID,
+// its FQDN, the certificate it was issued): sealed to bind it to its key,
+// not because it is secret.
+func marker(name string) bool {
+	for _, suffix := range []string{"/activation", "/sign-on-device", "/signed"} {
+		if strings.HasSuffix(name, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+func isText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// readValues reads every key with the read its type needs, asynq's
+// included.
+func readValues(ctx context.Context, rdb *redis.Client) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		var b bytes.Buffer
+		typ, err := rdb.Type(ctx, k).Result()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case "string":
+			v, _ := rdb.Get(ctx, k).Bytes()
+			b.Write(v)
+		case "hash":
+			for f, v := range rdb.HGetAll(ctx, k).Val() {
+				b.WriteString(f + "=" + v + "\n")
+			}
+		case "list":
+			for _, v := range rdb.LRange(ctx, k, 0, -1).Val() {
+				b.WriteString(v + "\n")
+			}
+		case "set":
+			for _, v := range rdb.SMembers(ctx, k).Val() {
+				b.WriteString(v + "\n")
+			}
+		case "zset":
+			for _, z := range rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
+				fmt.Fprintf(&b, "%v %v\n", z.Member, z.Score)
+			}
+		case "stream":
+			for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
+				fmt.Fprintf(&b, "%s %v\n", m.ID, m.Values)
+			}
+		case "none": // expired meanwhile
+		default:
+			return nil, fmt.Errorf("redis key %s of type %s not read", k, typ)
+		}
+		out[k] = b.Bytes()
+	}
+	return out, iter.Err()
+}
+
+// A whole site in one process at debug level — server (asynq worker,
+// built-in CA, remote configuration), an agent, a simulator with legacy
+// and factory devices, a private Redis — provisions every device; then
+// no log line of any component and no Redis value holds a password, a
+// private key, a token or any other sealed secret, in clear, base64 or
+// hex. Issue 14 item 4.
+func TestNoSecretInLogsOrRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full site run")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sink := &logSink{}
+	logger := func(part string) zerolog.Logger {
+		return zerolog.New(sink).Level(zerolog.DebugLevel).With().Timestamp().Str("part", part).Logger()
+	}
+	dir := t.TempDir()
+	redisAddr := testpeers.Redis(t)
+
+	// The provisioning certificate the factory device trusts.
+	pair, err := provcert.NewTestPair("amt.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := hex.DecodeString(pair.RootSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	helloAddr := hl.Addr().String()
+	_ = hl.Close()
+
+	const provPassword, mebxPassword = "Pr0v-Secret!x9", "Mebx-Factory!7"
+	base := netip.MustParseAddr("127.23.1.1")
+	factory := netip.MustParseAddr("127.23.1.3")
+	sc := amtsim.Config{Devices: 3, BaseIP: base, Password: provPassword, CommitDelay: 30 * time.Millisecond,
+		Overrides: map[netip.Addr]amtsim.Override{factory: {Kind: amtsim.KindFactory, MEBxPassword: mebxPassword, TrustedDomain: "amt.test"}},
+		Log:       logger("amtsim")}
+	sc.TrustHashes, sc.HelloAddr, sc.HelloInterval = [][]byte{trust}, helloAddr, time.Second
+	sim, err := amtsim.New(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = sim.Run(ctx) }()
+	select {
+	case <-sim.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("simulator did not start")
+	}
+
+	cfg := config.DefaultServer()
+	cfg.Redis.Addr = redisAddr
+	cfg.DataDir = filepath.Join(dir, "server")
+	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, v string) string {
+		p := filepath.Join(cfg.DataDir, name)
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg.AMT.ProvisioningPasswordFile = write("provisioning.password", provPassword)
+	rc := &cfg.AMT.RemoteConfig
+	rc.ChainFile, rc.KeyFile, rc.TrustedDomain = write("prov.pem", string(pair.ChainPEM)), write("prov.key", string(pair.KeyPEM)), "amt.test"
+	rc.MEBxPasswordFile = write("mebx.password", mebxPassword)
+	srv, err := server.New(ctx, cfg, logger("server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); defer srv.Close(); _ = srv.Run(ctx) }()
+
+	token := waitFile(t, filepath.Join(cfg.DataDir, "admin.token"))
+	// Sealed secrets come and go (a job's TLS key lives until the job
+	// ends): every one is read while the run goes on.
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	sealer, err := secrets.LoadKey(filepath.Join(cfg.DataDir, "site.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := &sealedSeen{st: store.New(rdb, sealer, store.Options{}), rdb: rdb, m: map[string][]byte{},
+		values: map[string][]byte{}, seen: map[string]bool{}}
+	stopWatch := seen.watch(t)
+	defer stopWatch()
+	caPEM := waitFile(t, filepath.Join(cfg.DataDir, "grpc-ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(caPEM))
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})),
+		grpc.WithPerRPCCredentials(bearerToken(strings.TrimSpace(token))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+
+	var csvLegacy, csvFactory strings.Builder
+	csvLegacy.WriteString("host_name,domain,ip,uuid,subnet\n")
+	csvFactory.WriteString("host_name,domain,ip,uuid,subnet\n")
+	for i, d := range sim.Devices() {
+		w := &csvLegacy
+		if d.Addr == factory {
+			w = &csvFactory
+		}
+		fmt.Fprintf(w, "pc-s-%d,amt.test,%s,%s,%s\n", i, d.Addr, d.UUID, netip.PrefixFrom(base, 24).Masked())
+	}
+	for name, csv := range map[string]string{"legacy": csvLegacy.String(), "factory": csvFactory.String()} {
+		if _, err := admin.CreateCollection(ctx, &pb.CreateCollectionRequest{Name: name, AutoProvision: name == "factory"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.ImportDevices(ctx, &pb.ImportDevicesRequest{Collection: name, Csv: []byte(csv)}); err != nil {
+			t.Fatalf("import %s: %v", name, err)
+		}
+	}
+	subnet := netip.PrefixFrom(base, 24).Masked().String()
+	enr, err := admin.CreateEnrollmentToken(ctx, &pb.CreateEnrollmentTokenRequest{Subnets: []string{subnet}, TtlSeconds: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acfg := config.DefaultAgent()
+	acfg.Name, acfg.Server, acfg.ServerCAFile = "agent-s", srv.GRPCAddr(), filepath.Join(cfg.DataDir, "grpc-ca.pem")
+	acfg.StateDir = filepath.Join(dir, "agent")
+	acfg.AMT.HTTPPort, acfg.AMT.TLSPort = sim.HTTPPort(), sim.TLSPort()
+	acfg.AMT.CommitWait, acfg.AMT.CommitDeadline = 100*time.Millisecond, 30*time.Second
+	acfg.Discovery.Interval, acfg.Hello.Listen = 0, helloAddr
+	ag, err := agent.New(acfg, logger("agent"), agent.WithBootstrapToken(enr.GetToken()), agent.WithBackoff(50*time.Millisecond, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
+	waitAgents(ctx, t, admin, 1)
+	if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_PROVISION, Collection: "legacy"}); err != nil {
+		t.Fatal(err)
+	}
+	waitProvisioned(ctx, t, admin, len(sim.Devices()))
+	// A day-2 update too: it rotates the admin password.
+	if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_UPDATE, Collection: "legacy"}); err != nil {
+		t.Fatal(err)
+	}
+	waitBatchesDone(ctx, t, admin)
+
+	// Every secret there is: each sealed in Redis (admin passwords, device
+	// keys, CA keys, the new MEBx password…), opened with the site key,
+	// and those given to the site or its agent as files.
+	stopWatch()
+	values, err := seen.allValues()
+	if err != nil {
+		t.Fatalf("reading redis during the run: %v", err)
+	}
+	find := secretSet{}
+	for name, plain := range seen.all() {
+		if marker(name) {
+			continue
+		}
+		find.addSealed("sealed "+name, plain)
+	}
+	sealed := len(seen.all())
+	if sealed < 9 {
+		t.Fatalf("only %d sealed secrets seen in Redis; the run did not provision", sealed)
+	}
+	find.addText("provisioning password", provPassword)
+	find.addText("MEBx password", mebxPassword)
+	find.addText("admin token", strings.TrimSpace(token))
+	find.addText("enrollment token", enr.GetToken())
+	siteKey, _ := os.ReadFile(filepath.Join(cfg.DataDir, "site.key"))
+	find.addSealed("site key", bytes.TrimSpace(siteKey))
+	find.addSealed("provisioning key", pair.KeyPEM)
+	agentKey, err := os.ReadFile(filepath.Join(acfg.StateDir, "agent.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	find.addSealed("agent key", agentKey)
+
+	cancel()
+	wg.Wait()
+	logs := sink.bytes()
+	if n := bytes.Count(logs, []byte(`"level":"debug"`)); n < 50 {
+		t.Fatalf("%d debug lines: the run did not log at debug level", n)
+	}
+	hits := 0
+	report := func(where string, data []byte) {
+		if bytes.Contains(data, []byte("PRIVATE KEY")) {
+			hits++
+			t.Errorf("%s: a PEM private key", where)
+		}
+		for name, s := range find {
+			if bytes.Contains(data, s) {
+				hits++
+				t.Errorf("%s: %s", where, name)
+			}
+		}
+	}
+	for i, line := range bytes.Split(logs, []byte("\n")) {
+		var l struct{ Part, Message string }
+		_ = json.Unmarshal(line, &l)
+		// Named, not quoted: a failure must not print the secret.
+		report(fmt.Sprintf("log line %d (%s: %q)", i+1, l.Part, l.Message), line)
+	}
+	asynqKeys := 0
+	for k := range values {
+		if strings.HasPrefix(k, "asynq:") {
+			asynqKeys++
+		}
+	}
+	if asynqKeys == 0 {
+		t.Error("no asynq key in Redis: phase 1 did not run through asynq")
+	}
+	for k, v := range values {
+		if strings.Contains(k, ":secret:") {
+			continue // sealed: proven unreadable without the key by opening them above
+		}
+		report("redis "+k, v)
+	}
+	t.Logf("%d log lines, %d redis keys seen (%d of asynq), %d sealed secrets seen, %d secret forms searched: %d hits",
+		bytes.Count(logs, []byte("\n")), len(values), asynqKeys, sealed, len(find), hits)
+}
+
+// sealedSeen opens every sealed secret that appears in Redis.
+// Values come and go too (asynq's tasks, lease payloads): every
+// distinct value of every key is kept.
+type sealedSeen struct {
+	st     *store.Store
+	rdb    *redis.Client
+	mu     sync.Mutex
+	m      map[string][]byte
+	values map[string][]byte // key -> its distinct values, one after another
+	seen   map[string]bool   // key + value
+	err    error
+}
+
+func (s *sealedSeen) scan(ctx context.Context) {
+	vals, err := readValues(ctx, s.rdb)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil && s.err == nil {
+			s.err = err
+		}
+		return
+	}
+	for k, v := range vals {
+		if !s.seen[k+"\x00"+string(v)] {
+			s.seen[k+"\x00"+string(v)] = true
+			s.values[k] = append(append(s.values[k], v...), '\n')
+		}
+		_, name, ok := strings.Cut(k, ":secret:")
+		if !ok {
+			continue
+		}
+		if plain, err := s.st.GetSecret(ctx, name); err == nil {
+			s.m[name] = plain
+		}
+	}
+}
+
+// watch scans every 50 ms until the returned stop is called (once or
+// more), which scans a last time.
+func (s *sealedSeen) watch(t *testing.T) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			s.scan(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			s.scan(context.Background())
+		})
+	}
+}
+
+func (s *sealedSeen) all() map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m)
+}
+
+func (s *sealedSeen) allValues() (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.values), s.err
+}
+
+func waitFile(t *testing.T, path string) string {
+	t.Helper()
+	for range 200 {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return string(b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never written", path)
+	return ""
+}
+
+func waitAgents(ctx context.Context, t *testing.T, admin pb.AdminServiceClient, n int) {
+	t.Helper()
+	for range 400 {
+		if r, err := admin.ListAgents(ctx, &pb.ListAgentsRequest{}); err == nil && len(r.GetAgents()) >= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("fewer than %d agents enrolled", n)
+}
+
+func waitProvisioned(ctx context.Context, t *testing.T, admin pb.AdminServiceClient, n int) {
+	t.Helper()
+	var last []*pb.Device
+	for range 1200 {
+		r, err := admin.ListDevices(ctx, &pb.ListDevicesRequest{})
+		if err == nil {
+			last = r.GetDevices()
+			done := 0
+			for _, d := range last {
+				if d.GetStatus() == pb.DeviceStatus_DEVICE_STATUS_PROVISIONED {
+					done++
+				}
+			}
+			if done == n {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, d := range last {
+		t.Logf("%s %s %s: %s", d.GetHostName(), d.GetStatus(), d.GetLastErrorStep(), d.GetLastError())
+	}
+	t.Fatalf("not all %d devices provisioned", n)
+}
+
+func waitBatchesDone(ctx context.Context, t *testing.T, admin pb.AdminServiceClient) {
+	t.Helper()
+	for range 1200 {
+		r, err := admin.ListBatches(ctx, &pb.ListBatchesRequest{})
+		if err == nil {
+			open := 0
+			for _, b := range r.GetBatches() {
+				if !b.GetDone() {
+					open++
+				}
+			}
+			if open == 0 {
+				for _, b := range r.GetBatches() {
+					if b.GetFailed() > 0 {
+						t.Fatalf("batch %s (%s): %d of %d failed", b.GetId(), b.GetKind(), b.GetFailed(), b.GetTotal())
+					}
+				}
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("batches never finished")
+}

@@ -155,6 +155,17 @@ func TestReplyErrors(t *testing.T) {
 				t.Fatalf("err = %v", err)
 			}
 		}, false},
+		{"entity bomb", http.StatusOK, `<!DOCTYPE e [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><e>&b;</e>`, func(t *testing.T, err error) {
+			if !errors.Is(err, wsman.ErrMalformed) || !strings.Contains(err.Error(), "document type declaration refused") {
+				t.Fatalf("err = %v", err)
+			}
+		}, false},
+		{"redirect is not followed", http.StatusTemporaryRedirect, "", func(t *testing.T, err error) {
+			var he *wsman.HTTPError
+			if !errors.As(err, &he) || he.StatusCode != http.StatusTemporaryRedirect {
+				t.Fatalf("err = %v", err)
+			}
+		}, false},
 		{"empty get body", http.StatusOK, string(must(readFixtureNoT("amt/publicprivate/delete.xml"))), func(t *testing.T, err error) {
 			if !errors.Is(err, wsman.ErrMalformed) {
 				t.Fatalf("err = %v", err)

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,8 +25,11 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/amtops/amtops/agent"
+	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/provcert"
@@ -130,6 +134,71 @@ func (s secretSet) addSealed(name string, plain []byte) {
 	default:
 		s.addKey(name, plain)
 	}
+}
+
+// jobTap records every phase-2 job the agent receives (everything the
+// site hands an agent: passwords, TLS keys, Kerberos keys…) and runs it
+// with the agent's real executor.
+type jobTap struct {
+	inner *phase2.Executor
+	mu    sync.Mutex
+	jobs  []*pb.Phase2Job
+}
+
+func (j *jobTap) Run(ctx context.Context, job *pb.Phase2Job, rep phase2.Reporter) phase2.Result {
+	j.mu.Lock()
+	j.jobs = append(j.jobs, proto.Clone(job).(*pb.Phase2Job))
+	j.mu.Unlock()
+	return j.inner.Run(ctx, job, rep)
+}
+
+func (j *jobTap) all() []*pb.Phase2Job {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.jobs)
+}
+
+// secretField names the fields of a job that carry a secret. The lease
+// token is not one: it fences attempts, the lease queue keeps it to
+// compare, and it works only with the agent certificate of its subnet.
+func secretField(name string) bool {
+	if name == "token" {
+		return false
+	}
+	for _, w := range []string{"password", "private_key", "master_key", "secret", "token", "psk", "passphrase"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// addJob adds every secret field of a job, at any depth.
+func (s secretSet) addJob(name string, m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		n := name + "." + string(fd.Name())
+		add := func(v protoreflect.Value) {
+			switch {
+			case fd.Kind() == protoreflect.MessageKind:
+				s.addJob(n, v.Message())
+			case !secretField(string(fd.Name())):
+			case fd.Kind() == protoreflect.StringKind:
+				s.addText(n, v.String())
+			case fd.Kind() == protoreflect.BytesKind:
+				s.addKey(n, v.Bytes())
+			}
+		}
+		switch {
+		case fd.IsList():
+			for i := 0; i < v.List().Len(); i++ {
+				add(v.List().Get(i))
+			}
+		case fd.IsMap():
+		default:
+			add(v)
+		}
+		return true
+	})
 }
 
 // marker reports a sealed record that only marks a job (its device ID,
@@ -333,10 +402,16 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 	acfg.AMT.HTTPPort, acfg.AMT.TLSPort = sim.HTTPPort(), sim.TLSPort()
 	acfg.AMT.CommitWait, acfg.AMT.CommitDeadline = 100*time.Millisecond, 30*time.Second
 	acfg.Discovery.Interval, acfg.Hello.Listen = 0, helloAddr
-	ag, err := agent.New(acfg, logger("agent"), agent.WithBootstrapToken(enr.GetToken()), agent.WithBackoff(50*time.Millisecond, time.Second))
+	tap := &jobTap{}
+	ag, err := agent.New(acfg, logger("agent"), agent.WithExecutor(tap), agent.WithBootstrapToken(enr.GetToken()),
+		agent.WithBackoff(50*time.Millisecond, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agent's own executor, as agent.New builds it, behind the tap.
+	tap.inner = phase2.NewExecutor(phase2.Config{HTTPPort: acfg.AMT.HTTPPort, TLSPort: acfg.AMT.TLSPort,
+		CallTimeout: acfg.AMT.CallTimeout, CommitWait: acfg.AMT.CommitWait, CommitDeadline: acfg.AMT.CommitDeadline,
+		ProvisioningSigner: ag, Log: logger("agent")})
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
 	waitAgents(ctx, t, admin, 1)
@@ -368,6 +443,13 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 	sealed := len(seen.all())
 	if sealed < 9 {
 		t.Fatalf("only %d sealed secrets seen in Redis; the run did not provision", sealed)
+	}
+	jobs := tap.all()
+	if len(jobs) < len(sim.Devices())+2 {
+		t.Fatalf("the agent ran %d jobs, want at least %d", len(jobs), len(sim.Devices())+2)
+	}
+	for i, j := range jobs {
+		find.addJob(fmt.Sprintf("job %d", i), j.ProtoReflect())
 	}
 	find.addText("provisioning password", provPassword)
 	find.addText("MEBx password", mebxPassword)

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"crypto/sha256"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,5 +176,43 @@ func TestSignProvisioningNeedsLiveLease(t *testing.T) {
 		if ev.JobID != first.GetLease().GetJobId() || ev.Actor == "" {
 			t.Errorf("signature event %+v does not name the job and agent", ev)
 		}
+	}
+}
+
+// An enrollment token enrolls one agent, even when many enrollments race
+// with it, and the refused ones leave no agent behind.
+func TestEnrollmentTokenWorksOnceUnderRace(t *testing.T) {
+	s := apitest.Start(t, apitest.Options{})
+	ctx := context.Background()
+	tok := s.Token(t, "10.9.30.0/24")
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		_, csr := apitest.Key(t)
+		c := s.Dial(t, nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.Enroll(ctx, &pb.EnrollRequest{BootstrapToken: tok, CsrDer: csr})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch status.Code(err) {
+		case codes.OK:
+			ok++
+		case codes.PermissionDenied:
+		default:
+			t.Errorf("racing enrollment: %v; want success or PermissionDenied", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d enrollments with one token, want 1", ok)
+	}
+	agents, err := s.Store.ListAgents(ctx)
+	if err != nil || len(agents) != 1 {
+		t.Fatalf("agents = %d, %v; want 1", len(agents), err)
 	}
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -277,6 +279,16 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full site run")
 	}
+	t.Run("without directory", func(t *testing.T) { secretsRun(t, nil, "127.23.1.1") })
+	// With Samba AD: the AD accounts' passwords and the Kerberos keys
+	// (S4–S6) are in the jobs too.
+	t.Run("with directory", func(t *testing.T) {
+		peer := testpeers.Samba(t)
+		secretsRun(t, &peer, "127.23.2.1")
+	})
+}
+
+func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sink := &logSink{}
@@ -303,8 +315,8 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 	_ = hl.Close()
 
 	const provPassword, mebxPassword = "Pr0v-Secret!x9", "Mebx-Factory!7"
-	base := netip.MustParseAddr("127.23.1.1")
-	factory := netip.MustParseAddr("127.23.1.3")
+	base := netip.MustParseAddr(baseIP)
+	factory := base.Next().Next()
 	sc := amtsim.Config{Devices: 3, BaseIP: base, Password: provPassword, CommitDelay: 30 * time.Millisecond,
 		Overrides: map[netip.Addr]amtsim.Override{factory: {Kind: amtsim.KindFactory, MEBxPassword: mebxPassword, TrustedDomain: "amt.test"}},
 		Log:       logger("amtsim")}
@@ -342,6 +354,24 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 	rc := &cfg.AMT.RemoteConfig
 	rc.ChainFile, rc.KeyFile, rc.TrustedDomain = write("prov.pem", string(pair.ChainPEM)), write("prov.key", string(pair.KeyPEM)), "amt.test"
 	rc.MEBxPasswordFile = write("mebx.password", mebxPassword)
+	// Computer names unique in the domain (AD's sAMAccountName is).
+	var rb [3]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "s" + hex.EncodeToString(rb[:])
+	var hosts []string
+	for i := range sim.Devices() {
+		hosts = append(hosts, fmt.Sprintf("%s-%d", prefix, i))
+	}
+	if ad != nil {
+		ou := ad.OU(t)
+		cfg.Directory = config.Directory{URL: ad.URL, CAFile: ad.CAFile, BindDN: ad.BindDN, BaseDN: ad.BaseDN,
+			AccountOU: ou, Realm: ad.Realm, Timeout: 10 * time.Second, PoolSize: 4,
+			PasswordFile: write("directory.password", ad.Password)}
+		cfg.AMT.Kerberos.Enabled = true
+		joinComputers(t, ad, ou, hosts)
+	}
 	srv, err := server.New(ctx, cfg, logger("server"))
 	if err != nil {
 		t.Fatal(err)
@@ -381,7 +411,7 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 		if d.Addr == factory {
 			w = &csvFactory
 		}
-		fmt.Fprintf(w, "pc-s-%d,amt.test,%s,%s,%s\n", i, d.Addr, d.UUID, netip.PrefixFrom(base, 24).Masked())
+		fmt.Fprintf(w, "%s,amt.test,%s,%s,%s\n", hosts[i], d.Addr, d.UUID, netip.PrefixFrom(base, 24).Masked())
 	}
 	for name, csv := range map[string]string{"legacy": csvLegacy.String(), "factory": csvFactory.String()} {
 		if _, err := admin.CreateCollection(ctx, &pb.CreateCollectionRequest{Name: name, AutoProvision: name == "factory"}); err != nil {
@@ -450,6 +480,9 @@ func TestNoSecretInLogsOrRedis(t *testing.T) {
 	}
 	for i, j := range jobs {
 		find.addJob(fmt.Sprintf("job %d", i), j.ProtoReflect())
+	}
+	if ad != nil {
+		find.addText("directory bind password", ad.Password)
 	}
 	find.addText("provisioning password", provPassword)
 	find.addText("MEBx password", mebxPassword)
@@ -584,6 +617,23 @@ func (s *sealedSeen) allValues() (map[string][]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.values), s.err
+}
+
+// joinComputers adds the Windows computer objects the AMT accounts link
+// to, as joining the domain would.
+func joinComputers(t *testing.T, ad *testpeers.SambaPeer, ou string, hosts []string) {
+	t.Helper()
+	conn := ad.Conn(t)
+	for _, h := range hosts {
+		add := ldap.NewAddRequest("CN="+h+","+ou, nil)
+		add.Attribute("objectClass", []string{"top", "person", "organizationalPerson", "user", "computer"})
+		add.Attribute("sAMAccountName", []string{strings.ToUpper(h) + "$"})
+		add.Attribute("userAccountControl", []string{"4096"}) // workstation trust account
+		add.Attribute("dNSHostName", []string{h + ".amt.test"})
+		if err := conn.Add(add); err != nil {
+			t.Fatalf("join %s: %v", h, err)
+		}
+	}
 }
 
 func waitFile(t *testing.T, path string) string {

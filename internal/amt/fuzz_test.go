@@ -5,14 +5,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/amtops/amtops/internal/wsman"
+	"github.com/amtops/amtops/internal/wsman/wsmantest"
 )
 
 // readers are every typed call whose reply this package decodes, each
@@ -55,25 +54,11 @@ var readers = []struct {
 // operation ("amt: <op>: …"). Seeds: every fixture reply, and each Pull
 // reply also as an Enumerate reply, so the items reach the decoders.
 func FuzzResponseDecoders(f *testing.F) {
-	dir := fixturesDir(f)
-	n := 0
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".xml") {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
+	for _, b := range wsmantest.Fixtures(f) {
 		f.Add(b)
 		if bytes.Contains(b, []byte("PullResponse")) {
 			f.Add(bytes.ReplaceAll(b, []byte("PullResponse"), []byte("EnumerateResponse")))
 		}
-		n++
-		return nil
-	})
-	if err != nil || n < 250 {
-		f.Fatalf("seeding from %s: %d files, %v", dir, n, err)
 	}
 	var body atomic.Pointer[[]byte]
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -106,12 +106,16 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	helloAddr := hl.Addr().String()
 	_ = hl.Close()
 
-	const provPassword, mebxPassword = "Pr0v-Secret!x9", "Mebx-Factory!7"
+	// Two legacy devices, a factory one, and a stranger whose password
+	// the site does not know: its failures are logged too.
+	const provPassword, mebxPassword, strangerPassword = "Pr0v-Secret!x9", "Mebx-Factory!7", "Hand-Set-Pa55!"
 	base := netip.MustParseAddr(baseIP)
-	factory := base.Next().Next()
-	sc := amtsim.Config{Devices: 3, BaseIP: base, Password: provPassword, CommitDelay: 30 * time.Millisecond,
-		Overrides: map[netip.Addr]amtsim.Override{factory: {Kind: amtsim.KindFactory, MEBxPassword: mebxPassword, TrustedDomain: "amt.test"}},
-		Log:       logger("amtsim")}
+	factory, stranger := base.Next().Next(), base.Next().Next().Next()
+	sc := amtsim.Config{Devices: 4, BaseIP: base, Password: provPassword, CommitDelay: 30 * time.Millisecond,
+		Overrides: map[netip.Addr]amtsim.Override{
+			factory:  {Kind: amtsim.KindFactory, MEBxPassword: mebxPassword, TrustedDomain: "amt.test"},
+			stranger: {Password: strangerPassword}},
+		Log: logger("amtsim")}
 	sc.TrustHashes, sc.HelloAddr, sc.HelloInterval = [][]byte{trust}, helloAddr, time.Second
 	sim, err := amtsim.New(sc)
 	if err != nil {
@@ -132,6 +136,8 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	cfg.Redis.Addr = redisAddr
 	cfg.DataDir = filepath.Join(dir, "server")
 	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	// The stranger's attempts come quickly and end.
+	cfg.Phase2.RetryDelay, cfg.Phase2.ReapEvery, cfg.Phase2.MaxAttempts = 200*time.Millisecond, 200*time.Millisecond, 3
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -195,21 +201,25 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
 
-	var csvLegacy, csvFactory strings.Builder
-	csvLegacy.WriteString("host_name,domain,ip,uuid,subnet\n")
-	csvFactory.WriteString("host_name,domain,ip,uuid,subnet\n")
+	csvs := map[string]*strings.Builder{"legacy": {}, "factory": {}, "strangers": {}}
 	for i, d := range sim.Devices() {
-		w := &csvLegacy
-		if d.Addr == factory {
-			w = &csvFactory
+		w := csvs["legacy"]
+		switch d.Addr {
+		case factory:
+			w = csvs["factory"]
+		case stranger:
+			w = csvs["strangers"]
+		}
+		if w.Len() == 0 {
+			w.WriteString("host_name,domain,ip,uuid,subnet\n")
 		}
 		fmt.Fprintf(w, "%s,amt.test,%s,%s,%s\n", hosts[i], d.Addr, d.UUID, netip.PrefixFrom(base, 24).Masked())
 	}
-	for name, csv := range map[string]string{"legacy": csvLegacy.String(), "factory": csvFactory.String()} {
+	for name, csv := range csvs {
 		if _, err := admin.CreateCollection(ctx, &pb.CreateCollectionRequest{Name: name, AutoProvision: name == "factory"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := admin.ImportDevices(ctx, &pb.ImportDevicesRequest{Collection: name, Csv: []byte(csv)}); err != nil {
+		if _, err := admin.ImportDevices(ctx, &pb.ImportDevicesRequest{Collection: name, Csv: []byte(csv.String())}); err != nil {
 			t.Fatalf("import %s: %v", name, err)
 		}
 	}
@@ -237,15 +247,18 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
 	waitAgents(ctx, t, admin, 1)
-	if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_PROVISION, Collection: "legacy"}); err != nil {
-		t.Fatal(err)
+	for _, coll := range []string{"legacy", "strangers"} {
+		if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_PROVISION, Collection: coll}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitProvisioned(ctx, t, admin, len(sim.Devices()))
+	waitProvisioned(ctx, t, admin, len(sim.Devices())-1)
+	waitBatchesDone(ctx, t, admin, 1) // the stranger's
 	// A day-2 update too: it rotates the admin password.
 	if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_UPDATE, Collection: "legacy"}); err != nil {
 		t.Fatal(err)
 	}
-	waitBatchesDone(ctx, t, admin)
+	waitBatchesDone(ctx, t, admin, 1)
 
 	// Every secret there is: each sealed in Redis (admin passwords, device
 	// keys, CA keys, the new MEBx password…), opened with the site key,
@@ -277,6 +290,7 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 		find.addText("directory bind password", ad.Password)
 	}
 	find.addText("provisioning password", provPassword)
+	find.addText("stranger's password", strangerPassword)
 	find.addText("MEBx password", mebxPassword)
 	find.addText("admin token", strings.TrimSpace(token))
 	find.addText("enrollment token", enr.GetToken())
@@ -398,7 +412,8 @@ func waitProvisioned(ctx context.Context, t *testing.T, admin pb.AdminServiceCli
 	t.Fatalf("not all %d devices provisioned", n)
 }
 
-func waitBatchesDone(ctx context.Context, t *testing.T, admin pb.AdminServiceClient) {
+// waitBatchesDone waits for every batch to end with failed jobs in all.
+func waitBatchesDone(ctx context.Context, t *testing.T, admin pb.AdminServiceClient, failed int32) {
 	t.Helper()
 	for range 1200 {
 		r, err := admin.ListBatches(ctx, &pb.ListBatchesRequest{})
@@ -410,10 +425,12 @@ func waitBatchesDone(ctx context.Context, t *testing.T, admin pb.AdminServiceCli
 				}
 			}
 			if open == 0 {
+				var n int32
 				for _, b := range r.GetBatches() {
-					if b.GetFailed() > 0 {
-						t.Fatalf("batch %s (%s): %d of %d failed", b.GetId(), b.GetKind(), b.GetFailed(), b.GetTotal())
-					}
+					n += b.GetFailed()
+				}
+				if n != failed {
+					t.Fatalf("%d jobs failed, want %d", n, failed)
 				}
 				return
 			}

@@ -139,6 +139,11 @@ func TestHostileDevices(t *testing.T) {
 			if i := strings.Index(msg, "connection refused"); i >= 0 && i < strings.Index(msg, d.want) {
 				t.Errorf("err %q leads with the TLS fallback's refusal", msg)
 			}
+			for _, pw := range []string{provPassword, newPassword} {
+				if strings.Contains(msg, pw) {
+					t.Error("the error carries a password")
+				}
+			}
 			if res.Permanent != d.permanent {
 				t.Errorf("permanent %t, want %t (%s)", res.Permanent, d.permanent, msg)
 			}

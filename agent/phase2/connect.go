@@ -180,8 +180,8 @@ func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
 // connectError reports why no transport worked. A transport whose port
 // answered (a timeout, a reply too large, a document we refuse, a
 // redirect) is the reason, not the other one whose port is closed, and
-// its error alone decides retry versus give-up; the other is kept as
-// text.
+// its error alone decides retry versus give-up (fallbackError); the
+// other is kept as text.
 func connectError(failed []error) error {
 	first := 0
 	for k, err := range failed {
@@ -190,14 +190,18 @@ func connectError(failed []error) error {
 			break
 		}
 	}
-	err := failed[first]
-	for k, other := range failed {
-		if k != first {
-			err = fmt.Errorf("%w; %v", err, other)
-		}
+	if len(failed) == 1 {
+		return failed[0]
 	}
-	return err
+	return fallbackError{err: failed[first], other: failed[1-first]}
 }
+
+// fallbackError is a connect that failed on both transports: err is the
+// reason, other only says what the other transport did.
+type fallbackError struct{ err, other error }
+
+func (e fallbackError) Error() string { return e.err.Error() + "; " + e.other.Error() }
+func (e fallbackError) Unwrap() error { return e.err }
 
 // portClosed reports a failure to connect at all: nothing listens there.
 func portClosed(err error) bool {

@@ -562,3 +562,45 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 		})
 	}
 }
+
+// A port where something other than AMT listens gets a permanent
+// verdict: plain HTTP where TLS was expected, or a reply that is not HTTP.
+func TestNotAnAMTListener(t *testing.T) {
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	t.Cleanup(plain.Close)
+	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = buf.WriteString("SSH-2.0-OpenSSH_9.2\r\n\r\n")
+		_ = buf.Flush()
+	}))
+	t.Cleanup(garbage.Close)
+	for _, tc := range []struct {
+		name string
+		cfg  wsman.Config
+		want string
+	}{
+		{"plain HTTP on the TLS port", wsman.Config{Address: plain.Listener.Addr().String(), TLS: &wsman.TLSConfig{TrustFirstUse: true}},
+			"server gave HTTP response to HTTPS client"},
+		{"not HTTP", wsman.Config{Address: garbage.Listener.Addr().String()}, "malformed HTTP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.ReadRetries = -1
+			c, err := wsman.New(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			_, err = c.Get(context.Background(), gsURI)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.want)
+			}
+			if wsman.Retryable(err) {
+				t.Errorf("Retryable(%v) = true", err)
+			}
+		})
+	}
+}

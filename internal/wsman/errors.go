@@ -2,6 +2,7 @@ package wsman
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -151,7 +152,8 @@ func StatusName(code int) string {
 // package is transient (worth another attempt later: network trouble,
 // timeouts, 5xx, a device restarting its network stack after CommitChanges)
 // or permanent (faults, non-zero ReturnValues, bad credentials, TLS identity
-// mismatch, malformed replies, caller cancellation).
+// mismatch, malformed replies, a port that speaks neither AMT's HTTP nor TLS,
+// caller cancellation).
 func Retryable(err error) bool {
 	if err == nil {
 		return false
@@ -164,6 +166,7 @@ func Retryable(err error) bool {
 		hne x509.HostnameError
 		cie x509.CertificateInvalidError
 		ne  net.Error
+		rhe tls.RecordHeaderError
 	)
 	switch {
 	case errors.Is(err, ErrUnauthorized), errors.Is(err, ErrResponseTooLarge),
@@ -185,6 +188,10 @@ func Retryable(err error) bool {
 	case strings.Contains(err.Error(), "remote error: tls: "):
 		// The device's TLS alert is its verdict on us (our client
 		// certificate, chain or offer), not a network hiccup.
+		return false
+	case errors.As(err, &rhe), strings.Contains(err.Error(), "malformed HTTP"),
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// Something that is not AMT's TLS or HTTP listens there.
 		return false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),

@@ -158,7 +158,7 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
 	if a.exec == nil {
 		a.exec = phase2.NewExecutor(phase2.Config{HTTPPort: cfg.AMT.HTTPPort, TLSPort: cfg.AMT.TLSPort,
 			CallTimeout: cfg.AMT.CallTimeout, CommitWait: cfg.AMT.CommitWait, CommitDeadline: cfg.AMT.CommitDeadline,
-			SignCSR: a.signDeviceCSR, ProvisioningSigner: a, Log: log})
+			SignCSR: a.signDeviceCSR, ProvisioningSigner: a, MutualTLS: a.mutualTLS, Log: log})
 	}
 	return a, nil
 }

@@ -27,7 +27,7 @@ func startFleet(t *testing.T, n int, over map[int]amtsim.Override) (*amtsim.Sim,
 	for h, o := range over {
 		byIndex[h-1] = o
 	}
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: n, Password: "P@ssw0rd1"}, byIndex)
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: n, Kind: amtsim.KindMEBx, Password: "P@ssw0rd1"}, byIndex)
 	return sim, sim.Addrs()[0]
 }
 
@@ -65,7 +65,7 @@ func TestOnDemandDiscovery(t *testing.T) {
 	// .1–.12 simulated; .4 has nothing listening; .13–.30 are empty.
 	sim, base := startFleet(t, 12, map[int]amtsim.Override{
 		4: {Kind: amtsim.KindNotAMT},
-		5: {Kind: amtsim.KindProvisioned},
+		5: {Kind: amtsim.KindMEBx},
 		6: {Kind: amtsim.KindExternal},
 	})
 	subnet := netip.PrefixFrom(base, 27).Masked()

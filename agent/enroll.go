@@ -2,9 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -83,8 +83,10 @@ func (a *Agent) enroll(ctx context.Context) error {
 	}
 }
 
-func newCSR() (*ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// newCSR makes the agent's key: RSA-2048, as its certificate is also the
+// client certificate AMT verifies with mutual TLS (see agentca).
+func newCSR() (*rsa.PrivateKey, []byte, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: generate key: %w", err)
 	}
@@ -95,7 +97,7 @@ func newCSR() (*ecdsa.PrivateKey, []byte, error) {
 	return key, csr, nil
 }
 
-func (a *Agent) saveState(key *ecdsa.PrivateKey, resp *pb.EnrollResponse) error {
+func (a *Agent) saveState(key crypto.Signer, resp *pb.EnrollResponse) error {
 	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("agent: state_dir: %w", err)
 	}

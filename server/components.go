@@ -94,7 +94,7 @@ func (s *Server) buildPhase1(ctx context.Context, ca pki.CA, dc *directory.Clien
 		return fmt.Errorf("server: amt.provisioning_password_file: %w", err)
 	}
 	if provisioning == "" {
-		s.log.Warn().Msg("no AMT provisioning password (amt.provisioning_password_file or $AMTOPS_PROVISIONING_PASSWORD): provisioning jobs will fail")
+		s.log.Warn().Msg("no AMT provisioning password (amt.provisioning_password_file or $AMTOPS_PROVISIONING_PASSWORD): devices set up by hand in the MEBx cannot be reached")
 	}
 	site := jobs.Site{
 		ProvisioningUser: s.cfg.AMT.ProvisioningUser, ProvisioningPassword: provisioning,

@@ -42,7 +42,7 @@ func startFleet(t testing.TB, n int, over map[int]amtsim.Override) fleet {
 	for h, o := range over {
 		byIndex[h-1] = o
 	}
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: n, Password: "P@ssw0rd1"}, byIndex)
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: n, Kind: amtsim.KindMEBx, Password: "P@ssw0rd1"}, byIndex)
 	return fleet{sim: sim, subnet: netip.PrefixFrom(sim.Addrs()[0], 24).Masked()}
 }
 
@@ -145,7 +145,7 @@ func TestSweepFindsFleet(t *testing.T) {
 	// 20 devices on .1–.20; .5 has nothing listening; .21–.30 are empty.
 	f := startFleet(t, 20, map[int]amtsim.Override{
 		5: {Kind: amtsim.KindNotAMT},
-		6: {Kind: amtsim.KindProvisioned},
+		6: {Kind: amtsim.KindMEBx},
 		7: {Kind: amtsim.KindExternal},
 		8: {Version: "16.1.25"},
 	})
@@ -173,7 +173,9 @@ func TestSweepFindsFleet(t *testing.T) {
 		switch {
 		case !ok:
 			t.Errorf("%s not found", a)
-		case !res.HTTP || res.TLS:
+		case a == host(f.subnet.Addr(), 8) && (res.HTTP || !res.TLS): // CSME 16.1+: TLS only
+			t.Errorf("%s: http=%v tls=%v, want the TLS port only", a, res.HTTP, res.TLS)
+		case a != host(f.subnet.Addr(), 8) && (!res.HTTP || res.TLS):
 			t.Errorf("%s: http=%v tls=%v, want the HTTP port only", a, res.HTTP, res.TLS)
 		case !res.Identified || res.ProductVendor != "Intel Corporation" || res.ProductVersion != version || res.ProtocolVersion != wsmanNS:
 			t.Errorf("%s: identify = %+v, want Intel Corporation, %s, %s", a, res, version, wsmanNS)

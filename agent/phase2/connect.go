@@ -67,7 +67,8 @@ func refused(i, n int, attempt int32, what string) error {
 
 // trust is how we verify the device's TLS certificate: against the chain's
 // root with the FQDN as server name, or, with no chain or no name, by
-// pinning the job's leaf.
+// pinning the job's leaf; the agent's client certificate goes with it for
+// a device with mutual TLS on.
 func (r *job) trust() (*wsman.TLSConfig, error) {
 	t := r.j.GetTls()
 	chain := t.GetChainDer()
@@ -78,11 +79,11 @@ func (r *job) trust() (*wsman.TLSConfig, error) {
 			return nil, fmt.Errorf("tls.chain_der: last element is not a certificate: %w", err)
 		}
 		pool.AddCert(root)
-		return &wsman.TLSConfig{RootCAs: pool, ServerName: r.fqdn()}, nil
+		return &wsman.TLSConfig{RootCAs: pool, ServerName: r.fqdn(), ClientCertificate: r.clientCert()}, nil
 	}
 	if leaf := t.GetCertificateDer(); len(leaf) > 0 {
 		sum := sha256.Sum256(leaf)
-		return &wsman.TLSConfig{PinSHA256: sum[:]}, nil
+		return &wsman.TLSConfig{PinSHA256: sum[:], ClientCertificate: r.clientCert()}, nil
 	}
 	return nil, errors.New("no trust anchor for TLS: job has neither tls.chain_der with target.host_name nor tls.certificate_der")
 }

@@ -28,6 +28,7 @@ const (
 	StepConnect         = "connect"
 	StepIdentity        = "identity"
 	StepInstallRoot     = "install-root"
+	StepMutualRoot      = "install-agent-root"
 	StepInstallKey      = "install-key"
 	StepInstallCert     = "install-cert"
 	StepSetFQDN         = "set-fqdn"
@@ -39,6 +40,7 @@ const (
 	StepReconnect       = "reconnect"
 	StepDetectLink      = "detect-link"
 	StepRedirection     = "redirection"
+	StepKVM             = "kvm"
 	StepPing            = "ping"
 	StepWebUI           = "web-ui"
 	StepPower           = "power"
@@ -52,6 +54,9 @@ const (
 	StepCleanup         = "delete-replaced"
 	StepMEBxPassword    = "mebx-password"
 )
+
+// SkipNoKVM is the kvm step's skip reason on a device without KVM.
+const SkipNoKVM = "KVM not available on Standard Manageability"
 
 // Warning texts callers may match on.
 const (
@@ -88,7 +93,10 @@ type Config struct {
 	// the provisioning certificate's key, which stays at the site.
 	// Required only for jobs with an activation.
 	ProvisioningSigner provcert.RemoteSigner
-	Log                zerolog.Logger
+	// MutualTLS gives the agent's client certificate and its root, asked
+	// once per job. Required for jobs with tls.mutual_auth.
+	MutualTLS func() (*MutualTLS, error)
+	Log       zerolog.Logger
 }
 
 // Reporter receives step events; the agent runtime batches them into
@@ -165,6 +173,7 @@ type job struct {
 	// session while a remote configuration has not committed.
 	user   string
 	prov   *provSession
+	mtls   *MutualTLS
 	ident  *amt.Identity
 	serial string
 	failed string
@@ -232,6 +241,9 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 	r := &job{e: e, j: j, rep: rep, facts: &amtopsv1.DeviceFacts{}, user: j.GetCredentials().GetUsername()}
 	r.log = e.cfg.Log.With().Str("device", j.GetDeviceId()).Str("kind", j.GetKind().String()).Logger()
 	err := r.validate()
+	if err == nil {
+		err = r.loadMutualTLS()
+	}
 	if err == nil {
 		switch j.GetKind() {
 		case amtopsv1.JobKind_JOB_KIND_PROVISION:
@@ -386,8 +398,12 @@ func (r *job) identityStep() step {
 			return "", err
 		}
 		r.facts.ControlMode = int32(mode)
-		return fmt.Sprintf("uuid %s, AMT %s, provisioning state %d, control mode %s",
-			id.UUID, id.Version, id.ProvisioningState, amt.ControlModeName(mode)), nil
+		sku := ""
+		if id.StandardManageability() {
+			sku = " (Standard Manageability)"
+		}
+		return fmt.Sprintf("uuid %s, AMT %s%s, provisioning state %d, control mode %s",
+			id.UUID, id.Version, sku, id.ProvisioningState, amt.ControlModeName(mode)), nil
 	}}
 }
 

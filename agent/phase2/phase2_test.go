@@ -38,7 +38,7 @@ var krbKey = []byte("0123456789abcdef") // 16-byte RC4-HMAC key
 // startSim runs a simulator; overrides are keyed by device index.
 func startSim(t *testing.T, devices int, overrides map[int]amtsim.Override) *amtsim.Sim {
 	t.Helper()
-	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: provPassword, CommitDelay: 30 * time.Millisecond}, overrides)
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Kind: amtsim.KindMEBx, Password: provPassword, CommitDelay: 30 * time.Millisecond}, overrides)
 }
 
 func newExecutor(sim *amtsim.Sim) *phase2.Executor {
@@ -342,11 +342,13 @@ func TestRemove(t *testing.T) {
 			if got := st.HostName == job.Target.HostName; got != tc.keepName {
 				t.Errorf("host name %q kept=%t, want kept=%t", st.HostName, got, tc.keepName)
 			}
-			wantPw := newPassword
+			// A full removal leaves the device as from the factory: dark,
+			// its next login the MEBx password of a remote configuration.
+			want := ha1("admin", st.DigestRealm, newPassword)
 			if !tc.keepName {
-				wantPw = provPassword
+				want = st.MEBxHA1
 			}
-			if st.AdminHA1 != ha1("admin", st.DigestRealm, wantPw) {
+			if st.AdminHA1 != want {
 				t.Errorf("admin password after removal is not the expected one")
 			}
 		})
@@ -538,5 +540,30 @@ func TestProvisionKeyOnDevice(t *testing.T) {
 	}
 	if !onDevice || res.Facts.GetInstalledSerial() == "" {
 		t.Errorf("key generated on device %t, serial %q", onDevice, res.Facts.GetInstalledSerial())
+	}
+}
+
+// An unanswered CommitChanges that never reached the device leaves the
+// settings live but uncommitted: reading them back looks right, and the
+// next reset reverts them. The job must not end provisioned on that; it
+// repeats the commit until one is answered (issue 14, phantom success).
+func TestUnansweredCommitIsConfirmed(t *testing.T) {
+	sim := startSim(t, 1, nil)
+	a := sim.Addrs()[0]
+	// The TLS stage's commit goes through; the settings stage's is lost.
+	if err := sim.DropCall(a, "CommitChanges", 1); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	res := newExecutor(sim).Run(context.Background(), provisionJob(t, newCA(t), a, "lost-commit"), rec)
+	if res.Err != nil {
+		t.Fatalf("step %s: %v\n%s", res.ErrorStep, res.Err, rec.all())
+	}
+	st := device(t, sim, a)
+	if st.UncommittedChanges || st.Commits != 2 {
+		t.Fatalf("after the job: uncommitted changes %t, %d commits; want none uncommitted and both commits applied", st.UncommittedChanges, st.Commits)
+	}
+	if !strings.Contains(rec.all(), "CommitChanges answered on try 2") {
+		t.Errorf("the log does not say the commit was confirmed:\n%s", rec.all())
 	}
 }

@@ -35,7 +35,7 @@ func TestPasswordTurns(t *testing.T) {
 		{"neither right: one wrong login, no lockout", 1, another, false},
 	}
 	// Two wrong logins in a row lock the account: spraying would show.
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: len(cases), BaseIP: base86(t), Password: provPassword,
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: len(cases), BaseIP: base86(t), Kind: amtsim.KindMEBx, Password: provPassword,
 		CommitDelay: 30 * time.Millisecond, Firmware: amtsim.Firmware{LockoutThreshold: 2, LockoutDuration: time.Minute}}, nil)
 	c := newCA(t)
 	for i, tc := range cases {
@@ -140,7 +140,7 @@ func TestFirmwareRules(t *testing.T) {
 // every update replaces something without paying for a thousand RSA keys.
 func TestManyUpdatesKeepStoresSmall(t *testing.T) {
 	const updates, sets = 1000, 3
-	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, BaseIP: base86(t), Password: provPassword,
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, BaseIP: base86(t), Kind: amtsim.KindMEBx, Password: provPassword,
 		CommitDelay: time.Millisecond}, nil)
 	c := newCA(t)
 	a := sim.Addrs()[0]

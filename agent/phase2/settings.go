@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/amtops/amtops/internal/amt"
+	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/wsman"
 	amtopsv1 "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -21,9 +22,16 @@ func (r *job) settingsSteps() []step {
 		// One call: the redirection listener, without which none of KVM,
 		// SOL and IDE-R is usable, follows them.
 		{name: StepRedirection, run: func(ctx context.Context) (string, error) {
+			red := amt.Redirection{IDER: s.GetIdeRedirection(), SOL: s.GetSerialOverLan()}
+			detail := fmt.Sprintf("IDE-R %t, SOL %t", red.IDER, red.SOL)
+			if r.noKVM() {
+				// Not a failure: the device has no KVM to configure.
+				r.rep.Step(ctx, StepKVM, domain.OutcomeSkipped, SkipNoKVM)
+				return detail + ", KVM absent", r.dev.ApplyRedirection(ctx, red)
+			}
 			kvm := s.GetKvm()
-			return fmt.Sprintf("IDE-R %t, SOL %t, KVM %t", s.GetIdeRedirection(), s.GetSerialOverLan(), kvm),
-				r.dev.ApplyRedirection(ctx, amt.Redirection{IDER: s.GetIdeRedirection(), SOL: s.GetSerialOverLan(), KVM: &kvm})
+			red.KVM = &kvm
+			return fmt.Sprintf("%s, KVM %t", detail, kvm), r.dev.ApplyRedirection(ctx, red)
 		}},
 		{name: StepPing, run: func(ctx context.Context) (string, error) {
 			return onOff(s.GetPingResponse()), r.dev.SetPing(ctx, s.GetPingResponse(), s.GetPingResponse())
@@ -58,13 +66,17 @@ func (r *job) settingsSteps() []step {
 		{name: StepNetworkProfiles, skip: func(context.Context) string {
 			return unless(len(r.j.GetNetworks()) == 0, "no network profiles in the job")
 		}, run: r.networks},
-		r.commitStep(nil),
+		r.commitStep(nil, true),
 		{name: StepVerifyTLS, skip: func(context.Context) string {
 			return unless(!r.conn.tls, "not on TLS")
 		}, run: func(ctx context.Context) (string, error) { return r.verifyTLS(ctx, nil) }},
 		{name: StepVerifySettings, run: r.verifySettings},
 	}
 }
+
+// noKVM reports a device without KVM (Standard Manageability), as the
+// identity step read it from the SKU: KVM is skipped, not failed.
+func (r *job) noKVM() bool { return r.ident != nil && r.ident.StandardManageability() }
 
 // absent reports the fault of a class the firmware does not serve
 // (DestinationUnreachable: "No instance of … exists").
@@ -92,16 +104,19 @@ func (r *job) verifySettings(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	wantKVM := s.GetKvm() && !r.noKVM()
 	if rs.EnabledState != amt.RedirectionFor(s.GetIdeRedirection(), s.GetSerialOverLan()) ||
-		rs.ListenerEnabled != (s.GetIdeRedirection() || s.GetSerialOverLan() || s.GetKvm()) {
+		rs.ListenerEnabled != (s.GetIdeRedirection() || s.GetSerialOverLan() || wantKVM) {
 		lost = append(lost, "redirection")
 	}
-	kvm, err := r.dev.KVMEnabled(ctx)
-	if err != nil {
-		return "", err
-	}
-	if kvm != s.GetKvm() {
-		lost = append(lost, "kvm")
+	if !r.noKVM() {
+		kvm, err := r.dev.KVMEnabled(ctx)
+		if err != nil {
+			return "", err
+		}
+		if kvm != wantKVM {
+			lost = append(lost, "kvm")
+		}
 	}
 	web, err := r.dev.WebUIEnabled(ctx)
 	switch {

@@ -35,6 +35,7 @@ func (r *job) tlsSteps() []step {
 	return []step{
 		{name: StepInstallKey, run: generate},
 		{name: StepInstallRoot, skip: done, run: r.installChain},
+		r.mutualRootStep(done),
 		{name: StepInstallKey, skip: done, run: install},
 		{name: StepInstallCert, skip: done, run: func(ctx context.Context) (string, error) {
 			id, err := r.installCert(ctx, r.leaf, false)
@@ -68,7 +69,7 @@ func (r *job) tlsSteps() []step {
 			}
 			return "bound " + r.certID, nil
 		}},
-		r.commitStep(done),
+		r.commitStep(done, false),
 		{name: StepVerifyTLS, skip: done, run: func(ctx context.Context) (string, error) { return r.verifyTLS(ctx, r.leaf) }},
 		{name: StepReconnect, skip: done, run: func(ctx context.Context) (string, error) {
 			// The provisioning session, if any, ended with the commit.
@@ -125,17 +126,44 @@ func (r *job) syncClockStep() step {
 }
 
 // commitStep calls CommitChanges. A transport error may mean the firmware
-// restarted before answering: the commit may well have happened, so the
-// verify steps after it decide.
-func (r *job) commitStep(skip func(context.Context) string) step {
+// restarted before answering, or that the request never arrived, leaving
+// the changes live but uncommitted (the next reset reverts them, and
+// reading them back cannot tell). In the TLS stage the new leaf served
+// after it proves the commit; otherwise (confirm) CommitChanges is sent
+// again once the device answers: an answered one proves it.
+func (r *job) commitStep(skip func(context.Context) string, confirm bool) step {
 	return step{name: StepCommit, skip: skip, run: func(ctx context.Context) (string, error) {
 		r.committed = r.e.cfg.Now()
 		err := r.dev.CommitChanges(ctx)
-		if err != nil && wsman.Retryable(err) && ctx.Err() == nil {
+		if err == nil || !wsman.Retryable(err) || ctx.Err() != nil {
+			return "", err
+		}
+		if !confirm {
 			return "no answer (network restart); verifying", nil
 		}
-		return "", err
+		return r.confirmCommit(ctx, err)
 	}}
+}
+
+// confirmCommit repeats an unanswered CommitChanges until one is answered
+// or CommitDeadline passes (a commit with nothing pending is harmless).
+func (r *job) confirmCommit(ctx context.Context, err error) (string, error) {
+	deadline := r.committed.Add(r.e.cfg.CommitDeadline)
+	for tries := 1; ; tries++ {
+		if r.e.cfg.Now().Add(r.e.cfg.PollInterval).After(deadline) {
+			return "", transientError{fmt.Errorf("commit not confirmed within %s: %w", r.e.cfg.CommitDeadline, err)}
+		}
+		if err := sleep(ctx, r.e.cfg.PollInterval); err != nil {
+			return "", err
+		}
+		if err = r.dev.CommitChanges(ctx); err == nil {
+			r.committed = r.e.cfg.Now()
+			return fmt.Sprintf("no answer at first; CommitChanges answered on try %d", tries+1), nil
+		}
+		if !wsman.Retryable(err) {
+			return "", err
+		}
+	}
 }
 
 // lostInstall explains a fault about a certificate installed earlier in
@@ -188,8 +216,9 @@ func (r *job) verifyTLS(ctx context.Context, leaf []byte) (string, error) {
 	}
 }
 
-// installCert adds a certificate; one already there (DUPLICATE) counts as
-// installed and its handle is looked up.
+// installCert adds a certificate; one already there (DUPLICATE, or any
+// refusal while it is listed) counts as installed and its handle is
+// looked up.
 func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (string, error) {
 	var id string
 	var err error
@@ -198,9 +227,13 @@ func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (st
 	} else {
 		id, err = r.dev.AddCertificate(ctx, der)
 	}
-	if !isReturn(err, wsman.StatusDuplicate) {
+	var rve *wsman.ReturnValueError
+	if !errors.As(err, &rve) {
 		return id, err
 	}
+	// A refusal is no failure when the certificate is there already: a
+	// duplicate, or a trusted root the firmware takes no more of while
+	// mutual TLS is set (Intel: refused then), added before it was.
 	certs, lerr := r.dev.Certificates(ctx)
 	if lerr != nil {
 		return "", lerr
@@ -210,7 +243,13 @@ func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (st
 			return c.InstanceID, nil
 		}
 	}
-	return "", fmt.Errorf("device reports the certificate as duplicate but does not list it: %w", err)
+	switch {
+	case rve.Code == wsman.StatusDuplicate:
+		return "", fmt.Errorf("device reports the certificate as duplicate but does not list it: %w", err)
+	case trustedRoot && rve.Code == wsman.StatusNotPermitted:
+		return "", fmt.Errorf("a new trusted root is refused while mutual TLS is on: %w", err)
+	}
+	return "", err
 }
 
 // installKey adds the site-generated key (PKCS#8 in the job, PKCS#1 on the

@@ -222,7 +222,22 @@ type Identity struct {
 	DigestRealm       string
 	ProvisioningState int
 	ProvisioningMode  int
+	// SKU is CIM_SoftwareIdentity "Sku" (a bit mask; 0 when the firmware
+	// reports none or no number).
+	SKU int64
 }
+
+// SKU bits of CIM_SoftwareIdentity "Sku" (AMT 5 and later), as Intel's
+// rpc-go decodes them (amtinfo): 0x08 AMT Pro, 0x10 Intel Standard
+// Manageability, which has no KVM.
+const (
+	SKUAMTPro                = 0x08
+	SKUStandardManageability = 0x10
+)
+
+// StandardManageability reports an Intel Standard Manageability device:
+// no KVM redirection.
+func (id *Identity) StandardManageability() bool { return id.SKU&SKUStandardManageability != 0 }
 
 // FQDN joins host and domain names.
 func (id *Identity) FQDN() string {
@@ -250,8 +265,10 @@ func (c *Client) Identity(ctx context.Context) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Sku is read in the same Pull as the version: no extra call.
+	sku, _ := strconv.ParseInt(strings.TrimSpace(vers["Sku"]), 0, 64)
 	return &Identity{
-		UUID: uuid, Version: vers["AMT"],
+		UUID: uuid, Version: vers["AMT"], SKU: sku,
 		HostName: gs.HostName, DomainName: gs.DomainName, DigestRealm: gs.DigestRealm,
 		ProvisioningState: sc.ProvisioningState, ProvisioningMode: sc.ProvisioningMode,
 	}, nil

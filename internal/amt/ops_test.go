@@ -204,7 +204,8 @@ func TestOperations(t *testing.T) {
 	}{
 		{"identity", func(ctx context.Context, c *amt.Client) (any, error) { return c.Identity(ctx) },
 			&amt.Identity{UUID: "55e3ae13-bfd2-61bb-17a0-88aedd7037ea", Version: "12.0.67", HostName: "Test Host Name",
-				DomainName: "Test Domain Name", DigestRealm: "Digest:F3EB554784E729164447A89F60B641C5", ProvisioningState: 2, ProvisioningMode: 1}},
+				DomainName: "Test Domain Name", DigestRealm: "Digest:F3EB554784E729164447A89F60B641C5", ProvisioningState: 2, ProvisioningMode: 1,
+				SKU: 16392}},
 		{"set_fqdn", func(ctx context.Context, c *amt.Client) (any, error) {
 			return nil, c.SetFQDN(ctx, "pc01-amt", "amt.test")
 		}, nil},

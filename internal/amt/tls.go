@@ -111,8 +111,9 @@ func (c *Client) TLSSettings(ctx context.Context) ([]*TLSSettingData, error) {
 
 // SetTLS reads the TLS setting instance instanceID, changes the three flags
 // and puts the whole instance back, without the read-only
-// NonSecureConnectionsSupported, which the firmware refuses in a Put. It
-// takes effect after CommitChanges.
+// NonSecureConnectionsSupported, which the firmware refuses in a Put, and,
+// turning mutual authentication on, without TrustedCN. It takes effect
+// after CommitChanges.
 func (c *Client) SetTLS(ctx context.Context, instanceID string, enabled, mutualAuth, acceptNonSecure bool) error {
 	n, err := c.get(ctx, "get tls settings", URITLSSettingData, sel("InstanceID", instanceID)...)
 	if err != nil {
@@ -127,6 +128,12 @@ func (c *Client) SetTLS(ctx context.Context, instanceID string, enabled, mutualA
 	in.Set("Enabled", fmtBool(enabled))
 	in.Set("MutualAuthentication", fmtBool(mutualAuth))
 	in.Set("AcceptNonSecureConnections", fmtBool(acceptNonSecure))
+	if mutualAuth {
+		// Clients are told apart by their chain (the trusted roots), not
+		// their CN: a TrustedCN list set elsewhere would refuse ours, and
+		// it applies without a commit. A Put without it clears it.
+		in.Remove("TrustedCN")
+	}
 	_, err = c.put(ctx, "put tls settings", in, sel("InstanceID", instanceID)...)
 	return err
 }

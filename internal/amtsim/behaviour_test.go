@@ -24,7 +24,7 @@ import (
 )
 
 func TestIdentifyNeedsNoAuth(t *testing.T) {
-	s := startSim(t, Config{Devices: 1})
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx})
 	a := s.Addrs()[0]
 	body := `<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:i="http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"><s:Header/><s:Body><i:Identify/></s:Body></s:Envelope>`
 	res, err := http.Post(fmt.Sprintf("http://%s:%d/wsman", a, s.HTTPPort()), "application/soap+xml", strings.NewReader(body))
@@ -48,7 +48,7 @@ func TestIdentifyNeedsNoAuth(t *testing.T) {
 
 func TestDigest(t *testing.T) {
 	clock, advance := fakeClock()
-	s := startSim(t, Config{Devices: 1, Now: clock, NonceTTL: time.Minute})
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx, Now: clock, NonceTTL: time.Minute})
 	a := s.Addrs()[0]
 	send := rawGet(t, s, a)
 	challenge := func() (realm, nonce string) {
@@ -105,7 +105,7 @@ func TestDigest(t *testing.T) {
 }
 
 func TestFaultsForBadRequests(t *testing.T) {
-	s := startSim(t, Config{Devices: 1})
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx})
 	c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
 	gs := amtPrefix + "AMT_GeneralSettings"
 	tests := []struct{ name, body, subcode string }{
@@ -161,7 +161,8 @@ func TestCheckPassword(t *testing.T) {
 }
 
 func TestFirmwareRules(t *testing.T) {
-	s := startSim(t, Config{Devices: 1})
+	// The MEBx policy lets SetMEBxPassword through, so its complexity rule shows.
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx, Firmware: Firmware{MEBxPolicy: MEBxAnytime}})
 	a := s.Addrs()[0]
 	c := newClient(t, s, a, "admin", testPassword)
 	az := amtPrefix + "AMT_AuthorizationService"
@@ -246,11 +247,11 @@ func TestFirmwareRules(t *testing.T) {
 // TestCommitServesTLS: stage 1 of S7 then CommitChanges; the TLS port then
 // presents the installed leaf and chain and the HTTP port is closed.
 func TestCommitServesTLS(t *testing.T) {
-	s := startSim(t, Config{Devices: 1})
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx})
 	a := s.Addrs()[0]
 	c := newClient(t, s, a, "admin", testPassword)
 	ca, _ := provisionTLS(t, c, "pc01.amt.test", false)
-	if ds, _ := s.Device(a); ds.Listening.TLS || ds.ProvisioningState != 1 {
+	if ds, _ := s.Device(a); ds.Listening.TLS || ds.ProvisioningState != 2 || !ds.UncommittedChanges {
 		t.Fatalf("before commit: TLS listening %v, state %d", ds.Listening.TLS, ds.ProvisioningState)
 	}
 	if rv := c.rv(amtPrefix+"AMT_SetupAndConfigurationService", "CommitChanges", ""); rv != "0" {
@@ -261,7 +262,7 @@ func TestCommitServesTLS(t *testing.T) {
 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "pc01.amt.test"}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "pc01.amt.test", CipherSuites: rsaKexSuites}} // 11.8: RSA key exchange only
 	t.Cleanup(tr.CloseIdleConnections)
 	tc := newClient(t, s, a, "admin", testPassword)
 	tc.url = fmt.Sprintf("https://%s:%d/wsman", a, s.TLSPort())
@@ -281,7 +282,7 @@ func TestCommitServesTLS(t *testing.T) {
 
 func TestUnprovision(t *testing.T) {
 	base := fixedBase(t)
-	s := startSim(t, Config{Devices: 2, BaseIP: base})
+	s := startSim(t, Config{Devices: 2, Kind: KindMEBx, BaseIP: base})
 	scs := amtPrefix + "AMT_SetupAndConfigurationService"
 	zero := b64(make([]byte, 16))
 	setup := func(a netip.Addr) (*wsman, DeviceState) {
@@ -323,11 +324,14 @@ func TestUnprovision(t *testing.T) {
 		}
 		waitListening(t, a, s.TLSPort(), false)
 		ds, _ := s.Device(a)
-		if ds.HostName != "" || ds.ProvisioningState != 0 || ds.AdminHA1 != factory.AdminHA1 || len(ds.Users) != 1 || len(ds.Certificates) != 0 {
+		// Dark again, as a factory device: the next login is the MEBx
+		// password, in a remote-configuration session after a Hello.
+		if ds.HostName != "" || ds.ProvisioningState != 0 || ds.AdminHA1 != factory.MEBxHA1 || len(ds.Users) != 1 || len(ds.Certificates) != 0 {
 			t.Errorf("not factory: %+v", ds)
 		}
-		waitListening(t, a, s.HTTPPort(), true)
-		newClient(t, s, a, "admin", testPassword).get(scs, nil)
+		time.Sleep(50 * time.Millisecond) // past the restart
+		waitListening(t, a, s.HTTPPort(), false)
+		waitListening(t, a, s.TLSPort(), false)
 	})
 }
 
@@ -336,7 +340,7 @@ func TestOverridesAndLinks(t *testing.T) {
 	ext, _ := addrAdd(base, 1)
 	none, _ := addrAdd(base, 2)
 	wired8021x, _ := addrAdd(base, 3)
-	s := startSim(t, Config{Devices: 4, BaseIP: base, Overrides: map[netip.Addr]Override{
+	s := startSim(t, Config{Devices: 4, Kind: KindMEBx, BaseIP: base, Overrides: map[netip.Addr]Override{
 		ext: {Kind: KindExternal}, none: {Kind: KindNotAMT}, wired8021x: {Link: LinkWired8021X}}})
 	if st, _, _ := newClient(t, s, ext, "admin", testPassword).post(envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")); st != 401 {
 		t.Errorf("external device: HTTP %d, want 401", st)
@@ -412,7 +416,7 @@ func TestFaultInjectionDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	const seed = 42
-	s := startSim(t, Config{Devices: 2, Faults: spec, Seed: seed, CommitDelay: 20 * time.Millisecond})
+	s := startSim(t, Config{Devices: 2, Kind: KindMEBx, Faults: spec, Seed: seed, CommitDelay: 20 * time.Millisecond})
 	for idx, a := range s.Addrs() {
 		c := newClient(t, s, a, "admin", testPassword)
 		// A fresh connection per request: after an injected drop the
@@ -463,7 +467,7 @@ func TestRebootLosesUncommittedChanges(t *testing.T) {
 	for spec.pick(seed, 0, 0) != faultNone || spec.pick(seed, 0, 1) != faultReboot {
 		seed++
 	}
-	s := startSim(t, Config{Devices: 1, CommitDelay: 10 * time.Millisecond, Faults: spec, Seed: seed})
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx, CommitDelay: 10 * time.Millisecond, Faults: spec, Seed: seed})
 	a := s.Addrs()[0]
 	c := newClient(t, s, a, "admin", testPassword)
 	c.rv(amtPrefix+"AMT_RedirectionService", "RequestStateChange", `<h:RequestedState>32771</h:RequestedState>`)
@@ -479,7 +483,7 @@ func TestRebootLosesUncommittedChanges(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
-	s := startSim(t, Config{Devices: 4})
+	s := startSim(t, Config{Devices: 4, Kind: KindMEBx})
 	var wg sync.WaitGroup
 	var fails atomic.Int32
 	for _, a := range s.Addrs() {
@@ -504,7 +508,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestStateHandlerHasNoPasswords(t *testing.T) {
-	s := startSim(t, Config{Devices: 2})
+	s := startSim(t, Config{Devices: 2, Kind: KindMEBx})
 	srv := httptest.NewServer(s.StateHandler())
 	t.Cleanup(srv.Close)
 	res, err := http.Get(srv.URL + "/devices")
@@ -532,7 +536,7 @@ func TestStateHandlerHasNoPasswords(t *testing.T) {
 // method's namespace and the properties in the embedded class's; other
 // shapes are invalid parameters (36), as the firmware treats them.
 func TestAddWiFiSettingsNamespaces(t *testing.T) {
-	s := startSim(t, Config{Devices: 1})
+	s := startSim(t, Config{Devices: 1, Kind: KindMEBx})
 	c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
 	wps := amtPrefix + "AMT_WiFiPortConfigurationService"
 	wes := cimPrefix + "CIM_WiFiEndpointSettings"

@@ -16,7 +16,7 @@ func BenchmarkIdleDevices(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		s := startSim(b, Config{Devices: n})
+		s := startSim(b, Config{Devices: n, Kind: KindMEBx})
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		used := (after.HeapInuse + after.StackInuse) - (before.HeapInuse + before.StackInuse)
@@ -30,7 +30,7 @@ func BenchmarkIdleDevices(b *testing.B) {
 // BenchmarkRequests measures authenticated Get requests per second across
 // 64 devices, one connection per device as real clients do.
 func BenchmarkRequests(b *testing.B) {
-	s := startSim(b, Config{Devices: 64})
+	s := startSim(b, Config{Devices: 64, Kind: KindMEBx})
 	addrs := s.Addrs()
 	var next atomic.Int64
 	body := envelope(actionGet, amtPrefix+"AMT_GeneralSettings", "1", nil, "")

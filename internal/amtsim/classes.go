@@ -139,7 +139,7 @@ func (s *Sim) setupService() *class {
 				return nil, rv, nil
 			}
 			nl := live{tls: st.tls8023.enabled, acceptNonSecure: st.tls8023.acceptNonSecure || !st.tls8023.enabled, mutual: st.tls8023.mutual}
-			tlsOnly := d.realFirmware() && d.fwv().tlsOnly()
+			tlsOnly := d.fwv().tlsOnly()
 			if nl.tls && st.tlsCtxCert < 0 && tlsOnly {
 				nl.acceptNonSecure = false // the firmware certificate keeps serving (plan)
 			} else if nl.tls {
@@ -181,15 +181,15 @@ func (s *Sim) setupService() *class {
 			d, old := c.d, c.d.st
 			n := d.factory()
 			n.hostName, n.domainName, n.adminUser, n.adminHA1 = old.hostName, old.domainName, old.adminUser, old.adminHA1
+			n.mebxHA1, n.mebxDefault, n.mebxSet = old.mebxHA1, old.mebxDefault, old.mebxSet
 			n.provState, n.provMode, n.controlMode = 1, max(old.provMode, 1), 0
 			d.st, d.live = n, live{}
 			d.commit()
 			c.restart = true
 			return nil, rvSuccess, nil
 		}},
-		// Unprovision clears everything: provisioning state 0, TLS off. A
-		// legacy device takes its provisioning password back; a real one is
-		// dark again (only a new Hello cycle reopens 16993), keeps its MEBx
+		// Unprovision clears everything: provisioning state 0, TLS off. The
+		// device is dark again (only a new Hello cycle reopens 16993), keeps its MEBx
 		// password as the next remote-configuration login and loses the
 		// root hashes added to its list (unless KeepHashesOnUnprovision).
 		"Unprovision": {write: true, fn: func(c *call) ([]prop, int, *fault) {
@@ -199,13 +199,10 @@ func (s *Sim) setupService() *class {
 			d, old := c.d, c.d.st
 			n := d.factory()
 			n.provState, n.provMode, n.controlMode = 0, 0, 0
-			n.adminHA1 = ha1("admin", d.realm(), d.password())
-			if d.realFirmware() {
-				n.hostName, n.domainName, n.webUI, n.redirState, n.listenerEnabled = "", "", false, 32768, false
-				n.mebxHA1, n.mebxDefault, n.adminSet, n.optInRequired = old.mebxHA1, old.mebxDefault, false, 0
-				n.adminHA1 = old.mebxHA1
-				d.unprovisioned()
-			}
+			n.hostName, n.domainName, n.webUI, n.redirState, n.listenerEnabled = "", "", false, 32768, false
+			n.mebxHA1, n.mebxDefault, n.adminSet, n.optInRequired = old.mebxHA1, old.mebxDefault, false, 0
+			n.adminHA1 = old.mebxHA1
+			d.unprovisioned()
 			d.st, d.live = n, live{}
 			d.commit()
 			c.restart, c.tlsChanged = true, true
@@ -216,7 +213,6 @@ func (s *Sim) setupService() *class {
 		// control and, once provisioned, as Firmware.MEBxPolicy says (the
 		// MEBx setting; by default allowed while the MEBx password is still
 		// the factory one: Intel's RPS sets it right after ACM activation).
-		// A legacy device refuses it in state 2, as before.
 		"SetMEBxPassword": {write: true, fn: func(c *call) ([]prop, int, *fault) {
 			st := c.d.st
 			p, _ := c.paramText("Password")
@@ -241,7 +237,7 @@ func (s *Sim) softwareIdentity() *class {
 		v := c.d.version()
 		build := strconv.Itoa(1000 + int(c.d.ident("build")[0])*10)
 		var out []instance
-		for _, kv := range [][2]string{{"Flash", v}, {"Netstack", v}, {"AMTApps", v}, {"AMT", v}, {"Sku", "16392"},
+		for _, kv := range [][2]string{{"Flash", v}, {"Netstack", v}, {"AMTApps", v}, {"AMT", v}, {"Sku", c.d.ov.SKU.skuValue()},
 			{"VendorID", "8086"}, {"Build Number", build}, {"Recovery Version", v}, {"Recovery Build Num", build},
 			{"Legacy Mode", "False"}, {"AMT FW Core Version", v}} {
 			out = append(out, instance{ps("InstanceID", kv[0]), pb("IsEntity", true), ps("VersionString", kv[1])})
@@ -289,6 +285,12 @@ func (s *Sim) pkiService() *class {
 		// Older firmware (≤ 11) refuses CA certificates with RSA keys over 2048 bits.
 		if pub, ok := cert.PublicKey.(interface{ Size() int }); ok && cert.IsCA && c.d.major() <= 11 && pub.Size()*8 > maxCAKeyBitsOld {
 			return nil, rvInvalidParameter, nil
+		}
+		// Intel: a trusted root cannot be added while the network or local
+		// TLS settings are set to mutual authentication (the ReturnValue is
+		// not documented; 16 here).
+		if trusted && !c.s.cfg.RootsWhileMutual && (st.tls8023.mutual || st.tlsLMS.mutual) {
+			return nil, rvNotPermitted, nil
 		}
 		if trusted && !cert.IsCA {
 			return nil, rvInvalidParameter, nil // a trusted root must be a CA certificate
@@ -553,13 +555,16 @@ func (s *Sim) tlsSettings() *class {
 	render := func(id string, t tlsSetting, tlsOnly bool) instance {
 		in := instance{pb("AcceptNonSecureConnections", t.acceptNonSecure), ps("ElementName", id), pb("Enabled", t.enabled),
 			ps("InstanceID", id), pb("MutualAuthentication", t.mutual)}
+		if len(t.trustedCN) > 0 {
+			in = append(in, prop{name: "TrustedCN", vals: slices.Clone(t.trustedCN)})
+		}
 		if tlsOnly {
 			in = append(in, pb("NonSecureConnectionsSupported", false))
 		}
 		return in
 	}
 	c.list = func(c *call, st *nvram) []instance {
-		only := c.d.realFirmware() && c.d.fwv().tlsOnly()
+		only := c.d.fwv().tlsOnly()
 		return []instance{render(tls8023ID, st.tls8023, only), render(tlsLMSID, st.tlsLMS, only)}
 	}
 	// Enabling remote (802.3) TLS needs a TLS credential context; the change
@@ -576,8 +581,14 @@ func (s *Sim) tlsSettings() *class {
 			}
 			*f.dst = v
 		}
+		// A Put replaces the instance: TrustedCN left out is cleared.
+		for _, e := range c.in.all(c.cls.uri, "TrustedCN") {
+			if cn := strings.ToLower(strings.Trim(e.trimmed(), ".")); cn != "" {
+				t.trustedCN = append(t.trustedCN, cn)
+			}
+		}
 		id, _ := target.get("InstanceID")
-		if c.d.realFirmware() && c.d.fwv().tlsOnly() {
+		if c.d.fwv().tlsOnly() {
 			if c.in.child(c.cls.uri, "NonSecureConnectionsSupported") != nil {
 				return errRepresentation("NonSecureConnectionsSupported is read-only")
 			}
@@ -589,7 +600,7 @@ func (s *Sim) tlsSettings() *class {
 			st.tlsLMS = t
 			return nil
 		}
-		if t.enabled && st.tlsCtxCert < 0 && !(c.d.realFirmware() && c.d.fwv().tlsOnly()) {
+		if t.enabled && st.tlsCtxCert < 0 && !c.d.fwv().tlsOnly() {
 			return errRepresentation("TLS cannot be enabled without an AMT_TLSCredentialContext")
 		}
 		st.tls8023 = t
@@ -668,7 +679,10 @@ func (s *Sim) redirection() *class {
 
 func (s *Sim) kvm() *class {
 	c := &class{name: "CIM_KVMRedirectionSAP", uri: cimPrefix + "CIM_KVMRedirectionSAP"}
-	c.list = func(_ *call, st *nvram) []instance {
+	c.list = func(c *call, st *nvram) []instance {
+		if !c.d.hasKVM() {
+			return nil // Standard Manageability: no KVM to get or change
+		}
 		// KVM is usable only with the redirection listener on: a request
 		// without it is accepted but stays ineffective (EnabledState 3).
 		enabled, requested := 3, 3
@@ -686,6 +700,9 @@ func (s *Sim) kvm() *class {
 		v, ok := c.paramInt("RequestedState")
 		if !ok || (v != 2 && v != 3) {
 			return nil, rvInvalidState, nil
+		}
+		if !c.d.hasKVM() {
+			return nil, 0, faultf(nsAddressing, "DestinationUnreachable", "No instance of CIM_KVMRedirectionSAP exists.")
 		}
 		if v == 2 && c.s.cfg.KVMWithoutListener == KVMRefuse && !c.d.st.listenerEnabled {
 			return nil, rvNotPermitted, nil

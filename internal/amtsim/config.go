@@ -12,45 +12,18 @@ import (
 )
 
 // Kind is how a device starts (its profile, see ParseProfile). The zero
-// value is the "legacy" profile: a state-0 device that accepts the fleet's
-// provisioning password over 16992, which no firmware does.
+// value is the fleet default: factory in Config, Config.Kind in an Override.
 type Kind int
 
 const (
-	KindPreProvisioned Kind = iota // "legacy": state 0, admin/Config.Password, HTTP only
-	KindInProvisioning             // state 1, admin/Config.Password, HTTP only
-	KindProvisioned                // "mebx": state 2, ACM by hand in the MEBx, admin/Config.Password
-	KindExternal                   // state 2, admin password unknown to anyone
-	KindNotAMT                     // nothing listens on the address
-	KindFactory                    // state 0: dark but for its Hellos and the remote-configuration session on 16993
-	KindCCM                        // state 2, client control (host-based setup), admin/Config.Password
+	KindFactory  Kind = iota + 1 // state 0: dark but for its Hellos and the remote-configuration session on 16993
+	KindMEBx                     // state 2, ACM set up by hand in the MEBx, admin/Config.Password
+	KindCCM                      // state 2, client control (host-based setup), admin/Config.Password
+	KindExternal                 // state 2, admin password unknown to anyone
+	KindNotAMT                   // nothing listens on the address
 )
 
-// Aliases named for the profiles.
-const (
-	KindLegacy = KindPreProvisioned
-	KindMEBx   = KindProvisioned
-)
-
-func (k Kind) String() string {
-	switch k {
-	case KindPreProvisioned:
-		return "pre-provisioned"
-	case KindInProvisioning:
-		return "in-provisioning"
-	case KindProvisioned:
-		return "provisioned"
-	case KindExternal:
-		return "external"
-	case KindNotAMT:
-		return "not-amt"
-	case KindFactory:
-		return "factory"
-	case KindCCM:
-		return "ccm"
-	}
-	return "kind(" + strconv.Itoa(int(k)) + ")"
-}
+func (k Kind) String() string { return k.Profile() }
 
 // Link is the network link the device is managed over (S15 depends on it).
 type Link string
@@ -81,11 +54,45 @@ const (
 // default (so Kind 0 inherits Config.Kind).
 type Override struct {
 	Kind          Kind
-	Password      string // provisioning password (legacy) or admin password (mebx, ccm)
+	Password      string // admin password (mebx, ccm)
 	Version       string // AMT version, e.g. "16.1.25"
 	Link          Link
 	MEBxPassword  string // factory devices: the MEBx password of the remote-configuration login
 	TrustedDomain string // factory devices: the PKI DNS suffix the provisioning leaf's CN must end in
+	SKU           SKU    // firmware SKU; zero inherits Config.SKU
+}
+
+// SKU is the firmware's product SKU (CIM_SoftwareIdentity "Sku").
+type SKU string
+
+const (
+	// SKUAMT is full Intel AMT (vPro): "Sku" 16392, AMT Pro + Corporate,
+	// as in the captured fixture.
+	SKUAMT SKU = "amt"
+	// SKUStandard is Intel Standard Manageability: "Sku" bit 0x10 instead
+	// of AMT Pro (0x08), and no KVM: CIM_KVMRedirectionSAP has no
+	// instance (a DestinationUnreachable fault). That the class is absent
+	// rather than present-but-refusing is not confirmed on real firmware;
+	// Intel's rpc-go never asks an ISM device about KVM.
+	SKUStandard SKU = "standard"
+)
+
+// ParseSKU reads the --sku flag: "amt" or "standard".
+func ParseSKU(s string) (SKU, error) {
+	switch k := SKU(strings.ToLower(strings.TrimSpace(s))); k {
+	case SKUAMT, SKUStandard:
+		return k, nil
+	}
+	return "", fmt.Errorf("sku %q unknown (want %s or %s)", s, SKUAMT, SKUStandard)
+}
+
+// skuValue is the "Sku" VersionString: bit 0x08 AMT Pro or 0x10 Standard
+// Manageability, plus 0x4000 (Corporate), as Intel's rpc-go decodes it.
+func (k SKU) skuValue() string {
+	if k == SKUStandard {
+		return "16400"
+	}
+	return "16392"
 }
 
 // Config describes a simulated fleet. Devices get consecutive addresses
@@ -95,13 +102,14 @@ type Config struct {
 	BaseIP   netip.Addr
 	HTTPPort int // default 16992
 	TLSPort  int // default 16993
-	// Password is the provisioning password (admin account) of every
-	// pre-provisioned device; it must satisfy the firmware's complexity rule.
+	// Password is the admin password of every mebx and ccm device (set
+	// by hand in the MEBx); it must satisfy the firmware's complexity rule.
 	Password string
-	// Kind is the fleet's profile (zero: legacy).
+	// Kind is the fleet's profile (zero: factory).
 	Kind    Kind
 	Version string // default "11.8.50"
 	Link    Link   // default wired
+	SKU     SKU    // default SKUAMT
 	// Latency is added to every answer; CommitDelay is how long the listener
 	// stays down after CommitChanges, Unprovision or an injected reboot.
 	Latency, CommitDelay time.Duration
@@ -133,6 +141,10 @@ type Firmware struct {
 	// the MEBx; the factory list is always there unless NoDefaultHashes.
 	TrustHashes     [][]byte
 	NoDefaultHashes bool
+	// FactoryHashes join the factory list itself, as the root of a
+	// commercial provisioning CA whose hash ships in the firmware: unlike
+	// TrustHashes they survive a full unprovision.
+	FactoryHashes [][]byte
 	// KeepHashesOnUnprovision keeps TrustHashes after Unprovision; Intel's
 	// Open AMT documentation says full unprovisioning deletes added hashes.
 	KeepHashesOnUnprovision bool
@@ -169,6 +181,15 @@ type Firmware struct {
 	// does while the redirection listener is off: KVMIneffective (default:
 	// accepted, EnabledState stays 3) or KVMRefuse (ReturnValue 16).
 	KVMWithoutListener string
+	// RootsWhileMutual lets AddTrustedRootCertificate work while a TLS
+	// setting has MutualAuthentication on; Intel documents that firmware
+	// refuses it (default: refused, ReturnValue 16).
+	RootsWhileMutual bool
+	// MutualTLSAnyEKU accepts a mutual-TLS client leaf whose extended key
+	// usages leave out clientAuth. Default: a leaf that lists EKUs must
+	// list clientAuth (as a TLS stack checking the "SSL client" purpose
+	// does); whether AMT checks the EKU at all is not confirmed.
+	MutualTLSAnyEKU bool
 	// WebUIUntil is the last major version with a web UI (default 15).
 	WebUIUntil int
 	// DERKeySPKIFrom is the first major version whose DERKey is
@@ -215,7 +236,10 @@ func (c *Config) validate() error {
 	if err := c.Firmware.validate(); err != nil {
 		return err
 	}
-	if c.Kind < KindPreProvisioned || c.Kind > KindCCM {
+	if c.Kind == 0 {
+		c.Kind = KindFactory
+	}
+	if c.Kind < KindFactory || c.Kind > KindNotAMT {
 		return fmt.Errorf("amtsim: config: Kind %d unknown", c.Kind)
 	}
 	if _, err := versionMajor(c.Version); err != nil {
@@ -223,6 +247,17 @@ func (c *Config) validate() error {
 	}
 	if c.Link == "" {
 		c.Link = LinkWired
+	}
+	if c.SKU == "" {
+		c.SKU = SKUAMT
+	}
+	if _, err := ParseSKU(string(c.SKU)); err != nil {
+		return fmt.Errorf("amtsim: config: SKU: %w", err)
+	}
+	for a, ov := range c.Overrides {
+		if _, err := ParseSKU(string(ov.SKU)); ov.SKU != "" && err != nil {
+			return fmt.Errorf("amtsim: config: Overrides[%s].SKU: %w", a, err)
+		}
 	}
 	if !c.Link.valid() {
 		return fmt.Errorf("amtsim: config: Link %q unknown", c.Link)
@@ -244,7 +279,7 @@ func (c *Config) validate() error {
 		if !ok || i >= c.Devices {
 			return fmt.Errorf("amtsim: config: Overrides: %s is not a fleet address", a)
 		}
-		if o.Kind < KindPreProvisioned || o.Kind > KindCCM {
+		if o.Kind < 0 || o.Kind > KindNotAMT {
 			return fmt.Errorf("amtsim: config: Overrides[%s].Kind %d unknown", a, o.Kind)
 		}
 		if o.Password != "" {
@@ -264,8 +299,8 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// needsPassword: some device logs in with Config.Password (legacy,
-// in-provisioning, mebx and ccm devices without their own).
+// needsPassword: some device logs in with Config.Password (mebx and ccm
+// devices without their own).
 func (c *Config) needsPassword() bool {
 	uses := func(k Kind) bool { return k != KindFactory && k != KindExternal && k != KindNotAMT }
 	if uses(c.Kind) && len(c.Overrides) < c.Devices {
@@ -294,9 +329,11 @@ func (f *Firmware) validate() error {
 	if f.MEBxPassword == "" {
 		f.MEBxPassword = defaultMEBxPassword
 	}
-	for i, h := range f.TrustHashes {
-		if hashType(h) == 0 {
-			return fmt.Errorf("amtsim: config: TrustHashes[%d]: %d bytes is no SHA-1, SHA-256 or SHA-384 hash", i, len(h))
+	for name, hs := range map[string][][]byte{"TrustHashes": f.TrustHashes, "FactoryHashes": f.FactoryHashes} {
+		for i, h := range hs {
+			if hashType(h) == 0 {
+				return fmt.Errorf("amtsim: config: %s[%d]: %d bytes is no SHA-1, SHA-256 or SHA-384 hash", name, i, len(h))
+			}
 		}
 	}
 	f.TrustedDomain = strings.Trim(strings.ToLower(f.TrustedDomain), ".")

@@ -83,7 +83,12 @@ type keyEntry struct {
 	generated bool // GenerateKeyPair (key never left the device)
 }
 
-type tlsSetting struct{ enabled, mutual, acceptNonSecure bool }
+type tlsSetting struct {
+	enabled, mutual, acceptNonSecure bool
+	// trustedCN are the FQDN suffixes a mutual-TLS client leaf's CN must
+	// match (empty: any CN); replaced whole, never changed in place.
+	trustedCN []string
+}
 
 type kerberos struct {
 	enabled     bool
@@ -164,6 +169,7 @@ type device struct {
 	down     bool // listener closed for a restart
 	linkDown bool // S15: the link dropped after an incompatible change
 	reqs     uint64
+	drops    map[string]int // DropCall: method → calls to let through before the dropped one
 	lastTa0  int64
 	stats    counters
 
@@ -185,7 +191,7 @@ type device struct {
 	nonceFloor time.Time
 }
 
-type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts int }
+type counters struct{ requests, commits, reboots, faults, refusals, sessions, lockouts, mtlsRefusals int }
 
 func (d *device) kind() Kind       { return d.ov.Kind }
 func (d *device) link() Link       { return d.ov.Link }
@@ -194,15 +200,12 @@ func (d *device) password() string { return d.ov.Password }
 func (d *device) major() int       { return d.fwv().major }
 func (d *device) fwv() fwVersion   { v, _ := parseVersion(d.ov.Version); return v }
 
-// realFirmware: the device follows the firmware's transport rules (see Kind.legacy).
-func (d *device) realFirmware() bool { return !d.kind().legacy() }
-
 // remoteConfig: a real-firmware device in state 0, or in state 1 because a
 // remote configuration began, offers only the remote-configuration session
 // (a partial unprovision's state 1 keeps the admin login).
 func (d *device) remoteConfig() bool {
 	st := d.state()
-	return d.realFirmware() && (st.provState == 0 || (st.provState == 1 && st.remoteSession))
+	return st.provState == 0 || (st.provState == 1 && st.remoteSession)
 }
 
 func (d *device) trustedHashes() [][]byte {
@@ -210,8 +213,12 @@ func (d *device) trustedHashes() [][]byte {
 	if !d.sim.cfg.NoDefaultHashes {
 		out = append(out, d.sim.defaultHashes...)
 	}
+	out = append(out, d.sim.cfg.FactoryHashes...)
 	return append(out, d.addedHashes...)
 }
+
+// hasKVM: Standard Manageability firmware has no KVM redirection.
+func (d *device) hasKVM() bool { return d.ov.SKU != SKUStandard }
 
 func (d *device) trustedDomain() string {
 	if d.ov.TrustedDomain != "" {
@@ -229,9 +236,6 @@ func (d *device) mebxPassword() string {
 
 // mebxChangeAllowed: SetMEBxPassword on a provisioned device (mu held).
 func (d *device) mebxChangeAllowed() bool {
-	if !d.realFirmware() {
-		return false
-	}
 	switch d.sim.cfg.MEBxPolicy {
 	case MEBxAnytime:
 		return true
@@ -307,9 +311,7 @@ func (d *device) factory() *nvram {
 	pw := d.password()
 	n.mebxHA1, n.mebxDefault = ha1("admin", d.realm(), d.mebxPassword()), true
 	switch d.kind() {
-	case KindInProvisioning:
-		n.provState = 1
-	case KindProvisioned:
+	case KindMEBx:
 		n.provState, n.provMode, n.controlMode = 2, 1, 2
 		n.mebxHA1, n.mebxDefault, n.adminSet = ha1("admin", d.realm(), "M"+hex.EncodeToString(d.ident("mebx"))), false, true
 	case KindCCM:
@@ -325,7 +327,7 @@ func (d *device) factory() *nvram {
 		pw = d.mebxPassword() // the remote-configuration login is admin + MEBx password
 	}
 	n.adminHA1 = ha1("admin", d.realm(), pw)
-	if d.realFirmware() && d.fwv().tlsOnly() {
+	if d.fwv().tlsOnly() {
 		n.tls8023 = tlsSetting{enabled: true} // CSME 16.1+: TLS-only, on from activation
 	}
 	switch d.link() {
@@ -360,12 +362,13 @@ func (d *device) write() *nvram {
 	return d.st
 }
 
-// touched records a successful configuration change: the first one moves a
-// pre-provisioned device into provisioning (caller holds mu).
+// touched records a successful configuration change: the first one of a
+// remote configuration moves a device in state 0 into provisioning (caller
+// holds mu).
 func (d *device) touched() {
 	if d.st != nil && d.st.provState == 0 {
 		d.st.provState = 1
-		d.st.remoteSession = d.realFirmware()
+		d.st.remoteSession = true
 	}
 }
 
@@ -374,16 +377,14 @@ func (d *device) commit() { d.saved, d.dirty = nil, false }
 
 // revert drops uncommitted changes, as a firmware reset does (caller
 // holds mu). On real firmware user ACL and password changes took effect
-// at once and survive; the legacy profile drops them too, as before.
+// at once and survive.
 func (d *device) revert() {
 	if d.dirty {
 		cur := d.st
 		d.st = d.saved
-		if d.realFirmware() {
-			d.st.adminUser, d.st.adminHA1, d.st.adminSet = cur.adminUser, cur.adminHA1, cur.adminSet
-			d.st.users, d.st.nextUserHandle = cur.users, cur.nextUserHandle
-			d.st.mebxHA1, d.st.mebxDefault, d.st.mebxSet = cur.mebxHA1, cur.mebxDefault, cur.mebxSet
-		}
+		d.st.adminUser, d.st.adminHA1, d.st.adminSet = cur.adminUser, cur.adminHA1, cur.adminSet
+		d.st.users, d.st.nextUserHandle = cur.users, cur.nextUserHandle
+		d.st.mebxHA1, d.st.mebxDefault, d.st.mebxSet = cur.mebxHA1, cur.mebxDefault, cur.mebxSet
 	}
 	d.saved, d.dirty = nil, false
 }

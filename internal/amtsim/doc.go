@@ -22,10 +22,7 @@
 // Config.Kind (--profile) sets every device's profile, Override.Kind one
 // device's (Kind 0 in an Override inherits Config.Kind):
 //
-//   - legacy (the zero Kind, the default until the tests migrate): state 0,
-//     admin account "admin" with Config.Password, digest on 16992, TLS as
-//     Go's defaults on every version. No firmware does this.
-//   - factory: state 0 and dark: 16992 closed (Firmware.FactoryHTTP keeps it
+//   - factory (the zero Kind): state 0 and dark: 16992 closed (Firmware.FactoryHTTP keeps it
 //     for Identify only), 16993 open only while a Hello cycle runs (bare
 //     metal with Firmware.HelloAddr, or TriggerHello / POST
 //     /devices/{addr}/hello). That remote-configuration session presents the
@@ -38,7 +35,7 @@
 //   - ccm: host-based setup, client control: consent forced, no SetMEBxPassword.
 //   - external: state 2, admin password unknown; not-amt: nothing listens.
 //
-// Real-firmware profiles (all but legacy and in-provisioning) speak TLS as
+// Every profile speaks TLS as
 // their generation (Version): 11/12 TLS 1.2 with RSA key exchange only,
 // 13–18 TLS 1.2, 19+ also TLS 1.3 with Connection: close on every TLS
 // answer; CSME 16.1+ closes 16992, serves its self-signed certificate from
@@ -60,18 +57,30 @@
 //     CommitDelay, or Firmware.TLSRestart when what 16993 serves changed
 //     (connections refused). With AcceptNonSecureConnections=false the HTTP
 //     port stays closed afterwards. An injected reboot drops the changes
-//     since the last commit, except (real-firmware profiles) password and
-//     user changes, which took effect at once.
+//     since the last commit, except password and user changes, which took
+//     effect at once.
 //   - Digest nonces go stale when the user list changes and on every
 //     Firmware.NonceReset period; Firmware.LockoutThreshold wrong passwords
 //     lock an account for LockoutDuration.
 //   - PartialUnprovision keeps host name, domain and the admin account,
 //     clears the rest and returns to state 1 with TLS off; Unprovision returns
-//     to the factory state 0 with the original provisioning password.
+//     to the factory state 0, dark until its next Hello, its MEBx password
+//     the next login, the root hashes added to its list gone.
 //   - S15: on an 8021x-wired link, turning 802.1X off drops the link; on a
 //     wireless link, any Wi-Fi profile change drops it (DeviceState.LinkDown).
 //     AMT_EthernetPortSettings shows the link: instance 0 (wired) or 1
 //     (wireless, PhysicalConnectionType 3) has LinkIsUp, per Override.Link.
+//   - Mutual TLS (MutualAuthentication committed): 16993 demands a client
+//     chain to one of the trusted roots as of the commit, with clientAuth
+//     (Firmware.MutualTLSAnyEKU, --mtls-any-eku, drops that) and, when
+//     AMT_TLSSettingData.TrustedCN is set, a CN ending in one of its
+//     suffixes (read per handshake: no commit needed). While mutual
+//     authentication is set, AddTrustedRootCertificate answers 16
+//     (Firmware.RootsWhileMutual, --roots-while-mutual, allows it).
+//   - SKU (Config.SKU, Override.SKU, --sku amt|standard): Standard
+//     Manageability reports CIM_SoftwareIdentity "Sku" 16400 (bit 0x10)
+//     instead of 16392 (AMT Pro 0x08) and has no CIM_KVMRedirectionSAP
+//     instance (DestinationUnreachable).
 //   - Faults (Config.Faults, see ParseFaultSpec) are drawn per authenticated
 //     request from (Seed, device, request number): deterministic at a seed.
 //

@@ -17,8 +17,7 @@ func TestControlModes(t *testing.T) {
 	base := base83(t)
 	mebx, _ := addrAdd(base, 1)
 	ccm, _ := addrAdd(base, 2)
-	// Override.Kind 0 inherits the fleet's, so the legacy device is the fleet default.
-	s := startSim(t, Config{Devices: 3, BaseIP: base, Overrides: map[netip.Addr]Override{mebx: {Kind: KindMEBx}, ccm: {Kind: KindCCM}}})
+	s := startSim(t, Config{Devices: 3, BaseIP: base, Kind: KindMEBx, Overrides: map[netip.Addr]Override{mebx: {Kind: KindMEBx}, ccm: {Kind: KindCCM}}})
 	hbs := ipsPrefix + "IPS_HostBasedSetupService"
 	opt := ipsPrefix + "IPS_OptInService"
 	scs := amtPrefix + "AMT_SetupAndConfigurationService"
@@ -31,7 +30,6 @@ func TestControlModes(t *testing.T) {
 	}{
 		{"mebx is ACM", mebx, "2", "1", "0", "1", "16", http.StatusOK},
 		{"ccm forces consent", ccm, "1", "4", "4294967295", "0", "16", http.StatusBadRequest},
-		{"legacy before provisioning", base, "0", "1", "0", "1", "0", http.StatusOK},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +170,7 @@ func TestKerberosAndStores(t *testing.T) {
 	}
 
 	t.Run("mutual TLS without a trusted root is 2057", func(t *testing.T) {
-		s := startSim(t, Config{Devices: 1})
+		s := startSim(t, Config{Devices: 1, Kind: KindMEBx})
 		c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
 		provisionTLS(t, c, "pc1.amt.test", true)
 		certs := c.pull(amtPrefix + "AMT_PublicKeyCertificate")
@@ -188,6 +186,27 @@ func TestKerberosAndStores(t *testing.T) {
 			t.Errorf("CommitChanges: %s, want 2057", rv)
 		}
 	})
+
+	// Intel: no trusted root can be added while a TLS setting has mutual
+	// authentication on (RootsWhileMutual relaxes it).
+	for _, tc := range []struct {
+		name    string
+		relaxed bool
+		want    string
+	}{{"trusted root refused while mutual TLS is set", false, "16"}, {"RootsWhileMutual accepts it", true, "0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSim(t, Config{Devices: 1, Kind: KindMEBx, BaseIP: netip.MustParseAddr("127.21.4.1"), Firmware: Firmware{RootsWhileMutual: tc.relaxed}})
+			c := newClient(t, s, s.Addrs()[0], "admin", testPassword)
+			provisionTLS(t, c, "pc1.amt.test", true)
+			tsd := amtPrefix + "AMT_TLSSettingData"
+			c.put(tsd, map[string]string{"InstanceID": tls8023ID}, "AMT_TLSSettingData", `<h:AcceptNonSecureConnections>true</h:AcceptNonSecureConnections><h:ElementName>`+tls8023ID+
+				`</h:ElementName><h:Enabled>true</h:Enabled><h:InstanceID>`+tls8023ID+`</h:InstanceID><h:MutualAuthentication>true</h:MutualAuthentication>`)
+			root := newTestCA(t, "another root", 2048)
+			if rv := c.rv(pkm, "AddTrustedRootCertificate", `<h:CertificateBlob>`+b64(root.der)+`</h:CertificateBlob>`); rv != tc.want {
+				t.Errorf("AddTrustedRootCertificate: %s, want %s", rv, tc.want)
+			}
+		})
+	}
 }
 
 // TestLockoutAndNonces: wrong passwords lock the account (the right one is

@@ -49,7 +49,7 @@ func (s *Sim) TriggerHello(addr netip.Addr) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.kind() == KindNotAMT || !d.realFirmware() || d.state().provState != 0 {
+	if d.kind() == KindNotAMT || d.state().provState != 0 {
 		return fmt.Errorf("%w: %s is %s in provisioning state %d", ErrNoHello, addr, d.kind().Profile(), d.state().provState)
 	}
 	d.startHello()
@@ -64,7 +64,7 @@ func (s *Sim) startBareMetalHellos() {
 	}
 	for _, d := range s.devs {
 		d.mu.Lock()
-		if d.kind() != KindNotAMT && d.realFirmware() && d.state().provState == 0 {
+		if d.kind() != KindNotAMT && d.state().provState == 0 {
 			d.startHello()
 		}
 		d.mu.Unlock()

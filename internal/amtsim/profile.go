@@ -8,18 +8,13 @@ import (
 	"strings"
 )
 
-// Profile names (--profile and ParseProfile). "legacy" is the simulator as
-// it was before profiles: a state-0 device that accepts digest logins on
-// 16992 with the fleet's provisioning password. No firmware does that; it
-// stays the zero Kind only until the tests that rely on it migrate.
+// Profile names (--profile and ParseProfile).
 var profileNames = map[Kind]string{
-	KindPreProvisioned: "legacy",
-	KindInProvisioning: "in-provisioning",
-	KindProvisioned:    "mebx",
-	KindExternal:       "external",
-	KindNotAMT:         "not-amt",
-	KindFactory:        "factory",
-	KindCCM:            "ccm",
+	KindFactory:  "factory",
+	KindMEBx:     "mebx",
+	KindCCM:      "ccm",
+	KindExternal: "external",
+	KindNotAMT:   "not-amt",
 }
 
 // ParseProfile maps a --profile name to its Kind.
@@ -42,13 +37,8 @@ func (k Kind) Profile() string {
 	if n, ok := profileNames[k]; ok {
 		return n
 	}
-	return k.String()
+	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
-
-// legacy reports whether the kind keeps the pre-profile transport: password
-// logins in state 0 over 16992, TLS as Go's defaults, 16992 open on every
-// version. Class-level firmware rules apply to every kind.
-func (k Kind) legacy() bool { return k == KindPreProvisioned || k == KindInProvisioning }
 
 // fwVersion is a parsed major.minor.patch.
 type fwVersion struct{ major, minor, patch int }

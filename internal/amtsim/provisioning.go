@@ -89,19 +89,14 @@ const provisioningOU = "Intel(R) Client Setup Certificate"
 // ending in the trusted domain suffix; every certificate is valid at the
 // device's clock. A non-nil error fails the handshake.
 func verifyProvisioningChain(raw [][]byte, hashes [][]byte, domain string, now time.Time) error {
-	if len(raw) == 0 {
-		return errors.New("no client certificate")
+	chain, err := parseClientChain(raw)
+	if err != nil {
+		return err
 	}
-	chain := make([]*x509.Certificate, len(raw))
-	for i, der := range raw {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("client certificate %d: %w", i, err)
-		}
+	for i, c := range chain {
 		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
 			return fmt.Errorf("client certificate %d (%s) not valid at %s", i, c.Subject.CommonName, now.UTC().Format(time.RFC3339))
 		}
-		chain[i] = c
 	}
 	for i := 0; i+1 < len(chain); i++ {
 		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
@@ -146,6 +141,22 @@ func provisioningLeaf(c *x509.Certificate) bool {
 		}
 	}
 	return false
+}
+
+// parseClientChain parses a TLS client chain (leaf first), at least one.
+func parseClientChain(raw [][]byte) ([]*x509.Certificate, error) {
+	if len(raw) == 0 {
+		return nil, errors.New("no client certificate")
+	}
+	chain := make([]*x509.Certificate, len(raw))
+	for i, der := range raw {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %d: %w", i, err)
+		}
+		chain[i] = c
+	}
+	return chain, nil
 }
 
 // domainMatch: the CN is the suffix itself or ends in "." + suffix, so

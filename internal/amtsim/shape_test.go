@@ -1,6 +1,7 @@
 package amtsim
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -63,9 +64,9 @@ func TestFixtureShapes(t *testing.T) {
 	commit, _ := addrAdd(base, 2)
 	partial, _ := addrAdd(base, 3)
 	full, _ := addrAdd(base, 4)
-	s := startSim(t, Config{Devices: 5, BaseIP: base, Overrides: map[netip.Addr]Override{newer: {Version: "16.1.25"}}})
+	s := startSim(t, Config{Devices: 5, Kind: KindMEBx, BaseIP: base, Overrides: map[netip.Addr]Override{newer: {Version: "16.1.25"}}})
 	c := newClient(t, s, base, "admin", testPassword)
-	n := newClient(t, s, newer, "admin", testPassword)
+	n := tlsClient(t, s, newer, "admin", testPassword, &tls.Config{InsecureSkipVerify: true}) // 16.1: TLS only, self-signed
 
 	gs := amtPrefix + "AMT_GeneralSettings"
 	scs := amtPrefix + "AMT_SetupAndConfigurationService"

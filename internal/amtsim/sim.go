@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -85,6 +86,9 @@ func New(cfg Config) (*Sim, error) {
 		}
 		if ov.Kind == 0 {
 			ov.Kind = cfg.Kind
+		}
+		if ov.SKU == "" {
+			ov.SKU = cfg.SKU
 		}
 		s.devs[i] = &device{sim: s, idx: i, addr: a, ov: ov, addedHashes: cloneHashes(cfg.TrustHashes)}
 	}
@@ -266,14 +270,6 @@ func (d *device) openListeners() error {
 // plan says what the device serves now (mu held): whether 16992 is open
 // and the TLS configuration of 16993 (nil: closed).
 func (d *device) plan() (httpOn bool, tlsCfg *tls.Config, err error) {
-	if !d.realFirmware() {
-		// legacy: the pre-profile simulator's transport, Go's TLS defaults.
-		if d.live.tls {
-			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*d.live.cert}}
-			d.mutualTLS(tlsCfg)
-		}
-		return !d.live.tls || d.live.acceptNonSecure, tlsCfg, nil
-	}
 	v := d.fwv()
 	if d.remoteConfig() {
 		// State 0/1: no management on 16992; 16993 only while a Hello
@@ -299,11 +295,64 @@ func (d *device) plan() (httpOn bool, tlsCfg *tls.Config, err error) {
 	return httpOn, tlsCfg, nil
 }
 
+// mutualTLS makes 16993 demand, while mutual authentication is live, a
+// client certificate chaining to one of the device's trusted root
+// certificates as committed (from 11.8 an added intermediate is an anchor
+// too, which a pool of anchors models) and, when TrustedCN is set, whose
+// CN ends in one of those FQDN suffixes. TrustedCN is read at each
+// handshake: Intel documents that changing it needs no commit.
 func (d *device) mutualTLS(cfg *tls.Config) {
-	if d.live.mutual {
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = d.live.clientCAs
+	if !d.live.mutual {
+		return
 	}
+	anchors := d.live.clientCAs
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		d.mu.Lock()
+		cns, now := d.state().tls8023.trustedCN, d.clock()
+		d.mu.Unlock()
+		err := verifyClientChain(raw, anchors, cns, now, d.sim.cfg.MutualTLSAnyEKU)
+		if err != nil {
+			d.mu.Lock()
+			d.stats.mtlsRefusals++
+			d.lastRefusal = err.Error()
+			d.mu.Unlock()
+		}
+		return err
+	}
+}
+
+// verifyClientChain checks a mutual-TLS client chain (leaf first) as the
+// firmware does: it chains to an anchor, is valid at the device's clock,
+// carries clientAuth unless anyEKU, and matches trustedCN when set.
+func verifyClientChain(raw [][]byte, anchors *x509.CertPool, trustedCN []string, now time.Time, anyEKU bool) error {
+	certs, err := parseClientChain(raw)
+	if err != nil {
+		return fmt.Errorf("mutual TLS: %w", err)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	eku := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if anyEKU {
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
+	}
+	if anchors == nil {
+		anchors = x509.NewCertPool()
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: anchors, Intermediates: inter, CurrentTime: now, KeyUsages: eku}); err != nil {
+		return fmt.Errorf("mutual TLS: client certificate %q does not chain to a trusted root: %w", certs[0].Subject.CommonName, err)
+	}
+	if len(trustedCN) == 0 {
+		return nil
+	}
+	for _, suffix := range trustedCN {
+		if domainMatch(certs[0].Subject.CommonName, suffix) {
+			return nil
+		}
+	}
+	return fmt.Errorf("mutual TLS: client CN %q matches no TrustedCN entry", certs[0].Subject.CommonName)
 }
 
 func cloneHashes(hs [][]byte) [][]byte {
@@ -410,7 +459,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeEnvelope(w, http.StatusOK, nil, s.identifyBody(d))
 		return
 	}
-	if d.realFirmware() && d.fwv().closePerCall() && r.TLS != nil {
+	if d.fwv().closePerCall() && r.TLS != nil {
 		w.Header().Set("Connection", "close")
 	}
 	if ok, stale := s.authenticate(d, r); !ok {
@@ -418,7 +467,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if s.injectFault(w, r, d) {
+	if s.injectFault(w, r, d) || (perr == nil && d.dropCall(w, req.action)) {
 		return
 	}
 

@@ -17,6 +17,7 @@ type DeviceState struct {
 	Profile           string     `json:"profile"`
 	UUID              string     `json:"uuid"`
 	Version           string     `json:"version"`
+	SKU               SKU        `json:"sku"`
 	DigestRealm       string     `json:"digest_realm"`
 	Link              Link       `json:"link"`
 	LinkDown          bool       `json:"link_down"`
@@ -113,8 +114,14 @@ type TLSState struct {
 	Enabled              bool `json:"enabled"`
 	MutualAuthentication bool `json:"mutual_authentication"`
 	AcceptNonSecure      bool `json:"accept_non_secure"`
-	ServingTLS           bool `json:"serving_tls"`
-	ServingHTTP          bool `json:"serving_http"`
+	// TrustedCN are the suffixes a mutual-TLS client CN must end in.
+	TrustedCN []string `json:"trusted_cn,omitempty"`
+	// LiveMutual: 16993 demands a client certificate now (committed).
+	LiveMutual bool `json:"live_mutual"`
+	// MutualRefusals counts client certificates refused on 16993.
+	MutualRefusals int  `json:"mutual_refusals"`
+	ServingTLS     bool `json:"serving_tls"`
+	ServingHTTP    bool `json:"serving_http"`
 	// ServedChain is the DER chain the TLS port presents (leaf first).
 	ServedChain [][]byte `json:"served_chain"`
 }
@@ -179,7 +186,7 @@ func (d *device) snapshot() DeviceState {
 	defer d.mu.Unlock()
 	st := d.state()
 	ds := DeviceState{
-		Addr: d.addr, Kind: d.kind().String(), UUID: d.uuidString(), Version: d.version(), DigestRealm: d.realm(),
+		Addr: d.addr, Kind: d.kind().String(), UUID: d.uuidString(), Version: d.version(), SKU: d.ov.SKU, DigestRealm: d.realm(),
 		Link: d.link(), LinkDown: d.linkDown, ProvisioningState: st.provState, ProvisioningMode: max(st.provMode, 1),
 		UncommittedChanges: d.dirty, AdminUser: st.adminUser, AdminHA1: hex.EncodeToString(st.adminHA1[:]),
 		HostName: st.hostName, DomainName: st.domainName, ClockOffset: st.clockOffset,
@@ -216,7 +223,8 @@ func (d *device) snapshot() DeviceState {
 			PublicKeyDER: d.derKey(k), GeneratedOnDevice: k.generated})
 	}
 	ds.TLS = TLSState{CredentialCertHandle: st.tlsCtxCert, Enabled: st.tls8023.enabled, MutualAuthentication: st.tls8023.mutual,
-		AcceptNonSecure: st.tls8023.acceptNonSecure, ServingTLS: d.tlsLn != nil, ServingHTTP: d.httpLn != nil}
+		AcceptNonSecure: st.tls8023.acceptNonSecure, TrustedCN: slices.Clone(st.tls8023.trustedCN),
+		LiveMutual: d.live.mutual, MutualRefusals: d.stats.mtlsRefusals, ServingTLS: d.tlsLn != nil, ServingHTTP: d.httpLn != nil}
 	if d.live.cert != nil {
 		for _, c := range d.live.cert.Certificate {
 			ds.TLS.ServedChain = append(ds.TLS.ServedChain, slices.Clone(c))

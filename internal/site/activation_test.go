@@ -40,7 +40,7 @@ var generations = []string{"11.8.50", "12.0.45", "16.1.25", "18.0.5"}
 // passphrase-derived keys.
 func TestActivateFactoryFleet(t *testing.T) {
 	const n = 52
-	e := startWith(t, site.Config{Devices: n, Factory: true, Versions: generations}, "", true)
+	e := startWith(t, site.Config{Devices: n, Versions: generations}, "", true)
 	if err := e.TriggerHellos(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestActivationRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 52 // the same fleet as TestActivateFactoryFleet
-			tc.cfg.Devices, tc.cfg.Factory, tc.cfg.Versions = n, true, generations
+			tc.cfg.Devices, tc.cfg.Versions = n, generations
 			e := startWith(t, tc.cfg, "", false)
 			if err := e.TriggerHellos(); err != nil {
 				t.Fatal(err)

@@ -64,14 +64,38 @@ func (e *e2e) checkRemoved(t *testing.T, d *pb.Device, dir *directory.Client) {
 	}
 }
 
-// TestDayTwo runs the day-2 operations through the admin service against
-// the simulator, the built-in CA and Samba: both removal options, the
-// rename order and the auto-provisioning sweep (S16–S19, S22).
+// waitStatus waits for the device to reach want.
+func (e *e2e) waitStatus(t *testing.T, id string, want pb.DeviceStatus, within time.Duration) *pb.Device {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		d := e.device(t, id)
+		if d.GetStatus() == want {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v after %v, want %v; last error at %q: %s", id, d.GetStatus(), within, want, d.GetLastErrorStep(), d.GetLastError())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDayTwo runs the day-2 operations through the admin service on
+// factory devices activated through their Hellos, with the built-in CA
+// and Samba: both removal options, the rename order and auto-provisioning
+// (S16–S19, S22). As on real firmware a fully removed device is dark
+// until it sends a new Hello (here the in-band trigger, as an agent on the
+// PC's operating system gives it), which re-provisions it.
 func TestDayTwo(t *testing.T) {
 	const n = 6
-	e := start(t, n, "", true)
-	if b := e.provisionAll(t); b.GetSucceeded() != n {
-		t.Fatalf("provisioned %d of %d", b.GetSucceeded(), n)
+	e := startWith(t, site.Config{Devices: n}, "", true)
+	if err := e.TriggerHellos(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range e.settle(t, 2*time.Minute) {
+		if d.GetStatus() != pb.DeviceStatus_DEVICE_STATUS_PROVISIONED {
+			t.Fatalf("%s: %v after its Hello: %s", d.GetId(), d.GetStatus(), d.GetLastError())
+		}
 	}
 	dir, err := directory.New(directory.Config{URLs: []string{e.cfg.Directory.URL}, CAFile: e.cfg.Directory.CAFile,
 		BindDN: e.cfg.Directory.BindDN, Password: secrets.Redacted(e.cfg.DirectoryPassword), BaseDN: e.cfg.Directory.BaseDN,
@@ -108,8 +132,9 @@ func TestDayTwo(t *testing.T) {
 			t.Fatalf("batch %+v", b)
 		}
 		st := e.simState(t, all.GetIp())
-		if st.ProvisioningState != 0 || st.HostName != "" || len(st.Certificates) != 0 || len(st.Users) > 1 {
-			t.Errorf("simulator after Unprovision: state %d host %q certs %d users %d", st.ProvisioningState, st.HostName, len(st.Certificates), len(st.Users))
+		if st.ProvisioningState != 0 || st.HostName != "" || len(st.Certificates) != 0 || len(st.Users) > 1 || st.Listening.HTTP || st.Listening.TLS {
+			t.Errorf("simulator after Unprovision: state %d host %q certs %d users %d listening %+v",
+				st.ProvisioningState, st.HostName, len(st.Certificates), len(st.Users), st.Listening)
 		}
 		e.checkRemoved(t, all, dir)
 		if d := e.device(t, all.GetId()); d.GetSuppressAutoProvision() {
@@ -141,6 +166,11 @@ func TestDayTwo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The PC's in-band agent, back under its new name, opens the
+		// remote configuration the batch's phase 2 is waiting for.
+		if err := e.TriggerHello(renamed.GetIp()); err != nil {
+			t.Fatal(err)
+		}
 		if b = e.watch(t, b.GetId()); b.GetSucceeded() != 1 {
 			failures, _ := e.Failures(e.ctx, b.GetId())
 			t.Fatalf("provisioning after rename %+v: %v", b, failures)
@@ -152,27 +182,26 @@ func TestDayTwo(t *testing.T) {
 		e.checkProvisioned(t, d, config.DefaultServer(), true)
 	})
 
+	t.Run("a Hello re-provisions a removed device", func(t *testing.T) {
+		// all: removed without suppression, dark, in the auto-provisioning
+		// fleet collection (S18).
+		if err := e.TriggerHello(all.GetIp()); err != nil {
+			t.Fatal(err)
+		}
+		d := e.waitStatus(t, all.GetId(), pb.DeviceStatus_DEVICE_STATUS_PROVISIONED, time.Minute)
+		e.checkProvisioned(t, d, config.DefaultServer(), true)
+	})
+
 	t.Run("sweep provisions only eligible devices", func(t *testing.T) {
-		if _, err := e.Admin.CreateCollection(e.ctx, &pb.CreateCollectionRequest{Name: "auto", AutoProvision: true}); err != nil {
-			t.Fatal(err)
-		}
-		// keep: suppressed; all: not provisioned, eligible; other: provisioned.
-		if _, err := e.Admin.AddCollectionMembers(e.ctx, &pb.CollectionMembersRequest{Collection: "auto",
-			DeviceIds: []string{keep.GetId(), all.GetId(), other.GetId()}}); err != nil {
-			t.Fatal(err)
-		}
+		// keep: suppressed, identity kept (reachable with its admin
+		// password); other: provisioned. Neither is swept.
+		commits := e.simState(t, other.GetIp()).Commits
 		b, err := e.Admin.SweepNow(e.ctx, &pb.SweepNowRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if b.GetTotal() != 1 {
-			t.Fatalf("sweep batch has %d devices, want 1 (only the unsuppressed, unprovisioned one)", b.GetTotal())
-		}
-		if b = e.watch(t, b.GetId()); b.GetSucceeded() != 1 {
-			t.Fatalf("sweep batch %+v", b)
-		}
-		if d := e.device(t, all.GetId()); d.GetStatus() != pb.DeviceStatus_DEVICE_STATUS_PROVISIONED {
-			t.Errorf("swept device is %v", d.GetStatus())
+		if b.GetTotal() != 0 {
+			t.Fatalf("sweep batch has %d devices, want none (the only unprovisioned one is suppressed)", b.GetTotal())
 		}
 		if d := e.device(t, keep.GetId()); d.GetStatus() != pb.DeviceStatus_DEVICE_STATUS_NOT_PROVISIONED {
 			t.Errorf("suppressed device is %v", d.GetStatus())
@@ -186,7 +215,12 @@ func TestDayTwo(t *testing.T) {
 			t.Fatalf("second sweep %+v %v", b, err)
 		}
 		if b = e.watch(t, b.GetId()); b.GetSucceeded() != 1 {
-			t.Fatalf("second sweep batch %+v", b)
+			failures, _ := e.Failures(e.ctx, b.GetId())
+			t.Fatalf("second sweep batch %+v: %v", b, failures)
+		}
+		e.checkProvisioned(t, e.device(t, keep.GetId()), config.DefaultServer(), true)
+		if st := e.simState(t, other.GetIp()); st.Commits != commits {
+			t.Errorf("a provisioned device was swept: %d commits, had %d", st.Commits, commits)
 		}
 	})
 }

@@ -56,8 +56,8 @@ type Config struct {
 	Faults            amtsim.FaultSpec
 	Seed              int64
 	// Strangers is how many controllers (the last of the first subnet)
-	// have a provisioning password the site does not know, as a PC set
-	// up by hand would.
+	// have a password set by hand the site does not know: the MEBx
+	// password of factory devices, the admin password of mebx ones.
 	Strangers int
 	// HTTPPort and TLSPort are the AMT ports; default 16992 and 16993.
 	HTTPPort, TLSPort int
@@ -68,11 +68,16 @@ type Config struct {
 	Server func(*config.Server)
 	// Agent, if set, adjusts each agent's configuration.
 	Agent func(*config.Agent)
-	// Factory makes every simulated device a factory one (provisioning
-	// state 0, dark but for its Hellos): the site activates them in admin
-	// control mode through remote configuration with a provisioning
-	// certificate made for the run, as real vPro PCs out of the box.
-	Factory bool
+	// Profile is the devices' starting state: factory (the default:
+	// provisioning state 0, dark but for their Hellos, activated in admin
+	// control mode through remote configuration as real vPro PCs out of
+	// the box, from an auto-provisioning collection), or mebx (set up by
+	// hand in the MEBx with the admin password amt.provisioning_password_file
+	// holds, provisioned by batch). Either way the site has remote
+	// configuration on, with a provisioning certificate made for the run
+	// whose root is in the devices' factory list, so a fully removed
+	// device can be activated again after its next Hello.
+	Profile amtsim.Kind
 	// Versions, when set, are the AMT versions given to the devices in
 	// turn (mixed generations); default the simulator's.
 	Versions []string
@@ -138,10 +143,8 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site: %w", err)
 	}
-	if cfg.Factory {
-		if err := s.prepareFactory(); err != nil {
-			return nil, err
-		}
+	if err := s.prepareFactory(); err != nil {
+		return nil, err
 	}
 	if err := s.startFleet(gctx, password); err != nil {
 		return nil, err
@@ -191,17 +194,34 @@ func (s *Site) prepareFactory() error {
 	return nil
 }
 
-// TriggerHellos makes every factory device send a Hello now, as an agent
-// on its operating system would through the management engine.
+// factory: the fleet starts as from the factory (Config.Profile).
+func (s *Site) factory() bool { return s.cfg.Profile == 0 || s.cfg.Profile == amtsim.KindFactory }
+
+// TriggerHellos makes every device in state 0 send a Hello now, as an
+// agent on its operating system would through the management engine.
 func (s *Site) TriggerHellos() error {
 	for _, sim := range s.Sims {
 		for _, d := range sim.Devices() {
-			if err := sim.TriggerHello(d.Addr); err != nil {
+			if err := sim.TriggerHello(d.Addr); err != nil && !errors.Is(err, amtsim.ErrNoHello) {
 				return fmt.Errorf("site: %w", err)
 			}
 		}
 	}
 	return nil
+}
+
+// TriggerHello is TriggerHellos for the device at ip.
+func (s *Site) TriggerHello(ip string) error {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return fmt.Errorf("site: trigger hello: %w", err)
+	}
+	for _, sim := range s.Sims {
+		if _, ok := sim.Device(a); ok {
+			return sim.TriggerHello(a)
+		}
+	}
+	return fmt.Errorf("site: trigger hello: no simulated device at %s", ip)
 }
 
 // startFleet runs one simulator per subnet, 127.61.<n>.0/24.
@@ -224,26 +244,21 @@ func (s *Site) startFleet(ctx context.Context, password string) error {
 			for k := range s.cfg.Strangers {
 				a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(n - k)})
 				o := overrides[a]
-				o.Password = "Hand-Set-Pa55!"
+				if s.factory() {
+					o.MEBxPassword = "Hand-Set-Pa55!"
+				} else {
+					o.Password = "Hand-Set-Pa55!"
+				}
 				overrides[a] = o
 			}
 		}
-		sc := amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort,
+		sc := amtsim.Config{Devices: n, BaseIP: base, HTTPPort: s.cfg.HTTPPort, TLSPort: s.cfg.TLSPort, Kind: s.cfg.Profile,
 			Password: password, Faults: s.cfg.Faults, Seed: s.cfg.Seed + int64(i), CommitDelay: 300 * time.Millisecond,
 			Overrides: overrides, Log: s.cfg.Log.With().Str("part", "amtsim").Logger()}
-		// Not factory: the simulator's legacy profile (state 0 with the
-		// provisioning password on 16992), which no firmware offers; the
-		// day-2 and fault tests still run on it until they move to
-		// factory devices and Hellos (a device set up in the MEBx goes
-		// dark after a full removal, so S18/S19 re-provisioning needs a
-		// new Hello there).
-		if s.cfg.Factory {
-			sc.Kind = amtsim.KindFactory
-			sc.TrustHashes, sc.TrustedDomain = [][]byte{s.trustHash}, Domain
-			// Hellos on a compressed schedule; the agent may not be up
-			// for the first ones, as on a real network.
-			sc.HelloAddr, sc.HelloInterval = s.helloAddrs[i], time.Second
-		}
+		sc.FactoryHashes, sc.TrustedDomain = [][]byte{s.trustHash}, Domain
+		// Hellos on a compressed schedule, from devices in state 0; the
+		// agent may not be up for the first ones, as on a real network.
+		sc.HelloAddr, sc.HelloInterval = s.helloAddrs[i], time.Second
 		sim, err := amtsim.New(sc)
 		if err != nil {
 			return fmt.Errorf("site: simulator: %w", err)
@@ -367,7 +382,7 @@ func (s *Site) importInventory(ctx context.Context) error {
 	// Factory devices are provisioned when their Hello arrives, as in an
 	// auto-provisioning collection of Configuration Manager.
 	if _, err := s.Admin.CreateCollection(ctx, &pb.CreateCollectionRequest{Name: Collection,
-		Description: "simulated fleet", AutoProvision: s.cfg.Factory}); err != nil {
+		Description: "simulated fleet", AutoProvision: s.factory()}); err != nil {
 		return fmt.Errorf("site: create collection: %w", err)
 	}
 	var csv bytes.Buffer
@@ -405,13 +420,10 @@ func (s *Site) startAgents(ctx, runCtx context.Context) error {
 		cfg.AMT.HTTPPort, cfg.AMT.TLSPort = s.cfg.HTTPPort, s.cfg.TLSPort
 		cfg.AMT.CommitWait, cfg.AMT.CommitDeadline = 200*time.Millisecond, 30*time.Second
 		cfg.Discovery.Interval = 0 // the demo asks for discovery itself
-		// Off unless the fleet is factory devices: then each agent hears
-		// Hellos on its own loopback port (the default ":9971" is every
-		// interface, and two agents in one process cannot share it).
-		cfg.Hello.Listen = ""
-		if s.cfg.Factory {
-			cfg.Hello.Listen = s.helloAddrs[i]
-		}
+		// Each agent hears Hellos on its own loopback port (the default
+		// ":9971" is every interface, and two agents in one process cannot
+		// share it).
+		cfg.Hello.Listen = s.helloAddrs[i]
 		if s.cfg.Agent != nil {
 			s.cfg.Agent(&cfg)
 		}

@@ -41,9 +41,11 @@ type e2e struct {
 	cfg   site.Config
 }
 
-func start(t *testing.T, devices int, faults string, withAD bool) *e2e {
+// startMEBx starts a site whose devices were set up by hand in the MEBx
+// (state 2, ACM, the admin password the site knows).
+func startMEBx(t *testing.T, devices int, faults string, withAD bool) *e2e {
 	t.Helper()
-	return startWith(t, site.Config{Devices: devices}, faults, withAD)
+	return startWith(t, site.Config{Devices: devices, Profile: amtsim.KindMEBx}, faults, withAD)
 }
 
 func startWith(t *testing.T, cfg site.Config, faults string, withAD bool) *e2e {
@@ -178,7 +180,9 @@ func (e *e2e) checkProvisioned(t *testing.T, d *pb.Device, site config.Server, k
 	if st.IDER != want.IDERedirection || st.SOL != want.SerialOverLAN || st.KVM != want.KVM || st.Ping != want.PingResponse || st.WebUI != want.WebUI {
 		t.Errorf("%s: settings ider=%v sol=%v kvm=%v ping=%v webui=%v, want %+v", d.GetId(), st.IDER, st.SOL, st.KVM, st.Ping, st.WebUI, want)
 	}
-	// S10: the provisioning password is refused and the sealed new one works.
+	// S10: the password the device had (the MEBx-set admin password, or
+	// the factory MEBx password of a remote configuration) is refused and
+	// the sealed new one works.
 	// The stored names (server/jobs/secrets.go): a rename would orphan them.
 	pw, err := e.st.GetSecret(e.ctx, "device/"+d.GetId()+"/admin")
 	if err != nil {
@@ -189,9 +193,11 @@ func (e *e2e) checkProvisioned(t *testing.T, d *pb.Device, site config.Server, k
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, err := e.dialAMT(d, "admin", provisioning); err == nil {
-		if _, err := c.GeneralSettings(e.ctx); !errors.Is(err, wsman.ErrUnauthorized) {
-			t.Errorf("%s: the provisioning password still works: %v", d.GetId(), err)
+	for _, old := range []string{provisioning, "admin"} {
+		if c, err := e.dialAMT(d, "admin", old); err == nil {
+			if _, err := c.GeneralSettings(e.ctx); !errors.Is(err, wsman.ErrUnauthorized) {
+				t.Errorf("%s: an old password still works: %v", d.GetId(), err)
+			}
 		}
 	}
 	c, err := e.dialAMT(d, "admin", string(pw))
@@ -245,13 +251,14 @@ func (e *e2e) provisioningPassword() (string, error) {
 	return string(b), err
 }
 
-// TestProvisionFleet is the main job end to end: real Redis, the site
-// server, two agents, 60 simulated controllers on two subnets, the
-// built-in CA and Samba AD. Every device ends provisioned and the
-// simulator shows S7–S10 on each.
+// TestProvisionFleet is the main job end to end on devices that were
+// set up by hand in the MEBx (TestActivateFactoryFleet has factory ones):
+// real Redis, the site server, two agents, 60 simulated controllers on
+// two subnets, the built-in CA and Samba AD. Every device ends
+// provisioned and the simulator shows S7–S10 on each.
 func TestProvisionFleet(t *testing.T) {
 	const n = 60
-	e := start(t, n, "", true)
+	e := startMEBx(t, n, "", true)
 	b := e.provisionAll(t)
 	if b.GetSucceeded() != n {
 		failures, _ := e.Failures(e.ctx, b.GetId())
@@ -290,7 +297,7 @@ func TestProvisionFleetWithFaults(t *testing.T) {
 	// About 50 WS-Man calls an attempt at a 4% fault rate fail most
 	// attempts, and an unanswered write is not replayed (it may have been
 	// applied): the budget is 10 attempts here, not the default 5.
-	e := startWith(t, site.Config{Devices: n, Strangers: 2,
+	e := startWith(t, site.Config{Devices: n, Strangers: 2, Profile: amtsim.KindMEBx,
 		Server: func(c *config.Server) { c.Phase2.MaxAttempts = 10 }}, "drop=0.02,http500=0.02,reboot=0.004", false)
 	b := e.provisionAll(t)
 	failures, err := e.Failures(e.ctx, b.GetId())
@@ -359,7 +366,7 @@ func TestProvisionFleetWithFaults(t *testing.T) {
 // ends provisioned exactly once.
 func TestServerRestartMidBatch(t *testing.T) {
 	const n = 40
-	e := start(t, n, "", false)
+	e := startMEBx(t, n, "", false)
 	if _, err := e.Discover(e.ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,8 @@
 // generations. Every device sends its Hello to the agent of its subnet and
 // is activated in admin control mode with a provisioning certificate made
 // for the run; a live progress bar follows, then a summary. With
-// --factory=false the fleet is pre-provisioned devices reached with the
-// provisioning password, discovered and provisioned in one batch.
+// --factory=false the fleet is devices set up by hand in the MEBx, reached
+// with their known admin password, discovered and provisioned in one batch.
 //
 //	go run ./scripts/demo [--devices 200] [--subnets 2] [--factory] [--with-ad] [--json] [--faults SPEC --seed N] [--serve]
 package main
@@ -72,7 +72,7 @@ func run() error {
 	dir := flag.String("dir", "var/demo", "working directory")
 	serve := flag.Bool("serve", false, "keep the site running after the summary, for amtopsctl")
 	verbose := flag.Bool("v", false, "show the site's logs")
-	factory := flag.Bool("factory", true, "factory devices activated in ACM through their Hello; false: pre-provisioned devices, discovered and provisioned in one batch")
+	factory := flag.Bool("factory", true, "factory devices activated in ACM through their Hello; false: devices set up by hand in the MEBx (known admin password), discovered and provisioned in one batch")
 	versions := flag.String("generations", "11.8.50,12.0.45,16.1.25,18.0.5", "AMT versions given to the devices in turn")
 	flag.Parse()
 
@@ -97,8 +97,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log, Factory: *factory,
+	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log,
 		Server: func(c *config.Server) { c.Phase2.RetryDelay = 2 * time.Second; c.Phase2.ReapEvery = time.Second }}
+	if !*factory {
+		cfg.Profile = amtsim.KindMEBx
+	}
 	if *versions != "" {
 		cfg.Versions = strings.Split(*versions, ",")
 	}

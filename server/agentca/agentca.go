@@ -6,9 +6,11 @@ package agentca
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -53,7 +55,7 @@ type Options struct {
 // CA signs agent and server certificates. Safe for concurrent use.
 type CA struct {
 	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer
 	pool *x509.CertPool
 	opts Options
 }
@@ -109,17 +111,21 @@ func Open(ctx context.Context, st Secrets, o Options) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agentca: parse key: %w", err)
 	}
-	key, ok := k.(*ecdsa.PrivateKey)
+	key, ok := k.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("agentca: key is %T, want ECDSA", k)
+		return nil, fmt.Errorf("agentca: key is %T, not a signing key", k)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return &CA{cert: cert, key: key, pool: pool, opts: o}, nil
 }
 
+// generate makes the CA. RSA-2048: with mutual TLS on, AMT verifies the
+// agent's certificate chain against this root, and RSA-2048 is what every
+// AMT generation stores and verifies (11.x refuses larger roots, and
+// ECDSA client chains are not documented for any).
 func generate(now time.Time) ([]byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/pki/builtin"
 	"github.com/amtops/amtops/internal/pki/pkitest"
+	"github.com/amtops/amtops/internal/wsman"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api/apitest"
 	"github.com/amtops/amtops/server/jobs"
@@ -324,7 +325,7 @@ func TestSignDeviceCSRRefusals(t *testing.T) {
 // startSim runs a one-device simulator.
 func startSim(t *testing.T) *amtsim.Sim {
 	t.Helper()
-	return amtsimtest.Start(t, amtsim.Config{Devices: 1, Password: simPassword, CommitDelay: 30 * time.Millisecond}, nil)
+	return amtsimtest.Start(t, amtsim.Config{Devices: 1, Kind: amtsim.KindMEBx, Password: simPassword, CommitDelay: 30 * time.Millisecond}, nil)
 }
 
 // End to end with key_on_device: phase 1 prepares the job, the real agent
@@ -399,8 +400,13 @@ func TestKeyOnDeviceEndToEnd(t *testing.T) {
 	}
 	// The TLS port, dialled for real: the handshake proves the device
 	// holds the private key of the certificate it serves.
+	// (The agent's TLS settings: AMT 11 speaks only RSA key exchange.)
+	tc, err := (&wsman.TLSConfig{TrustFirstUse: true}).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
-		net.JoinHostPort(addr.String(), strconv.Itoa(sim.TLSPort())), &tls.Config{InsecureSkipVerify: true})
+		net.JoinHostPort(addr.String(), strconv.Itoa(sim.TLSPort())), tc)
 	if err != nil {
 		t.Fatalf("TLS to the device: %v", err)
 	}

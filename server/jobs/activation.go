@@ -53,9 +53,12 @@ type SubnetDomain struct {
 
 // Needed reports whether a provision job for d activates it: the device
 // is in state 0 and either sent a Hello or was found factory-fresh.
-func (a *Activation) Needed(d domain.Device) bool {
-	return a != nil && d.State == domain.ProvisioningPre &&
-		(d.Hello != nil || d.Status == domain.StatusNotProvisioned)
+func (a *Activation) Needed(d domain.Device) bool { return a != nil && factoryFresh(d) }
+
+// factoryFresh: d is known to be in state 0 (a Hello, or discovery or a
+// removal found it there), not merely imported with nothing known.
+func factoryFresh(d domain.Device) bool {
+	return d.State == domain.ProvisioningPre && (d.Hello != nil || d.Status == domain.StatusNotProvisioned)
 }
 
 // TrustedDomainFor is the suffix d checks the leaf's CN against: its
@@ -135,6 +138,12 @@ func (p *Service) ActivationReady(d domain.Device) error {
 // or secret made.
 func (r *run) checkActivation(context.Context) (string, error) {
 	a := r.p.site.Activation
+	if a == nil && factoryFresh(r.dev) {
+		// Firmware in state 0 answers no login on the network: without a
+		// provisioning certificate nothing can reach it.
+		return "", domain.Permanent(fmt.Errorf("jobs: device %s is in provisioning state 0 (factory): it can only be activated by remote configuration, "+
+			"and amt.remote_config has no provisioning certificate", r.dev.ID))
+	}
 	if !a.Needed(r.dev) {
 		if a == nil {
 			return "skipped: remote configuration is off", nil

@@ -98,15 +98,20 @@ func TestActivationRefused(t *testing.T) {
 		trusted bool
 		hello   bool
 		subnet  string // trusted domain override for the test subnet
+		off     bool   // no remote configuration at the site
 		want    string
 	}{
-		{"root not trusted", false, true, "", "no provisioning root matches any of the 24 hashes the device trusts"},
-		{"domain mismatch", true, true, "other.test", `is not in the device's trusted domain "other.test"`},
-		{"no hello", true, false, "", "no Hello received from the device yet"},
+		{"root not trusted", false, true, "", false, "no provisioning root matches any of the 24 hashes the device trusts"},
+		{"domain mismatch", true, true, "other.test", false, `is not in the device's trusted domain "other.test"`},
+		{"no hello", true, false, "", false, "no Hello received from the device yet"},
+		{"remote configuration off", true, true, "", true, "can only be activated by remote configuration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, nil, Site{})
 			root := withActivation(t, f)
+			if tc.off {
+				f.prov.site.Activation = nil
+			}
 			if tc.subnet != "" {
 				f.prov.site.Activation.Subnets = []SubnetDomain{{netip.MustParsePrefix("10.0.0.0/8"), "corp.test"}, {testSubnet, tc.subnet}}
 			}

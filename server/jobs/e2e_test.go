@@ -56,7 +56,7 @@ func newPipeline(t *testing.T, devices int, overrides map[int]amtsim.Override) *
 // startSim runs a simulator; overrides are keyed by device index.
 func startSim(t *testing.T, devices int, overrides map[int]amtsim.Override) *amtsim.Sim {
 	t.Helper()
-	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: simPassword, CommitDelay: 30 * time.Millisecond}, overrides)
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Kind: amtsim.KindMEBx, Password: simPassword, CommitDelay: 30 * time.Millisecond}, overrides)
 }
 
 // simDevice registers the simulator's i-th controller as a site device
@@ -392,11 +392,13 @@ func TestRemoveEndToEnd(t *testing.T) {
 			if tc.keepIdentity != (err == nil) {
 				t.Fatalf("admin password secret after removal: %v (identity kept %t)", err, tc.keepIdentity)
 			}
-			wantPw := simPassword
+			// Fully removed, the device's next login is its MEBx password
+			// (a remote configuration after its next Hello).
+			want := st.MEBxHA1
 			if tc.keepIdentity {
-				wantPw = string(admin)
+				want = ha1hex("admin", st.DigestRealm, string(admin))
 			}
-			if st.AdminHA1 != ha1hex("admin", st.DigestRealm, wantPw) {
+			if st.AdminHA1 != want {
 				t.Errorf("admin password after removal is not the expected one (identity kept %t)", tc.keepIdentity)
 			}
 			// S17: every certificate issued for the device is revoked.

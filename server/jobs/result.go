@@ -173,8 +173,13 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 			if job.Kind == domain.KindProvision || d.ProvisionedAt.IsZero() {
 				d.ProvisionedAt = now
 			}
-		case domain.KindRemoveConfig, domain.KindRemoveAll:
-			d.Status, d.State, d.ProvisionedAt = domain.StatusNotProvisioned, domain.ProvisioningPre, time.Time{}
+		case domain.KindRemoveConfig:
+			// The identity and admin account stay: reached with them again,
+			// not by remote configuration.
+			d.Status, d.State, d.ProvisionedAt, d.ControlMode = domain.StatusNotProvisioned, domain.ProvisioningIn, time.Time{}, domain.ControlModeNone
+		case domain.KindRemoveAll:
+			// Dark as from the factory until its next Hello.
+			d.Status, d.State, d.ProvisionedAt, d.ControlMode = domain.StatusNotProvisioned, domain.ProvisioningPre, time.Time{}, domain.ControlModeNone
 		}
 		r.Facts.Apply(d)
 		d.LastError, d.LastErrorStep = "", ""

@@ -68,7 +68,7 @@ func sealer(t *testing.T) *secrets.Sealer {
 
 func startSim(t *testing.T, devices int) *amtsim.Sim {
 	t.Helper()
-	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Password: simPassword, CommitDelay: 30 * time.Millisecond}, nil)
+	return amtsimtest.Start(t, amtsim.Config{Devices: devices, Kind: amtsim.KindMEBx, Password: simPassword, CommitDelay: 30 * time.Millisecond}, nil)
 }
 
 // startWorker runs the phase-1 worker of a replica with a real
@@ -243,7 +243,7 @@ func TestSweepTwoReplicasProvisionOnlyEligible(t *testing.T) {
 	}
 	for i, d := range devices {
 		st, _ := sim.Device(sim.Addrs()[i])
-		if provisioned := st.ProvisioningState == 2; provisioned != d.want {
+		if provisioned := st.Commits > 0; provisioned != d.want {
 			t.Errorf("%s: controller provisioned %t, want %t", d.host, provisioned, d.want)
 		}
 	}

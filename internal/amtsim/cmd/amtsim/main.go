@@ -32,10 +32,12 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("amtsim", flag.ContinueOnError)
 	devices := fs.Int("devices", 1, "number of devices")
 	baseIP := fs.String("base-ip", "127.20.0.1", "address of the first device; the others follow")
-	password := fs.String("password", "", "admin password of mebx and ccm devices, provisioning password of legacy ones (firmware complexity rules apply)")
-	profile := fs.String("profile", "mebx", "device profile: mebx (set up by hand in the MEBx: state 2, ACM, admin password --password), factory, ccm, external, not-amt, or legacy (state 0 with a password on 16992: no firmware does this; kept for old tests)")
+	password := fs.String("password", "", "admin password of mebx and ccm devices (firmware complexity rules apply)")
+	profile := fs.String("profile", "mebx", "device profile: mebx (set up by hand in the MEBx: state 2, ACM, admin password --password), factory (state 0: Hellos and remote configuration only), ccm, external, not-amt")
 	latency := fs.Duration("latency", 0, "latency added to every WS-Man call")
 	var hashes hashList
+	var factoryHashes hashList
+	fs.Var(&factoryHashes, "factory-hash", "root certificate hash (hex) in every device's factory list, as a commercial CA's that ships in the firmware: kept after a full unprovision; repeatable")
 	fs.Var(&hashes, "trust-hash", "root certificate hash (hex SHA-1, SHA-256 or SHA-384) added to every device's trusted list; repeatable")
 	noDefaultHashes := fs.Bool("no-default-hashes", false, "drop the factory stand-in hashes from the trusted list")
 	keepHashes := fs.Bool("keep-hashes-on-unprovision", false, "keep --trust-hash entries after a full unprovision (Intel documents that it deletes them)")
@@ -52,6 +54,8 @@ func run(args []string) error {
 	webUIUntil := fs.Int("webui-until", 15, "last AMT major version with a web UI")
 	mebxPolicy := fs.String("mebx-password-policy", amtsim.MEBxDefaultOnly, "when a provisioned device takes SetMEBxPassword: default-only, during-setup or anytime")
 	kvmWithoutListener := fs.String("kvm-without-listener", amtsim.KVMIneffective, "KVM enabled while the redirection listener is off: ineffective or refuse")
+	rootsWhileMutual := fs.Bool("roots-while-mutual", false, "accept AddTrustedRootCertificate while mutual TLS is set (Intel documents that firmware refuses it)")
+	mtlsAnyEKU := fs.Bool("mtls-any-eku", false, "accept a mutual-TLS client certificate without the clientAuth EKU (unconfirmed on firmware; default requires it when EKUs are listed)")
 	derKeySPKIFrom := fs.Int("derkey-spki-from", 0, "first AMT major version whose DERKey is SubjectPublicKeyInfo (0: always PKCS#1)")
 	commitDelay := fs.Duration("commit-delay", 5*time.Second, "how long a device is off the network after CommitChanges")
 	faults := fs.String("faults", "", "fault spec, e.g. drop=0.02,http500=0.02,slow=0.01:3s,reboot=0.005")
@@ -60,6 +64,7 @@ func run(args []string) error {
 	httpPort := fs.Int("http-port", 16992, "HTTP port of every device")
 	tlsPort := fs.Int("tls-port", 16993, "TLS port of every device")
 	version := fs.String("amt-version", "11.8.50", "AMT firmware version")
+	skuFlag := fs.String("sku", string(amtsim.SKUAMT), "firmware SKU: amt (full AMT, with KVM) or standard (Intel Standard Manageability: no KVM)")
 	allowNonLoopback := fs.Bool("allow-non-loopback", false, "permit a base IP outside 127.0.0.0/8")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +82,10 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--profile: %w", err)
 	}
+	sku, err := amtsim.ParseSKU(*skuFlag)
+	if err != nil {
+		return fmt.Errorf("--sku: %w", err)
+	}
 	level := zerolog.InfoLevel
 	if *debug {
 		level = zerolog.DebugLevel
@@ -84,14 +93,15 @@ func run(args []string) error {
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 	sim, err := amtsim.New(amtsim.Config{
 		Devices: *devices, BaseIP: base, HTTPPort: *httpPort, TLSPort: *tlsPort, Password: *password,
-		Version: *version, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
+		Version: *version, SKU: sku, Latency: *latency, CommitDelay: *commitDelay, Faults: fspec, Seed: *seed,
 		Log: log, AllowNonLoopback: *allowNonLoopback, Kind: kind,
-		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, NoDefaultHashes: *noDefaultHashes,
+		Firmware: amtsim.Firmware{MEBxPassword: *mebxPassword, TrustHashes: hashes, FactoryHashes: factoryHashes, NoDefaultHashes: *noDefaultHashes,
 			KeepHashesOnUnprovision: *keepHashes, TrustedDomain: *trustedDomain, HelloAddr: *helloAddr,
 			HelloInterval: *helloInterval, HelloAfterUnprovision: *helloAfterUnprovision, FactoryHTTP: *factoryHTTP,
 			TLSRestart: *tlsRestart, LockoutThreshold: *lockoutThreshold, LockoutDuration: *lockoutDuration,
 			NonceReset: *nonceReset, WebUIUntil: *webUIUntil, DERKeySPKIFrom: *derKeySPKIFrom,
-			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener},
+			MEBxPolicy: *mebxPolicy, KVMWithoutListener: *kvmWithoutListener,
+			RootsWhileMutual: *rootsWhileMutual, MutualTLSAnyEKU: *mtlsAnyEKU},
 	})
 	if err != nil {
 		return err

@@ -62,7 +62,7 @@ func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 func (bearerToken) RequireTransportSecurity() bool { return true }
 
 // A whole site in one process at debug level — server (asynq worker,
-// built-in CA, remote configuration), an agent, a simulator with legacy
+// built-in CA, remote configuration), an agent, a simulator with MEBx
 // and factory devices, a private Redis — provisions every device; then
 // no log line of any component and no Redis value holds a password, a
 // private key, a token or any other sealed secret, in clear, base64 or
@@ -106,12 +106,13 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	helloAddr := hl.Addr().String()
 	_ = hl.Close()
 
-	// Two legacy devices, a factory one, and a stranger whose password
-	// the site does not know: its failures are logged too.
+	// Two devices set up by hand in the MEBx, a factory one, and a
+	// stranger whose password the site does not know: its failures are
+	// logged too.
 	const provPassword, mebxPassword, strangerPassword = "Pr0v-Secret!x9", "Mebx-Factory!7", "Hand-Set-Pa55!"
 	base := netip.MustParseAddr(baseIP)
 	factory, stranger := base.Next().Next(), base.Next().Next().Next()
-	sc := amtsim.Config{Devices: 4, BaseIP: base, Password: provPassword, CommitDelay: 30 * time.Millisecond,
+	sc := amtsim.Config{Devices: 4, BaseIP: base, Kind: amtsim.KindMEBx, Password: provPassword, CommitDelay: 30 * time.Millisecond,
 		Overrides: map[netip.Addr]amtsim.Override{
 			factory:  {Kind: amtsim.KindFactory, MEBxPassword: mebxPassword, TrustedDomain: "amt.test"},
 			stranger: {Password: strangerPassword}},
@@ -201,9 +202,9 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
 
-	csvs := map[string]*strings.Builder{"legacy": {}, "factory": {}, "strangers": {}}
+	csvs := map[string]*strings.Builder{"mebx": {}, "factory": {}, "strangers": {}}
 	for i, d := range sim.Devices() {
-		w := csvs["legacy"]
+		w := csvs["mebx"]
 		switch d.Addr {
 		case factory:
 			w = csvs["factory"]
@@ -247,7 +248,7 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
 	waitAgents(ctx, t, admin, 1)
-	for _, coll := range []string{"legacy", "strangers"} {
+	for _, coll := range []string{"mebx", "strangers"} {
 		if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_PROVISION, Collection: coll}); err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +256,7 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	waitProvisioned(ctx, t, admin, len(sim.Devices())-1)
 	waitBatchesDone(ctx, t, admin, 1) // the stranger's
 	// A day-2 update too: it rotates the admin password.
-	if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_UPDATE, Collection: "legacy"}); err != nil {
+	if _, err := admin.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_UPDATE, Collection: "mebx"}); err != nil {
 		t.Fatal(err)
 	}
 	waitBatchesDone(ctx, t, admin, 1)

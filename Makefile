@@ -10,6 +10,7 @@ BENCH     ?= .
 BENCH_ARGS ?=
 # The fleet bench `make bench` runs: small, so that it stays quick.
 BENCH_FLEET_SMALL ?= --devices 200 --latency 20ms --tls-restart 2s --commit-delay 500ms --commit-wait 500ms
+FUZZTIME  ?= 60s
 
 # Pinned code generators: proto-check fails when the committed code drifts.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -17,7 +18,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOCYCLO            := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 
-.PHONY: all build test lint check-size cyclo proto proto-check demo bench bench-fleet clean
+.PHONY: all build test fuzz lint check-size cyclo proto proto-check demo bench bench-fleet release clean
 
 all: build
 
@@ -27,6 +28,16 @@ build:
 
 test:
 	scripts/test.sh
+
+# Every fuzz target for FUZZTIME each (make test runs them briefly).
+fuzz:
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do \
+	  pkg=./$$(dirname "$${f#./}"); \
+	  for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' "$$f" | cut -d' ' -f2); do \
+	    echo "== $$pkg $$fn ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	  done; \
+	done
 
 lint: $(TOOLS)/staticcheck check-size cyclo
 	$(GO) vet ./...

@@ -145,7 +145,7 @@ func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
 		return "", errors.New("phase2: job: credentials.password is empty")
 	}
 	i, pw := candidate(cands, r.j.GetAttempt())
-	var lastErr error
+	var failed []error
 	for _, useTLS := range order {
 		dev, err := r.dial(ctx, useTLS, pw)
 		how := transport(useTLS)
@@ -174,9 +174,41 @@ func (r *job) connect(ctx context.Context, tlsFirst bool) (string, error) {
 			return "", refused(i, len(cands), r.j.GetAttempt(), transport(useTLS)+
 				" (externally provisioned, or the password was changed elsewhere)")
 		}
-		lastErr = fmt.Errorf("%s: %w", transport(useTLS), err)
+		failed = append(failed, fmt.Errorf("%s: %w", transport(useTLS), err))
 	}
-	return "", lastErr
+	return "", connectError(failed)
+}
+
+// connectError reports why no transport worked. A transport whose port
+// answered (a timeout, a reply too large, a document we refuse, a
+// redirect) is the reason, not the other one whose port is closed, and
+// its error alone decides retry versus give-up (fallbackError); the
+// other is kept as text.
+func connectError(failed []error) error {
+	first := 0
+	for k, err := range failed {
+		if !portClosed(err) {
+			first = k
+			break
+		}
+	}
+	if len(failed) == 1 {
+		return failed[0]
+	}
+	return fallbackError{err: failed[first], other: failed[1-first]}
+}
+
+// fallbackError is a connect that failed on both transports: err is the
+// reason, other only says what the other transport did.
+type fallbackError struct{ err, other error }
+
+func (e fallbackError) Error() string { return e.err.Error() + "; " + e.other.Error() }
+func (e fallbackError) Unwrap() error { return e.err }
+
+// portClosed reports a failure to connect at all: nothing listens there.
+func portClosed(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // untrusted reports a TLS certificate that does not verify against the

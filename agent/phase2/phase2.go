@@ -279,12 +279,18 @@ func (e *Executor) Run(ctx context.Context, j *amtopsv1.Phase2Job, rep Reporter)
 // So is a site that cannot answer right now (SignCSR during a server
 // restart or overload).
 func permanent(ctx context.Context, err error) bool {
-	var te transientError
+	var (
+		te transientError
+		fe fallbackError
+	)
 	switch {
 	case ctx.Err() != nil:
 		return false
 	case errors.As(err, &te):
 		return false
+	case errors.As(err, &fe):
+		// The other transport's text must not sway the verdict.
+		return !wsman.Retryable(fe.err)
 	case siteBusy(err):
 		return false
 	default:

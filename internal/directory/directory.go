@@ -264,7 +264,7 @@ func (c *Client) publish(ctx context.Context, op string, d Device, resetPassword
 // attempt, so an account created by a lost attempt still gets a known one.
 func (c *Client) ensureAccount(conn *ldap.Conn, d Device, cn, sam, winDN string, password *string, resetPassword bool) (string, bool, error) {
 	created := false
-	dn := "CN=" + EscapeRDNValue(cn) + "," + c.cfg.AccountOU
+	dn := accountDN(cn, c.cfg.AccountOU)
 	existing, err := c.findBySAM(conn, sam+"$")
 	if err != nil {
 		return "", false, err
@@ -397,7 +397,7 @@ func (c *Client) setSPNs(conn *ldap.Conn, dn string, spns []string) error {
 // case-insensitive in AD, as the uniqueness check is).
 func (c *Client) spnHolder(conn *ldap.Conn, spn, self string) (string, error) {
 	res, err := conn.Search(ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-		2, 0, false, "(servicePrincipalName="+ldap.EscapeFilter(spn)+")", []string{"1.1"}, nil))
+		2, 0, false, equalityFilter("servicePrincipalName", spn), []string{"1.1"}, nil))
 	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
 		return "", err
 	}
@@ -427,11 +427,7 @@ func (c *Client) resolveComputer(conn *ldap.Conn, d Device) (string, error) {
 		}
 		return res.Entries[0].DN, nil
 	}
-	name := ldap.EscapeFilter(d.ComputerName)
-	for _, filter := range []string{
-		"(&(objectClass=computer)(sAMAccountName=" + name + "$))",
-		"(&(objectClass=computer)(cn=" + name + "))",
-	} {
+	for _, filter := range computerFilters(d.ComputerName) {
 		res, err := conn.Search(ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
 			2, 0, false, filter, []string{"1.1"}, nil))
 		if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
@@ -451,7 +447,7 @@ func (c *Client) resolveComputer(conn *ldap.Conn, d Device) (string, error) {
 
 func (c *Client) findBySAM(conn *ldap.Conn, sam string) (*Account, error) {
 	res, err := conn.Search(ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-		2, 0, false, "(sAMAccountName="+ldap.EscapeFilter(sam)+")", accountAttrs, nil))
+		2, 0, false, equalityFilter("sAMAccountName", sam), accountAttrs, nil))
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", sam, err)
 	}
@@ -599,7 +595,7 @@ func isNotMember(err error) bool {
 // isMember reports whether group lists dn in member.
 func isMember(conn *ldap.Conn, group, dn string) (bool, error) {
 	res, err := conn.Search(ldap.NewSearchRequest(group, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-		1, 0, false, "(member="+ldap.EscapeFilter(dn)+")", []string{"1.1"}, nil))
+		1, 0, false, equalityFilter("member", dn), []string{"1.1"}, nil))
 	if err != nil {
 		return false, err
 	}

@@ -11,6 +11,8 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/amtops/amtops/internal/domain"
 )
 
@@ -145,6 +147,23 @@ func EscapeRDNValue(v string) string {
 		}
 	}
 	return b.String()
+}
+
+// accountDN is the DN of the AMT account cn in the organisational unit ou.
+func accountDN(cn, ou string) string { return "CN=" + EscapeRDNValue(cn) + "," + ou }
+
+// equalityFilter matches attr equal to value, whatever value holds.
+func equalityFilter(attr, value string) string {
+	return "(" + attr + "=" + ldap.EscapeFilter(value) + ")"
+}
+
+// computerFilters find a Windows computer by name: its sAMAccountName
+// (name$), then its cn.
+func computerFilters(name string) []string {
+	return []string{
+		"(&(objectClass=computer)" + equalityFilter("sAMAccountName", name+"$") + ")",
+		"(&(objectClass=computer)" + equalityFilter("cn", name) + ")",
+	}
 }
 
 // passwordAlphabet avoids characters that trouble AMT or shells

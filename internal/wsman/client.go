@@ -235,6 +235,13 @@ func (c *Client) post(ctx context.Context, body []byte, auth bool) (int, []byte,
 		}
 		data, rerr := readLimited(resp.Body, c.maxBody)
 		resp.Body.Close()
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			loc := resp.Header.Get("Location")
+			if len(loc) > 200 {
+				loc = loc[:200] + "…"
+			}
+			return resp.StatusCode, nil, &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status, Location: loc}
+		}
 		if resp.StatusCode != http.StatusUnauthorized {
 			if rerr != nil {
 				return resp.StatusCode, nil, rerr

@@ -155,6 +155,17 @@ func TestReplyErrors(t *testing.T) {
 				t.Fatalf("err = %v", err)
 			}
 		}, false},
+		{"entity bomb", http.StatusOK, `<!DOCTYPE e [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><e>&b;</e>`, func(t *testing.T, err error) {
+			if !errors.Is(err, wsman.ErrMalformed) || !strings.Contains(err.Error(), "document type declaration refused") {
+				t.Fatalf("err = %v", err)
+			}
+		}, false},
+		{"redirect is not followed", http.StatusTemporaryRedirect, "", func(t *testing.T, err error) {
+			var he *wsman.HTTPError
+			if !errors.As(err, &he) || he.StatusCode != http.StatusTemporaryRedirect {
+				t.Fatalf("err = %v", err)
+			}
+		}, false},
 		{"empty get body", http.StatusOK, string(must(readFixtureNoT("amt/publicprivate/delete.xml"))), func(t *testing.T, err error) {
 			if !errors.Is(err, wsman.ErrMalformed) {
 				t.Fatalf("err = %v", err)
@@ -547,6 +558,48 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 			}
 			if calls != tc.calls {
 				t.Fatalf("%d calls reached the device, want %d", calls, tc.calls)
+			}
+		})
+	}
+}
+
+// A port where something other than AMT listens gets a permanent
+// verdict: plain HTTP where TLS was expected, or a reply that is not HTTP.
+func TestNotAnAMTListener(t *testing.T) {
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	t.Cleanup(plain.Close)
+	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = buf.WriteString("SSH-2.0-OpenSSH_9.2\r\n\r\n")
+		_ = buf.Flush()
+	}))
+	t.Cleanup(garbage.Close)
+	for _, tc := range []struct {
+		name string
+		cfg  wsman.Config
+		want string
+	}{
+		{"plain HTTP on the TLS port", wsman.Config{Address: plain.Listener.Addr().String(), TLS: &wsman.TLSConfig{TrustFirstUse: true}},
+			"server gave HTTP response to HTTPS client"},
+		{"not HTTP", wsman.Config{Address: garbage.Listener.Addr().String()}, "malformed HTTP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.ReadRetries = -1
+			c, err := wsman.New(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			_, err = c.Get(context.Background(), gsURI)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.want)
+			}
+			if wsman.Retryable(err) {
+				t.Errorf("Retryable(%v) = true", err)
 			}
 		})
 	}

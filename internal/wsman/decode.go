@@ -244,6 +244,10 @@ func DecodeTree(data []byte) (*Node, error) {
 			n := stack[len(stack)-1]
 			n.Text, n.buf = string(n.buf), nil
 			stack = stack[:len(stack)-1]
+		case xml.Directive:
+			// A DTD is where entity bombs live; SOAP forbids one
+			// (SOAP 1.2 part 1, 5) and AMT never sends one.
+			return nil, fmt.Errorf("%w: document type declaration refused (no DTDs or entity expansion in SOAP)", ErrMalformed)
 		case xml.CharData:
 			if len(stack) > 0 {
 				n := stack[len(stack)-1]

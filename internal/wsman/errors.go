@@ -2,6 +2,7 @@ package wsman
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -79,9 +80,15 @@ func IsReturnValue(err error, codes ...int) bool {
 type HTTPError struct {
 	StatusCode int
 	Status     string
+	Location   string // of a redirect, which is never followed
 }
 
-func (e *HTTPError) Error() string { return "wsman: http status " + e.Status }
+func (e *HTTPError) Error() string {
+	if e.Location != "" {
+		return "wsman: http status " + e.Status + ": redirect to " + e.Location + " not followed"
+	}
+	return "wsman: http status " + e.Status
+}
 
 // AMT status codes (PT_STATUS_*) seen as ReturnValue, as AMT-WSMAN.md and
 // Intel's SDK number them (0x800 block: 0x806 INVALID_PASSWORD, 0x80A
@@ -145,7 +152,8 @@ func StatusName(code int) string {
 // package is transient (worth another attempt later: network trouble,
 // timeouts, 5xx, a device restarting its network stack after CommitChanges)
 // or permanent (faults, non-zero ReturnValues, bad credentials, TLS identity
-// mismatch, malformed replies, caller cancellation).
+// mismatch, malformed replies, a port that speaks neither AMT's HTTP nor TLS,
+// caller cancellation).
 func Retryable(err error) bool {
 	if err == nil {
 		return false
@@ -158,6 +166,7 @@ func Retryable(err error) bool {
 		hne x509.HostnameError
 		cie x509.CertificateInvalidError
 		ne  net.Error
+		rhe tls.RecordHeaderError
 	)
 	switch {
 	case errors.Is(err, ErrUnauthorized), errors.Is(err, ErrResponseTooLarge),
@@ -179,6 +188,10 @@ func Retryable(err error) bool {
 	case strings.Contains(err.Error(), "remote error: tls: "):
 		// The device's TLS alert is its verdict on us (our client
 		// certificate, chain or offer), not a network hiccup.
+		return false
+	case errors.As(err, &rhe), strings.Contains(err.Error(), "malformed HTTP"),
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// Something that is not AMT's TLS or HTTP listens there.
 		return false
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),

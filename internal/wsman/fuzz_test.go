@@ -2,33 +2,15 @@ package wsman
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/amtops/amtops/internal/wsman/wsmantest"
 )
 
 func addFixtureSeeds(f *testing.F) {
 	f.Helper()
-	dir := filepath.Join("testdata", "responses")
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		f.Fatalf("fixtures folder %s missing (a copy of shared/fixtures/wsman-responses): %v", dir, err)
-	}
-	n := 0
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".xml") {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
+	for _, b := range wsmantest.Fixtures(f) {
 		f.Add(b)
-		n++
-		return nil
-	})
-	if err != nil || n < 250 {
-		f.Fatalf("seeding from %s: %d files, %v", dir, n, err)
 	}
 }
 

@@ -6,15 +6,19 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/icholy/digest"
+
+	"github.com/amtops/amtops/internal/wsman/wsmantest"
 )
 
 // fixturesDir is the real-device reply corpus beside the repository.
@@ -43,25 +47,7 @@ func readFixture(t testing.TB, rel string) []byte {
 // allFixtures lists every .xml fixture, relative to the fixtures folder.
 func allFixtures(t testing.TB) []string {
 	t.Helper()
-	dir := fixturesDir(t)
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".xml") {
-			rel, _ := filepath.Rel(dir, p)
-			out = append(out, rel)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out) < 250 {
-		t.Fatalf("found only %d fixtures in %s", len(out), dir)
-	}
-	return out
+	return slices.Sorted(maps.Keys(wsmantest.Fixtures(t)))
 }
 
 // amtServer challenges and verifies HTTP Digest like AMT firmware does

@@ -46,10 +46,18 @@ type csvRow struct {
 
 func (r csvRow) fqdn() string { return strings.ToLower(r.host + "." + r.domain) }
 
-// lineErr names the line and field of bad input.
+// lineErr names the line and field of bad input. The value is cut
+// short: twenty problems quoting megabyte fields would make a reply
+// larger than gRPC carries.
 func lineErr(line int, field, value, reason string) error {
+	if r := []rune(value); len(r) > maxQuoted {
+		value = string(r[:maxQuoted]) + "…"
+	}
 	return fmt.Errorf("csv line %d: %w", line, domain.InvalidField(field, value, reason))
 }
+
+// maxQuoted is how much of a bad value an error quotes.
+const maxQuoted = 64
 
 // errList gathers line errors up to maxCSVErrors.
 type errList struct {

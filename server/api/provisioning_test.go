@@ -35,7 +35,10 @@ type provEnv struct {
 	id  *provcert.Identity
 }
 
-func newProvEnv(t *testing.T) *provEnv {
+func newProvEnv(t *testing.T) *provEnv { t.Helper(); return newProvEnvWith(t, apitest.Options{}) }
+
+// newProvEnvWith is newProvEnv with o's API, queue and reaper settings.
+func newProvEnvWith(t *testing.T, o apitest.Options) *provEnv {
 	t.Helper()
 	ca, err := builtin.New(context.Background(), &pkitest.MemStorage{}, builtin.Config{Log: zerolog.Nop()})
 	if err != nil {
@@ -45,7 +48,8 @@ func newProvEnv(t *testing.T) *provEnv {
 	site := jobs.Site{ProvisioningUser: "admin", ProvisioningPassword: simPassword, Settings: config.DefaultServer().AMT.Settings,
 		JobDeadline: 10 * time.Minute, NewPassword: func() (string, error) { return newPassword, nil },
 		Activation: &jobs.Activation{Identity: id, MEBxPassword: "admin"}}
-	return &provEnv{srv: apitest.Start(t, apitest.Options{DeviceCA: ca, Jobs: jobs.Config{Site: site, Actor: "test"}}), id: id}
+	o.DeviceCA, o.Jobs = ca, jobs.Config{Site: site, Actor: "test"}
+	return &provEnv{srv: apitest.Start(t, o), id: id}
 }
 
 // factoryJob records a factory device that sent a Hello trusting the

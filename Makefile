@@ -22,9 +22,27 @@ GOCYCLO            := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 
 all: build
 
+CMDS    := ./server/cmd/amtops-server ./server/cmd/amtopsctl ./agent/cmd/amtops-agent ./internal/amtsim/cmd/amtsim
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/amtops/amtops/internal/version.stamped=$(VERSION)
+DIST    := dist
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./server/cmd/amtops-server ./server/cmd/amtopsctl ./agent/cmd/amtops-agent ./internal/amtsim/cmd/amtsim
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+
+# Versioned static binaries for linux/amd64 and linux/arm64, one tarball
+# each, and their SHA-256 sums.
+release:
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	@for arch in amd64 arm64; do \
+	  d=$(DIST)/amtops-$(VERSION)-linux-$$arch; mkdir -p $$d; \
+	  echo "building $$d"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$d/ $(CMDS) || exit 1; \
+	  cp README.md configs/*.example.yaml configs/systemd/*.service $$d/; \
+	  tar -C $(DIST) -czf $$d.tar.gz $$(basename $$d) && rm -rf $$d; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
 
 test:
 	scripts/test.sh
@@ -94,4 +112,4 @@ bench-fleet:
 	$(GO) run ./scripts/benchfleet $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BIN) $(PEERS)
+	rm -rf $(BIN) $(PEERS) $(DIST)

@@ -115,3 +115,38 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	}
 	return names
 }
+
+// TestSystemdUnitsVerify runs systemd-analyze verify on each unit, with
+// its binary pointed at one that exists; any complaint fails.
+func TestSystemdUnitsVerify(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("AMTOPS_REQUIRE_PEERS") != "" {
+			t.Fatal("systemd-analyze not installed")
+		}
+		t.Skip("systemd-analyze not installed")
+	}
+	units, err := filepath.Glob("systemd/*.service")
+	if err != nil || len(units) < 2 {
+		t.Fatalf("units %v %v, want the server's and the agent's", units, err)
+	}
+	bin := regexp.MustCompile(`/usr/local/bin/amtops-[a-z]+`)
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bin.Match(b) {
+			t.Errorf("%s: no ExecStart of an amtops binary", u)
+			continue
+		}
+		tmp := filepath.Join(t.TempDir(), filepath.Base(u))
+		if err := os.WriteFile(tmp, bin.ReplaceAll(b, []byte("/bin/true")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(analyze, "verify", "--man=no", tmp).CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
+		}
+	}
+}

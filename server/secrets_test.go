@@ -431,7 +431,14 @@ func waitBatchesDone(ctx context.Context, t *testing.T, admin pb.AdminServiceCli
 					n += b.GetFailed()
 				}
 				if n != failed {
-					t.Fatalf("%d jobs failed, want %d", n, failed)
+					var why []string
+					for _, b := range r.GetBatches() {
+						jobs, _ := admin.ListBatchJobs(ctx, &pb.ListBatchJobsRequest{BatchId: b.GetId(), State: "failed"})
+						for _, j := range jobs.GetJobs() {
+							why = append(why, j.GetDeviceId()+" at "+j.GetErrorStep()+": "+j.GetLastError())
+						}
+					}
+					t.Fatalf("%d jobs failed, want %d: %v", n, failed, why)
 				}
 				return
 			}

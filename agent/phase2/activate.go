@@ -44,7 +44,14 @@ func (r *job) activationSteps() []step {
 			if err := amt.ValidatePassword(pw); err != nil {
 				return "", fmt.Errorf("activation.new_mebx_password: %w", err)
 			}
-			return "MEBx password changed", r.dev.SetMEBxPassword(ctx, pw)
+			err := r.dev.SetMEBxPassword(ctx, pw)
+			if isReturn(err, wsman.StatusNotPermitted) && r.j.GetAttempt() > 1 {
+				// The firmware takes a new MEBx password only while it is
+				// the factory one, and it takes effect at once: an earlier
+				// attempt of this job, cut off after it, set the job's.
+				return "", skipped{"the MEBx password is no longer the factory default: an earlier attempt of this job set it"}
+			}
+			return "MEBx password changed", err
 		}},
 		{name: StepAdminPassword, skip: func(ctx context.Context) string {
 			if why := inSession(ctx); why != "" {

@@ -119,6 +119,7 @@ func (s *Server) buildPhase1(ctx context.Context, ca pki.CA, dc *directory.Clien
 	s.enqueuer = jobs.NewEnqueuer(s.asynq, s.cfg.Phase1.MaxRetry, s.cfg.Phase1.Timeout)
 	s.batches = batch.New(s.store, s.enqueuer, s.log)
 	s.batches.Observe(s.work.BatchStarted)
+	s.batches.WarnUnserved(s.cfg.Phase2.LeaseTTL)
 	sw, err := sweep.New(s.store, s.batches, s.asynq, sweep.Config{Interval: s.cfg.Sweep.Interval}, s.log)
 	if err != nil {
 		return fmt.Errorf("server: sweep: %w", err)

@@ -124,6 +124,9 @@ type Batch struct {
 	Options         map[string]string `json:"options,omitempty"`
 	CreatedAt       time.Time         `json:"created_at"`
 	CancelRequested bool              `json:"cancel_requested,omitempty"`
+	// Warnings are what the administrator should know from the start,
+	// such as subnets no live agent serves.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Done reports whether every job in the batch has ended.

@@ -130,7 +130,8 @@ func collectionToPB(c domain.Collection, members int) *pb.Collection {
 func batchToPB(b domain.Batch) *pb.Batch {
 	return &pb.Batch{Id: b.ID, Kind: wire.Kind(b.Kind), Origin: b.Origin, Total: int32(b.Total),
 		Succeeded: int32(b.Succeeded), Failed: int32(b.Failed), Cancelled: int32(b.Cancelled), Done: b.Done(),
-		CreatedAt: ts(b.CreatedAt), Requester: b.Requester, Options: b.Options, CancelRequested: b.CancelRequested}
+		CreatedAt: ts(b.CreatedAt), Requester: b.Requester, Options: b.Options, CancelRequested: b.CancelRequested,
+		Warnings: b.Warnings}
 }
 
 func jobToPB(j domain.Job) *pb.Job {

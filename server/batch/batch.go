@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -59,7 +60,15 @@ type Service struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	started func(domain.Batch)
+	// liveFor: an agent whose last heartbeat is younger serves its
+	// subnets; 0 checks nothing.
+	liveFor time.Duration
 }
+
+// WarnUnserved has every batch warn, from its start, about the subnets
+// of its devices that no agent with a heartbeat younger than liveFor
+// serves: their jobs would wait in the phase-2 queue.
+func (s *Service) WarnUnserved(liveFor time.Duration) { s.liveFor = liveFor }
 
 // Observe has fn told about every batch created (metrics); call it before
 // the service is used.
@@ -95,6 +104,15 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 	now := s.now().UTC()
 	b := domain.Batch{ID: r.ID, Kind: r.Kind, Origin: r.Origin, Requester: r.Requester, Total: len(devices),
 		Options: r.Options, CreatedAt: now}
+	unserved, err := s.unserved(ctx, devices)
+	if err != nil {
+		return domain.Batch{}, false, fmt.Errorf("batch: start: %w", err)
+	}
+	for p, n := range unserved {
+		b.Warnings = append(b.Warnings, fmt.Sprintf("no live agent serves %s: its %d jobs wait in the phase-2 queue until one does "+
+			"(start its agent, or authorise another with amtopsctl agents authorize)", p, n))
+	}
+	slices.Sort(b.Warnings)
 	jobs := make([]domain.Job, len(devices))
 	for i, d := range devices {
 		jobs[i] = domain.Job{ID: domain.JobID(b.ID, d.ID), BatchID: b.ID, DeviceID: d.ID, Kind: r.Kind,
@@ -106,6 +124,11 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 	}
 	if created && s.started != nil {
 		s.started(b)
+	}
+	for _, w := range b.Warnings {
+		if created {
+			s.log.Warn().Str("batch", b.ID).Str("warning", w).Msg("batch started with a warning")
+		}
 	}
 	if created {
 		s.log.Info().Str("batch", b.ID).Str("kind", string(b.Kind)).Str("origin", b.Origin).
@@ -361,4 +384,32 @@ func newID(now time.Time) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return "b" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// unserved counts, per subnet no live agent serves, the devices of a
+// batch there (none when the check is off).
+func (s *Service) unserved(ctx context.Context, devices []domain.Device) (map[netip.Prefix]int, error) {
+	out := map[netip.Prefix]int{}
+	if s.liveFor <= 0 || len(devices) == 0 {
+		return out, nil
+	}
+	agents, err := s.st.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	served := map[netip.Prefix]bool{}
+	for _, a := range agents {
+		if !a.LastHeartbeat.IsZero() && now.Sub(a.LastHeartbeat) < s.liveFor {
+			for _, p := range a.Subnets {
+				served[p.Masked()] = true
+			}
+		}
+	}
+	for _, d := range devices {
+		if d.Subnet.IsValid() && !served[d.Subnet.Masked()] {
+			out[d.Subnet.Masked()]++
+		}
+	}
+	return out, nil
 }

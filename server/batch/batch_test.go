@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -223,4 +224,34 @@ func sorted(xs []string) []string {
 	out := slices.Clone(xs)
 	slices.Sort(out)
 	return out
+}
+
+// A batch warns from its start about the subnets whose agent is gone,
+// naming how many of its devices wait there; a live agent's subnet is fine.
+func TestStartWarnsAboutSubnetsWithoutLiveAgent(t *testing.T) {
+	e := newEnv(t)
+	e.svc.WarnUnserved(time.Minute)
+	other := domain.Device{ID: "d9", HostName: "pc9", Domain: "amt.test", IP: netip.MustParseAddr("10.9.0.5"),
+		Subnet: netip.MustParsePrefix("10.9.0.0/24"), Status: domain.StatusNotProvisioned}
+	if err := e.st.PutDevice(e.ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []domain.Agent{
+		{ID: "live", Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, LastHeartbeat: time.Now()},
+		{ID: "gone", Subnets: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}, LastHeartbeat: time.Now().Add(-time.Hour)},
+	} {
+		if err := e.st.PutAgent(e.ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _, err := e.svc.Start(e.ctx, Request{Kind: domain.KindProvision, DeviceIDs: []string{"d0", "d1", "d9"}, Origin: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Warnings) != 1 || !strings.Contains(b.Warnings[0], "no live agent serves 10.9.0.0/24: its 1 jobs") {
+		t.Fatalf("warnings %q, want one for 10.9.0.0/24", b.Warnings)
+	}
+	if got, err := e.st.GetBatch(e.ctx, b.ID); err != nil || len(got.Warnings) != 1 {
+		t.Fatalf("stored batch warnings %q (%v), want the same one", got.Warnings, err)
+	}
 }

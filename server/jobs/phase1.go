@@ -117,8 +117,12 @@ func (p *Service) Handle(ctx context.Context, t Task) (err error) {
 			return fmt.Errorf("phase1: %s: %w", t.JobID, err)
 		}
 	}
-	if !dev.Subnet.IsValid() || !dev.IP.IsValid() {
-		return fmt.Errorf("phase1: %s: %w", t.JobID, domain.InvalidField("device.ip", dev.IP.String(), "device has no address and subnet yet"))
+	switch {
+	case !dev.IP.IsValid():
+		return fmt.Errorf("phase1: %s: %w", t.JobID, domain.InvalidField("device.ip", "", "device has no address yet: import it with one, or let discovery or its Hello find it"))
+	case !dev.Subnet.IsValid():
+		return fmt.Errorf("phase1: %s: %w", t.JobID, domain.InvalidField("device.ip", dev.IP.String(),
+			"no agent serves this address: authorise an agent for its subnet (amtopsctl agents authorize), then import or discover it again"))
 	}
 	if err := p.store.MoveJob(ctx, t.BatchID, t.JobID, domain.JobPhase1); err != nil {
 		if errors.Is(err, domain.ErrConflict) {

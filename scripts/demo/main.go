@@ -146,7 +146,12 @@ func run() error {
 		fmt.Fprintf(os.Stdout, "\nrun with DEMO_ARGS=--serve to keep the site up and try amtopsctl against it\n")
 		return nil
 	}
-	fmt.Fprintf(os.Stdout, "\nthe site is up; try:\n  %s devices list\nCtrl-C stops it.\n", ctlCommand(s))
+	fmt.Fprintf(os.Stdout, "\nthe site is up. In another shell, from this directory:\n\n"+
+		"  make build && export PATH=$PWD/bin:$PATH\n"+
+		"  export AMTOPS_SERVER=%s AMTOPS_CA_FILE=%s AMTOPS_TOKEN_FILE=%s\n"+
+		"  amtopsctl devices list\n\n"+
+		"metrics: http://%s/metrics   CRL: http://%s/crl   Ctrl-C stops the site.\n",
+		s.Server.GRPCAddr(), abs(s.CAFile), abs(s.TokenFile), s.HTTPAddr, s.HTTPAddr)
 	<-ctx.Done()
 	return nil
 }
@@ -335,4 +340,12 @@ func readEnv(path string) (map[string]string, error) {
 		}
 	}
 	return env, sc.Err()
+}
+
+// abs makes a path printed for another shell independent of its directory.
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -311,7 +311,11 @@ func (s *Service) SweepNow(ctx context.Context, _ *pb.SweepNowRequest) (*pb.Batc
 	if s.sweeper == nil {
 		return nil, status.Error(codes.Unimplemented, "admin: no sweeper configured on this server")
 	}
-	b, err := s.sweeper.SweepNow(ctx)
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.sweeper.SweepNow(ctx, p.Name)
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}

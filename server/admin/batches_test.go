@@ -245,14 +245,14 @@ func TestSuppressAutoProvision(t *testing.T) {
 
 type fakeSweeper struct{}
 
-func (f fakeSweeper) SweepNow(context.Context) (domain.Batch, error) {
-	return domain.Batch{ID: "sweep-1", Kind: domain.KindProvision, Origin: "sweep"}, nil
+func (f fakeSweeper) SweepNow(_ context.Context, requester string) (domain.Batch, error) {
+	return domain.Batch{ID: "sweep-1", Kind: domain.KindProvision, Origin: "sweep", Requester: requester}, nil
 }
 
 func TestSweepNow(t *testing.T) {
 	s := admintest.Start(t, admintest.Options{Sweeper: fakeSweeper{}})
 	b, err := s.Dial(t, s.Operate).SweepNow(context.Background(), &pb.SweepNowRequest{})
-	if err != nil || b.GetId() != "sweep-1" || b.GetOrigin() != "sweep" {
+	if err != nil || b.GetId() != "sweep-1" || b.GetOrigin() != "sweep" || b.GetRequester() != "ops" {
 		t.Fatalf("sweep = %v, %v", b, err)
 	}
 	_, err = s.Dial(t, s.Read).SweepNow(context.Background(), &pb.SweepNowRequest{})

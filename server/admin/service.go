@@ -24,7 +24,7 @@ type Batches interface {
 
 // Sweeper runs the auto-provisioning sweep on demand (S22).
 type Sweeper interface {
-	SweepNow(ctx context.Context) (domain.Batch, error)
+	SweepNow(ctx context.Context, requester string) (domain.Batch, error)
 }
 
 // Options tunes a Service. The zero value is usable.

@@ -157,18 +157,19 @@ func (s *Sweeper) Handle(ctx context.Context, t *asynq.Task) error {
 		s.log.Error().Str("type", t.Type()).Msg("sweep task payload undecodable")
 		return fmt.Errorf("sweep: decode task: %w", asynq.SkipRetry)
 	}
-	_, err := s.sweep(ctx, "sweep-"+p.Slot)
+	_, err := s.sweep(ctx, "sweep-"+p.Slot, Origin)
 	return err
 }
 
 // SweepNow runs a sweep at once, outside the slots (AdminService.SweepNow).
 // With nothing to provision it returns a batch with no ID and Total 0.
-func (s *Sweeper) SweepNow(ctx context.Context) (domain.Batch, error) {
-	return s.sweep(ctx, "sweep-now-"+s.cfg.Now().UTC().Format("20060102T150405.000Z"))
+func (s *Sweeper) SweepNow(ctx context.Context, requester string) (domain.Batch, error) {
+	return s.sweep(ctx, "sweep-now-"+s.cfg.Now().UTC().Format("20060102T150405.000Z"), requester)
 }
 
-// sweep starts the provision batch id for every eligible device.
-func (s *Sweeper) sweep(ctx context.Context, id string) (domain.Batch, error) {
+// sweep starts the provision batch id for every eligible device, on
+// behalf of requester (the administrator of a SweepNow, else "sweep").
+func (s *Sweeper) sweep(ctx context.Context, id, requester string) (domain.Batch, error) {
 	ids, colls, err := s.eligible(ctx)
 	if err != nil {
 		return domain.Batch{}, fmt.Errorf("sweep: %s: %w", id, err)
@@ -179,7 +180,7 @@ func (s *Sweeper) sweep(ctx context.Context, id string) (domain.Batch, error) {
 		return empty, nil
 	}
 	b, created, err := s.batches.Start(ctx, batch.Request{Kind: domain.KindProvision, DeviceIDs: ids, Origin: Origin,
-		Requester: "sweep", ID: id, Queue: jobs.QueueSweep})
+		Requester: requester, ID: id, Queue: jobs.QueueSweep})
 	if err != nil {
 		return empty, fmt.Errorf("sweep: %s: %w", id, err)
 	}

@@ -335,7 +335,7 @@ func TestSlots(t *testing.T) {
 func TestSweepNothingToDo(t *testing.T) {
 	r := newReplica(t, testpeers.Redis(t), sealer(t), time.Hour, time.Now)
 	ctx := context.Background()
-	b, err := r.sw.SweepNow(ctx)
+	b, err := r.sw.SweepNow(ctx, "ops")
 	if err != nil || b.ID != "" || b.Total != 0 {
 		t.Fatalf("sweep without collections: %+v %v", b, err)
 	}
@@ -350,7 +350,7 @@ func TestSweepNothingToDo(t *testing.T) {
 	if err := r.st.AddMembers(ctx, "auto", d.ID); err != nil {
 		t.Fatal(err)
 	}
-	if b, err = r.sw.SweepNow(ctx); err != nil || b.ID != "" {
+	if b, err = r.sw.SweepNow(ctx, "ops"); err != nil || b.ID != "" {
 		t.Fatalf("sweep with nothing eligible: %+v %v", b, err)
 	}
 	if n := len(sweepBatches(t, r.st)); n != 0 {

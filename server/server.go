@@ -53,6 +53,9 @@ type Server struct {
 	grpcLis net.Listener
 	httpLis net.Listener
 
+	console    *http.Server // nil when configured off
+	consoleLis net.Listener
+
 	queue    *store.LeaseQueue
 	ca       pki.CA
 	crl      http.Handler // the built-in CA's /crl and /ca.pem
@@ -95,6 +98,9 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("server: http.listen: %w", err)
 	}
+	if err := s.listenConsole(); err != nil {
+		return nil, err
+	}
 	sealer, err := s.siteKey()
 	if err != nil {
 		return nil, err
@@ -115,6 +121,9 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	}
 
 	if err := s.buildGRPC(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.buildConsole(); err != nil {
 		return nil, err
 	}
 
@@ -201,6 +210,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(s.serveConsole)
 	g.Go(func() error { return s.worker.Run(gctx) })
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
 	g.Go(func() error { return s.sweeper.Run(gctx) })
@@ -224,10 +234,13 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
+		if s.console != nil && s.console.Shutdown(sctx) != nil {
+			_ = s.console.Close()
+		}
 		return s.http.Shutdown(sctx)
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", s.cfg.Redis.Addr == "").Msg("site server running")
+	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Str("console", s.ConsoleAddr()).Bool("embedded_redis", s.cfg.Redis.Addr == "").Msg("site server running")
 	err := g.Wait()
 	s.log.Info().Msg("site server stopped")
 	return err
@@ -243,7 +256,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // Close releases what New acquired; Run's caller calls it after Run.
 func (s *Server) Close() {
-	for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+	for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.consoleLis} {
 		if l != nil {
 			_ = l.Close()
 		}

@@ -279,7 +279,7 @@ func (s *Site) startServer(ctx, runCtx context.Context, password string) error {
 	cfg := config.DefaultServer()
 	cfg.Redis.Addr = s.cfg.RedisAddr
 	cfg.DataDir = filepath.Join(s.cfg.Dir, "server")
-	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("site: %w", err)
 	}

@@ -1,0 +1,65 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/rest"
+)
+
+// buildConsole makes the HTTPS server of the REST API (and the web
+// console): the gRPC listener's CA signs its certificate and verifies
+// administrators' client certificates, so one CA file serves amtopsctl,
+// curl and browsers.
+func (s *Server) buildConsole() error {
+	if s.consoleLis == nil {
+		return nil
+	}
+	cert, err := s.agentCA.ServerCertificate(s.cfg.Console.Listen, s.cfg.GRPC.Names)
+	if err != nil {
+		return fmt.Errorf("server: console certificate: %w", err)
+	}
+	apiH, err := rest.Handler(s.admin)
+	if err != nil {
+		return fmt.Errorf("server: rest api: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(rest.Prefix, apiH)
+	s.console = &http.Server{Handler: mux, TLSConfig: api.ServerTLS(s.agentCA, cert), ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// ConsoleAddr is the bound HTTPS address of the REST API and console, or
+// "" when configured off.
+func (s *Server) ConsoleAddr() string {
+	if s.consoleLis == nil {
+		return ""
+	}
+	return s.consoleLis.Addr().String()
+}
+
+func (s *Server) serveConsole() error {
+	if s.console == nil {
+		return nil
+	}
+	if err := s.console.Serve(tls.NewListener(s.consoleLis, s.console.TLSConfig)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("server: console: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) listenConsole() error {
+	if s.cfg.Console.Disabled {
+		return nil
+	}
+	var err error
+	if s.consoleLis, err = net.Listen("tcp", s.cfg.Console.Listen); err != nil {
+		return fmt.Errorf("server: console.listen: %w", err)
+	}
+	return nil
+}

@@ -147,7 +147,10 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 		DefaultWait: p2.LongPoll, Log: s.log, Hellos: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil)})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
-		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs})
+		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs,
+		// Agents heartbeat every third of the lease TTL: one silent for a
+		// whole TTL has lost its leases, and is offline.
+		AgentOnlineWithin: p2.LeaseTTL})
 	opts := append(api.ServerOptions(s.agents, cert),
 		grpc.ChainUnaryInterceptor(s.admin.UnaryInterceptor()), grpc.ChainStreamInterceptor(s.admin.StreamInterceptor()))
 	s.grpc = grpc.NewServer(opts...)

@@ -27,6 +27,7 @@ const servicePrefix = "/amtops.v1.AdminService/"
 // AdminService method needs the operate role, so a method added later is
 // closed to readers until someone decides otherwise.
 var readMethods = map[string]bool{
+	pb.AdminService_FleetSummary_FullMethodName:    true,
 	pb.AdminService_ListDevices_FullMethodName:     true,
 	pb.AdminService_GetDevice_FullMethodName:       true,
 	pb.AdminService_GetDeviceLog_FullMethodName:    true,

@@ -13,6 +13,7 @@ test)
   need kinit krb5-user
   need ldapsearch ldap-utils
   need openssl openssl
+  need chromium chromium   # the console's browser tests (server/console)
   ;;
 protoc)
   need protoc protobuf-compiler

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/amtops/amtops/server/api"
+	"github.com/amtops/amtops/server/console"
 	"github.com/amtops/amtops/server/rest"
 )
 
-// buildConsole makes the HTTPS server of the REST API (and the web
-// console): the gRPC listener's CA signs its certificate and verifies
+// buildConsole makes the HTTPS server of the REST API and the web
+// console with its live-update hub: the gRPC listener's CA signs its certificate and verifies
 // administrators' client certificates, so one CA file serves amtopsctl,
 // curl and browsers.
 func (s *Server) buildConsole() error {
@@ -28,8 +29,11 @@ func (s *Server) buildConsole() error {
 	if err != nil {
 		return fmt.Errorf("server: rest api: %w", err)
 	}
+	s.hub = console.NewHub(s.admin, console.HubOptions{Log: s.log})
 	mux := http.NewServeMux()
 	mux.Handle(rest.Prefix, apiH)
+	mux.Handle("GET "+rest.Prefix+"events", s.hub)
+	mux.Handle("/", console.Handler())
 	s.console = &http.Server{Handler: mux, TLSConfig: api.ServerTLS(s.agentCA, cert), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
@@ -43,6 +47,7 @@ func (s *Server) ConsoleAddr() string {
 	return s.consoleLis.Addr().String()
 }
 
+// serveConsole serves until the server closes.
 func (s *Server) serveConsole() error {
 	if s.console == nil {
 		return nil

@@ -33,6 +33,7 @@ import (
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/console"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/store"
@@ -54,6 +55,7 @@ type Server struct {
 	httpLis net.Listener
 
 	console    *http.Server // nil when configured off
+	hub        *console.Hub
 	consoleLis net.Listener
 
 	queue    *store.LeaseQueue
@@ -211,6 +213,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(s.serveConsole)
+	if s.hub != nil {
+		// The hub ends with gctx, and its event streams with it, so that
+		// the console's Shutdown does not wait on them.
+		g.Go(func() error { return s.hub.Run(gctx) })
+	}
 	g.Go(func() error { return s.worker.Run(gctx) })
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
 	g.Go(func() error { return s.sweeper.Run(gctx) })

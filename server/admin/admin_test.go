@@ -72,6 +72,10 @@ func TestAuthentication(t *testing.T) {
 			_, err := c.ListBatches(ctx, &pb.ListBatchesRequest{})
 			return err
 		}, codes.OK},
+		{"WhoAmI", func(c pb.AdminServiceClient) error {
+			_, err := c.WhoAmI(ctx, &pb.WhoAmIRequest{})
+			return err
+		}, codes.OK},
 		{"FleetSummary", func(c pb.AdminServiceClient) error {
 			_, err := c.FleetSummary(ctx, &pb.FleetSummaryRequest{})
 			return err

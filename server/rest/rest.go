@@ -14,7 +14,9 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -61,13 +63,32 @@ func Handler(svc Service) (http.Handler, error) {
 // look for it, as the gRPC transport does.
 func withPeer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := &peer.Peer{Addr: remoteAddr(r.RemoteAddr)}
-		if r.TLS != nil {
-			p.AuthInfo = credentials.TLSInfo{State: *r.TLS, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
-		}
-		next.ServeHTTP(w, r.WithContext(peer.NewContext(r.Context(), p)))
+		next.ServeHTTP(w, r.WithContext(peerContext(r)))
 	})
 }
+
+func peerContext(r *http.Request) context.Context {
+	p := &peer.Peer{Addr: remoteAddr(r.RemoteAddr)}
+	if r.TLS != nil {
+		p.AuthInfo = credentials.TLSInfo{State: *r.TLS, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+	}
+	return peer.NewContext(r.Context(), p)
+}
+
+// CallContext is r's context as an AdminService handler sees it: the
+// connection's peer and TLS state, and the Authorization header as
+// "authorization" metadata. For endpoints beside the gateway (the
+// console's event stream) that authorise with admin.Service.Authorize.
+func CallContext(r *http.Request) context.Context {
+	md := metadata.MD{}
+	if v := r.Header.Values("Authorization"); len(v) > 0 {
+		md["authorization"] = v
+	}
+	return metadata.NewIncomingContext(peerContext(r), md)
+}
+
+// HTTPStatus is the HTTP status the gateway answers for err.
+func HTTPStatus(err error) int { return runtime.HTTPStatusFromCode(status.Code(err)) }
 
 func remoteAddr(s string) net.Addr {
 	if a, err := net.ResolveTCPAddr("tcp", s); err == nil {

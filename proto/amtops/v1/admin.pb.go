@@ -331,6 +331,102 @@ func (x *ListDevicesRequest) GetFailed() bool {
 	return false
 }
 
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+type WhoAmIResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"` // read | operate
+	Via           string                 `protobuf:"bytes,3,opt,name=via,proto3" json:"via,omitempty"`   // token | certificate
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
 type FleetSummaryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -339,7 +435,7 @@ type FleetSummaryRequest struct {
 
 func (x *FleetSummaryRequest) Reset() {
 	*x = FleetSummaryRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +447,7 @@ func (x *FleetSummaryRequest) String() string {
 func (*FleetSummaryRequest) ProtoMessage() {}
 
 func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +460,7 @@ func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetSummaryRequest.ProtoReflect.Descriptor instead.
 func (*FleetSummaryRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 type FleetSummaryResponse struct {
@@ -389,7 +485,7 @@ type FleetSummaryResponse struct {
 
 func (x *FleetSummaryResponse) Reset() {
 	*x = FleetSummaryResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +497,7 @@ func (x *FleetSummaryResponse) String() string {
 func (*FleetSummaryResponse) ProtoMessage() {}
 
 func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +510,7 @@ func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetSummaryResponse.ProtoReflect.Descriptor instead.
 func (*FleetSummaryResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FleetSummaryResponse) GetDevices() int64 {
@@ -497,7 +593,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +605,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +618,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*Device {
@@ -549,7 +645,7 @@ type DeviceReadinessResponse struct {
 
 func (x *DeviceReadinessResponse) Reset() {
 	*x = DeviceReadinessResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +657,7 @@ func (x *DeviceReadinessResponse) String() string {
 func (*DeviceReadinessResponse) ProtoMessage() {}
 
 func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +670,7 @@ func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadinessResponse.ProtoReflect.Descriptor instead.
 func (*DeviceReadinessResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeviceReadinessResponse) GetDevices() []*DeviceReadiness {
@@ -611,7 +707,7 @@ type DeviceReadiness struct {
 
 func (x *DeviceReadiness) Reset() {
 	*x = DeviceReadiness{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +719,7 @@ func (x *DeviceReadiness) String() string {
 func (*DeviceReadiness) ProtoMessage() {}
 
 func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +732,7 @@ func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadiness.ProtoReflect.Descriptor instead.
 func (*DeviceReadiness) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeviceReadiness) GetId() string {
@@ -719,7 +815,7 @@ type ReadinessProblem struct {
 
 func (x *ReadinessProblem) Reset() {
 	*x = ReadinessProblem{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +827,7 @@ func (x *ReadinessProblem) String() string {
 func (*ReadinessProblem) ProtoMessage() {}
 
 func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +840,7 @@ func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessProblem.ProtoReflect.Descriptor instead.
 func (*ReadinessProblem) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadinessProblem) GetReason() string {
@@ -770,7 +866,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +878,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +891,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -814,7 +910,7 @@ type PutDevicesRequest struct {
 
 func (x *PutDevicesRequest) Reset() {
 	*x = PutDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +922,7 @@ func (x *PutDevicesRequest) String() string {
 func (*PutDevicesRequest) ProtoMessage() {}
 
 func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +935,7 @@ func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesRequest.ProtoReflect.Descriptor instead.
 func (*PutDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutDevicesRequest) GetDevices() []*Device {
@@ -859,7 +955,7 @@ type PutDevicesResponse struct {
 
 func (x *PutDevicesResponse) Reset() {
 	*x = PutDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +967,7 @@ func (x *PutDevicesResponse) String() string {
 func (*PutDevicesResponse) ProtoMessage() {}
 
 func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +980,7 @@ func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesResponse.ProtoReflect.Descriptor instead.
 func (*PutDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PutDevicesResponse) GetCreated() int32 {
@@ -911,7 +1007,7 @@ type GetDeviceLogRequest struct {
 
 func (x *GetDeviceLogRequest) Reset() {
 	*x = GetDeviceLogRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1019,7 @@ func (x *GetDeviceLogRequest) String() string {
 func (*GetDeviceLogRequest) ProtoMessage() {}
 
 func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1032,7 @@ func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetDeviceLogRequest) GetId() string {
@@ -962,7 +1058,7 @@ type GetDeviceLogResponse struct {
 
 func (x *GetDeviceLogResponse) Reset() {
 	*x = GetDeviceLogResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1070,7 @@ func (x *GetDeviceLogResponse) String() string {
 func (*GetDeviceLogResponse) ProtoMessage() {}
 
 func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1083,7 @@ func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetDeviceLogResponse) GetEvents() []*OperationEvent {
@@ -1011,7 +1107,7 @@ type Collection struct {
 
 func (x *Collection) Reset() {
 	*x = Collection{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1119,7 @@ func (x *Collection) String() string {
 func (*Collection) ProtoMessage() {}
 
 func (x *Collection) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1132,7 @@ func (x *Collection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Collection.ProtoReflect.Descriptor instead.
 func (*Collection) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Collection) GetName() string {
@@ -1092,7 +1188,7 @@ type CreateCollectionRequest struct {
 
 func (x *CreateCollectionRequest) Reset() {
 	*x = CreateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1200,7 @@ func (x *CreateCollectionRequest) String() string {
 func (*CreateCollectionRequest) ProtoMessage() {}
 
 func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1213,7 @@ func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*CreateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateCollectionRequest) GetName() string {
@@ -1149,7 +1245,7 @@ type ListCollectionsRequest struct {
 
 func (x *ListCollectionsRequest) Reset() {
 	*x = ListCollectionsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1257,7 @@ func (x *ListCollectionsRequest) String() string {
 func (*ListCollectionsRequest) ProtoMessage() {}
 
 func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1270,7 @@ func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListCollectionsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type ListCollectionsResponse struct {
@@ -1186,7 +1282,7 @@ type ListCollectionsResponse struct {
 
 func (x *ListCollectionsResponse) Reset() {
 	*x = ListCollectionsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1294,7 @@ func (x *ListCollectionsResponse) String() string {
 func (*ListCollectionsResponse) ProtoMessage() {}
 
 func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1307,7 @@ func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListCollectionsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListCollectionsResponse) GetCollections() []*Collection {
@@ -1232,7 +1328,7 @@ type UpdateCollectionRequest struct {
 
 func (x *UpdateCollectionRequest) Reset() {
 	*x = UpdateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1340,7 @@ func (x *UpdateCollectionRequest) String() string {
 func (*UpdateCollectionRequest) ProtoMessage() {}
 
 func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1353,7 @@ func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateCollectionRequest) GetName() string {
@@ -1290,7 +1386,7 @@ type DeleteCollectionRequest struct {
 
 func (x *DeleteCollectionRequest) Reset() {
 	*x = DeleteCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1398,7 @@ func (x *DeleteCollectionRequest) String() string {
 func (*DeleteCollectionRequest) ProtoMessage() {}
 
 func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1411,7 @@ func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteCollectionRequest) GetName() string {
@@ -1333,7 +1429,7 @@ type DeleteCollectionResponse struct {
 
 func (x *DeleteCollectionResponse) Reset() {
 	*x = DeleteCollectionResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1441,7 @@ func (x *DeleteCollectionResponse) String() string {
 func (*DeleteCollectionResponse) ProtoMessage() {}
 
 func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1454,7 @@ func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 // Rule selects devices by subnet and/or a host-name glob.
@@ -1372,7 +1468,7 @@ type MemberRule struct {
 
 func (x *MemberRule) Reset() {
 	*x = MemberRule{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1480,7 @@ func (x *MemberRule) String() string {
 func (*MemberRule) ProtoMessage() {}
 
 func (x *MemberRule) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1493,7 @@ func (x *MemberRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRule.ProtoReflect.Descriptor instead.
 func (*MemberRule) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MemberRule) GetSubnet() string {
@@ -1425,7 +1521,7 @@ type CollectionMembersRequest struct {
 
 func (x *CollectionMembersRequest) Reset() {
 	*x = CollectionMembersRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1533,7 @@ func (x *CollectionMembersRequest) String() string {
 func (*CollectionMembersRequest) ProtoMessage() {}
 
 func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1546,7 @@ func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersRequest.ProtoReflect.Descriptor instead.
 func (*CollectionMembersRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CollectionMembersRequest) GetCollection() string {
@@ -1483,7 +1579,7 @@ type CollectionMembersResponse struct {
 
 func (x *CollectionMembersResponse) Reset() {
 	*x = CollectionMembersResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1591,7 @@ func (x *CollectionMembersResponse) String() string {
 func (*CollectionMembersResponse) ProtoMessage() {}
 
 func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1604,7 @@ func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersResponse.ProtoReflect.Descriptor instead.
 func (*CollectionMembersResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CollectionMembersResponse) GetChanged() int32 {
@@ -1530,7 +1626,7 @@ type ImportDevicesRequest struct {
 
 func (x *ImportDevicesRequest) Reset() {
 	*x = ImportDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1638,7 @@ func (x *ImportDevicesRequest) String() string {
 func (*ImportDevicesRequest) ProtoMessage() {}
 
 func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1651,7 @@ func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImportDevicesRequest) GetCollection() string {
@@ -1591,7 +1687,7 @@ type ImportDevicesResponse struct {
 
 func (x *ImportDevicesResponse) Reset() {
 	*x = ImportDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1699,7 @@ func (x *ImportDevicesResponse) String() string {
 func (*ImportDevicesResponse) ProtoMessage() {}
 
 func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1712,7 @@ func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ImportDevicesResponse) GetCreated() int32 {
@@ -1663,7 +1759,7 @@ type StartBatchRequest struct {
 
 func (x *StartBatchRequest) Reset() {
 	*x = StartBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1771,7 @@ func (x *StartBatchRequest) String() string {
 func (*StartBatchRequest) ProtoMessage() {}
 
 func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1784,7 @@ func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBatchRequest.ProtoReflect.Descriptor instead.
 func (*StartBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StartBatchRequest) GetKind() JobKind {
@@ -1754,7 +1850,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1862,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1875,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Batch) GetId() string {
@@ -1882,7 +1978,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +1990,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2003,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetBatchRequest) GetId() string {
@@ -1926,7 +2022,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2034,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2047,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListBatchesRequest) GetLimit() int32 {
@@ -1970,7 +2066,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2078,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2091,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -2017,7 +2113,7 @@ type ListBatchJobsRequest struct {
 
 func (x *ListBatchJobsRequest) Reset() {
 	*x = ListBatchJobsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2125,7 @@ func (x *ListBatchJobsRequest) String() string {
 func (*ListBatchJobsRequest) ProtoMessage() {}
 
 func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2138,7 @@ func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListBatchJobsRequest) GetBatchId() string {
@@ -2088,7 +2184,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +2196,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +2209,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Job) GetId() string {
@@ -2175,7 +2271,7 @@ type ListBatchJobsResponse struct {
 
 func (x *ListBatchJobsResponse) Reset() {
 	*x = ListBatchJobsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2283,7 @@ func (x *ListBatchJobsResponse) String() string {
 func (*ListBatchJobsResponse) ProtoMessage() {}
 
 func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2296,7 @@ func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListBatchJobsResponse) GetJobs() []*Job {
@@ -2227,7 +2323,7 @@ type SetAutoProvisionSuppressedRequest struct {
 
 func (x *SetAutoProvisionSuppressedRequest) Reset() {
 	*x = SetAutoProvisionSuppressedRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2335,7 @@ func (x *SetAutoProvisionSuppressedRequest) String() string {
 func (*SetAutoProvisionSuppressedRequest) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2348,7 @@ func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use SetAutoProvisionSuppressedRequest.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetAutoProvisionSuppressedRequest) GetDeviceIds() []string {
@@ -2278,7 +2374,7 @@ type SetAutoProvisionSuppressedResponse struct {
 
 func (x *SetAutoProvisionSuppressedResponse) Reset() {
 	*x = SetAutoProvisionSuppressedResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2386,7 @@ func (x *SetAutoProvisionSuppressedResponse) String() string {
 func (*SetAutoProvisionSuppressedResponse) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2399,7 @@ func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SetAutoProvisionSuppressedResponse.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetAutoProvisionSuppressedResponse) GetChanged() int32 {
@@ -2322,7 +2418,7 @@ type BeginRenameRequest struct {
 
 func (x *BeginRenameRequest) Reset() {
 	*x = BeginRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2430,7 @@ func (x *BeginRenameRequest) String() string {
 func (*BeginRenameRequest) ProtoMessage() {}
 
 func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2443,7 @@ func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRenameRequest.ProtoReflect.Descriptor instead.
 func (*BeginRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BeginRenameRequest) GetDeviceIds() []string {
@@ -2367,7 +2463,7 @@ type CompleteRenameRequest struct {
 
 func (x *CompleteRenameRequest) Reset() {
 	*x = CompleteRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2475,7 @@ func (x *CompleteRenameRequest) String() string {
 func (*CompleteRenameRequest) ProtoMessage() {}
 
 func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2488,7 @@ func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRenameRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CompleteRenameRequest) GetDeviceId() string {
@@ -2417,7 +2513,7 @@ type SweepNowRequest struct {
 
 func (x *SweepNowRequest) Reset() {
 	*x = SweepNowRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2525,7 @@ func (x *SweepNowRequest) String() string {
 func (*SweepNowRequest) ProtoMessage() {}
 
 func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2538,7 @@ func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepNowRequest.ProtoReflect.Descriptor instead.
 func (*SweepNowRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type CreateEnrollmentTokenRequest struct {
@@ -2455,7 +2551,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2563,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2576,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetSubnets() []string {
@@ -2507,7 +2603,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2615,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2628,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -2564,7 +2660,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2672,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2685,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Agent) GetId() string {
@@ -2644,7 +2740,7 @@ type AuthorizeAgentRequest struct {
 
 func (x *AuthorizeAgentRequest) Reset() {
 	*x = AuthorizeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2752,7 @@ func (x *AuthorizeAgentRequest) String() string {
 func (*AuthorizeAgentRequest) ProtoMessage() {}
 
 func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2765,7 @@ func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeAgentRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AuthorizeAgentRequest) GetAgentId() string {
@@ -2695,7 +2791,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2803,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2816,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2738,7 +2834,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2846,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2859,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 type ListAgentsRequest struct {
@@ -2774,7 +2870,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +2882,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +2895,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type ListAgentsResponse struct {
@@ -2811,7 +2907,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2919,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2932,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2857,7 +2953,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2869,7 +2965,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2882,7 +2978,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AdminToken) GetName() string {
@@ -2916,7 +3012,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2928,7 +3024,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2941,7 +3037,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -2968,7 +3064,7 @@ type CreateAdminTokenResponse struct {
 
 func (x *CreateAdminTokenResponse) Reset() {
 	*x = CreateAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2980,7 +3076,7 @@ func (x *CreateAdminTokenResponse) String() string {
 func (*CreateAdminTokenResponse) ProtoMessage() {}
 
 func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2993,7 +3089,7 @@ func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateAdminTokenResponse) GetToken() string {
@@ -3018,7 +3114,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3126,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3139,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type ListAdminTokensResponse struct {
@@ -3055,7 +3151,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3163,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3176,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
@@ -3099,7 +3195,7 @@ type RevokeAdminTokenRequest struct {
 
 func (x *RevokeAdminTokenRequest) Reset() {
 	*x = RevokeAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3207,7 @@ func (x *RevokeAdminTokenRequest) String() string {
 func (*RevokeAdminTokenRequest) ProtoMessage() {}
 
 func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3220,7 @@ func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RevokeAdminTokenRequest) GetName() string {
@@ -3142,7 +3238,7 @@ type RevokeAdminTokenResponse struct {
 
 func (x *RevokeAdminTokenResponse) Reset() {
 	*x = RevokeAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3250,7 @@ func (x *RevokeAdminTokenResponse) String() string {
 func (*RevokeAdminTokenResponse) ProtoMessage() {}
 
 func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3263,7 @@ func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 type IssueAdminCertificateRequest struct {
@@ -3181,7 +3277,7 @@ type IssueAdminCertificateRequest struct {
 
 func (x *IssueAdminCertificateRequest) Reset() {
 	*x = IssueAdminCertificateRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[53]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3289,7 @@ func (x *IssueAdminCertificateRequest) String() string {
 func (*IssueAdminCertificateRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[53]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3302,7 @@ func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *IssueAdminCertificateRequest) GetName() string {
@@ -3241,7 +3337,7 @@ type IssueAdminCertificateResponse struct {
 
 func (x *IssueAdminCertificateResponse) Reset() {
 	*x = IssueAdminCertificateResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[54]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3349,7 @@ func (x *IssueAdminCertificateResponse) String() string {
 func (*IssueAdminCertificateResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[54]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3362,7 @@ func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
@@ -3334,7 +3430,12 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\a \x01(\tR\n" +
 	"generation\x12\x16\n" +
-	"\x06failed\x18\b \x01(\bR\x06failed\"\x15\n" +
+	"\x06failed\x18\b \x01(\bR\x06failed\"\x0f\n" +
+	"\rWhoAmIRequest\"J\n" +
+	"\x0eWhoAmIResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x10\n" +
+	"\x03via\x18\x03 \x01(\tR\x03via\"\x15\n" +
 	"\x13FleetSummaryRequest\"\xcf\x06\n" +
 	"\x14FleetSummaryResponse\x12\x18\n" +
 	"\adevices\x18\x01 \x01(\x03R\adevices\x12J\n" +
@@ -3564,9 +3665,10 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueAdminCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
-	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xb1\x14\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf0\x14\n" +
 	"\fAdminService\x12O\n" +
-	"\fFleetSummary\x12\x1e.amtops.v1.FleetSummaryRequest\x1a\x1f.amtops.v1.FleetSummaryResponse\x12L\n" +
+	"\fFleetSummary\x12\x1e.amtops.v1.FleetSummaryRequest\x1a\x1f.amtops.v1.FleetSummaryResponse\x12=\n" +
+	"\x06WhoAmI\x12\x18.amtops.v1.WhoAmIRequest\x1a\x19.amtops.v1.WhoAmIResponse\x12L\n" +
 	"\vListDevices\x12\x1d.amtops.v1.ListDevicesRequest\x1a\x1e.amtops.v1.ListDevicesResponse\x12;\n" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
 	"\n" +
@@ -3615,176 +3717,180 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
 	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
-	(*FleetSummaryRequest)(nil),                // 2: amtops.v1.FleetSummaryRequest
-	(*FleetSummaryResponse)(nil),               // 3: amtops.v1.FleetSummaryResponse
-	(*ListDevicesResponse)(nil),                // 4: amtops.v1.ListDevicesResponse
-	(*DeviceReadinessResponse)(nil),            // 5: amtops.v1.DeviceReadinessResponse
-	(*DeviceReadiness)(nil),                    // 6: amtops.v1.DeviceReadiness
-	(*ReadinessProblem)(nil),                   // 7: amtops.v1.ReadinessProblem
-	(*GetDeviceRequest)(nil),                   // 8: amtops.v1.GetDeviceRequest
-	(*PutDevicesRequest)(nil),                  // 9: amtops.v1.PutDevicesRequest
-	(*PutDevicesResponse)(nil),                 // 10: amtops.v1.PutDevicesResponse
-	(*GetDeviceLogRequest)(nil),                // 11: amtops.v1.GetDeviceLogRequest
-	(*GetDeviceLogResponse)(nil),               // 12: amtops.v1.GetDeviceLogResponse
-	(*Collection)(nil),                         // 13: amtops.v1.Collection
-	(*CreateCollectionRequest)(nil),            // 14: amtops.v1.CreateCollectionRequest
-	(*ListCollectionsRequest)(nil),             // 15: amtops.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil),            // 16: amtops.v1.ListCollectionsResponse
-	(*UpdateCollectionRequest)(nil),            // 17: amtops.v1.UpdateCollectionRequest
-	(*DeleteCollectionRequest)(nil),            // 18: amtops.v1.DeleteCollectionRequest
-	(*DeleteCollectionResponse)(nil),           // 19: amtops.v1.DeleteCollectionResponse
-	(*MemberRule)(nil),                         // 20: amtops.v1.MemberRule
-	(*CollectionMembersRequest)(nil),           // 21: amtops.v1.CollectionMembersRequest
-	(*CollectionMembersResponse)(nil),          // 22: amtops.v1.CollectionMembersResponse
-	(*ImportDevicesRequest)(nil),               // 23: amtops.v1.ImportDevicesRequest
-	(*ImportDevicesResponse)(nil),              // 24: amtops.v1.ImportDevicesResponse
-	(*StartBatchRequest)(nil),                  // 25: amtops.v1.StartBatchRequest
-	(*Batch)(nil),                              // 26: amtops.v1.Batch
-	(*GetBatchRequest)(nil),                    // 27: amtops.v1.GetBatchRequest
-	(*ListBatchesRequest)(nil),                 // 28: amtops.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),                // 29: amtops.v1.ListBatchesResponse
-	(*ListBatchJobsRequest)(nil),               // 30: amtops.v1.ListBatchJobsRequest
-	(*Job)(nil),                                // 31: amtops.v1.Job
-	(*ListBatchJobsResponse)(nil),              // 32: amtops.v1.ListBatchJobsResponse
-	(*SetAutoProvisionSuppressedRequest)(nil),  // 33: amtops.v1.SetAutoProvisionSuppressedRequest
-	(*SetAutoProvisionSuppressedResponse)(nil), // 34: amtops.v1.SetAutoProvisionSuppressedResponse
-	(*BeginRenameRequest)(nil),                 // 35: amtops.v1.BeginRenameRequest
-	(*CompleteRenameRequest)(nil),              // 36: amtops.v1.CompleteRenameRequest
-	(*SweepNowRequest)(nil),                    // 37: amtops.v1.SweepNowRequest
-	(*CreateEnrollmentTokenRequest)(nil),       // 38: amtops.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),      // 39: amtops.v1.CreateEnrollmentTokenResponse
-	(*Agent)(nil),                              // 40: amtops.v1.Agent
-	(*AuthorizeAgentRequest)(nil),              // 41: amtops.v1.AuthorizeAgentRequest
-	(*RevokeAgentRequest)(nil),                 // 42: amtops.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),                // 43: amtops.v1.RevokeAgentResponse
-	(*ListAgentsRequest)(nil),                  // 44: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 45: amtops.v1.ListAgentsResponse
-	(*AdminToken)(nil),                         // 46: amtops.v1.AdminToken
-	(*CreateAdminTokenRequest)(nil),            // 47: amtops.v1.CreateAdminTokenRequest
-	(*CreateAdminTokenResponse)(nil),           // 48: amtops.v1.CreateAdminTokenResponse
-	(*ListAdminTokensRequest)(nil),             // 49: amtops.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),            // 50: amtops.v1.ListAdminTokensResponse
-	(*RevokeAdminTokenRequest)(nil),            // 51: amtops.v1.RevokeAdminTokenRequest
-	(*RevokeAdminTokenResponse)(nil),           // 52: amtops.v1.RevokeAdminTokenResponse
-	(*IssueAdminCertificateRequest)(nil),       // 53: amtops.v1.IssueAdminCertificateRequest
-	(*IssueAdminCertificateResponse)(nil),      // 54: amtops.v1.IssueAdminCertificateResponse
-	nil,                                        // 55: amtops.v1.FleetSummaryResponse.ByStatusEntry
-	nil,                                        // 56: amtops.v1.FleetSummaryResponse.ByControlModeEntry
-	nil,                                        // 57: amtops.v1.FleetSummaryResponse.ByGenerationEntry
-	nil,                                        // 58: amtops.v1.FleetSummaryResponse.BlockersEntry
-	nil,                                        // 59: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 60: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 61: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 62: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 63: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 64: amtops.v1.JobKind
+	(*WhoAmIRequest)(nil),                      // 2: amtops.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                     // 3: amtops.v1.WhoAmIResponse
+	(*FleetSummaryRequest)(nil),                // 4: amtops.v1.FleetSummaryRequest
+	(*FleetSummaryResponse)(nil),               // 5: amtops.v1.FleetSummaryResponse
+	(*ListDevicesResponse)(nil),                // 6: amtops.v1.ListDevicesResponse
+	(*DeviceReadinessResponse)(nil),            // 7: amtops.v1.DeviceReadinessResponse
+	(*DeviceReadiness)(nil),                    // 8: amtops.v1.DeviceReadiness
+	(*ReadinessProblem)(nil),                   // 9: amtops.v1.ReadinessProblem
+	(*GetDeviceRequest)(nil),                   // 10: amtops.v1.GetDeviceRequest
+	(*PutDevicesRequest)(nil),                  // 11: amtops.v1.PutDevicesRequest
+	(*PutDevicesResponse)(nil),                 // 12: amtops.v1.PutDevicesResponse
+	(*GetDeviceLogRequest)(nil),                // 13: amtops.v1.GetDeviceLogRequest
+	(*GetDeviceLogResponse)(nil),               // 14: amtops.v1.GetDeviceLogResponse
+	(*Collection)(nil),                         // 15: amtops.v1.Collection
+	(*CreateCollectionRequest)(nil),            // 16: amtops.v1.CreateCollectionRequest
+	(*ListCollectionsRequest)(nil),             // 17: amtops.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil),            // 18: amtops.v1.ListCollectionsResponse
+	(*UpdateCollectionRequest)(nil),            // 19: amtops.v1.UpdateCollectionRequest
+	(*DeleteCollectionRequest)(nil),            // 20: amtops.v1.DeleteCollectionRequest
+	(*DeleteCollectionResponse)(nil),           // 21: amtops.v1.DeleteCollectionResponse
+	(*MemberRule)(nil),                         // 22: amtops.v1.MemberRule
+	(*CollectionMembersRequest)(nil),           // 23: amtops.v1.CollectionMembersRequest
+	(*CollectionMembersResponse)(nil),          // 24: amtops.v1.CollectionMembersResponse
+	(*ImportDevicesRequest)(nil),               // 25: amtops.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil),              // 26: amtops.v1.ImportDevicesResponse
+	(*StartBatchRequest)(nil),                  // 27: amtops.v1.StartBatchRequest
+	(*Batch)(nil),                              // 28: amtops.v1.Batch
+	(*GetBatchRequest)(nil),                    // 29: amtops.v1.GetBatchRequest
+	(*ListBatchesRequest)(nil),                 // 30: amtops.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),                // 31: amtops.v1.ListBatchesResponse
+	(*ListBatchJobsRequest)(nil),               // 32: amtops.v1.ListBatchJobsRequest
+	(*Job)(nil),                                // 33: amtops.v1.Job
+	(*ListBatchJobsResponse)(nil),              // 34: amtops.v1.ListBatchJobsResponse
+	(*SetAutoProvisionSuppressedRequest)(nil),  // 35: amtops.v1.SetAutoProvisionSuppressedRequest
+	(*SetAutoProvisionSuppressedResponse)(nil), // 36: amtops.v1.SetAutoProvisionSuppressedResponse
+	(*BeginRenameRequest)(nil),                 // 37: amtops.v1.BeginRenameRequest
+	(*CompleteRenameRequest)(nil),              // 38: amtops.v1.CompleteRenameRequest
+	(*SweepNowRequest)(nil),                    // 39: amtops.v1.SweepNowRequest
+	(*CreateEnrollmentTokenRequest)(nil),       // 40: amtops.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),      // 41: amtops.v1.CreateEnrollmentTokenResponse
+	(*Agent)(nil),                              // 42: amtops.v1.Agent
+	(*AuthorizeAgentRequest)(nil),              // 43: amtops.v1.AuthorizeAgentRequest
+	(*RevokeAgentRequest)(nil),                 // 44: amtops.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),                // 45: amtops.v1.RevokeAgentResponse
+	(*ListAgentsRequest)(nil),                  // 46: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 47: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 48: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 49: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 50: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 51: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 52: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 53: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 54: amtops.v1.RevokeAdminTokenResponse
+	(*IssueAdminCertificateRequest)(nil),       // 55: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 56: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 57: amtops.v1.FleetSummaryResponse.ByStatusEntry
+	nil,                                        // 58: amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	nil,                                        // 59: amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	nil,                                        // 60: amtops.v1.FleetSummaryResponse.BlockersEntry
+	nil,                                        // 61: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 62: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 63: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 64: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 65: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 66: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	60, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	61, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	62, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	62, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	60, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
-	55, // 5: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
-	56, // 6: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
-	57, // 7: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
-	58, // 8: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
-	62, // 9: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
+	62, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	63, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	64, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	64, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	62, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	57, // 5: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
+	58, // 6: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	59, // 7: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	60, // 8: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
+	64, // 9: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
 	0,  // 10: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
-	6,  // 11: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
-	62, // 12: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
-	7,  // 13: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
+	8,  // 11: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
+	64, // 12: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
+	9,  // 13: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
 	0,  // 14: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	63, // 15: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	62, // 16: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
-	20, // 17: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
-	13, // 18: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
-	20, // 19: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	64, // 20: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	64, // 21: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	62, // 22: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	59, // 23: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
-	26, // 24: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	64, // 25: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
-	31, // 26: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	62, // 27: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	62, // 28: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	62, // 29: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	40, // 30: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	62, // 31: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
-	46, // 32: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
-	46, // 33: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	62, // 34: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
-	2,  // 35: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
-	1,  // 36: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	8,  // 37: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	9,  // 38: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	11, // 39: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	1,  // 40: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
-	14, // 41: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	15, // 42: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	17, // 43: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	18, // 44: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	21, // 45: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	21, // 46: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	23, // 47: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
-	25, // 48: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	27, // 49: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	28, // 50: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
-	27, // 51: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	27, // 52: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	30, // 53: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	33, // 54: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	35, // 55: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	36, // 56: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	37, // 57: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	38, // 58: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	41, // 59: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	41, // 60: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	42, // 61: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
-	44, // 62: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	47, // 63: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	49, // 64: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	51, // 65: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	53, // 66: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
-	3,  // 67: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
-	4,  // 68: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 69: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	10, // 70: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	12, // 71: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	5,  // 72: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
-	13, // 73: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	16, // 74: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	13, // 75: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	19, // 76: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	22, // 77: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	22, // 78: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	24, // 79: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	26, // 80: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	26, // 81: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	29, // 82: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	26, // 83: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	26, // 84: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	32, // 85: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	34, // 86: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	26, // 87: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	26, // 88: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	26, // 89: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	39, // 90: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	40, // 91: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	40, // 92: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
-	43, // 93: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
-	45, // 94: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	48, // 95: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	50, // 96: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	52, // 97: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	54, // 98: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
-	67, // [67:99] is the sub-list for method output_type
-	35, // [35:67] is the sub-list for method input_type
+	65, // 15: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	64, // 16: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	22, // 17: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
+	15, // 18: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
+	22, // 19: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
+	66, // 20: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	66, // 21: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	64, // 22: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	61, // 23: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	28, // 24: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
+	66, // 25: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	33, // 26: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
+	64, // 27: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 28: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	64, // 29: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	42, // 30: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
+	64, // 31: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	48, // 32: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	48, // 33: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	64, // 34: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	4,  // 35: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
+	2,  // 36: amtops.v1.AdminService.WhoAmI:input_type -> amtops.v1.WhoAmIRequest
+	1,  // 37: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	10, // 38: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	11, // 39: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	13, // 40: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	1,  // 41: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
+	16, // 42: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	17, // 43: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	19, // 44: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	20, // 45: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	23, // 46: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	23, // 47: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	25, // 48: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	27, // 49: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	29, // 50: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	30, // 51: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	29, // 52: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	29, // 53: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	32, // 54: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	35, // 55: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	37, // 56: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	38, // 57: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	39, // 58: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	40, // 59: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	43, // 60: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	43, // 61: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	44, // 62: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
+	46, // 63: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	49, // 64: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	51, // 65: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	53, // 66: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	55, // 67: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	5,  // 68: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
+	3,  // 69: amtops.v1.AdminService.WhoAmI:output_type -> amtops.v1.WhoAmIResponse
+	6,  // 70: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 71: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	12, // 72: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	14, // 73: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	7,  // 74: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
+	15, // 75: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	18, // 76: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	15, // 77: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	21, // 78: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	24, // 79: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	24, // 80: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	26, // 81: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	28, // 82: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	28, // 83: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	31, // 84: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	28, // 85: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	28, // 86: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	34, // 87: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	36, // 88: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	28, // 89: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	28, // 90: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	28, // 91: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	41, // 92: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	42, // 93: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	42, // 94: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
+	45, // 95: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
+	47, // 96: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	50, // 97: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	52, // 98: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	54, // 99: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	56, // 100: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	68, // [68:101] is the sub-list for method output_type
+	35, // [35:68] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -3796,14 +3902,14 @@ func file_amtops_v1_admin_proto_init() {
 		return
 	}
 	file_amtops_v1_common_proto_init()
-	file_amtops_v1_admin_proto_msgTypes[17].OneofWrappers = []any{}
+	file_amtops_v1_admin_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AdminService_FleetSummary_FullMethodName               = "/amtops.v1.AdminService/FleetSummary"
+	AdminService_WhoAmI_FullMethodName                     = "/amtops.v1.AdminService/WhoAmI"
 	AdminService_ListDevices_FullMethodName                = "/amtops.v1.AdminService/ListDevices"
 	AdminService_GetDevice_FullMethodName                  = "/amtops.v1.AdminService/GetDevice"
 	AdminService_PutDevices_FullMethodName                 = "/amtops.v1.AdminService/PutDevices"
@@ -70,6 +71,9 @@ type AdminServiceClient interface {
 	// online and offline. One computation is shared by every caller for a
 	// few seconds, so many consoles do not multiply the work.
 	FleetSummary(ctx context.Context, in *FleetSummaryRequest, opts ...grpc.CallOption) (*FleetSummaryResponse, error)
+	// WhoAmI names the caller and its role, so that a console shows a
+	// reader what it may not do (the server refuses it anyway).
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
 	GetDevice(ctx context.Context, in *GetDeviceRequest, opts ...grpc.CallOption) (*Device, error)
 	PutDevices(ctx context.Context, in *PutDevicesRequest, opts ...grpc.CallOption) (*PutDevicesResponse, error)
@@ -136,6 +140,16 @@ func (c *adminServiceClient) FleetSummary(ctx context.Context, in *FleetSummaryR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FleetSummaryResponse)
 	err := c.cc.Invoke(ctx, AdminService_FleetSummary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, AdminService_WhoAmI_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -478,6 +492,9 @@ type AdminServiceServer interface {
 	// online and offline. One computation is shared by every caller for a
 	// few seconds, so many consoles do not multiply the work.
 	FleetSummary(context.Context, *FleetSummaryRequest) (*FleetSummaryResponse, error)
+	// WhoAmI names the caller and its role, so that a console shows a
+	// reader what it may not do (the server refuses it anyway).
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
 	GetDevice(context.Context, *GetDeviceRequest) (*Device, error)
 	PutDevices(context.Context, *PutDevicesRequest) (*PutDevicesResponse, error)
@@ -542,6 +559,9 @@ type UnimplementedAdminServiceServer struct{}
 
 func (UnimplementedAdminServiceServer) FleetSummary(context.Context, *FleetSummaryRequest) (*FleetSummaryResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method FleetSummary not implemented")
+}
+func (UnimplementedAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method WhoAmI not implemented")
 }
 func (UnimplementedAdminServiceServer) ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListDevices not implemented")
@@ -671,6 +691,24 @@ func _AdminService_FleetSummary_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).FleetSummary(ctx, req.(*FleetSummaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1236,6 +1274,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FleetSummary",
 			Handler:    _AdminService_FleetSummary_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _AdminService_WhoAmI_Handler,
 		},
 		{
 			MethodName: "ListDevices",

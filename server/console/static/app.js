@@ -16,11 +16,22 @@ function h(tag, attrs, ...kids) {
     else if (k === "class") e.className = v;
     else e.setAttribute(k, v === true ? "" : v);
   }
-  for (const k of kids.flat()) {
+  return add(e, kids);
+}
+
+// add appends kids (nodes, text, nested arrays; null and false skipped).
+function add(e, kids) {
+  for (const k of kids.flat(Infinity)) {
     if (k === undefined || k === null || k === false) continue;
     e.append(k instanceof Node ? k : document.createTextNode(String(k)));
   }
   return e;
+}
+
+// fill replaces e's children with kids.
+function fill(e, ...kids) {
+  e.replaceChildren();
+  return add(e, kids);
 }
 
 // op is a button that changes something: disabled for the read role
@@ -143,7 +154,7 @@ async function route() {
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === "#/" + name);
   state.onEvent = {};
   const main = document.getElementById("main");
-  main.replaceChildren(h("p", { id: "page-error", class: "error" }));
+  fill(main, h("p", { id: "page-error", class: "error" }));
   try {
     await page(main, decodeURIComponent(rest.join("/")), params());
   } catch (e) {
@@ -172,7 +183,7 @@ pages.overview = async (main) => {
     const hour = perMin.reduce((a, b) => a + b, 0);
     const status = {};
     for (const [k, v] of Object.entries(s.byStatus || {})) status[shortStatus(k)] = v;
-    box.replaceChildren(
+    fill(box,
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("h3", {}, "Devices"), h("div", { class: "big", id: "total-devices" }, num(s.devices))),
         h("div", { class: "card" }, h("h3", {}, "Failed"), h("div", { class: "big error" }, h("a", { href: "#/devices?failed=1" }, num(s.failed)))),
@@ -231,13 +242,13 @@ pages.devices = async (main, _, p) => {
     if (p.failed === "1") q.set("failed", "true");
     if (cursors[i]) q.set("cursor", cursors[i]);
     const page = await api("GET", "devices?" + q.toString());
-    table.replaceChildren(h("tr", {}, ["ID", "FQDN", "IP", "Status", "Mode", "AMT", "Last error"].map((t) => h("th", {}, t))),
+    fill(table, h("tr", {}, ["ID", "FQDN", "IP", "Status", "Mode", "AMT", "Last error"].map((t) => h("th", {}, t))),
       (page.devices || []).map((d) => h("tr", { class: d.lastError ? "failed-row" : "" },
         h("td", {}, h("a", { href: "#/device/" + enc(d.id), class: "device-link" }, d.id)), h("td", {}, d.fqdn), h("td", {}, d.ip),
         h("td", {}, shortStatus(d.status)), h("td", {}, d.controlMode || "—"), h("td", {}, d.amtVersion || "—"),
         h("td", { class: "error" }, d.lastErrorStep ? d.lastErrorStep + ": " + d.lastError : d.lastError))));
     cursors[i + 1] = page.nextCursor;
-    pager.replaceChildren(
+    fill(pager,
       h("button", { id: "prev-page", disabled: i === 0, onclick: () => load(i - 1) }, "Previous"),
       h("span", {}, "page " + (i + 1)),
       h("button", { id: "next-page", disabled: !page.nextCursor, onclick: () => load(i + 1) }, "Next"));
@@ -255,7 +266,7 @@ pages.device = async (main, id) => {
       ["Provisioning state", d.provisioningState], ["AD computer", d.computerDn || "—"],
       ["Collections", (d.collections || []).join(", ") || "—"], ["Auto-provisioning", d.suppressAutoProvision ? "suppressed" : "allowed"],
       ["Provisioned", when(d.provisionedAt)], ["Updated", when(d.updatedAt)]];
-    box.replaceChildren(h("h1", {}, d.fqdn || d.id),
+    fill(box, h("h1", {}, d.fqdn || d.id),
       d.lastError ? h("p", { class: "error", id: "device-error" }, "Failed at " + (d.lastErrorStep || "?") + ": " + d.lastError) : null,
       (d.warnings || []).map((w) => h("p", { class: "muted" }, "warning: " + w)),
       h("table", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
@@ -310,7 +321,7 @@ pages.batches = async (main) => {
       op("Start", () => startBatch({ kind: kind.value, deviceIds: split(devices.value), collection: collection.value,
         subnets: split(subnets.value), confirm8021x: c8021x.checked, suppressAutoProvision: suppress.checked }), { id: "batch-start" })),
     table);
-  const render = (list) => table.replaceChildren(h("tr", {}, ["Batch", "Kind", "Started", "By", "Progress"].map((t) => h("th", {}, t))),
+  const render = (list) => fill(table, h("tr", {}, ["Batch", "Kind", "Started", "By", "Progress"].map((t) => h("th", {}, t))),
     (list.batches || []).map((b) => h("tr", {}, h("td", {}, h("a", { href: "#/batch/" + enc(b.id) }, b.id)), h("td", {}, shortKind(b.kind)),
       h("td", {}, when(b.createdAt)), h("td", {}, b.requester), h("td", {}, progress(b)))));
   render(await api("GET", "batches?limit=50"));
@@ -343,14 +354,14 @@ pages.batch = async (main, id) => {
       if (!groups.has(k)) groups.set(k, []);
       groups.get(k).push(j.deviceId);
     }
-    failures.replaceChildren(groups.size ? h("table", {}, h("tr", {}, h("th", {}, "Step"), h("th", {}, "Reason"), h("th", {}, "Devices")),
+    fill(failures, groups.size ? h("table", {}, h("tr", {}, h("th", {}, "Step"), h("th", {}, "Reason"), h("th", {}, "Devices")),
       [...groups].map(([k, ids]) => h("tr", { class: "failed-row" }, h("td", {}, k.split("\u0000")[0]), h("td", {}, k.split("\u0000")[1]),
         h("td", {}, ids.length + ": ", ids.slice(0, 20).map((d) => [h("a", { href: "#/device/" + enc(d) }, d), " "]),
           ids.length > 20 ? "…" : "")))) : h("p", { class: "muted" }, "none"),
     jobs.length ? op("Retry the failed", () => startBatch({ kind: b.kind, deviceIds: jobs.map((j) => j.deviceId) }), { id: "retry-failed" }) : null);
   };
   const render = (b) => {
-    head.replaceChildren(h("h1", {}, "Batch " + b.id + " — " + shortKind(b.kind)),
+    fill(head, h("h1", {}, "Batch " + b.id + " — " + shortKind(b.kind)),
       h("p", { id: "batch-progress" }, progress(b)),
       h("p", { class: "muted" }, "started " + when(b.createdAt) + " by " + (b.requester || "?") + " (" + (b.origin || "") + ")"),
       (b.warnings || []).map((w) => h("p", { class: "muted" }, "warning: " + w)),
@@ -373,7 +384,7 @@ pages.collections = async (main) => {
   const table = h("table", { id: "collection-table" });
   const load = async () => {
     const list = await api("GET", "collections");
-    table.replaceChildren(h("tr", {}, ["Name", "Description", "Members", "Rules", "Auto-provisioning", ""].map((t) => h("th", {}, t))),
+    fill(table, h("tr", {}, ["Name", "Description", "Members", "Rules", "Auto-provisioning", ""].map((t) => h("th", {}, t))),
       (list.collections || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.description),
         h("td", {}, h("a", { href: "#/devices?collection=" + enc(c.name) }, c.members || 0)),
         h("td", {}, (c.rules || []).map((r) => [r.subnet, r.namePattern].filter(Boolean).join(" ")).join("; ") || "—"),
@@ -397,7 +408,7 @@ pages.agents = async (main) => {
   const subnets = h("input", { placeholder: "subnets for a new agent" });
   const load = async () => {
     const list = await api("GET", "agents");
-    table.replaceChildren(h("tr", {}, ["Agent", "Subnets", "Last heartbeat", "Online", "Enrolled", ""].map((t) => h("th", {}, t))),
+    fill(table, h("tr", {}, ["Agent", "Subnets", "Last heartbeat", "Online", "Enrolled", ""].map((t) => h("th", {}, t))),
       (list.agents || []).map((a) => {
         const sn = h("input", { placeholder: "subnet", size: 16 });
         return h("tr", {}, h("td", {}, a.name || a.id), h("td", {}, (a.subnets || []).join(", ")), h("td", {}, when(a.lastHeartbeat)),

@@ -2,12 +2,7 @@ package console_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,81 +13,22 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
-	"github.com/rs/zerolog"
 
-	"github.com/amtops/amtops/internal/config"
-	"github.com/amtops/amtops/internal/testpeers"
-	"github.com/amtops/amtops/server"
+	"github.com/amtops/amtops/server/rest/resttest"
 )
 
-// browserSite is a real server on real Redis with devices put through the
-// REST API, and tokens of both roles.
-type browserSite struct {
-	base          string
-	operate, read string
-}
-
-func (b *browserSite) post(t *testing.T, c *http.Client, path, body string) []byte {
+// startBrowserSite runs a server with devices put through the REST API
+// and returns it with a read-role token.
+func startBrowserSite(t *testing.T, devices int) (*resttest.Site, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", b.base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+b.operate)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST %s: %d %s", path, resp.StatusCode, out)
-	}
-	return out
-}
-
-func startBrowserSite(t *testing.T, devices int) *browserSite {
-	t.Helper()
-	cfg := config.DefaultServer()
-	cfg.Redis.Addr = testpeers.Redis(t)
-	cfg.DataDir = t.TempDir()
-	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, zerolog.Nop())
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-		srv.Close()
-	})
-	caPEM, _ := os.ReadFile(filepath.Join(cfg.DataDir, "grpc-ca.pem"))
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &browserSite{base: "https://" + srv.ConsoleAddr(), operate: strings.TrimSpace(string(tok))}
+	site := resttest.Start(t)
 	var ds []string
 	for i := range devices {
-		ds = append(ds, fmt.Sprintf(`{"id":"dev%03d","hostName":"pc%03d","domain":"corp.test","ip":"10.20.%d.%d","subnet":"10.20.%d.0/24","amtVersion":"%d.0.1"}`,
-			i, i, i/250, i%250+1, i/250, 12+i%5))
+		ds = append(ds, fmt.Sprintf(`{"id":"dev%03d","hostName":"pc%03d","domain":"corp.test","ip":"10.20.%d.%d","subnet":"10.20.%d.0/24"}`,
+			i, i, i/250, i%250+1, i/250))
 	}
-	b.post(t, c, "/api/v1/devices", `{"devices":[`+strings.Join(ds, ",")+`]}`)
-	var r struct{ Token string }
-	if err := json.Unmarshal(b.post(t, c, "/api/v1/admin-tokens", `{"name":"viewer","role":"read"}`), &r); err != nil {
-		t.Fatal(err)
-	}
-	b.read = r.Token
-	return b
+	site.MustCall(t, site.Operate, "POST", "/api/v1/devices", `{"devices":[`+strings.Join(ds, ",")+`]}`, nil)
+	return site, site.ReadToken(t, "viewer")
 }
 
 // browser starts headless Chromium, or skips when it is not installed
@@ -228,17 +164,17 @@ const firstDevice = `document.querySelector("#device-table .device-link").textCo
 
 func TestBrowser(t *testing.T) {
 	ctx := browser(t)
-	b := startBrowserSite(t, 120)
+	b, read := startBrowserSite(t, 120)
 	dir := shots(t)
 
 	t.Run("wrong token refused", func(t *testing.T) {
-		login(t, ctx, b.base, "not-a-token")
+		login(t, ctx, b.Base, "not-a-token")
 		poll(t, ctx, `document.getElementById("login-error").textContent.includes("refused")`)
 		shot(t, ctx, dir, "login-refused")
 	})
 
 	t.Run("operate: overview, devices, device, batch", func(t *testing.T) {
-		login(t, ctx, b.base, b.operate)
+		login(t, ctx, b.Base, b.Operate)
 		if got := text(t, ctx, "#total-devices"); got != "120" {
 			t.Fatalf("overview shows %q devices", got)
 		}
@@ -287,7 +223,7 @@ func TestBrowser(t *testing.T) {
 
 	t.Run("read role cannot start a batch", func(t *testing.T) {
 		eval[bool](t, ctx, `sessionStorage.clear(), true`) // as Log out does, without its reload
-		login(t, ctx, b.base, b.read)
+		login(t, ctx, b.Base, read)
 		do(t, ctx, "overview", chromedp.WaitVisible(chromedp.CSS("#total-devices")))
 		goTo(t, ctx, "#/batches")
 		do(t, ctx, "batches", chromedp.WaitVisible(chromedp.CSS("#batch-start")))

@@ -11,10 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -23,116 +20,12 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi2"
 	"github.com/getkin/kin-openapi/openapi2conv"
-	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/amtops/amtops/internal/config"
-	"github.com/amtops/amtops/internal/testpeers"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
-	"github.com/amtops/amtops/server"
+	"github.com/amtops/amtops/server/rest/resttest"
 )
-
-// site is a running server on a real Redis with an HTTPS client that
-// trusts its CA.
-type site struct {
-	base     string // https://host:port
-	pool     *x509.CertPool
-	client   *http.Client
-	operate  string // the bootstrap token
-	dataDir  string
-	stopWait func()
-}
-
-func startSite(t *testing.T) *site {
-	t.Helper()
-	cfg := config.DefaultServer()
-	cfg.Redis.Addr = testpeers.Redis(t)
-	cfg.DataDir = t.TempDir()
-	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, zerolog.Nop())
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-		srv.Close()
-	})
-	caPEM, err := os.ReadFile(filepath.Join(cfg.DataDir, "grpc-ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &site{base: "https://" + srv.ConsoleAddr(), pool: pool, operate: strings.TrimSpace(string(tok)), dataDir: cfg.DataDir,
-		client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
-}
-
-// call sends a JSON request and returns the status and body.
-func (s *site) call(t *testing.T, c *http.Client, token, method, path, body string) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
-}
-
-func (s *site) mustCall(t *testing.T, token, method, path, body string, into any) {
-	t.Helper()
-	code, out := s.call(t, s.client, token, method, path, body)
-	if code != http.StatusOK {
-		t.Fatalf("%s %s: %d %s", method, path, code, out)
-	}
-	if into != nil {
-		if err := json.Unmarshal(out, into); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, path, err, out)
-		}
-	}
-}
-
-// readToken makes a read-role token through the API itself.
-func (s *site) readToken(t *testing.T, name string) string {
-	t.Helper()
-	var r struct{ Token string }
-	s.mustCall(t, s.operate, "POST", "/api/v1/admin-tokens", `{"name":"`+name+`","role":"read"}`, &r)
-	if r.Token == "" {
-		t.Fatal("no token returned")
-	}
-	return r.Token
-}
 
 // route is one operation of the OpenAPI document.
 type route struct{ method, path, op string }
@@ -170,8 +63,8 @@ func rpcNames() []string {
 }
 
 func TestOpenAPIDocument(t *testing.T) {
-	s := startSite(t)
-	code, doc := s.call(t, s.client, "", "GET", "/api/v1/openapi.json", "")
+	s := resttest.Start(t)
+	code, doc := s.Call(t, s.Client, "", "GET", "/api/v1/openapi.json", "")
 	if code != http.StatusOK {
 		t.Fatalf("openapi.json: %d %s", code, doc)
 	}
@@ -206,8 +99,8 @@ var operateGETs = map[string]bool{"ListAdminTokens": true}
 // every GET but operateGETs and no other call (403), the operate token
 // is refused nothing, and no token or a wrong one is 401.
 func TestRoles(t *testing.T) {
-	s := startSite(t)
-	read := s.readToken(t, "helpdesk")
+	s := resttest.Start(t)
+	read := s.ReadToken(t, "helpdesk")
 	param := regexp.MustCompile(`\{[^}]+\}`)
 	for _, r := range openAPIRoutes(t, pb.OpenAPI) {
 		path := param.ReplaceAllString(r.path, "nosuch")
@@ -223,9 +116,9 @@ func TestRoles(t *testing.T) {
 				{"no token", "", http.StatusUnauthorized},
 				{"wrong token", "not-a-token", http.StatusUnauthorized},
 				{"read", read, map[bool]int{true: 0, false: http.StatusForbidden}[r.method == "GET" && !operateGETs[r.op]]},
-				{"operate", s.operate, 0},
+				{"operate", s.Operate, 0},
 			} {
-				code, out := s.call(t, s.client, c.token, r.method, path, body)
+				code, out := s.Call(t, s.Client, c.token, r.method, path, body)
 				switch {
 				case c.refused != 0 && code != c.refused:
 					t.Errorf("%s: %s %s = %d, want %d: %s", c.name, r.method, path, code, c.refused, out)
@@ -238,46 +131,46 @@ func TestRoles(t *testing.T) {
 }
 
 func TestReadAndOperate(t *testing.T) {
-	s := startSite(t)
-	read := s.readToken(t, "viewer")
+	s := resttest.Start(t)
+	read := s.ReadToken(t, "viewer")
 
-	code, out := s.call(t, s.client, read, "POST", "/api/v1/collections", `{"name":"lab"}`)
+	code, out := s.Call(t, s.Client, read, "POST", "/api/v1/collections", `{"name":"lab"}`)
 	if code != http.StatusForbidden || !strings.Contains(string(out), "operate role") {
 		t.Fatalf("read token created a collection: %d %s", code, out)
 	}
-	s.mustCall(t, s.operate, "POST", "/api/v1/collections", `{"name":"lab","description":"bench"}`, nil)
+	s.MustCall(t, s.Operate, "POST", "/api/v1/collections", `{"name":"lab","description":"bench"}`, nil)
 	var cols pb.ListCollectionsResponse
-	s.mustCall(t, read, "GET", "/api/v1/collections", "", &jsonPB{&cols})
+	s.MustCall(t, read, "GET", "/api/v1/collections", "", &jsonPB{&cols})
 	if len(cols.Collections) != 1 || cols.Collections[0].GetDescription() != "bench" {
 		t.Fatalf("collections = %v", cols.Collections)
 	}
 
 	var put pb.PutDevicesResponse
-	s.mustCall(t, s.operate, "POST", "/api/v1/devices",
+	s.MustCall(t, s.Operate, "POST", "/api/v1/devices",
 		`{"devices":[{"id":"pc1","hostName":"pc1","domain":"corp.test","ip":"10.1.0.5","subnet":"10.1.0.0/24"},
 		             {"id":"pc2","hostName":"pc2","domain":"corp.test","ip":"10.1.0.6","subnet":"10.1.0.0/24"}]}`, &jsonPB{&put})
 	if put.Created != 2 {
 		t.Fatalf("created %d", put.Created)
 	}
 	var page pb.ListDevicesResponse
-	s.mustCall(t, read, "GET", "/api/v1/devices?limit=1", "", &jsonPB{&page})
+	s.MustCall(t, read, "GET", "/api/v1/devices?limit=1", "", &jsonPB{&page})
 	if len(page.Devices) != 1 || page.NextCursor == "" {
 		t.Fatalf("first page: %v", &page)
 	}
 	var page2 pb.ListDevicesResponse
-	s.mustCall(t, read, "GET", "/api/v1/devices?limit=1&cursor="+page.NextCursor, "", &jsonPB{&page2})
+	s.MustCall(t, read, "GET", "/api/v1/devices?limit=1&cursor="+page.NextCursor, "", &jsonPB{&page2})
 	if len(page2.Devices) != 1 || page2.Devices[0].Id == page.Devices[0].Id {
 		t.Fatalf("second page: %v", &page2)
 	}
 	var d pb.Device
-	s.mustCall(t, read, "GET", "/api/v1/devices/pc2.corp.test", "", &jsonPB{&d})
+	s.MustCall(t, read, "GET", "/api/v1/devices/pc2.corp.test", "", &jsonPB{&d})
 	if d.Id != "pc2" {
 		t.Fatalf("device by FQDN = %v", &d)
 	}
-	if code, out := s.call(t, s.client, read, "GET", "/api/v1/devices/nosuch", ""); code != http.StatusNotFound {
+	if code, out := s.Call(t, s.Client, read, "GET", "/api/v1/devices/nosuch", ""); code != http.StatusNotFound {
 		t.Fatalf("unknown device: %d %s", code, out)
 	}
-	if code, out := s.call(t, s.client, s.operate, "GET", "/api/v1/devices?subnet=banana", ""); code != http.StatusBadRequest ||
+	if code, out := s.Call(t, s.Client, s.Operate, "GET", "/api/v1/devices?subnet=banana", ""); code != http.StatusBadRequest ||
 		!strings.Contains(string(out), "subnet") {
 		t.Fatalf("bad subnet: %d %s", code, out)
 	}
@@ -287,15 +180,15 @@ func TestReadAndOperate(t *testing.T) {
 // watchBatch starts a provisioning batch no agent will finish, watches it
 // over the streaming endpoint with the read token, and cancels it with the
 // operate token: the stream ends with the batch done.
-func watchBatch(t *testing.T, s *site, read string) {
+func watchBatch(t *testing.T, s *resttest.Site, read string) {
 	var b pb.Batch
-	s.mustCall(t, s.operate, "POST", "/api/v1/batches", `{"kind":"JOB_KIND_PROVISION","deviceIds":["pc1","pc2"]}`, &jsonPB{&b})
+	s.MustCall(t, s.Operate, "POST", "/api/v1/batches", `{"kind":"JOB_KIND_PROVISION","deviceIds":["pc1","pc2"]}`, &jsonPB{&b})
 	if b.Total != 2 {
 		t.Fatalf("batch = %v", &b)
 	}
-	req, _ := http.NewRequest("GET", s.base+"/api/v1/batches/"+b.Id+"/watch", nil)
+	req, _ := http.NewRequest("GET", s.Base+"/api/v1/batches/"+b.Id+"/watch", nil)
 	req.Header.Set("Authorization", "Bearer "+read)
-	resp, err := s.client.Do(req)
+	resp, err := s.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +200,7 @@ func watchBatch(t *testing.T, s *site, read string) {
 	if !sc.Scan() {
 		t.Fatalf("watch sent nothing: %v", sc.Err())
 	}
-	s.mustCall(t, s.operate, "POST", "/api/v1/batches/"+b.Id+"/cancel", "", nil)
+	s.MustCall(t, s.Operate, "POST", "/api/v1/batches/"+b.Id+"/cancel", "", nil)
 	var last pb.Batch
 	for sc.Scan() {
 		var chunk struct {
@@ -329,7 +222,7 @@ func watchBatch(t *testing.T, s *site, read string) {
 // TestClientCertificate: an admin certificate issued through the API
 // authenticates without a token, with its role.
 func TestClientCertificate(t *testing.T) {
-	s := startSite(t)
+	s := resttest.Start(t)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -340,17 +233,17 @@ func TestClientCertificate(t *testing.T) {
 	}
 	body, _ := json.Marshal(map[string]any{"name": "alice", "role": "read", "csrDer": csr})
 	var r pb.IssueAdminCertificateResponse
-	s.mustCall(t, s.operate, "POST", "/api/v1/admin-certificates", string(body), &jsonPB{&r})
-	withCert := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool,
+	s.MustCall(t, s.Operate, "POST", "/api/v1/admin-certificates", string(body), &jsonPB{&r})
+	withCert := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.Pool,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{r.CertificateDer}, PrivateKey: key}}}}}
-	if code, out := s.call(t, withCert, "", "GET", "/api/v1/agents", ""); code != http.StatusOK {
+	if code, out := s.Call(t, withCert, "", "GET", "/api/v1/agents", ""); code != http.StatusOK {
 		t.Fatalf("certificate read: %d %s", code, out)
 	}
-	if code, out := s.call(t, withCert, "", "POST", "/api/v1/sweep", "{}"); code != http.StatusForbidden {
+	if code, out := s.Call(t, withCert, "", "POST", "/api/v1/sweep", "{}"); code != http.StatusForbidden {
 		t.Fatalf("read certificate swept: %d %s", code, out)
 	}
 	// A cross-origin write from a browser carrying the certificate.
-	req, _ := http.NewRequest("POST", s.base+"/api/v1/sweep", strings.NewReader("{}"))
+	req, _ := http.NewRequest("POST", s.Base+"/api/v1/sweep", strings.NewReader("{}"))
 	req.Header.Set("Origin", "https://evil.example")
 	req.Header.Set("Sec-Fetch-Site", "cross-site")
 	resp, err := withCert.Do(req)

@@ -4,9 +4,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/console"
@@ -34,7 +38,8 @@ func (s *Server) buildConsole() error {
 	mux.Handle(rest.Prefix, apiH)
 	mux.Handle("GET "+rest.Prefix+"events", s.hub)
 	mux.Handle("/", console.Handler())
-	s.console = &http.Server{Handler: mux, TLSConfig: api.ServerTLS(s.agentCA, cert), ReadHeaderTimeout: 10 * time.Second}
+	s.console = &http.Server{Handler: mux, TLSConfig: api.ServerTLS(s.agentCA, cert), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(httpErrors{s.log}, "", 0)}
 	return nil
 }
 
@@ -67,4 +72,13 @@ func (s *Server) listenConsole() error {
 		return fmt.Errorf("server: console.listen: %w", err)
 	}
 	return nil
+}
+
+// httpErrors takes net/http's own messages (a browser giving up on a
+// TLS handshake with an untrusted CA, mostly) into the log at debug.
+type httpErrors struct{ log zerolog.Logger }
+
+func (h httpErrors) Write(p []byte) (int, error) {
+	h.log.Debug().Str("error", strings.TrimSpace(string(p))).Msg("console http error")
+	return len(p), nil
 }

@@ -327,7 +327,7 @@ func (s *Site) runServer(ctx, runCtx context.Context) error {
 		return err
 	})
 	// Keep the addresses: agents and administrators know the server there.
-	s.serverCfg.GRPC.Listen, s.serverCfg.HTTP.Listen = srv.GRPCAddr(), srv.HTTPAddr()
+	s.serverCfg.GRPC.Listen, s.serverCfg.HTTP.Listen, s.serverCfg.Console.Listen = srv.GRPCAddr(), srv.HTTPAddr(), srv.ConsoleAddr()
 	s.CAFile = filepath.Join(s.serverCfg.DataDir, "grpc-ca.pem")
 	s.TokenFile = filepath.Join(s.serverCfg.DataDir, "admin.token")
 	return nil

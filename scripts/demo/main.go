@@ -146,7 +146,17 @@ func run() error {
 		fmt.Fprintf(os.Stdout, "\nrun with DEMO_ARGS=--serve to keep the site up and try amtopsctl against it\n")
 		return nil
 	}
-	fmt.Fprintf(os.Stdout, "\nthe site is up; try:\n  %s devices list\nCtrl-C stops it.\n", ctlCommand(s))
+	fmt.Fprintf(os.Stdout, "\nthe site is up; try:\n  %s devices list\n", ctlCommand(s))
+	if addr := s.Server.ConsoleAddr(); addr != "" {
+		// A demo site's own token: shown so that a browser can log in.
+		tok, err := os.ReadFile(s.TokenFile)
+		if err != nil {
+			return fmt.Errorf("demo: read token: %w", err)
+		}
+		fmt.Fprintf(os.Stdout, "or open the console: https://%s/ (its CA: %s)\n  log in with the token %s\n",
+			addr, s.CAFile, strings.TrimSpace(string(tok)))
+	}
+	fmt.Fprintf(os.Stdout, "Ctrl-C stops it.\n")
 	<-ctx.Done()
 	return nil
 }

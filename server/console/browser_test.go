@@ -181,6 +181,10 @@ func TestBrowser(t *testing.T) {
 		if got := text(t, ctx, "#overview"); !strings.Contains(got, "By AMT generation") || !strings.Contains(got, "unknown\t120") {
 			t.Fatalf("overview: %s", got)
 		}
+		// Bars are sized through CSSOM: the page's CSP refuses style attributes.
+		if w := eval[int](t, ctx, `document.querySelector("#overview .bar").offsetWidth`); w == 0 {
+			t.Error("count bars have no width")
+		}
 		shot(t, ctx, dir, "overview")
 
 		goTo(t, ctx, "#/devices")

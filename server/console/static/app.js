@@ -262,7 +262,10 @@ pages.devices = async (main, _, p) => {
 pages.device = async (main, id) => {
   const box = h("div", { id: "device" });
   main.append(box);
+  let shown = "";
   const render = (d, log) => {
+    if (JSON.stringify([d, log]) === shown) return; // as on the batch page
+    shown = JSON.stringify([d, log]);
     const rows = [["ID", d.id], ["UUID", d.uuid], ["FQDN", d.fqdn], ["IP", d.ip], ["Subnet", d.subnet],
       ["Status", shortStatus(d.status)], ["Control mode", d.controlMode || "—"], ["AMT version", d.amtVersion || "—"],
       ["Provisioning state", d.provisioningState], ["AD computer", d.computerDn || "—"],
@@ -301,7 +304,7 @@ function progress(b) {
   const pct = b.total ? Math.round((done / b.total) * 100) : 100;
   return h("span", { class: "progress" }, h("progress", { max: 100, value: pct }), " " + pct + "% ",
     h("span", { class: "ok" }, (b.succeeded || 0) + " ok"), " · ", h("span", { class: "error" }, (b.failed || 0) + " failed"),
-    " · " + (b.cancelled || 0) + " cancelled of " + b.total + (b.done ? " — done" : ""));
+    " · " + (b.cancelled || 0) + " cancelled of " + b.total + (b.done ? " — done" : b.cancelRequested ? " — cancel requested" : ""));
 }
 
 pages.batches = async (main) => {
@@ -362,7 +365,12 @@ pages.batch = async (main, id) => {
           ids.length > 20 ? "…" : "")))) : h("p", { class: "muted" }, "none"),
     jobs.length ? op("Retry the failed", () => startBatch({ kind: b.kind, deviceIds: jobs.map((j) => j.deviceId) }), { id: "retry-failed" }) : null);
   };
+  let shown = "";
   const render = (b) => {
+    // Unchanged state is not redrawn, so a button is not replaced under a
+    // click.
+    if (JSON.stringify(b) === shown) return;
+    shown = JSON.stringify(b);
     fill(head, h("h1", {}, "Batch " + b.id + " — " + shortKind(b.kind)),
       h("p", { id: "batch-progress" }, progress(b)),
       h("p", { class: "muted" }, "started " + when(b.createdAt) + " by " + (b.requester || "?") + " (" + (b.origin || "") + ")"),

@@ -70,6 +70,9 @@ type Options struct {
 	// Activation is the job service's remote configuration, which
 	// DeviceReadiness judges by; nil: off.
 	Activation *jobs.Activation
+	// SummaryMaxAge is admin.Options.SummaryMaxAge (benchmarks set it
+	// tiny to measure the computation, not the cache).
+	SummaryMaxAge time.Duration
 }
 
 // Start runs a server until t ends.
@@ -95,7 +98,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
 	js := jobs.New(st, q, nil, nil, jobs.Config{Site: jobs.Site{Activation: o.Activation}}, o.Log)
-	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js}
+	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js, SummaryMaxAge: o.SummaryMaxAge}
 	if !o.NoCA {
 		ao.CA = ca
 	}

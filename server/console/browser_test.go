@@ -13,8 +13,12 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/server/rest/resttest"
+	"github.com/amtops/amtops/server/store"
 )
 
 // startBrowserSite runs a server with devices put through the REST API
@@ -29,6 +33,21 @@ func startBrowserSite(t *testing.T, devices int) (*resttest.Site, string) {
 	}
 	site.MustCall(t, site.Operate, "POST", "/api/v1/devices", `{"devices":[`+strings.Join(ds, ",")+`]}`, nil)
 	return site, site.ReadToken(t, "viewer")
+}
+
+// fail records a failed operation on a device, as phase 1 or 2 would.
+func fail(t *testing.T, redisAddr, id, step, reason string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	st := store.New(rdb, nil, store.Options{Prefix: config.DefaultServer().Redis.KeyPrefix})
+	_, err := st.UpdateDevice(context.Background(), id, func(d *domain.Device) error {
+		d.LastErrorStep, d.LastError = step, reason
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // browser starts headless Chromium, or skips when it is not installed
@@ -210,6 +229,20 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("device page title %q", got)
 		}
 		shot(t, ctx, dir, "device")
+
+		// A failure arriving while the device page is open shows there
+		// without a reload (the hub's event stream), then on the overview
+		// and under the failed filter.
+		goTo(t, ctx, "#/device/dev007")
+		do(t, ctx, "device dev007", chromedp.WaitVisible(chromedp.CSS("#device-log")))
+		fail(t, b.Redis, "dev007", "S4", "directory: create account: insufficient access rights")
+		poll(t, ctx, `(document.getElementById("device-error") || {}).textContent === "Failed at S4: directory: create account: insufficient access rights"`)
+		shot(t, ctx, dir, "device-failed")
+		goTo(t, ctx, "#/overview")
+		poll(t, ctx, `(document.querySelector("#overview .error a") || {}).textContent === "1"`)
+		do(t, ctx, "failed link", chromedp.Click(chromedp.CSS("#overview .error a")))
+		poll(t, ctx, `document.querySelectorAll("#device-table .device-link").length === 1 && `+firstDevice+` === "dev007"`)
+		shot(t, ctx, dir, "devices-failed")
 
 		goTo(t, ctx, "#/batches")
 		do(t, ctx, "start batch",

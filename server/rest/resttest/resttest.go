@@ -30,6 +30,9 @@ type Site struct {
 	Client  *http.Client
 	Operate string // the bootstrap token (operate role)
 	DataDir string
+	// Redis is the server's Redis address, for tests that change the
+	// store behind the server's back (a failure arriving).
+	Redis string
 }
 
 // Start runs a server until t ends.
@@ -69,7 +72,7 @@ func Start(t testing.TB) *Site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Site{Base: "https://" + srv.ConsoleAddr(), Pool: pool, Operate: strings.TrimSpace(string(tok)), DataDir: cfg.DataDir,
+	return &Site{Base: "https://" + srv.ConsoleAddr(), Pool: pool, Operate: strings.TrimSpace(string(tok)), DataDir: cfg.DataDir, Redis: cfg.Redis.Addr,
 		Client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
 }
 

@@ -49,6 +49,9 @@ func TestFleetSummary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := s.Store.RecordLoad(ctx, "up", 2, 16); err != nil {
+		t.Fatal(err)
+	}
 	c := s.Dial(t, s.Read)
 	sum, err := c.FleetSummary(ctx, &pb.FleetSummaryRequest{})
 	if err != nil {
@@ -85,6 +88,9 @@ func TestFleetSummary(t *testing.T) {
 	for _, a := range agents.Agents {
 		if a.Online != (a.Id == "up") {
 			t.Errorf("agent %s online = %v", a.Id, a.Online)
+		}
+		if a.Id == "up" && (a.JobsInFlight != 2 || a.Capacity != 16) {
+			t.Errorf("agent up: %d of %d in flight", a.JobsInFlight, a.Capacity)
 		}
 	}
 

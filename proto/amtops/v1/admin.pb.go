@@ -2653,7 +2653,10 @@ type Agent struct {
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
 	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
 	// online: a heartbeat within the server's online window (a few long polls).
-	Online        bool `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
+	Online bool `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
+	// From the agent's last heartbeat: jobs running, and the most it runs.
+	JobsInFlight  int32 `protobuf:"varint,7,opt,name=jobs_in_flight,json=jobsInFlight,proto3" json:"jobs_in_flight,omitempty"`
+	Capacity      int32 `protobuf:"varint,8,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2728,6 +2731,20 @@ func (x *Agent) GetOnline() bool {
 		return x.Online
 	}
 	return false
+}
+
+func (x *Agent) GetJobsInFlight() int32 {
+	if x != nil {
+		return x.JobsInFlight
+	}
+	return 0
+}
+
+func (x *Agent) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
 }
 
 type AuthorizeAgentRequest struct {
@@ -3622,7 +3639,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dCreateEnrollmentTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xdd\x01\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x9f\x02\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3630,7 +3647,9 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12;\n" +
 	"\venrolled_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"enrolledAt\x12\x16\n" +
-	"\x06online\x18\x06 \x01(\bR\x06online\"L\n" +
+	"\x06online\x18\x06 \x01(\bR\x06online\x12$\n" +
+	"\x0ejobs_in_flight\x18\a \x01(\x05R\fjobsInFlight\x12\x1a\n" +
+	"\bcapacity\x18\b \x01(\x05R\bcapacity\"L\n" +
 	"\x15AuthorizeAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\asubnets\x18\x02 \x03(\tR\asubnets\"/\n" +

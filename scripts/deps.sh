@@ -14,6 +14,7 @@ test)
   need ldapsearch ldap-utils
   need openssl openssl
   need promtool prometheus
+  need chromium chromium   # the console's browser tests (server/console)
   ;;
 protoc)
   need protoc protobuf-compiler

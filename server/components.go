@@ -151,7 +151,10 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 		Hellos: metrics.Hellos{Recorder: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil), Work: s.work}})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
-		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs})
+		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs,
+		// Agents heartbeat every third of the lease TTL: one silent for a
+		// whole TTL has lost its leases, and is offline.
+		AgentOnlineWithin: p2.LeaseTTL})
 	// The metrics interceptors first, so refused calls are counted too.
 	opts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(s.grpcMet.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(s.grpcMet.StreamServerInterceptor())}, api.ServerOptions(s.agents, cert)...)

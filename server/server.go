@@ -37,6 +37,7 @@ import (
 	"github.com/amtops/amtops/server/agentca"
 	"github.com/amtops/amtops/server/api"
 	"github.com/amtops/amtops/server/batch"
+	"github.com/amtops/amtops/server/console"
 	"github.com/amtops/amtops/server/dispatch"
 	"github.com/amtops/amtops/server/jobs"
 	"github.com/amtops/amtops/server/metrics"
@@ -61,6 +62,11 @@ type Server struct {
 	httpLis net.Listener
 
 	site     *siteState // nil with the embedded Redis
+
+	console    *http.Server // nil when configured off
+	hub        *console.Hub
+	consoleLis net.Listener
+
 	queue    *store.LeaseQueue
 	ca       pki.CA
 	crl      http.Handler // the built-in CA's /crl and /ca.pem
@@ -106,6 +112,9 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("server: http.listen: %w", err)
 	}
+	if err := s.listenConsole(); err != nil {
+		return nil, err
+	}
 	sealer, err := s.siteKey()
 	if err != nil {
 		return nil, err
@@ -130,6 +139,9 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 	}
 
 	if err := s.buildGRPC(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.buildConsole(); err != nil {
 		return nil, err
 	}
 
@@ -248,6 +260,12 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(s.serveConsole)
+	if s.hub != nil {
+		// The hub ends with gctx, and its event streams with it, so that
+		// the console's Shutdown does not wait on them.
+		g.Go(func() error { return s.hub.Run(gctx) })
+	}
 	g.Go(func() error { return s.worker.Run(gctx) })
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
 	g.Go(func() error { return s.sweeper.Run(gctx) })
@@ -272,10 +290,13 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
+		if s.console != nil && s.console.Shutdown(sctx) != nil {
+			_ = s.console.Close()
+		}
 		return s.http.Shutdown(sctx)
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Bool("embedded_redis", len(s.cfg.Redis.Addresses()) == 0).Msg("site server running")
+	s.log.Info().Str("grpc", s.GRPCAddr()).Str("http", s.HTTPAddr()).Str("console", s.ConsoleAddr()).Bool("embedded_redis", len(s.cfg.Redis.Addresses()) == 0).Msg("site server running")
 	err := g.Wait()
 	s.log.Info().Msg("site server stopped")
 	return err
@@ -291,7 +312,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // Close releases what New acquired; Run's caller calls it after Run.
 func (s *Server) Close() {
-	for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+	for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.consoleLis} {
 		if l != nil {
 			_ = l.Close()
 		}

@@ -72,7 +72,7 @@ func TestServerRunsAndStops(t *testing.T) {
 				cfg.AMT.RemoteConfig = remoteConfig(t)
 			}
 			cfg.DataDir = t.TempDir()
-			cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+			cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			srv, err := server.New(ctx, cfg, zerolog.Nop())
@@ -111,7 +111,7 @@ func TestServerBinary(t *testing.T) {
 	bin := buildServer(t)
 	t.Run("example config on embedded redis, SIGTERM", func(t *testing.T) {
 		cmd := exec.Command(bin, "--config", "../configs/server.example.yaml")
-		cmd.Env = append(os.Environ(), "AMTOPS_GRPC_LISTEN=127.0.0.1:0", "AMTOPS_HTTP_LISTEN=127.0.0.1:0",
+		cmd.Env = append(os.Environ(), "AMTOPS_GRPC_LISTEN=127.0.0.1:0", "AMTOPS_HTTP_LISTEN=127.0.0.1:0", "AMTOPS_CONSOLE_LISTEN=127.0.0.1:0",
 			"AMTOPS_DATA_DIR="+t.TempDir(), "AMTOPS_SITE_KEY=")
 		stderr, _ := cmd.StderrPipe()
 		if err := cmd.Start(); err != nil {

@@ -24,6 +24,7 @@ type Server struct {
 	Networks    Networks  `yaml:"networks"`
 	Sweep       Sweep     `yaml:"sweep"`
 	Admin       Admin     `yaml:"admin"`
+	Console     Console   `yaml:"console"`
 }
 
 // Log selects the log level and format.
@@ -78,6 +79,14 @@ type GRPC struct {
 // HTTP serves the CRL, the CA certificates, metrics and health.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+}
+
+// Console is the HTTPS endpoint of the REST API (/api/v1/) and the web
+// console, with the gRPC listener's certificate and client CA. Disabled
+// turns both off.
+type Console struct {
+	Listen   string `yaml:"listen"`
+	Disabled bool   `yaml:"disabled"`
 }
 
 // Phase1 tunes the asynq workers that do CA and directory work (S1–S6).
@@ -243,6 +252,7 @@ func DefaultServer() Server {
 		DataDir: "./var/server",
 		GRPC:    GRPC{Listen: "127.0.0.1:7443"},
 		HTTP:    HTTP{Listen: "127.0.0.1:7080"},
+		Console: Console{Listen: "127.0.0.1:7444"},
 		Phase1:  Phase1{Concurrency: 16, MaxRetry: 8, Timeout: 2 * time.Minute},
 		Phase2: Phase2{LeaseTTL: 2 * time.Minute, MaxAttempts: 5, LongPoll: 25 * time.Second,
 			JobDeadline: 10 * time.Minute, ReapEvery: 5 * time.Second, RetryDelay: 30 * time.Second},
@@ -285,6 +295,7 @@ func (c Server) validateBasics(k *checker) {
 	}
 	k.hostPort("grpc.listen", c.GRPC.Listen, true)
 	k.hostPort("http.listen", c.HTTP.Listen, true)
+	k.hostPort("console.listen", c.Console.Listen, !c.Console.Disabled)
 }
 
 // validateRedis: addresses, cluster mode and TLS.

@@ -263,6 +263,11 @@ type Agent struct {
 	CertSerial    string         `json:"cert_serial,omitempty"`
 	LastHeartbeat time.Time      `json:"last_heartbeat,omitzero"`
 	EnrolledAt    time.Time      `json:"enrolled_at"`
+	// InFlight and Capacity are what the agent reported in its last
+	// heartbeat: jobs running and the most it runs at once. Kept beside
+	// the record (store.RecordLoad), not in it.
+	InFlight int `json:"-"`
+	Capacity int `json:"-"`
 }
 
 // Authorized reports whether the agent may act for subnet.

@@ -279,7 +279,7 @@ func (s *Site) startServer(ctx, runCtx context.Context, password string) error {
 	cfg := config.DefaultServer()
 	cfg.Redis.Addr = s.cfg.RedisAddr
 	cfg.DataDir = filepath.Join(s.cfg.Dir, "server")
-	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("site: %w", err)
 	}
@@ -327,7 +327,7 @@ func (s *Site) runServer(ctx, runCtx context.Context) error {
 		return err
 	})
 	// Keep the addresses: agents and administrators know the server there.
-	s.serverCfg.GRPC.Listen, s.serverCfg.HTTP.Listen = srv.GRPCAddr(), srv.HTTPAddr()
+	s.serverCfg.GRPC.Listen, s.serverCfg.HTTP.Listen, s.serverCfg.Console.Listen = srv.GRPCAddr(), srv.HTTPAddr(), srv.ConsoleAddr()
 	s.CAFile = filepath.Join(s.serverCfg.DataDir, "grpc-ca.pem")
 	s.TokenFile = filepath.Join(s.serverCfg.DataDir, "admin.token")
 	return nil

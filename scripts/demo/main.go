@@ -152,6 +152,15 @@ func run() error {
 		"  amtopsctl devices list\n\n"+
 		"metrics: http://%s/metrics   CRL: http://%s/crl   Ctrl-C stops the site.\n",
 		s.Server.GRPCAddr(), abs(s.CAFile), abs(s.TokenFile), s.HTTPAddr, s.HTTPAddr)
+	if addr := s.Server.ConsoleAddr(); addr != "" {
+		// A demo site's own token: shown so that a browser can log in.
+		tok, err := os.ReadFile(s.TokenFile)
+		if err != nil {
+			return fmt.Errorf("demo: read token: %w", err)
+		}
+		fmt.Fprintf(os.Stdout, "console: https://%s/ (its CA: %s), log in with the token %s\n",
+			addr, abs(s.CAFile), strings.TrimSpace(string(tok)))
+	}
 	<-ctx.Done()
 	return nil
 }

@@ -72,6 +72,14 @@ func TestAuthentication(t *testing.T) {
 			_, err := c.ListBatches(ctx, &pb.ListBatchesRequest{})
 			return err
 		}, codes.OK},
+		{"WhoAmI", func(c pb.AdminServiceClient) error {
+			_, err := c.WhoAmI(ctx, &pb.WhoAmIRequest{})
+			return err
+		}, codes.OK},
+		{"FleetSummary", func(c pb.AdminServiceClient) error {
+			_, err := c.FleetSummary(ctx, &pb.FleetSummaryRequest{})
+			return err
+		}, codes.OK},
 		{"ListAgents", func(c pb.AdminServiceClient) error { _, err := c.ListAgents(ctx, &pb.ListAgentsRequest{}); return err }, codes.OK},
 		{"StartBatch", func(c pb.AdminServiceClient) error {
 			_, err := c.StartBatch(ctx, &pb.StartBatchRequest{Kind: pb.JobKind_JOB_KIND_PROVISION, DeviceIds: []string{"d1"}})

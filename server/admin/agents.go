@@ -135,8 +135,11 @@ func (s *Service) ListAgents(ctx context.Context, _ *pb.ListAgentsRequest) (*pb.
 		return nil, api.ToStatus(err)
 	}
 	resp := &pb.ListAgentsResponse{}
+	now := s.opts.Clock()
 	for _, a := range as {
-		resp.Agents = append(resp.Agents, agentToPB(a))
+		pa := agentToPB(a)
+		pa.Online = s.online(a, now)
+		resp.Agents = append(resp.Agents, pa)
 	}
 	return resp, nil
 }

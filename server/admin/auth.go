@@ -27,6 +27,8 @@ const servicePrefix = "/amtops.v1.AdminService/"
 // AdminService method needs the operate role, so a method added later is
 // closed to readers until someone decides otherwise.
 var readMethods = map[string]bool{
+	pb.AdminService_WhoAmI_FullMethodName:          true,
+	pb.AdminService_FleetSummary_FullMethodName:    true,
 	pb.AdminService_ListDevices_FullMethodName:     true,
 	pb.AdminService_GetDevice_FullMethodName:       true,
 	pb.AdminService_GetDeviceLog_FullMethodName:    true,
@@ -93,6 +95,22 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 			strings.TrimPrefix(method, servicePrefix), pr.via, pr.Name, pr.Role)
 	}
 	return context.WithValue(ctx, principalKey{}, pr), nil
+}
+
+// WhoAmI names the authenticated caller.
+func (s *Service) WhoAmI(ctx context.Context, _ *pb.WhoAmIRequest) (*pb.WhoAmIResponse, error) {
+	p, err := principalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.WhoAmIResponse{Name: p.Name, Role: string(p.Role), Via: p.via}, nil
+}
+
+// Authorize authenticates a call to method made outside the gRPC server
+// (the console's event stream) with the same credentials and role table:
+// ctx carries the peer and incoming metadata as a gRPC call's would.
+func (s *Service) Authorize(ctx context.Context, method string) (context.Context, error) {
+	return s.authorize(ctx, method)
 }
 
 // tokenPrincipal authenticates the bearer token in vals.

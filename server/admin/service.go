@@ -46,6 +46,12 @@ type Options struct {
 	// Readiness judges devices for remote configuration (jobs.Service);
 	// nil: DeviceReadiness answers FailedPrecondition.
 	Readiness Readiness
+	// AgentOnlineWithin is how recent an agent's last heartbeat must be
+	// for it to count as online; default 90 s (agents long-poll every
+	// 25 s by default).
+	AgentOnlineWithin time.Duration
+	// SummaryMaxAge is how long one FleetSummary is shared; default 5 s.
+	SummaryMaxAge time.Duration
 }
 
 // Readiness tells whether remote configuration can activate d, with the
@@ -75,6 +81,7 @@ type Service struct {
 	batches Batches
 	sweeper Sweeper
 	opts    Options
+	summary summaryCache
 }
 
 // New builds the service. sweeper may be nil: SweepNow then answers
@@ -85,6 +92,12 @@ func New(st *store.Store, batches Batches, sweeper Sweeper, o Options) *Service 
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
+	}
+	if o.AgentOnlineWithin <= 0 {
+		o.AgentOnlineWithin = 90 * time.Second
+	}
+	if o.SummaryMaxAge <= 0 {
+		o.SummaryMaxAge = 5 * time.Second
 	}
 	return &Service{st: st, batches: batches, sweeper: sweeper, opts: o}
 }

@@ -34,6 +34,7 @@ type Store interface {
 	PutAgent(ctx context.Context, a domain.Agent) error
 	GetAgent(ctx context.Context, id string) (domain.Agent, error)
 	Heartbeat(ctx context.Context, agentID string, at time.Time) error
+	RecordLoad(ctx context.Context, agentID string, inFlight, capacity int) error
 	AppendEvent(ctx context.Context, e domain.OperationEvent) error
 	GetBatch(ctx context.Context, id string) (domain.Batch, error)
 }
@@ -333,6 +334,8 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	}
 	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record heartbeat")
+	} else if err := s.st.RecordLoad(ctx, a.ID, int(req.GetInFlight()), int(req.GetCapacity())); err != nil {
+		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record agent load")
 	}
 	for _, p := range a.Subnets {
 		resp.Subnets = append(resp.Subnets, p.String())

@@ -99,6 +99,16 @@ func TestAuthentication(t *testing.T) {
 			t.Fatalf("renew = %s %v, want %s with one subnet", resp.GetAgentId(), resp.GetSubnets(), id)
 		}
 	})
+	t.Run("heartbeat records load", func(t *testing.T) {
+		c, id := s.Enroll(t, "10.1.0.0/24")
+		if _, err := c.Heartbeat(ctx, &pb.HeartbeatRequest{InFlight: 3, Capacity: 8}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := s.Store.GetAgent(ctx, id)
+		if err != nil || a.InFlight != 3 || a.Capacity != 8 {
+			t.Fatalf("agent = %+v, %v; want 3 of 8 in flight", a, err)
+		}
+	})
 	t.Run("deleted agent", func(t *testing.T) {
 		c, id := s.Enroll(t, "10.1.0.0/24")
 		if err := s.Store.DeleteAgent(ctx, id); err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +21,7 @@ import (
 func (s *Store) agentKey(id string) string { return s.key("{agent}", "a", id) }
 func (s *Store) agentAllKey() string       { return s.key("{agent}", "all") }
 func (s *Store) agentHBKey() string        { return s.key("{agent}", "hb") }
+func (s *Store) agentLoadKey() string      { return s.key("{agent}", "load") }
 
 // tokenKey stores an enrollment token under its SHA-256, so that a dump of
 // Redis does not hand out usable tokens.
@@ -63,10 +65,11 @@ func (s *Store) PutAgent(ctx context.Context, a domain.Agent) error {
 // GetAgent returns an agent with its latest heartbeat.
 func (s *Store) GetAgent(ctx context.Context, id string) (domain.Agent, error) {
 	var get *redis.StringCmd
-	var hb *redis.StringCmd
+	var hb, load *redis.StringCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, s.agentKey(id))
 		hb = p.HGet(ctx, s.agentHBKey(), id)
+		load = p.HGet(ctx, s.agentLoadKey(), id)
 		return nil
 	})
 	if errors.Is(get.Err(), redis.Nil) {
@@ -81,6 +84,10 @@ func (s *Store) GetAgent(ctx context.Context, id string) (domain.Agent, error) {
 	}
 	if v, err := strconv.ParseInt(hb.Val(), 10, 64); err == nil {
 		a.LastHeartbeat = time.UnixMilli(v).UTC()
+	}
+	if in, c, ok := strings.Cut(load.Val(), "/"); ok {
+		a.InFlight, _ = strconv.Atoi(in)
+		a.Capacity, _ = strconv.Atoi(c)
 	}
 	return a, nil
 }
@@ -111,6 +118,7 @@ func (s *Store) DeleteAgent(ctx context.Context, id string) error {
 		p.Del(ctx, s.agentKey(id))
 		p.ZRem(ctx, s.agentAllKey(), id)
 		p.HDel(ctx, s.agentHBKey(), id)
+		p.HDel(ctx, s.agentLoadKey(), id)
 		return nil
 	})
 	if err != nil {
@@ -138,6 +146,15 @@ func (s *Store) Heartbeat(ctx context.Context, agentID string, at time.Time) err
 	}
 	if n == 0 {
 		return fmt.Errorf("store: heartbeat %s: %w", agentID, domain.ErrNotFound)
+	}
+	return nil
+}
+
+// RecordLoad keeps what an agent reported in a heartbeat: jobs in flight
+// and its capacity (GetAgent returns them).
+func (s *Store) RecordLoad(ctx context.Context, agentID string, inFlight, capacity int) error {
+	if err := s.rdb.HSet(ctx, s.agentLoadKey(), agentID, strconv.Itoa(inFlight)+"/"+strconv.Itoa(capacity)).Err(); err != nil {
+		return fmt.Errorf("store: record load %s: %w", agentID, err)
 	}
 	return nil
 }

@@ -266,14 +266,13 @@ func (s *Store) ListDevices(ctx context.Context, f domain.DeviceFilter) (domain.
 	case f.Status != "":
 		index = s.devStatusKey(f.Status)
 	}
-	match := func(d domain.Device) bool {
-		return (f.Status == "" || d.Status == f.Status) &&
-			(!f.Subnet.IsValid() || d.Subnet == f.Subnet.Masked()) &&
-			(f.Collection == "" || slices.Contains(d.Collections, f.Collection))
-	}
 	var page domain.DevicePage
 	cursor := f.Cursor
 	chunk := int64(max(limit, 100))
+	if !f.Indexed() {
+		// A search reads many candidates per match: fewer, larger reads.
+		chunk = int64(max(limit, 1000))
+	}
 	for {
 		lo := "-"
 		if cursor != "" {
@@ -293,7 +292,7 @@ func (s *Store) ListDevices(ctx context.Context, f domain.DeviceFilter) (domain.
 		}
 		for _, id := range ids {
 			cursor = id
-			if d, ok := byID[id]; ok && match(d) {
+			if d, ok := byID[id]; ok && f.Match(d) {
 				page.Devices = append(page.Devices, d)
 				if len(page.Devices) == limit {
 					page.Next = id
@@ -354,4 +353,25 @@ func (s *Store) CountDevices(ctx context.Context) (map[domain.Status]int64, erro
 		out[st] = c.Val()
 	}
 	return out, nil
+}
+
+// EachDevice calls fn with every device, in ID order, reading them in
+// chunks of 1000; it stops at fn's first error.
+func (s *Store) EachDevice(ctx context.Context, fn func(domain.Device) error) error {
+	cursor := ""
+	for {
+		page, err := s.ListDevices(ctx, domain.DeviceFilter{Limit: 1000, Cursor: cursor})
+		if err != nil {
+			return err
+		}
+		for _, d := range page.Devices {
+			if err := fn(d); err != nil {
+				return err
+			}
+		}
+		if page.Next == "" {
+			return nil
+		}
+		cursor = page.Next
+	}
 }

@@ -227,12 +227,20 @@ func (x *Device) GetControlMode() string {
 }
 
 type ListDevicesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subnet        string                 `protobuf:"bytes,1,opt,name=subnet,proto3" json:"subnet,omitempty"`
-	Status        DeviceStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=amtops.v1.DeviceStatus" json:"status,omitempty"`
-	Collection    string                 `protobuf:"bytes,3,opt,name=collection,proto3" json:"collection,omitempty"`
-	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
-	Cursor        string                 `protobuf:"bytes,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Subnet     string                 `protobuf:"bytes,1,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	Status     DeviceStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=amtops.v1.DeviceStatus" json:"status,omitempty"`
+	Collection string                 `protobuf:"bytes,3,opt,name=collection,proto3" json:"collection,omitempty"`
+	Limit      int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor     string                 `protobuf:"bytes,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// query matches part of the ID, host name, FQDN, IP address or UUID
+	// (case-insensitive).
+	Query string `protobuf:"bytes,6,opt,name=query,proto3" json:"query,omitempty"`
+	// generation is the AMT major version ("16"); "unknown" selects devices
+	// whose version is not known.
+	Generation string `protobuf:"bytes,7,opt,name=generation,proto3" json:"generation,omitempty"`
+	// failed selects devices whose last operation failed.
+	Failed        bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -302,6 +310,279 @@ func (x *ListDevicesRequest) GetCursor() string {
 	return ""
 }
 
+func (x *ListDevicesRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *ListDevicesRequest) GetGeneration() string {
+	if x != nil {
+		return x.Generation
+	}
+	return ""
+}
+
+func (x *ListDevicesRequest) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+type WhoAmIResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"` // read | operate
+	Via           string                 `protobuf:"bytes,3,opt,name=via,proto3" json:"via,omitempty"`   // token | certificate
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
+type FleetSummaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetSummaryRequest) Reset() {
+	*x = FleetSummaryRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetSummaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetSummaryRequest) ProtoMessage() {}
+
+func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetSummaryRequest.ProtoReflect.Descriptor instead.
+func (*FleetSummaryRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+type FleetSummaryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       int64                  `protobuf:"varint,1,opt,name=devices,proto3" json:"devices,omitempty"`
+	ByStatus      map[string]int64       `protobuf:"bytes,2,rep,name=by_status,json=byStatus,proto3" json:"by_status,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`                  // DeviceStatus name
+	ByControlMode map[string]int64       `protobuf:"bytes,3,rep,name=by_control_mode,json=byControlMode,proto3" json:"by_control_mode,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // acm, ccm, none
+	ByGeneration  map[string]int64       `protobuf:"bytes,4,rep,name=by_generation,json=byGeneration,proto3" json:"by_generation,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`      // AMT major version, or "unknown"
+	Failed        int64                  `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`                                                                                                                // devices whose last operation failed
+	// blockers counts, per readiness reason, the devices awaiting activation
+	// that it keeps from remote configuration.
+	Blockers map[string]int64 `protobuf:"bytes,6,rep,name=blockers,proto3" json:"blockers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// provisioned_per_minute: devices provisioned in each of the last 60
+	// minutes, oldest first.
+	ProvisionedPerMinute []int32                `protobuf:"varint,7,rep,packed,name=provisioned_per_minute,json=provisionedPerMinute,proto3" json:"provisioned_per_minute,omitempty"`
+	AgentsOnline         int32                  `protobuf:"varint,8,opt,name=agents_online,json=agentsOnline,proto3" json:"agents_online,omitempty"`
+	AgentsOffline        int32                  `protobuf:"varint,9,opt,name=agents_offline,json=agentsOffline,proto3" json:"agents_offline,omitempty"`
+	ComputedAt           *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=computed_at,json=computedAt,proto3" json:"computed_at,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *FleetSummaryResponse) Reset() {
+	*x = FleetSummaryResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetSummaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetSummaryResponse) ProtoMessage() {}
+
+func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetSummaryResponse.ProtoReflect.Descriptor instead.
+func (*FleetSummaryResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FleetSummaryResponse) GetDevices() int64 {
+	if x != nil {
+		return x.Devices
+	}
+	return 0
+}
+
+func (x *FleetSummaryResponse) GetByStatus() map[string]int64 {
+	if x != nil {
+		return x.ByStatus
+	}
+	return nil
+}
+
+func (x *FleetSummaryResponse) GetByControlMode() map[string]int64 {
+	if x != nil {
+		return x.ByControlMode
+	}
+	return nil
+}
+
+func (x *FleetSummaryResponse) GetByGeneration() map[string]int64 {
+	if x != nil {
+		return x.ByGeneration
+	}
+	return nil
+}
+
+func (x *FleetSummaryResponse) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *FleetSummaryResponse) GetBlockers() map[string]int64 {
+	if x != nil {
+		return x.Blockers
+	}
+	return nil
+}
+
+func (x *FleetSummaryResponse) GetProvisionedPerMinute() []int32 {
+	if x != nil {
+		return x.ProvisionedPerMinute
+	}
+	return nil
+}
+
+func (x *FleetSummaryResponse) GetAgentsOnline() int32 {
+	if x != nil {
+		return x.AgentsOnline
+	}
+	return 0
+}
+
+func (x *FleetSummaryResponse) GetAgentsOffline() int32 {
+	if x != nil {
+		return x.AgentsOffline
+	}
+	return 0
+}
+
+func (x *FleetSummaryResponse) GetComputedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedAt
+	}
+	return nil
+}
+
 type ListDevicesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Devices       []*Device              `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
@@ -312,7 +593,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +605,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +618,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*Device {
@@ -364,7 +645,7 @@ type DeviceReadinessResponse struct {
 
 func (x *DeviceReadinessResponse) Reset() {
 	*x = DeviceReadinessResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +657,7 @@ func (x *DeviceReadinessResponse) String() string {
 func (*DeviceReadinessResponse) ProtoMessage() {}
 
 func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +670,7 @@ func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadinessResponse.ProtoReflect.Descriptor instead.
 func (*DeviceReadinessResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeviceReadinessResponse) GetDevices() []*DeviceReadiness {
@@ -426,7 +707,7 @@ type DeviceReadiness struct {
 
 func (x *DeviceReadiness) Reset() {
 	*x = DeviceReadiness{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +719,7 @@ func (x *DeviceReadiness) String() string {
 func (*DeviceReadiness) ProtoMessage() {}
 
 func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +732,7 @@ func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadiness.ProtoReflect.Descriptor instead.
 func (*DeviceReadiness) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeviceReadiness) GetId() string {
@@ -534,7 +815,7 @@ type ReadinessProblem struct {
 
 func (x *ReadinessProblem) Reset() {
 	*x = ReadinessProblem{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +827,7 @@ func (x *ReadinessProblem) String() string {
 func (*ReadinessProblem) ProtoMessage() {}
 
 func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +840,7 @@ func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessProblem.ProtoReflect.Descriptor instead.
 func (*ReadinessProblem) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadinessProblem) GetReason() string {
@@ -585,7 +866,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +878,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +891,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -629,7 +910,7 @@ type PutDevicesRequest struct {
 
 func (x *PutDevicesRequest) Reset() {
 	*x = PutDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +922,7 @@ func (x *PutDevicesRequest) String() string {
 func (*PutDevicesRequest) ProtoMessage() {}
 
 func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +935,7 @@ func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesRequest.ProtoReflect.Descriptor instead.
 func (*PutDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutDevicesRequest) GetDevices() []*Device {
@@ -674,7 +955,7 @@ type PutDevicesResponse struct {
 
 func (x *PutDevicesResponse) Reset() {
 	*x = PutDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +967,7 @@ func (x *PutDevicesResponse) String() string {
 func (*PutDevicesResponse) ProtoMessage() {}
 
 func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +980,7 @@ func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesResponse.ProtoReflect.Descriptor instead.
 func (*PutDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PutDevicesResponse) GetCreated() int32 {
@@ -726,7 +1007,7 @@ type GetDeviceLogRequest struct {
 
 func (x *GetDeviceLogRequest) Reset() {
 	*x = GetDeviceLogRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +1019,7 @@ func (x *GetDeviceLogRequest) String() string {
 func (*GetDeviceLogRequest) ProtoMessage() {}
 
 func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +1032,7 @@ func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetDeviceLogRequest) GetId() string {
@@ -777,7 +1058,7 @@ type GetDeviceLogResponse struct {
 
 func (x *GetDeviceLogResponse) Reset() {
 	*x = GetDeviceLogResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1070,7 @@ func (x *GetDeviceLogResponse) String() string {
 func (*GetDeviceLogResponse) ProtoMessage() {}
 
 func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1083,7 @@ func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetDeviceLogResponse) GetEvents() []*OperationEvent {
@@ -826,7 +1107,7 @@ type Collection struct {
 
 func (x *Collection) Reset() {
 	*x = Collection{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1119,7 @@ func (x *Collection) String() string {
 func (*Collection) ProtoMessage() {}
 
 func (x *Collection) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1132,7 @@ func (x *Collection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Collection.ProtoReflect.Descriptor instead.
 func (*Collection) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Collection) GetName() string {
@@ -907,7 +1188,7 @@ type CreateCollectionRequest struct {
 
 func (x *CreateCollectionRequest) Reset() {
 	*x = CreateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1200,7 @@ func (x *CreateCollectionRequest) String() string {
 func (*CreateCollectionRequest) ProtoMessage() {}
 
 func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1213,7 @@ func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*CreateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateCollectionRequest) GetName() string {
@@ -964,7 +1245,7 @@ type ListCollectionsRequest struct {
 
 func (x *ListCollectionsRequest) Reset() {
 	*x = ListCollectionsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1257,7 @@ func (x *ListCollectionsRequest) String() string {
 func (*ListCollectionsRequest) ProtoMessage() {}
 
 func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1270,7 @@ func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListCollectionsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type ListCollectionsResponse struct {
@@ -1001,7 +1282,7 @@ type ListCollectionsResponse struct {
 
 func (x *ListCollectionsResponse) Reset() {
 	*x = ListCollectionsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1294,7 @@ func (x *ListCollectionsResponse) String() string {
 func (*ListCollectionsResponse) ProtoMessage() {}
 
 func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1307,7 @@ func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListCollectionsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListCollectionsResponse) GetCollections() []*Collection {
@@ -1047,7 +1328,7 @@ type UpdateCollectionRequest struct {
 
 func (x *UpdateCollectionRequest) Reset() {
 	*x = UpdateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1340,7 @@ func (x *UpdateCollectionRequest) String() string {
 func (*UpdateCollectionRequest) ProtoMessage() {}
 
 func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1353,7 @@ func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateCollectionRequest) GetName() string {
@@ -1105,7 +1386,7 @@ type DeleteCollectionRequest struct {
 
 func (x *DeleteCollectionRequest) Reset() {
 	*x = DeleteCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1398,7 @@ func (x *DeleteCollectionRequest) String() string {
 func (*DeleteCollectionRequest) ProtoMessage() {}
 
 func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1411,7 @@ func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteCollectionRequest) GetName() string {
@@ -1148,7 +1429,7 @@ type DeleteCollectionResponse struct {
 
 func (x *DeleteCollectionResponse) Reset() {
 	*x = DeleteCollectionResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1441,7 @@ func (x *DeleteCollectionResponse) String() string {
 func (*DeleteCollectionResponse) ProtoMessage() {}
 
 func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1454,7 @@ func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 // Rule selects devices by subnet and/or a host-name glob.
@@ -1187,7 +1468,7 @@ type MemberRule struct {
 
 func (x *MemberRule) Reset() {
 	*x = MemberRule{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1480,7 @@ func (x *MemberRule) String() string {
 func (*MemberRule) ProtoMessage() {}
 
 func (x *MemberRule) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1493,7 @@ func (x *MemberRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRule.ProtoReflect.Descriptor instead.
 func (*MemberRule) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MemberRule) GetSubnet() string {
@@ -1240,7 +1521,7 @@ type CollectionMembersRequest struct {
 
 func (x *CollectionMembersRequest) Reset() {
 	*x = CollectionMembersRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1533,7 @@ func (x *CollectionMembersRequest) String() string {
 func (*CollectionMembersRequest) ProtoMessage() {}
 
 func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1546,7 @@ func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersRequest.ProtoReflect.Descriptor instead.
 func (*CollectionMembersRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CollectionMembersRequest) GetCollection() string {
@@ -1298,7 +1579,7 @@ type CollectionMembersResponse struct {
 
 func (x *CollectionMembersResponse) Reset() {
 	*x = CollectionMembersResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1591,7 @@ func (x *CollectionMembersResponse) String() string {
 func (*CollectionMembersResponse) ProtoMessage() {}
 
 func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1604,7 @@ func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersResponse.ProtoReflect.Descriptor instead.
 func (*CollectionMembersResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CollectionMembersResponse) GetChanged() int32 {
@@ -1345,7 +1626,7 @@ type ImportDevicesRequest struct {
 
 func (x *ImportDevicesRequest) Reset() {
 	*x = ImportDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1638,7 @@ func (x *ImportDevicesRequest) String() string {
 func (*ImportDevicesRequest) ProtoMessage() {}
 
 func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1651,7 @@ func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ImportDevicesRequest) GetCollection() string {
@@ -1406,7 +1687,7 @@ type ImportDevicesResponse struct {
 
 func (x *ImportDevicesResponse) Reset() {
 	*x = ImportDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1699,7 @@ func (x *ImportDevicesResponse) String() string {
 func (*ImportDevicesResponse) ProtoMessage() {}
 
 func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1712,7 @@ func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ImportDevicesResponse) GetCreated() int32 {
@@ -1478,7 +1759,7 @@ type StartBatchRequest struct {
 
 func (x *StartBatchRequest) Reset() {
 	*x = StartBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1771,7 @@ func (x *StartBatchRequest) String() string {
 func (*StartBatchRequest) ProtoMessage() {}
 
 func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1784,7 @@ func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBatchRequest.ProtoReflect.Descriptor instead.
 func (*StartBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StartBatchRequest) GetKind() JobKind {
@@ -1569,7 +1850,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1862,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1875,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Batch) GetId() string {
@@ -1697,7 +1978,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1990,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +2003,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetBatchRequest) GetId() string {
@@ -1741,7 +2022,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2034,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2047,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListBatchesRequest) GetLimit() int32 {
@@ -1785,7 +2066,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +2078,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +2091,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -1832,7 +2113,7 @@ type ListBatchJobsRequest struct {
 
 func (x *ListBatchJobsRequest) Reset() {
 	*x = ListBatchJobsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2125,7 @@ func (x *ListBatchJobsRequest) String() string {
 func (*ListBatchJobsRequest) ProtoMessage() {}
 
 func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2138,7 @@ func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListBatchJobsRequest) GetBatchId() string {
@@ -1903,7 +2184,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2196,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2209,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Job) GetId() string {
@@ -1990,7 +2271,7 @@ type ListBatchJobsResponse struct {
 
 func (x *ListBatchJobsResponse) Reset() {
 	*x = ListBatchJobsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2283,7 @@ func (x *ListBatchJobsResponse) String() string {
 func (*ListBatchJobsResponse) ProtoMessage() {}
 
 func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2296,7 @@ func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListBatchJobsResponse) GetJobs() []*Job {
@@ -2042,7 +2323,7 @@ type SetAutoProvisionSuppressedRequest struct {
 
 func (x *SetAutoProvisionSuppressedRequest) Reset() {
 	*x = SetAutoProvisionSuppressedRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2335,7 @@ func (x *SetAutoProvisionSuppressedRequest) String() string {
 func (*SetAutoProvisionSuppressedRequest) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2348,7 @@ func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use SetAutoProvisionSuppressedRequest.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetAutoProvisionSuppressedRequest) GetDeviceIds() []string {
@@ -2093,7 +2374,7 @@ type SetAutoProvisionSuppressedResponse struct {
 
 func (x *SetAutoProvisionSuppressedResponse) Reset() {
 	*x = SetAutoProvisionSuppressedResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2386,7 @@ func (x *SetAutoProvisionSuppressedResponse) String() string {
 func (*SetAutoProvisionSuppressedResponse) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2399,7 @@ func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SetAutoProvisionSuppressedResponse.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetAutoProvisionSuppressedResponse) GetChanged() int32 {
@@ -2137,7 +2418,7 @@ type BeginRenameRequest struct {
 
 func (x *BeginRenameRequest) Reset() {
 	*x = BeginRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2430,7 @@ func (x *BeginRenameRequest) String() string {
 func (*BeginRenameRequest) ProtoMessage() {}
 
 func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2443,7 @@ func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRenameRequest.ProtoReflect.Descriptor instead.
 func (*BeginRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BeginRenameRequest) GetDeviceIds() []string {
@@ -2182,7 +2463,7 @@ type CompleteRenameRequest struct {
 
 func (x *CompleteRenameRequest) Reset() {
 	*x = CompleteRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2475,7 @@ func (x *CompleteRenameRequest) String() string {
 func (*CompleteRenameRequest) ProtoMessage() {}
 
 func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2488,7 @@ func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRenameRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CompleteRenameRequest) GetDeviceId() string {
@@ -2232,7 +2513,7 @@ type SweepNowRequest struct {
 
 func (x *SweepNowRequest) Reset() {
 	*x = SweepNowRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2525,7 @@ func (x *SweepNowRequest) String() string {
 func (*SweepNowRequest) ProtoMessage() {}
 
 func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2538,7 @@ func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepNowRequest.ProtoReflect.Descriptor instead.
 func (*SweepNowRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type CreateEnrollmentTokenRequest struct {
@@ -2270,7 +2551,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2563,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2576,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetSubnets() []string {
@@ -2322,7 +2603,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2615,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2628,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -2371,13 +2652,18 @@ type Agent struct {
 	Subnets       []string               `protobuf:"bytes,3,rep,name=subnets,proto3" json:"subnets,omitempty"`
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
 	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	// online: a heartbeat within the server's online window (a few long polls).
+	Online bool `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
+	// From the agent's last heartbeat: jobs running, and the most it runs.
+	JobsInFlight  int32 `protobuf:"varint,7,opt,name=jobs_in_flight,json=jobsInFlight,proto3" json:"jobs_in_flight,omitempty"`
+	Capacity      int32 `protobuf:"varint,8,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2675,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2688,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Agent) GetId() string {
@@ -2440,6 +2726,27 @@ func (x *Agent) GetEnrolledAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Agent) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *Agent) GetJobsInFlight() int32 {
+	if x != nil {
+		return x.JobsInFlight
+	}
+	return 0
+}
+
+func (x *Agent) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
 type AuthorizeAgentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
@@ -2450,7 +2757,7 @@ type AuthorizeAgentRequest struct {
 
 func (x *AuthorizeAgentRequest) Reset() {
 	*x = AuthorizeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2769,7 @@ func (x *AuthorizeAgentRequest) String() string {
 func (*AuthorizeAgentRequest) ProtoMessage() {}
 
 func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2782,7 @@ func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeAgentRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AuthorizeAgentRequest) GetAgentId() string {
@@ -2501,7 +2808,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2820,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2833,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2544,7 +2851,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2863,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2876,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 type ListAgentsRequest struct {
@@ -2580,7 +2887,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2899,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2912,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type ListAgentsResponse struct {
@@ -2617,7 +2924,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +2936,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +2949,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2663,7 +2970,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2982,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2995,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AdminToken) GetName() string {
@@ -2722,7 +3029,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +3041,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +3054,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -2774,7 +3081,7 @@ type CreateAdminTokenResponse struct {
 
 func (x *CreateAdminTokenResponse) Reset() {
 	*x = CreateAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +3093,7 @@ func (x *CreateAdminTokenResponse) String() string {
 func (*CreateAdminTokenResponse) ProtoMessage() {}
 
 func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +3106,7 @@ func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateAdminTokenResponse) GetToken() string {
@@ -2824,7 +3131,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +3143,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +3156,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type ListAdminTokensResponse struct {
@@ -2861,7 +3168,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +3180,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +3193,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
@@ -2905,7 +3212,7 @@ type RevokeAdminTokenRequest struct {
 
 func (x *RevokeAdminTokenRequest) Reset() {
 	*x = RevokeAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3224,7 @@ func (x *RevokeAdminTokenRequest) String() string {
 func (*RevokeAdminTokenRequest) ProtoMessage() {}
 
 func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3237,7 @@ func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RevokeAdminTokenRequest) GetName() string {
@@ -2948,7 +3255,7 @@ type RevokeAdminTokenResponse struct {
 
 func (x *RevokeAdminTokenResponse) Reset() {
 	*x = RevokeAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3267,7 @@ func (x *RevokeAdminTokenResponse) String() string {
 func (*RevokeAdminTokenResponse) ProtoMessage() {}
 
 func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3280,7 @@ func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 type IssueAdminCertificateRequest struct {
@@ -2987,7 +3294,7 @@ type IssueAdminCertificateRequest struct {
 
 func (x *IssueAdminCertificateRequest) Reset() {
 	*x = IssueAdminCertificateRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3306,7 @@ func (x *IssueAdminCertificateRequest) String() string {
 func (*IssueAdminCertificateRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3319,7 @@ func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *IssueAdminCertificateRequest) GetName() string {
@@ -3047,7 +3354,7 @@ type IssueAdminCertificateResponse struct {
 
 func (x *IssueAdminCertificateResponse) Reset() {
 	*x = IssueAdminCertificateResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +3366,7 @@ func (x *IssueAdminCertificateResponse) String() string {
 func (*IssueAdminCertificateResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3379,7 @@ func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
@@ -3127,7 +3434,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
 	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x12!\n" +
-	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\"\xab\x01\n" +
+	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\"\xf9\x01\n" +
 	"\x12ListDevicesRequest\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.amtops.v1.DeviceStatusR\x06status\x12\x1e\n" +
@@ -3135,7 +3442,43 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"collection\x18\x03 \x01(\tR\n" +
 	"collection\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x16\n" +
-	"\x06cursor\x18\x05 \x01(\tR\x06cursor\"c\n" +
+	"\x06cursor\x18\x05 \x01(\tR\x06cursor\x12\x14\n" +
+	"\x05query\x18\x06 \x01(\tR\x05query\x12\x1e\n" +
+	"\n" +
+	"generation\x18\a \x01(\tR\n" +
+	"generation\x12\x16\n" +
+	"\x06failed\x18\b \x01(\bR\x06failed\"\x0f\n" +
+	"\rWhoAmIRequest\"J\n" +
+	"\x0eWhoAmIResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x10\n" +
+	"\x03via\x18\x03 \x01(\tR\x03via\"\x15\n" +
+	"\x13FleetSummaryRequest\"\xcf\x06\n" +
+	"\x14FleetSummaryResponse\x12\x18\n" +
+	"\adevices\x18\x01 \x01(\x03R\adevices\x12J\n" +
+	"\tby_status\x18\x02 \x03(\v2-.amtops.v1.FleetSummaryResponse.ByStatusEntryR\bbyStatus\x12Z\n" +
+	"\x0fby_control_mode\x18\x03 \x03(\v22.amtops.v1.FleetSummaryResponse.ByControlModeEntryR\rbyControlMode\x12V\n" +
+	"\rby_generation\x18\x04 \x03(\v21.amtops.v1.FleetSummaryResponse.ByGenerationEntryR\fbyGeneration\x12\x16\n" +
+	"\x06failed\x18\x05 \x01(\x03R\x06failed\x12I\n" +
+	"\bblockers\x18\x06 \x03(\v2-.amtops.v1.FleetSummaryResponse.BlockersEntryR\bblockers\x124\n" +
+	"\x16provisioned_per_minute\x18\a \x03(\x05R\x14provisionedPerMinute\x12#\n" +
+	"\ragents_online\x18\b \x01(\x05R\fagentsOnline\x12%\n" +
+	"\x0eagents_offline\x18\t \x01(\x05R\ragentsOffline\x12;\n" +
+	"\vcomputed_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"computedAt\x1a;\n" +
+	"\rByStatusEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a@\n" +
+	"\x12ByControlModeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a?\n" +
+	"\x11ByGenerationEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a;\n" +
+	"\rBlockersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"c\n" +
 	"\x13ListDevicesResponse\x12+\n" +
 	"\adevices\x18\x01 \x03(\v2\x11.amtops.v1.DeviceR\adevices\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
@@ -3296,14 +3639,17 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dCreateEnrollmentTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xc5\x01\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x9f\x02\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\asubnets\x18\x03 \x03(\tR\asubnets\x12A\n" +
 	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12;\n" +
 	"\venrolled_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"enrolledAt\"L\n" +
+	"enrolledAt\x12\x16\n" +
+	"\x06online\x18\x06 \x01(\bR\x06online\x12$\n" +
+	"\x0ejobs_in_flight\x18\a \x01(\x05R\fjobsInFlight\x12\x1a\n" +
+	"\bcapacity\x18\b \x01(\x05R\bcapacity\"L\n" +
 	"\x15AuthorizeAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\asubnets\x18\x02 \x03(\tR\asubnets\"/\n" +
@@ -3338,8 +3684,10 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueAdminCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
-	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xe0\x13\n" +
-	"\fAdminService\x12L\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf0\x14\n" +
+	"\fAdminService\x12O\n" +
+	"\fFleetSummary\x12\x1e.amtops.v1.FleetSummaryRequest\x1a\x1f.amtops.v1.FleetSummaryResponse\x12=\n" +
+	"\x06WhoAmI\x12\x18.amtops.v1.WhoAmIRequest\x1a\x19.amtops.v1.WhoAmIResponse\x12L\n" +
 	"\vListDevices\x12\x1d.amtops.v1.ListDevicesRequest\x1a\x1e.amtops.v1.ListDevicesResponse\x12;\n" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
 	"\n" +
@@ -3388,166 +3736,183 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
 	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),                // 2: amtops.v1.ListDevicesResponse
-	(*DeviceReadinessResponse)(nil),            // 3: amtops.v1.DeviceReadinessResponse
-	(*DeviceReadiness)(nil),                    // 4: amtops.v1.DeviceReadiness
-	(*ReadinessProblem)(nil),                   // 5: amtops.v1.ReadinessProblem
-	(*GetDeviceRequest)(nil),                   // 6: amtops.v1.GetDeviceRequest
-	(*PutDevicesRequest)(nil),                  // 7: amtops.v1.PutDevicesRequest
-	(*PutDevicesResponse)(nil),                 // 8: amtops.v1.PutDevicesResponse
-	(*GetDeviceLogRequest)(nil),                // 9: amtops.v1.GetDeviceLogRequest
-	(*GetDeviceLogResponse)(nil),               // 10: amtops.v1.GetDeviceLogResponse
-	(*Collection)(nil),                         // 11: amtops.v1.Collection
-	(*CreateCollectionRequest)(nil),            // 12: amtops.v1.CreateCollectionRequest
-	(*ListCollectionsRequest)(nil),             // 13: amtops.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil),            // 14: amtops.v1.ListCollectionsResponse
-	(*UpdateCollectionRequest)(nil),            // 15: amtops.v1.UpdateCollectionRequest
-	(*DeleteCollectionRequest)(nil),            // 16: amtops.v1.DeleteCollectionRequest
-	(*DeleteCollectionResponse)(nil),           // 17: amtops.v1.DeleteCollectionResponse
-	(*MemberRule)(nil),                         // 18: amtops.v1.MemberRule
-	(*CollectionMembersRequest)(nil),           // 19: amtops.v1.CollectionMembersRequest
-	(*CollectionMembersResponse)(nil),          // 20: amtops.v1.CollectionMembersResponse
-	(*ImportDevicesRequest)(nil),               // 21: amtops.v1.ImportDevicesRequest
-	(*ImportDevicesResponse)(nil),              // 22: amtops.v1.ImportDevicesResponse
-	(*StartBatchRequest)(nil),                  // 23: amtops.v1.StartBatchRequest
-	(*Batch)(nil),                              // 24: amtops.v1.Batch
-	(*GetBatchRequest)(nil),                    // 25: amtops.v1.GetBatchRequest
-	(*ListBatchesRequest)(nil),                 // 26: amtops.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),                // 27: amtops.v1.ListBatchesResponse
-	(*ListBatchJobsRequest)(nil),               // 28: amtops.v1.ListBatchJobsRequest
-	(*Job)(nil),                                // 29: amtops.v1.Job
-	(*ListBatchJobsResponse)(nil),              // 30: amtops.v1.ListBatchJobsResponse
-	(*SetAutoProvisionSuppressedRequest)(nil),  // 31: amtops.v1.SetAutoProvisionSuppressedRequest
-	(*SetAutoProvisionSuppressedResponse)(nil), // 32: amtops.v1.SetAutoProvisionSuppressedResponse
-	(*BeginRenameRequest)(nil),                 // 33: amtops.v1.BeginRenameRequest
-	(*CompleteRenameRequest)(nil),              // 34: amtops.v1.CompleteRenameRequest
-	(*SweepNowRequest)(nil),                    // 35: amtops.v1.SweepNowRequest
-	(*CreateEnrollmentTokenRequest)(nil),       // 36: amtops.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),      // 37: amtops.v1.CreateEnrollmentTokenResponse
-	(*Agent)(nil),                              // 38: amtops.v1.Agent
-	(*AuthorizeAgentRequest)(nil),              // 39: amtops.v1.AuthorizeAgentRequest
-	(*RevokeAgentRequest)(nil),                 // 40: amtops.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),                // 41: amtops.v1.RevokeAgentResponse
-	(*ListAgentsRequest)(nil),                  // 42: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 43: amtops.v1.ListAgentsResponse
-	(*AdminToken)(nil),                         // 44: amtops.v1.AdminToken
-	(*CreateAdminTokenRequest)(nil),            // 45: amtops.v1.CreateAdminTokenRequest
-	(*CreateAdminTokenResponse)(nil),           // 46: amtops.v1.CreateAdminTokenResponse
-	(*ListAdminTokensRequest)(nil),             // 47: amtops.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),            // 48: amtops.v1.ListAdminTokensResponse
-	(*RevokeAdminTokenRequest)(nil),            // 49: amtops.v1.RevokeAdminTokenRequest
-	(*RevokeAdminTokenResponse)(nil),           // 50: amtops.v1.RevokeAdminTokenResponse
-	(*IssueAdminCertificateRequest)(nil),       // 51: amtops.v1.IssueAdminCertificateRequest
-	(*IssueAdminCertificateResponse)(nil),      // 52: amtops.v1.IssueAdminCertificateResponse
-	nil,                                        // 53: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 54: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 55: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 56: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 57: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 58: amtops.v1.JobKind
+	(*WhoAmIRequest)(nil),                      // 2: amtops.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                     // 3: amtops.v1.WhoAmIResponse
+	(*FleetSummaryRequest)(nil),                // 4: amtops.v1.FleetSummaryRequest
+	(*FleetSummaryResponse)(nil),               // 5: amtops.v1.FleetSummaryResponse
+	(*ListDevicesResponse)(nil),                // 6: amtops.v1.ListDevicesResponse
+	(*DeviceReadinessResponse)(nil),            // 7: amtops.v1.DeviceReadinessResponse
+	(*DeviceReadiness)(nil),                    // 8: amtops.v1.DeviceReadiness
+	(*ReadinessProblem)(nil),                   // 9: amtops.v1.ReadinessProblem
+	(*GetDeviceRequest)(nil),                   // 10: amtops.v1.GetDeviceRequest
+	(*PutDevicesRequest)(nil),                  // 11: amtops.v1.PutDevicesRequest
+	(*PutDevicesResponse)(nil),                 // 12: amtops.v1.PutDevicesResponse
+	(*GetDeviceLogRequest)(nil),                // 13: amtops.v1.GetDeviceLogRequest
+	(*GetDeviceLogResponse)(nil),               // 14: amtops.v1.GetDeviceLogResponse
+	(*Collection)(nil),                         // 15: amtops.v1.Collection
+	(*CreateCollectionRequest)(nil),            // 16: amtops.v1.CreateCollectionRequest
+	(*ListCollectionsRequest)(nil),             // 17: amtops.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil),            // 18: amtops.v1.ListCollectionsResponse
+	(*UpdateCollectionRequest)(nil),            // 19: amtops.v1.UpdateCollectionRequest
+	(*DeleteCollectionRequest)(nil),            // 20: amtops.v1.DeleteCollectionRequest
+	(*DeleteCollectionResponse)(nil),           // 21: amtops.v1.DeleteCollectionResponse
+	(*MemberRule)(nil),                         // 22: amtops.v1.MemberRule
+	(*CollectionMembersRequest)(nil),           // 23: amtops.v1.CollectionMembersRequest
+	(*CollectionMembersResponse)(nil),          // 24: amtops.v1.CollectionMembersResponse
+	(*ImportDevicesRequest)(nil),               // 25: amtops.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil),              // 26: amtops.v1.ImportDevicesResponse
+	(*StartBatchRequest)(nil),                  // 27: amtops.v1.StartBatchRequest
+	(*Batch)(nil),                              // 28: amtops.v1.Batch
+	(*GetBatchRequest)(nil),                    // 29: amtops.v1.GetBatchRequest
+	(*ListBatchesRequest)(nil),                 // 30: amtops.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),                // 31: amtops.v1.ListBatchesResponse
+	(*ListBatchJobsRequest)(nil),               // 32: amtops.v1.ListBatchJobsRequest
+	(*Job)(nil),                                // 33: amtops.v1.Job
+	(*ListBatchJobsResponse)(nil),              // 34: amtops.v1.ListBatchJobsResponse
+	(*SetAutoProvisionSuppressedRequest)(nil),  // 35: amtops.v1.SetAutoProvisionSuppressedRequest
+	(*SetAutoProvisionSuppressedResponse)(nil), // 36: amtops.v1.SetAutoProvisionSuppressedResponse
+	(*BeginRenameRequest)(nil),                 // 37: amtops.v1.BeginRenameRequest
+	(*CompleteRenameRequest)(nil),              // 38: amtops.v1.CompleteRenameRequest
+	(*SweepNowRequest)(nil),                    // 39: amtops.v1.SweepNowRequest
+	(*CreateEnrollmentTokenRequest)(nil),       // 40: amtops.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),      // 41: amtops.v1.CreateEnrollmentTokenResponse
+	(*Agent)(nil),                              // 42: amtops.v1.Agent
+	(*AuthorizeAgentRequest)(nil),              // 43: amtops.v1.AuthorizeAgentRequest
+	(*RevokeAgentRequest)(nil),                 // 44: amtops.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),                // 45: amtops.v1.RevokeAgentResponse
+	(*ListAgentsRequest)(nil),                  // 46: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 47: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 48: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 49: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 50: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 51: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 52: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 53: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 54: amtops.v1.RevokeAdminTokenResponse
+	(*IssueAdminCertificateRequest)(nil),       // 55: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 56: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 57: amtops.v1.FleetSummaryResponse.ByStatusEntry
+	nil,                                        // 58: amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	nil,                                        // 59: amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	nil,                                        // 60: amtops.v1.FleetSummaryResponse.BlockersEntry
+	nil,                                        // 61: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 62: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 63: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 64: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 65: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 66: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	54, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	55, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	56, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	56, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	54, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
-	0,  // 5: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
-	4,  // 6: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
-	56, // 7: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
-	5,  // 8: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
-	0,  // 9: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	57, // 10: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	56, // 11: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
-	18, // 12: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
-	11, // 13: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
-	18, // 14: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	58, // 15: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	58, // 16: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	56, // 17: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	53, // 18: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
-	24, // 19: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	58, // 20: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
-	29, // 21: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	56, // 22: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 23: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	56, // 24: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	38, // 25: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	56, // 26: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
-	44, // 27: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
-	44, // 28: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	56, // 29: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
-	1,  // 30: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	6,  // 31: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	7,  // 32: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	9,  // 33: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	1,  // 34: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
-	12, // 35: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	13, // 36: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	15, // 37: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	16, // 38: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	19, // 39: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	19, // 40: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	21, // 41: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
-	23, // 42: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	25, // 43: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	26, // 44: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
-	25, // 45: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	25, // 46: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	28, // 47: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	31, // 48: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	33, // 49: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	34, // 50: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	35, // 51: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	36, // 52: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	39, // 53: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	39, // 54: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	40, // 55: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
-	42, // 56: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	45, // 57: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	47, // 58: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	49, // 59: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	51, // 60: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
-	2,  // 61: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 62: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	8,  // 63: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	10, // 64: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	3,  // 65: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
-	11, // 66: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	14, // 67: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	11, // 68: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	17, // 69: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	20, // 70: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	20, // 71: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	22, // 72: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	24, // 73: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	24, // 74: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	27, // 75: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	24, // 76: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	24, // 77: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	30, // 78: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	32, // 79: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	24, // 80: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	24, // 81: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	24, // 82: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	37, // 83: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	38, // 84: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	38, // 85: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
-	41, // 86: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
-	43, // 87: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	46, // 88: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	48, // 89: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	50, // 90: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	52, // 91: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
-	61, // [61:92] is the sub-list for method output_type
-	30, // [30:61] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	62, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	63, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	64, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	64, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	62, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	57, // 5: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
+	58, // 6: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	59, // 7: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	60, // 8: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
+	64, // 9: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
+	0,  // 10: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
+	8,  // 11: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
+	64, // 12: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
+	9,  // 13: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
+	0,  // 14: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
+	65, // 15: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	64, // 16: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	22, // 17: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
+	15, // 18: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
+	22, // 19: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
+	66, // 20: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	66, // 21: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	64, // 22: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	61, // 23: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	28, // 24: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
+	66, // 25: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	33, // 26: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
+	64, // 27: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 28: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	64, // 29: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	42, // 30: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
+	64, // 31: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	48, // 32: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	48, // 33: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	64, // 34: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	4,  // 35: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
+	2,  // 36: amtops.v1.AdminService.WhoAmI:input_type -> amtops.v1.WhoAmIRequest
+	1,  // 37: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	10, // 38: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	11, // 39: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	13, // 40: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	1,  // 41: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
+	16, // 42: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	17, // 43: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	19, // 44: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	20, // 45: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	23, // 46: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	23, // 47: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	25, // 48: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	27, // 49: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	29, // 50: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	30, // 51: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	29, // 52: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	29, // 53: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	32, // 54: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	35, // 55: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	37, // 56: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	38, // 57: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	39, // 58: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	40, // 59: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	43, // 60: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	43, // 61: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	44, // 62: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
+	46, // 63: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	49, // 64: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	51, // 65: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	53, // 66: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	55, // 67: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	5,  // 68: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
+	3,  // 69: amtops.v1.AdminService.WhoAmI:output_type -> amtops.v1.WhoAmIResponse
+	6,  // 70: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 71: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	12, // 72: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	14, // 73: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	7,  // 74: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
+	15, // 75: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	18, // 76: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	15, // 77: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	21, // 78: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	24, // 79: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	24, // 80: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	26, // 81: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	28, // 82: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	28, // 83: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	31, // 84: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	28, // 85: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	28, // 86: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	34, // 87: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	36, // 88: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	28, // 89: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	28, // 90: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	28, // 91: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	41, // 92: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	42, // 93: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	42, // 94: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
+	45, // 95: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
+	47, // 96: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	50, // 97: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	52, // 98: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	54, // 99: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	56, // 100: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	68, // [68:101] is the sub-list for method output_type
+	35, // [35:68] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_admin_proto_init() }
@@ -3556,14 +3921,14 @@ func file_amtops_v1_admin_proto_init() {
 		return
 	}
 	file_amtops_v1_common_proto_init()
-	file_amtops_v1_admin_proto_msgTypes[15].OneofWrappers = []any{}
+	file_amtops_v1_admin_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   54,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

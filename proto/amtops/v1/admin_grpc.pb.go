@@ -19,6 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	AdminService_FleetSummary_FullMethodName               = "/amtops.v1.AdminService/FleetSummary"
+	AdminService_WhoAmI_FullMethodName                     = "/amtops.v1.AdminService/WhoAmI"
 	AdminService_ListDevices_FullMethodName                = "/amtops.v1.AdminService/ListDevices"
 	AdminService_GetDevice_FullMethodName                  = "/amtops.v1.AdminService/GetDevice"
 	AdminService_PutDevices_FullMethodName                 = "/amtops.v1.AdminService/PutDevices"
@@ -63,6 +65,15 @@ const (
 // Get*, Watch*) needs the read role; everything else needs the operate
 // role.
 type AdminServiceClient interface {
+	// FleetSummary counts the fleet at a glance (consoles' overview): devices
+	// by status, control mode and AMT generation, failed devices, readiness
+	// blockers by reason, provisioning completions over the last hour, agents
+	// online and offline. One computation is shared by every caller for a
+	// few seconds, so many consoles do not multiply the work.
+	FleetSummary(ctx context.Context, in *FleetSummaryRequest, opts ...grpc.CallOption) (*FleetSummaryResponse, error)
+	// WhoAmI names the caller and its role, so that a console shows a
+	// reader what it may not do (the server refuses it anyway).
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
 	GetDevice(ctx context.Context, in *GetDeviceRequest, opts ...grpc.CallOption) (*Device, error)
 	PutDevices(ctx context.Context, in *PutDevicesRequest, opts ...grpc.CallOption) (*PutDevicesResponse, error)
@@ -123,6 +134,26 @@ type adminServiceClient struct {
 
 func NewAdminServiceClient(cc grpc.ClientConnInterface) AdminServiceClient {
 	return &adminServiceClient{cc}
+}
+
+func (c *adminServiceClient) FleetSummary(ctx context.Context, in *FleetSummaryRequest, opts ...grpc.CallOption) (*FleetSummaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FleetSummaryResponse)
+	err := c.cc.Invoke(ctx, AdminService_FleetSummary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, AdminService_WhoAmI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *adminServiceClient) ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error) {
@@ -455,6 +486,15 @@ func (c *adminServiceClient) IssueAdminCertificate(ctx context.Context, in *Issu
 // Get*, Watch*) needs the read role; everything else needs the operate
 // role.
 type AdminServiceServer interface {
+	// FleetSummary counts the fleet at a glance (consoles' overview): devices
+	// by status, control mode and AMT generation, failed devices, readiness
+	// blockers by reason, provisioning completions over the last hour, agents
+	// online and offline. One computation is shared by every caller for a
+	// few seconds, so many consoles do not multiply the work.
+	FleetSummary(context.Context, *FleetSummaryRequest) (*FleetSummaryResponse, error)
+	// WhoAmI names the caller and its role, so that a console shows a
+	// reader what it may not do (the server refuses it anyway).
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
 	GetDevice(context.Context, *GetDeviceRequest) (*Device, error)
 	PutDevices(context.Context, *PutDevicesRequest) (*PutDevicesResponse, error)
@@ -517,6 +557,12 @@ type AdminServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedAdminServiceServer struct{}
 
+func (UnimplementedAdminServiceServer) FleetSummary(context.Context, *FleetSummaryRequest) (*FleetSummaryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method FleetSummary not implemented")
+}
+func (UnimplementedAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method WhoAmI not implemented")
+}
 func (UnimplementedAdminServiceServer) ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListDevices not implemented")
 }
@@ -629,6 +675,42 @@ func RegisterAdminServiceServer(s grpc.ServiceRegistrar, srv AdminServiceServer)
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&AdminService_ServiceDesc, srv)
+}
+
+func _AdminService_FleetSummary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FleetSummaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).FleetSummary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_FleetSummary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).FleetSummary(ctx, req.(*FleetSummaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _AdminService_ListDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -1189,6 +1271,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "amtops.v1.AdminService",
 	HandlerType: (*AdminServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "FleetSummary",
+			Handler:    _AdminService_FleetSummary_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _AdminService_WhoAmI_Handler,
+		},
 		{
 			MethodName: "ListDevices",
 			Handler:    _AdminService_ListDevices_Handler,

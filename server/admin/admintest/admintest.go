@@ -72,6 +72,9 @@ type Options struct {
 	Activation *jobs.Activation
 	// Discoverer serves StartBatch with kind discover; nil: unavailable.
 	Discoverer admin.Discoverer
+	// SummaryMaxAge is admin.Options.SummaryMaxAge (benchmarks set it
+	// tiny to measure the computation, not the cache).
+	SummaryMaxAge time.Duration
 }
 
 // Start runs a server until t ends.
@@ -97,7 +100,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
 	js := jobs.New(st, q, nil, nil, jobs.Config{Site: jobs.Site{Activation: o.Activation}}, o.Log)
-	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js, Discoverer: o.Discoverer}
+	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js, Discoverer: o.Discoverer, SummaryMaxAge: o.SummaryMaxAge}
 	if !o.NoCA {
 		ao.CA = ca
 	}

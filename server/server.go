@@ -61,7 +61,7 @@ type Server struct {
 	grpcLis net.Listener
 	httpLis net.Listener
 
-	site     *siteState // nil with the embedded Redis
+	site *siteState // nil with the embedded Redis
 
 	console    *http.Server // nil when configured off
 	hub        *console.Hub

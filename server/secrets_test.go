@@ -136,7 +136,7 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	cfg := config.DefaultServer()
 	cfg.Redis.Addr = redisAddr
 	cfg.DataDir = filepath.Join(dir, "server")
-	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	// The stranger's attempts come quickly and end.
 	cfg.Phase2.RetryDelay, cfg.Phase2.ReapEvery, cfg.Phase2.MaxAttempts = 200*time.Millisecond, 200*time.Millisecond, 3
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {

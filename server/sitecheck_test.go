@@ -34,7 +34,7 @@ func siteConfig(t *testing.T, redisAddr, dataDir, prefix string, db int) config.
 	cfg := config.DefaultServer()
 	cfg.Redis.Addr, cfg.Redis.KeyPrefix, cfg.Redis.DB = redisAddr, prefix, db
 	cfg.DataDir = dataDir
-	cfg.GRPC.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPC.Listen, cfg.HTTP.Listen, cfg.Console.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	return cfg
 }
 

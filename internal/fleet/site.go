@@ -71,6 +71,7 @@ func (f *Fleet) startServers(ctx context.Context) error {
 		if cfg.HTTP.Listen, err = f.listenAddr(); err != nil {
 			return err
 		}
+		cfg.Console.Disabled = true // not what the fleet measures; its default port would clash between replicas
 		cfg.AMT.ProvisioningPasswordFile, cfg.AMT.KeyOnDevice = pwFile, f.cfg.KeyOnDevice
 		cfg.AMT.Kerberos.Enabled = false // no directory
 		// The auto-provisioning sweep's slots fall on the wall clock (every

@@ -26,7 +26,7 @@ import (
 // (and refused to readers) until it is added here on purpose.
 var readOnlyRPCs = []string{
 	"ListDevices", "GetDevice", "GetDeviceLog", "DeviceReadiness", "ListCollections",
-	"GetBatch", "ListBatches", "WatchBatch", "ListBatchJobs", "ListAgents",
+	"GetBatch", "ListBatches", "WatchBatch", "ListBatchJobs", "ListAgents", "FleetSummary", "WhoAmI",
 }
 
 // rpcs lists a service's methods from the proto descriptor.

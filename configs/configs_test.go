@@ -25,13 +25,7 @@ func TestExamplesLoad(t *testing.T) {
 }
 
 func TestAlertRulesPassPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("AMTOPS_REQUIRE_PEERS") != "" {
-			t.Fatal("promtool not installed (scripts/deps.sh test installs it)")
-		}
-		t.Skip("promtool not installed; scripts/deps.sh test installs it")
-	}
+	promtool := tool(t, "promtool")
 	out, err := exec.Command(promtool, "check", "rules", "prometheus/alerts.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
@@ -119,13 +113,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 // TestSystemdUnitsVerify runs systemd-analyze verify on each unit, with
 // its binary pointed at one that exists; any complaint fails.
 func TestSystemdUnitsVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv("AMTOPS_REQUIRE_PEERS") != "" {
-			t.Fatal("systemd-analyze not installed")
-		}
-		t.Skip("systemd-analyze not installed")
-	}
+	analyze := tool(t, "systemd-analyze")
 	units, err := filepath.Glob("systemd/*.service")
 	if err != nil || len(units) < 2 {
 		t.Fatalf("units %v %v, want the server's and the agent's", units, err)
@@ -149,4 +137,18 @@ func TestSystemdUnitsVerify(t *testing.T) {
 			t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
 		}
 	}
+}
+
+// tool finds a program the test needs: missing, the test skips, unless
+// the run requires its peers (make test, after scripts/deps.sh test).
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("AMTOPS_REQUIRE_PEERS") != "" {
+			t.Fatalf("%s not installed (scripts/deps.sh test installs it)", name)
+		}
+		t.Skipf("%s not installed; scripts/deps.sh test installs it", name)
+	}
+	return path
 }

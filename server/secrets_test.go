@@ -426,18 +426,22 @@ func waitBatchesDone(ctx context.Context, t *testing.T, admin pb.AdminServiceCli
 				}
 			}
 			if open == 0 {
+				// A job refused because another batch already works the
+				// device (the factory device's own Hello may start one
+				// first) is not a failure of the device.
 				var n int32
+				var why []string
 				for _, b := range r.GetBatches() {
-					n += b.GetFailed()
+					jobs, _ := admin.ListBatchJobs(ctx, &pb.ListBatchJobsRequest{BatchId: b.GetId(), State: "failed"})
+					for _, j := range jobs.GetJobs() {
+						if j.GetErrorStep() == "refused" && strings.Contains(j.GetLastError(), "busy with job") {
+							continue
+						}
+						n++
+						why = append(why, j.GetDeviceId()+" at "+j.GetErrorStep()+": "+j.GetLastError())
+					}
 				}
 				if n != failed {
-					var why []string
-					for _, b := range r.GetBatches() {
-						jobs, _ := admin.ListBatchJobs(ctx, &pb.ListBatchJobsRequest{BatchId: b.GetId(), State: "failed"})
-						for _, j := range jobs.GetJobs() {
-							why = append(why, j.GetDeviceId()+" at "+j.GetErrorStep()+": "+j.GetLastError())
-						}
-					}
 					t.Fatalf("%d jobs failed, want %d: %v", n, failed, why)
 				}
 				return

@@ -125,12 +125,10 @@ func (s *Service) Start(ctx context.Context, r Request) (domain.Batch, bool, err
 	if created && s.started != nil {
 		s.started(b)
 	}
-	for _, w := range b.Warnings {
-		if created {
+	if created {
+		for _, w := range b.Warnings {
 			s.log.Warn().Str("batch", b.ID).Str("warning", w).Msg("batch started with a warning")
 		}
-	}
-	if created {
 		s.log.Info().Str("batch", b.ID).Str("kind", string(b.Kind)).Str("origin", b.Origin).
 			Str("requester", b.Requester).Int("devices", b.Total).Msg("batch created")
 	}

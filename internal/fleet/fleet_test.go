@@ -50,8 +50,10 @@ func TestSmallFleet(t *testing.T) {
 	if r.TimedOut || r.Provisioned != devices || r.Failed != 0 {
 		t.Fatalf("%d provisioned, %d failed of %d (timed out: %v); failures: %+v", r.Provisioned, r.Failed, devices, r.TimedOut, r.Failures)
 	}
-	if r.JobsSucceeded != devices || r.JobsFailed != 0 || r.JobsCancelled != 0 {
-		t.Errorf("jobs: %d succeeded, %d failed, %d cancelled; want exactly %d succeeded", r.JobsSucceeded, r.JobsFailed, r.JobsCancelled, devices)
+	// A repeated Hello's job for a device another job already holds is
+	// cancelled, not failed (batch.Service), so only those may be extra.
+	if r.JobsSucceeded != devices || r.JobsFailed != 0 {
+		t.Errorf("jobs: %d succeeded, %d failed, %d cancelled; want exactly %d succeeded and none failed", r.JobsSucceeded, r.JobsFailed, r.JobsCancelled, devices)
 	}
 	checkDevices(t, f, devices)
 	checkMeasured(t, r)

@@ -283,6 +283,11 @@ func (s *Service) queueJob(ctx context.Context, b domain.Batch, j domain.Job, qu
 		return err
 	}
 	if !ok {
+		if b.Origin == originHello {
+			// Two Hellos of one device close together: the other job acts
+			// on it already, so this one is no failure of the device.
+			return s.finish(ctx, j, domain.JobCancelled, domain.OutcomeSkipped, "already being provisioned by job "+holder+" (a repeated Hello)")
+		}
 		return s.refuse(ctx, j, "device busy with job "+holder)
 	}
 	err = s.enq.Enqueue(ctx, jobs.Task{JobID: j.ID, BatchID: b.ID, DeviceID: j.DeviceID, Kind: j.Kind, Options: b.Options}, queue)
@@ -332,10 +337,18 @@ func refusal(b domain.Batch, d domain.Device) string {
 }
 
 func (s *Service) refuse(ctx context.Context, j domain.Job, reason string) error {
-	if _, err := s.st.FinishJob(ctx, j.BatchID, j.ID, domain.JobFailed, "refused", reason); err != nil {
+	return s.finish(ctx, j, domain.JobFailed, domain.OutcomeFailed, reason)
+}
+
+// originHello is discover.OriginHello, the origin of the batches Hellos start.
+const originHello = "hello"
+
+// finish ends a job before its phase 1, with its reason in the device's log.
+func (s *Service) finish(ctx context.Context, j domain.Job, state domain.JobState, outcome domain.Outcome, reason string) error {
+	if _, err := s.st.FinishJob(ctx, j.BatchID, j.ID, state, "refused", reason); err != nil {
 		return err
 	}
-	ev := domain.OperationEvent{DeviceID: j.DeviceID, JobID: j.ID, Step: "refused", Outcome: domain.OutcomeFailed,
+	ev := domain.OperationEvent{DeviceID: j.DeviceID, JobID: j.ID, Step: "refused", Outcome: outcome,
 		Detail: string(j.Kind) + ": " + reason, Actor: "server", Time: s.now().UTC()}
 	if err := s.st.AppendEvent(ctx, ev); err != nil {
 		return err

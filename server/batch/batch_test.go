@@ -139,6 +139,14 @@ func TestStartQueuesEligibleAndRecordsRefusals(t *testing.T) {
 		if j := e.job(t, b2, "d0"); j.State != domain.JobFailed || !strings.Contains(j.LastError, "busy with job "+domain.JobID(b.ID, "d0")) {
 			t.Fatalf("second job %+v", j)
 		}
+		// A repeated Hello's batch: the device is being acted on, no failure.
+		bh, _, err := e.svc.Start(e.ctx, Request{Kind: domain.KindProvision, DeviceIDs: []string{"d0"}, Origin: "hello"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j := e.job(t, bh, "d0"); j.State != domain.JobCancelled || !strings.Contains(j.LastError, "a repeated Hello") {
+			t.Fatalf("repeated Hello's job %+v, want cancelled", j)
+		}
 		if _, err := e.st.FinishJob(e.ctx, b.ID, domain.JobID(b.ID, "d0"), domain.JobSucceeded, "", ""); err != nil {
 			t.Fatal(err)
 		}

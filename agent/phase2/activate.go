@@ -63,14 +63,15 @@ func (r *job) activationSteps() []step {
 }
 
 // activateConnect opens the provisioning session. A device that already
-// serves the site's certificate was activated by an earlier attempt of
-// this job (the commit went through, the attempt did not finish): it is
-// reached as any provisioned device.
+// serves this job's certificate (with keys on the device, the one an
+// earlier attempt had signed, which the server hands a retry) was
+// activated by an earlier attempt of this job: the commit went through,
+// the attempt did not finish. It is reached as any provisioned device,
+// with the one password that attempt set before its commit.
 func (r *job) activateConnect(ctx context.Context) (string, error) {
 	if leaf := r.j.GetTls().GetCertificateDer(); len(leaf) > 0 {
 		if got, err := r.servedLeaf(ctx); err == nil && bytes.Equal(got, leaf) {
-			d, err := r.connect(ctx, true)
-			return "already activated; " + d, err
+			return r.activatedConnect(ctx)
 		}
 	}
 	sess, err := r.provisioningSession(ctx)
@@ -103,6 +104,24 @@ func (r *job) activateConnect(ctx context.Context) (string, error) {
 	sess.pin = dev.WSMan().ServerLeafSHA256()
 	r.setClient(dev, connInfo{tls: true, password: pw})
 	return fmt.Sprintf("remote configuration session, password candidate %d of %d", i+1, len(cands)), nil
+}
+
+// activatedConnect logs in to a device this job activated. Its admin
+// password can only be the job's new one: the factory MEBx login is gone
+// with the remote-configuration session, and trying the other candidates
+// would only count towards the lockout.
+func (r *job) activatedConnect(ctx context.Context) (string, error) {
+	creds := r.j.GetCredentials()
+	r.user = creds.GetUsername()
+	dev, err := r.dial(ctx, true, creds.GetNewAdminPassword())
+	if errors.Is(err, wsman.ErrUnauthorized) {
+		return "", fmt.Errorf("the device serves this job's certificate, but refuses the admin password an earlier attempt of this job set: %w", err)
+	}
+	if err != nil {
+		return "", err
+	}
+	r.setClient(dev, connInfo{tls: true, password: creds.GetNewAdminPassword()})
+	return "already activated by an earlier attempt of this job; tls with its new admin password", nil
 }
 
 // provisioningSession builds the client certificate whose signatures the

@@ -16,6 +16,7 @@ import (
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/amtsim/amtsimtest"
+	"github.com/amtops/amtops/internal/pki"
 	"github.com/amtops/amtops/internal/provcert"
 	"github.com/amtops/amtops/internal/provcert/provcerttest"
 	"github.com/amtops/amtops/internal/wsman"
@@ -181,5 +182,93 @@ func TestActivation(t *testing.T) {
 			res = mustRun(t, ex, job)
 			checkProvisioned(t, sim, job, res)
 		})
+	}
+}
+
+// With keys on the device, an attempt cut off after its commit (its lease
+// lost, say, to a frozen agent) leaves the device activated, serving the
+// leaf that attempt had signed. The retry, which the server hands that
+// leaf, must recognise the device and log in with the job's new admin
+// password only: no new provisioning session (the activated device has
+// none to offer), no new key, no candidate the device would refuse. Found
+// by freezing an agent past its lease with 400 factory devices: 0
+// provisioned, each retry alternating the MEBx password against an
+// activated device until the attempts ran out.
+func TestActivationKeyOnDeviceRetryAfterCommit(t *testing.T) {
+	id, trusted := provcerttest.Identity(t, provDomain)
+	rootHash, err := hex.DecodeString(trusted.RootSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, BaseIP: base86(t), Kind: amtsim.KindFactory,
+		CommitDelay: 30 * time.Millisecond, Firmware: amtsim.Firmware{TrustedDomain: provDomain,
+			TrustHashes: [][]byte{rootHash}, TLSRestart: 300 * time.Millisecond}}, nil)
+	a := sim.Addrs()[0]
+	if err := sim.TriggerHello(a); err != nil {
+		t.Fatal(err)
+	}
+	c := newCA(t)
+	job := activationJob(t, c, id, a, "kodact")
+	job.Tls = &amtopsv1.TLSMaterial{KeyOnDevice: true, ChainDer: job.Tls.ChainDer}
+	// As the server sends it: the connect password is the site's
+	// provisioning account's, which an activated device refuses.
+	job.Credentials.Password = provPassword
+	signer := &siteSigner{id: id, job: job.Lease.JobId, token: job.Lease.Token}
+	var signed struct {
+		n      int
+		leaf   []byte
+		chain  [][]byte
+		serial string
+	}
+	ex := phase2.NewExecutor(phase2.Config{
+		HTTPPort: sim.HTTPPort(), TLSPort: sim.TLSPort(),
+		CallTimeout: 5 * time.Second, CommitWait: 40 * time.Millisecond,
+		CommitDeadline: 5 * time.Second, PollInterval: 50 * time.Millisecond,
+		ProvisioningSigner: signer, Log: zerolog.Nop(),
+		SignCSR: func(ctx context.Context, csr []byte) ([]byte, [][]byte, string, error) {
+			is, err := c.ca.Issue(ctx, pki.Request{Profile: pki.ProfileServerAuth, FQDN: "kodact.corp.example", CSR: csr})
+			if err != nil {
+				return nil, nil, "", err
+			}
+			signed.n++
+			signed.leaf, signed.chain, signed.serial = is.Leaf, is.Chain, is.Serial
+			return is.Leaf, is.Chain, is.Serial, nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := &recorder{cancelOn: phase2.StepVerifyTLS, cancel: cancel}
+	job.Attempt = 1
+	if res := ex.Run(ctx, job, rec); res.Err == nil || res.Permanent {
+		t.Fatalf("cut-off attempt: err %v permanent %t, want a retryable failure\n%s", res.Err, res.Permanent, rec.all())
+	}
+	cancel()
+	before := device(t, sim, a)
+	if before.ProvisioningState != 2 || len(before.TLS.ServedChain) == 0 || string(before.TLS.ServedChain[0]) != string(signed.leaf) {
+		t.Fatalf("after the cut-off: state %d, serving the signed leaf %t; want activated and serving it",
+			before.ProvisioningState, len(before.TLS.ServedChain) > 0 && string(before.TLS.ServedChain[0]) == string(signed.leaf))
+	}
+	time.Sleep(400 * time.Millisecond) // the TLS restart after the commit
+	// The retry, on an odd attempt, carries the earlier leaf (api.attachEarlier).
+	job.Tls.CertificateDer, job.Tls.ChainDer, job.Tls.Serial = signed.leaf, signed.chain, signed.serial
+	job.Attempt = 3
+	rec = &recorder{}
+	res := ex.Run(context.Background(), job, rec)
+	if res.Err != nil {
+		t.Fatalf("retry: step %s: %v (permanent %t)\n%s", res.ErrorStep, res.Err, res.Permanent, rec.all())
+	}
+	checkProvisioned(t, sim, job, res)
+	after := device(t, sim, a)
+	keys := 0
+	for _, k := range after.Keys {
+		if k.GeneratedOnDevice {
+			keys++
+		}
+	}
+	if after.ProvisioningSessions != before.ProvisioningSessions || signed.n != 1 || keys != 1 || res.Facts.GetInstalledSerial() != signed.serial {
+		t.Errorf("retry opened %d provisioning sessions, signed %d certificates, %d keys on the device, serial %q; want none, 1, 1, %s",
+			after.ProvisioningSessions-before.ProvisioningSessions, signed.n, keys, res.Facts.GetInstalledSerial(), signed.serial)
+	}
+	if !strings.Contains(rec.all(), "already activated by an earlier attempt") {
+		t.Errorf("the log does not say the device was found activated:\n%s", rec.all())
 	}
 }

@@ -33,7 +33,8 @@ func (r *job) tlsSteps() []step {
 		install = func(ctx context.Context) (string, error) { return r.installKey(ctx, t.GetPrivateKeyDer()) }
 	}
 	return []step{
-		{name: StepInstallKey, run: generate},
+		// A retry may find the leaf an earlier attempt had signed served.
+		{name: StepInstallKey, skip: done, run: generate},
 		{name: StepInstallRoot, skip: done, run: r.installChain},
 		r.mutualRootStep(done),
 		{name: StepInstallKey, skip: done, run: install},
@@ -91,7 +92,8 @@ func (r *job) tlsAlreadyServed(ctx context.Context) string {
 	if r.tlsServed == nil {
 		served := false
 		// A leaf signed for a key made on the device in this attempt is
-		// new: only the job's own leaf can be served already.
+		// new: only the job's own leaf (with keys on the device, the one
+		// an earlier attempt had signed) can be served already.
 		if leaf := r.j.GetTls().GetCertificateDer(); r.conn.tls && r.prov == nil && len(leaf) > 0 {
 			got, err := r.servedLeaf(ctx)
 			served = err == nil && bytes.Equal(got, leaf)

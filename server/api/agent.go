@@ -293,6 +293,7 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 		}
 		job.Lease = &pb.LeaseRef{Subnet: l.Subnet.String(), JobId: l.JobID, Token: l.Token}
 		job.Attempt = int32(l.Attempt)
+		s.attachEarlier(ctx, job)
 		resp.Jobs = append(resp.Jobs, job)
 	}
 	if err != nil && len(resp.Jobs) == 0 {
@@ -302,6 +303,25 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("lease partly failed")
 	}
 	return resp, nil
+}
+
+// attachEarlier gives a retried key-on-device job the certificate an
+// earlier attempt had signed, so that the agent recognises a device that
+// attempt already activated (it serves that leaf). Best effort: without
+// it the retry starts over.
+func (s *AgentService) attachEarlier(ctx context.Context, job *pb.Phase2Job) {
+	t := job.GetTls()
+	if job.GetAttempt() <= 1 || !t.GetKeyOnDevice() || len(t.GetCertificateDer()) > 0 {
+		return
+	}
+	prev, ok, err := s.jobs.SignedEarlier(ctx, job.GetLease().GetJobId(), job.GetDeviceId())
+	if err != nil {
+		s.opts.Log.Warn().Str("job", job.GetLease().GetJobId()).Err(err).Msg("earlier device certificate not read")
+		return
+	}
+	if ok {
+		t.CertificateDer, t.ChainDer, t.Serial = prev.Leaf, prev.Chain, prev.Serial
+	}
 }
 
 // Heartbeat extends every lease the agent still holds.

@@ -11,6 +11,7 @@ import (
 // Signer signs the key a device made for a leased job (jobs.Service).
 type Signer interface {
 	SignDeviceCSR(ctx context.Context, agentID string, l domain.LeaseRef, csrDER []byte) (jobs.Signed, error)
+	SignedEarlier(ctx context.Context, jobID, deviceID string) (jobs.Signed, bool, error)
 }
 
 // SignDeviceCSR signs the PKCS#10 request an AMT device made for a key it

@@ -426,3 +426,62 @@ func TestKeyOnDeviceEndToEnd(t *testing.T) {
 		t.Fatalf("device %+v %v; want provisioned", d.Status, err)
 	}
 }
+
+// A retried key-on-device job carries the certificate an earlier attempt
+// had signed, while it is live: the agent recognises by it a device that
+// attempt activated before its lease was lost (issue 14, the freeze:
+// without it the retry reopened a provisioning session the activated
+// device no longer offers, and used up its attempts).
+func TestRetryCarriesTheEarlierSignedCertificate(t *testing.T) {
+	ca, err := builtin.New(context.Background(), &pkitest.MemStorage{}, builtin.Config{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &signEnv{srv: apitest.Start(t, apitest.Options{DeviceCA: ca, Jobs: jobs.Config{RetryDelay: 20 * time.Millisecond},
+		Reap: 20 * time.Millisecond}), ca: ca}
+	ctx := context.Background()
+	const subnet = "10.9.3.0/24"
+	client, _ := e.srv.Enroll(t, subnet)
+	dev, _ := e.phase1(t, "e1", "kod3", "10.9.3.5", subnet, true)
+
+	retry := func(job *pb.Phase2Job) *pb.Phase2Job {
+		t.Helper()
+		if _, err := client.Complete(ctx, &pb.CompleteRequest{Lease: job.GetLease(), Result: pb.CompleteResult_COMPLETE_RESULT_FAILED,
+			Error: "cut off"}); err != nil {
+			t.Fatal(err)
+		}
+		return lease(t, client)
+	}
+	first := lease(t, client)
+	if first.GetAttempt() != 1 || len(first.GetTls().GetCertificateDer()) != 0 {
+		t.Fatalf("first attempt %d carries a certificate (%d bytes); want attempt 1 without", first.GetAttempt(), len(first.GetTls().GetCertificateDer()))
+	}
+	// A retry before anything was signed has nothing to carry.
+	second := retry(first)
+	if second.GetAttempt() != 2 || len(second.GetTls().GetCertificateDer()) != 0 {
+		t.Fatalf("attempt %d carries %d bytes of certificate; want attempt 2 without", second.GetAttempt(), len(second.GetTls().GetCertificateDer()))
+	}
+	_, csr := deviceCSR(t, dev.FQDN())
+	signed, err := client.SignDeviceCSR(ctx, &pb.SignDeviceCSRRequest{Lease: second.GetLease(), CsrDer: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := retry(second)
+	tm := third.GetTls()
+	if third.GetAttempt() != 3 || string(tm.GetCertificateDer()) != string(signed.GetCertificateDer()) ||
+		tm.GetSerial() != signed.GetSerial() || len(tm.GetChainDer()) != len(signed.GetChainDer()) || !tm.GetKeyOnDevice() {
+		t.Fatalf("attempt %d: serial %q, %d chain certificates, key on device %t; want attempt 3 carrying serial %s and its chain",
+			third.GetAttempt(), tm.GetSerial(), len(tm.GetChainDer()), tm.GetKeyOnDevice(), signed.GetSerial())
+	}
+	// The device made a new key in that attempt: the newer certificate
+	// supersedes the first, and the next retry carries only the newer.
+	_, csr2 := deviceCSR(t, dev.FQDN())
+	newer, err := client.SignDeviceCSR(ctx, &pb.SignDeviceCSRRequest{Lease: third.GetLease(), CsrDer: csr2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fourth := retry(third); fourth.GetTls().GetSerial() != newer.GetSerial() {
+		t.Fatalf("attempt %d carries serial %q; want the live %s, not the superseded %s",
+			fourth.GetAttempt(), fourth.GetTls().GetSerial(), newer.GetSerial(), signed.GetSerial())
+	}
+}

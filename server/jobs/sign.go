@@ -144,6 +144,25 @@ func parseDeviceCSR(der []byte) (*x509.CertificateRequest, []byte, error) {
 // previous returns the certificate this job already had signed for spki,
 // while it is still live.
 func (p *Service) previous(ctx context.Context, jobID, devID string, spki []byte) (deviceSigned, bool, error) {
+	prev, ok, err := p.earlier(ctx, jobID, devID)
+	if !ok || err != nil || !bytes.Equal(prev.SPKI, spki) {
+		return prev, false, err
+	}
+	return prev, true, nil
+}
+
+// SignedEarlier is the certificate an earlier attempt of the job had
+// signed for a key on the device, while it is live. A re-leased job
+// carries it: when that attempt's commit went through before its lease
+// was lost, the device already serves this leaf, and the retry can tell
+// it was activated instead of opening a provisioning session the
+// activated device no longer offers.
+func (p *Service) SignedEarlier(ctx context.Context, jobID, devID string) (Signed, bool, error) {
+	prev, ok, err := p.earlier(ctx, jobID, devID)
+	return Signed(prev.issued), ok, err
+}
+
+func (p *Service) earlier(ctx context.Context, jobID, devID string) (deviceSigned, bool, error) {
 	var prev deviceSigned
 	b, err := p.store.GetSecret(ctx, signedSecret(jobID))
 	if errors.Is(err, domain.ErrNotFound) {
@@ -154,9 +173,6 @@ func (p *Service) previous(ctx context.Context, jobID, devID string, spki []byte
 	}
 	if err := json.Unmarshal(b, &prev); err != nil {
 		return prev, false, fmt.Errorf("jobs: decode signed certificate of %s: %w", jobID, err)
-	}
-	if !bytes.Equal(prev.SPKI, spki) {
-		return prev, false, nil
 	}
 	certs, err := p.store.CertificatesByDevice(ctx, devID)
 	if err != nil {

@@ -80,18 +80,34 @@ func (r *job) activateConnect(ctx context.Context) (string, error) {
 	}
 	r.prov = sess
 	act, creds := r.j.GetActivation(), r.j.GetCredentials()
-	// An earlier attempt may have set the admin password already.
+	// An earlier attempt may have set the admin password already. Unlike
+	// a provisioned device's login, both candidates are tried, this
+	// attempt's turn first: each is a password this job knows to have
+	// been the device's (the factory MEBx one, or the one an earlier
+	// attempt set), so when the device is ours at most one is refused
+	// per attempt, as with turns; but with turns, a run of attempts lost
+	// to the lease (a frozen agent) could leave the last one on the
+	// wrong turn (found: 89 of 400 devices failed so).
 	cands := candidates([]string{act.GetMebxPassword(), creds.GetNewAdminPassword()})
-	i, pw := candidate(cands, r.j.GetAttempt())
-	r.user = remoteConfigUser
-	if pw != act.GetMebxPassword() {
-		r.user = creds.GetUsername()
+	first, _ := candidate(cands, r.j.GetAttempt())
+	var dev *amt.Client
+	var i int
+	var pw string
+	for k := range cands {
+		i = (first + k) % len(cands)
+		pw = cands[i]
+		r.user = remoteConfigUser
+		if pw != act.GetMebxPassword() {
+			r.user = creds.GetUsername()
+		}
+		if dev, err = r.dial(ctx, true, pw); !errors.Is(err, wsman.ErrUnauthorized) {
+			break
+		}
 	}
-	dev, err := r.dial(ctx, true, pw)
 	switch {
 	case err == nil:
 	case errors.Is(err, wsman.ErrUnauthorized):
-		return "", refused(i, len(cands), r.j.GetAttempt(), "remote configuration login")
+		return "", refused(len(cands)-1, len(cands), r.j.GetAttempt(), "remote configuration login (every candidate)")
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "", transientError{fmt.Errorf("port %d closed: a factory device listens only for a while after its Hello: %w", r.e.cfg.TLSPort, err)}
 	case strings.Contains(err.Error(), "remote error: tls: "):

@@ -39,6 +39,7 @@ import (
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/profiling"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -564,7 +565,12 @@ func (a *Agent) serveMetrics(ctx context.Context) {
 	a.mu.Lock()
 	a.metricsAddr = ln.Addr().String()
 	a.mu.Unlock()
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{})}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	if a.cfg.Metrics.Pprof {
+		profiling.Register(mux)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: mux}
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
 	a.log.Info().Str("addr", ln.Addr().String()).Msg("metrics served")

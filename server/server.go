@@ -32,6 +32,7 @@ import (
 	"github.com/amtops/amtops/internal/directory"
 	"github.com/amtops/amtops/internal/logging"
 	"github.com/amtops/amtops/internal/pki"
+	"github.com/amtops/amtops/internal/profiling"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/server/admin"
 	"github.com/amtops/amtops/server/agentca"
@@ -159,6 +160,9 @@ func New(ctx context.Context, cfg config.Server, log zerolog.Logger) (*Server, e
 		mux.Handle("GET /ca.pem", s.crl)
 	}
 	mux.HandleFunc("GET /grpc-ca.pem", s.grpcCA)
+	if s.cfg.HTTP.Pprof {
+		profiling.Register(mux)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logging.Std(s.log, "http server")}
 
 	ok = true

@@ -35,6 +35,8 @@ type Agent struct {
 type AgentMetrics struct {
 	// Listen is host:port; empty (the default) serves none.
 	Listen string `yaml:"listen"`
+	// Pprof adds Go's profiles under /debug/pprof/; off by default.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Hello is the listener for AMT Hello messages (remote configuration):

@@ -79,6 +79,9 @@ type GRPC struct {
 // HTTP serves the CRL, the CA certificates, metrics and health.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// Pprof adds Go's profiles under /debug/pprof/ (for the fleet bench's
+	// profiles); off by default, as they show the code's internals.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Console is the HTTPS endpoint of the REST API (/api/v1/) and the web

@@ -70,6 +70,9 @@ type Config struct {
 	// HelloInterval is the simulator's Hello schedule base; 1s.
 	HelloInterval time.Duration
 	AOF           bool // Redis append-only file
+	// Profile serves /debug/pprof/ on the servers' HTTP listeners and on
+	// agents' metrics listeners (ProfileAddrs).
+	Profile bool
 	// Server and Agent adjust each process's configuration before it is
 	// written (timings in tests).
 	Server func(*config.Server)
@@ -120,6 +123,9 @@ type Fleet struct {
 	// GRPCAddrs are the server replicas' gRPC addresses; CAFile and
 	// TokenFile what amtopsctl needs to reach them.
 	GRPCAddrs, HTTPAddrs []string
+	// ProfileAddrs are where each process serves /debug/pprof/, by
+	// process name, with Config.Profile.
+	ProfileAddrs map[string]string
 	CAFile, TokenFile    string
 	Admin                pb.AdminServiceClient
 	conn                 *grpc.ClientConn

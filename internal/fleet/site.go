@@ -71,6 +71,7 @@ func (f *Fleet) startServers(ctx context.Context) error {
 		if cfg.HTTP.Listen, err = f.listenAddr(); err != nil {
 			return err
 		}
+		cfg.HTTP.Pprof = f.cfg.Profile
 		cfg.Console.Disabled = true // not what the fleet measures; its default port would clash between replicas
 		cfg.AMT.ProvisioningPasswordFile, cfg.AMT.KeyOnDevice = pwFile, f.cfg.KeyOnDevice
 		cfg.AMT.Kerberos.Enabled = false // no directory
@@ -95,6 +96,7 @@ func (f *Fleet) startServers(ctx context.Context) error {
 			return err
 		}
 		f.GRPCAddrs, f.HTTPAddrs = append(f.GRPCAddrs, cfg.GRPC.Listen), append(f.HTTPAddrs, cfg.HTTP.Listen)
+		f.profiled(p.Name, cfg.HTTP.Listen)
 		if i == 0 {
 			f.CAFile, f.TokenFile = filepath.Join(cfg.DataDir, "grpc-ca.pem"), filepath.Join(cfg.DataDir, "admin.token")
 			if err := f.dialAdmin(ctx, p); err != nil {
@@ -103,6 +105,16 @@ func (f *Fleet) startServers(ctx context.Context) error {
 		}
 	}
 	return f.waitServers(ctx)
+}
+
+func (f *Fleet) profiled(name, addr string) {
+	if !f.cfg.Profile {
+		return
+	}
+	if f.ProfileAddrs == nil {
+		f.ProfileAddrs = map[string]string{}
+	}
+	f.ProfileAddrs[name] = addr
 }
 
 // waitServers waits until every replica answers on gRPC.
@@ -220,6 +232,13 @@ func (f *Fleet) startAgents(ctx context.Context) error {
 		cfg.Discovery.Interval = 0 // devices announce themselves
 		if cfg.Hello.Listen, err = f.listenAddr(); err != nil {
 			return err
+		}
+		if f.cfg.Profile {
+			if cfg.Metrics.Listen, err = f.listenAddr(); err != nil {
+				return err
+			}
+			cfg.Metrics.Pprof = true
+			f.profiled(name, cfg.Metrics.Listen)
 		}
 		if f.cfg.Agent != nil {
 			f.cfg.Agent(i, &cfg)

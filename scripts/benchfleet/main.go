@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,7 +34,8 @@ type options struct {
 	latency, tlsRestart, commitDelay       time.Duration
 	commitWait, timeout                    time.Duration
 	keyOnDevice, asJSON, bare, aof, keep   bool
-	dir                                    string
+	dir, profile                           string
+	profileAfter, profileFor               time.Duration
 }
 
 func main() {
@@ -62,6 +64,9 @@ func parse(args []string) (options, error) {
 	fs.BoolVar(&o.aof, "aof", false, "Redis append-only file")
 	fs.BoolVar(&o.keep, "keep", false, "keep --dir (logs, state) after the run")
 	fs.StringVar(&o.dir, "dir", "var/benchfleet", "working directory (emptied first)")
+	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of every server and agent into this directory")
+	fs.DurationVar(&o.profileAfter, "profile-after", 20*time.Second, "start the profiles this long after the devices begin")
+	fs.DurationVar(&o.profileFor, "profile-for", 30*time.Second, "length of the CPU profiles")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -157,6 +162,7 @@ type deviceCalls struct {
 func pipeline(ctx context.Context, o options, bin map[string]string, dir string, say func(string, ...any)) (result, error) {
 	cfg := fleet.Config{Devices: o.devices, Agents: o.agents, Replicas: o.replicas, Dir: dir, Bin: bin,
 		KeyOnDevice: o.keyOnDevice, Latency: o.latency, TLSRestart: o.tlsRestart, CommitDelay: o.commitDelay, AOF: o.aof,
+		Profile: o.profile != "",
 		Agent: func(_ int, c *config.Agent) {
 			if o.concurrency > 0 {
 				c.Concurrency = o.concurrency
@@ -170,6 +176,11 @@ func pipeline(ctx context.Context, o options, bin map[string]string, dir string,
 		return result{}, err
 	}
 	defer f.Close()
+	var profiled sync.WaitGroup
+	defer profiled.Wait()
+	if o.profile != "" {
+		profiled.Go(func() { profileFleet(ctx, f, o.profile, o.profileAfter, o.profileFor, say) })
+	}
 	last := time.Time{}
 	r, err := f.Watch(ctx, o.timeout, func(p fleet.Progress) {
 		if time.Since(last) >= 5*time.Second {

@@ -123,7 +123,18 @@ type heldJob struct {
 	ctx    context.Context // the attempt's; its cause says why it stopped
 	cancel context.CancelCauseFunc
 	rep    *reporter
+	// expiry stops the attempt when its lease runs out by the agent's own
+	// clock (leaseFence), reset by every heartbeat that extends it.
+	expiry *time.Timer
 }
+
+// leaseFence is how long before the server's view of a lease's end an
+// attempt stops by the agent's own monotonic clock, which runs on while
+// the process is frozen: an agent resumed past the TTL stops its stale
+// attempts at once instead of working the device until a heartbeat tells
+// it, while the server leases the job again. A fifth of the TTL covers
+// the round trip and a late timer; heartbeats come every third.
+func leaseFence(ttl time.Duration) time.Duration { return ttl - ttl/5 }
 
 // New checks cfg and loads the server CA; it makes no network call.
 func New(cfg Config, log zerolog.Logger, opts ...Option) (*Agent, error) {
@@ -320,6 +331,7 @@ func (a *Agent) hold(jobsCtx context.Context, job *pb.Phase2Job) *heldJob {
 	ctx, cancel := context.WithCancelCause(jobsCtx)
 	h := &heldJob{ref: ref, ctx: ctx, cancel: cancel, rep: &reporter{deviceID: job.GetDeviceId(), jobID: ref.GetJobId()}}
 	a.mu.Lock()
+	h.expiry = time.AfterFunc(leaseFence(a.ttl), func() { h.expire(a.log) })
 	old := a.held[ref.GetJobId()]
 	a.held[ref.GetJobId()] = h
 	a.mu.Unlock()
@@ -328,6 +340,15 @@ func (a *Agent) hold(jobsCtx context.Context, job *pb.Phase2Job) *heldJob {
 		old.cancel(errLeaseLost)
 	}
 	return h
+}
+
+// expire stops an attempt whose lease ran out without a heartbeat
+// extending it (the server unreachable, or the agent frozen).
+func (h *heldJob) expire(log zerolog.Logger) {
+	if h.ctx.Err() == nil {
+		log.Warn().Str("job", h.ref.GetJobId()).Msg("lease ran out with no heartbeat extending it: attempt stopped")
+		h.cancel(errLeaseLost)
+	}
 }
 
 func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
@@ -344,6 +365,7 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	}
 	defer func() {
 		cancelT()
+		h.expiry.Stop()
 		h.cancel(nil)
 		a.mu.Lock()
 		// A stale attempt ending late must not drop the newer one.
@@ -513,8 +535,9 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for _, h := range a.held {
 		held = append(held, h)
 	}
-	inflight := a.inflight
+	inflight, ttl := a.inflight, a.ttl
 	a.mu.Unlock()
+	sent := time.Now()
 	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency)}
 	byID := map[string]*heldJob{}
 	for _, h := range held {
@@ -534,7 +557,13 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for _, id := range resp.GetLostJobIds() {
 		if h := byID[id]; h != nil {
 			h.cancel(errLeaseLost)
+			delete(byID, id)
 		}
+	}
+	// The server extended the others by the TTL from when it read the
+	// request, which is no earlier than sent.
+	for _, h := range byID {
+		h.expiry.Reset(time.Until(sent.Add(leaseFence(ttl))))
 	}
 	for _, id := range resp.GetCancelledJobIds() {
 		if h := byID[id]; h != nil {

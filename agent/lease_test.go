@@ -224,3 +224,39 @@ func TestCompleteOutlastsAnOutage(t *testing.T) {
 		t.Error("the job completed while Complete was failing")
 	}
 }
+
+// An attempt whose lease runs out with no heartbeat extending it (the
+// server unreachable, the agent frozen) stops by the agent's own clock
+// before the server can lease the job again: a stale attempt never works
+// the device alongside the new one (issue 14 item 4, seen as EOFs and
+// refusals when a frozen agent resumed and both attempts ran).
+func TestAttemptStopsWhenItsLeaseRunsOut(t *testing.T) {
+	s := leaseServer(t)
+	f := &faults{}
+	var staleStopped, secondStarted atomic.Int64 // Unix µs
+	ex := &funcExecutor{runs: map[string]int{}}
+	ex.run = func(ctx context.Context, attempt int, _ *pb.Phase2Job, rep phase2.Reporter) phase2.Result {
+		if attempt == 1 {
+			f.failHeartbeat.Store(true)
+			select {
+			case <-ctx.Done():
+				staleStopped.Store(time.Now().UnixMicro())
+			case <-time.After(4 * leaseTTL):
+			}
+			return phase2.Result{Err: context.Cause(ctx), ErrorStep: "work"}
+		}
+		secondStarted.Store(time.Now().UnixMicro())
+		f.failHeartbeat.Store(false)
+		return work(ctx, rep, 10*time.Millisecond)
+	}
+	startAgent(t, s, ex, f)
+	id := s.Job(t, "fenced", "10.1.0.0/24", "10.1.0.22", domain.KindProvision)
+	succeeded(t, s, "fenced")
+	stopped, second := staleStopped.Load(), secondStarted.Load()
+	if stopped == 0 || second == 0 || stopped >= second {
+		t.Fatalf("stale attempt stopped at %d µs, the new one began at %d µs; want the stale one stopped first", stopped, second)
+	}
+	if n := ex.attempts(id); n != 2 {
+		t.Errorf("job ran %d times, want 2", n)
+	}
+}

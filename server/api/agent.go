@@ -36,6 +36,7 @@ type Store interface {
 	Heartbeat(ctx context.Context, agentID string, at time.Time) error
 	RecordLoad(ctx context.Context, agentID string, inFlight, capacity int) error
 	AppendEvent(ctx context.Context, e domain.OperationEvent) error
+	AppendEvents(ctx context.Context, evs []domain.OperationEvent) error
 	GetBatch(ctx context.Context, id string) (domain.Batch, error)
 }
 
@@ -400,6 +401,7 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 	if _, err := s.q.Extend(ctx, p, jobID, req.GetLease().GetToken(), s.opts.LeaseTTL); err != nil && !errors.Is(err, domain.ErrAlreadyCompleted) {
 		return nil, ToStatus(fmt.Errorf("api: report progress for %s: %w", jobID, err))
 	}
+	evs := make([]domain.OperationEvent, 0, len(req.GetEvents()))
 	for _, ev := range req.GetEvents() {
 		if ev.GetDeviceId() != "" && ev.GetDeviceId() != dev {
 			return nil, ToStatus(domain.InvalidField("events.device_id", ev.GetDeviceId(), "not the lease's device "+dev))
@@ -409,7 +411,10 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 		if ev.GetTime() != nil {
 			e.Time = ev.GetTime().AsTime()
 		}
-		if err := s.st.AppendEvent(ctx, e); err != nil {
+		evs = append(evs, e)
+	}
+	if len(evs) > 0 {
+		if err := s.st.AppendEvents(ctx, evs); err != nil {
 			return nil, ToStatus(err)
 		}
 	}

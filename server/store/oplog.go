@@ -18,24 +18,40 @@ func (s *Store) logKey(deviceID string) string { return s.key("log", "{"+deviceI
 // AppendEvent adds one event to a device's operations log. A zero Time is
 // set from the store's clock.
 func (s *Store) AppendEvent(ctx context.Context, e domain.OperationEvent) error {
-	if e.DeviceID == "" {
-		return fmt.Errorf("store: append event: %w", domain.InvalidField("event.device_id", "", "must not be empty"))
+	return s.AppendEvents(ctx, []domain.OperationEvent{e})
+}
+
+// AppendEvents adds events, in order, in one round trip (an agent's
+// progress report carries a job's steps since its last one). Each event
+// is checked and encoded before any is written.
+func (s *Store) AppendEvents(ctx context.Context, evs []domain.OperationEvent) error {
+	args := make([]*redis.XAddArgs, 0, len(evs))
+	for _, e := range evs {
+		if e.DeviceID == "" {
+			return fmt.Errorf("store: append event: %w", domain.InvalidField("event.device_id", "", "must not be empty"))
+		}
+		if e.Time.IsZero() {
+			e.Time = s.now().UTC()
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("store: encode event for %s: %w", e.DeviceID, err)
+		}
+		args = append(args, &redis.XAddArgs{Stream: s.logKey(e.DeviceID), MaxLen: s.oplog, Approx: true, Values: []string{"e", string(b)}})
 	}
-	if e.Time.IsZero() {
-		e.Time = s.now().UTC()
+	var err error
+	if len(args) == 1 {
+		err = s.rdb.XAdd(ctx, args[0]).Err()
+	} else if len(args) > 1 {
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, a := range args {
+				p.XAdd(ctx, a)
+			}
+			return nil
+		})
 	}
-	b, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("store: encode event for %s: %w", e.DeviceID, err)
-	}
-	err = s.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: s.logKey(e.DeviceID),
-		MaxLen: s.oplog,
-		Approx: true,
-		Values: []string{"e", string(b)},
-	}).Err()
-	if err != nil {
-		return fmt.Errorf("store: append event for %s: %w", e.DeviceID, err)
+		return fmt.Errorf("store: append %d event(s) for %s: %w", len(evs), evs[0].DeviceID, err)
 	}
 	return nil
 }

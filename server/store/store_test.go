@@ -479,6 +479,21 @@ func TestOperationsLog(t *testing.T) {
 		if other, _ := s.Events(ctx, "d2", 10); len(other) != 0 {
 			t.Fatalf("d2 has %d events", len(other))
 		}
+		// A batch is written in order, and one bad event writes none.
+		batch := []domain.OperationEvent{{DeviceID: "d3", Step: "a"}, {DeviceID: "d3", Step: "b"}, {DeviceID: "d3", Step: "c"}}
+		if err := s.AppendEvents(ctx, append(slices.Clone(batch), domain.OperationEvent{Step: "no device"})); err == nil {
+			t.Fatal("batch with an event without device accepted")
+		}
+		if got, _ := s.Events(ctx, "d3", 0); len(got) != 0 {
+			t.Fatalf("a refused batch wrote %d events", len(got))
+		}
+		if err := s.AppendEvents(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Events(ctx, "d3", 0)
+		if err != nil || len(got) != 3 || got[0].Step != "a" || got[1].Step != "b" || got[2].Step != "c" || got[1].Time.IsZero() {
+			t.Fatalf("batch: %+v %v; want a, b, c with times", got, err)
+		}
 	})
 }
 

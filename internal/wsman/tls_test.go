@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,6 +199,31 @@ func TestTLSVersion(t *testing.T) {
 	capped.MaxVersion = tls.VersionTLS12
 	if _, err := get(t, addr13, &capped); err == nil {
 		t.Error("MaxVersion TLS 1.2 reached a TLS 1.3-only server")
+	}
+}
+
+// The client offers classical curves only: no AMT firmware speaks the
+// hybrid post-quantum exchange, whose key share Go would otherwise
+// generate for every handshake (a probe polls a restarting device).
+func TestTLSClassicalCurvesOnly(t *testing.T) {
+	p := loadPKI(t)
+	var offered []tls.CurveID
+	var mu sync.Mutex
+	addr, _ := startTLSDevice(t, &tls.Config{Certificates: []tls.Certificate{p.server}, MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			mu.Lock()
+			offered = append([]tls.CurveID(nil), hi.SupportedCurves...)
+			mu.Unlock()
+			return nil, nil
+		}})
+	if _, err := get(t, addr, &wsman.TLSConfig{RootCAs: p.caPool, ServerName: "amt.example"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}
+	if !slices.Equal(offered, want) {
+		t.Errorf("client offered curves %v, want %v", offered, want)
 	}
 }
 

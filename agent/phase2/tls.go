@@ -193,6 +193,11 @@ func (r *job) verifyTLS(ctx context.Context, leaf []byte) (string, error) {
 	}
 	deadline := r.committed.Add(r.e.cfg.CommitDeadline)
 	var lastErr error
+	// The pause grows to four times PollInterval: a TLS restart takes 20 to
+	// 60 s and more (rpc-go re-probes every 5 s), and every probe is a dial
+	// and, once the port answers, a full handshake (16% of the agent's CPU
+	// at a fixed 500 ms).
+	pause := r.e.cfg.PollInterval
 	for attempt := 1; ; attempt++ {
 		// A probe that hangs must not outlive the deadline.
 		pctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
@@ -209,12 +214,13 @@ func (r *job) verifyTLS(ctx context.Context, leaf []byte) (string, error) {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
-		if r.e.cfg.Now().Add(r.e.cfg.PollInterval).After(deadline) {
+		if r.e.cfg.Now().Add(pause).After(deadline) {
 			return "", transientError{fmt.Errorf("TLS port not serving the installed certificate within %s: %w", r.e.cfg.CommitDeadline, lastErr)}
 		}
-		if err := sleep(ctx, r.e.cfg.PollInterval); err != nil {
+		if err := sleep(ctx, pause); err != nil {
 			return "", err
 		}
+		pause = min(pause*3/2, 4*r.e.cfg.PollInterval)
 	}
 }
 

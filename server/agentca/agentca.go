@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/amtops/amtops/internal/domain"
@@ -264,6 +265,41 @@ func (c *CA) VerifyAgent(cert *x509.Certificate, intermediates []*x509.Certifica
 	if err := c.verifyClient(cert, intermediates); err != nil {
 		return "", err
 	}
+	return agentName(cert)
+}
+
+// VerifyAgentConn is VerifyAgent for a TLS connection whose handshake
+// verified the client's chain to this CA (a listener with Pool as its
+// ClientCAs): the chain is not built again for every call on it (7% of
+// the server's CPU in the fleet bench), only the leaf's validity checked
+// against the clock, as a connection may outlive its certificate. Without
+// such a chain it verifies in full.
+func (c *CA) VerifyAgentConn(st tls.ConnectionState) (string, error) {
+	if len(st.PeerCertificates) == 0 {
+		return "", fmt.Errorf("agentca: no client certificate: %w", domain.ErrUnauthorized)
+	}
+	leaf := st.PeerCertificates[0]
+	if len(st.VerifiedChains) == 0 || !c.chainsHere(st.VerifiedChains) {
+		return c.VerifyAgent(leaf, st.PeerCertificates[1:])
+	}
+	if now := c.opts.Clock(); now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return "", fmt.Errorf("agentca: client certificate not valid at %s: %w", now.UTC().Format(time.RFC3339), domain.ErrUnauthorized)
+	}
+	return agentName(leaf)
+}
+
+// chainsHere: the handshake's first verified chain ends in this CA, and
+// for client authentication.
+func (c *CA) chainsHere(chains [][]*x509.Certificate) bool {
+	ch := chains[0]
+	root := ch[len(ch)-1]
+	if !root.Equal(c.cert) {
+		return false
+	}
+	return slices.Contains(ch[0].ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+}
+
+func agentName(cert *x509.Certificate) (string, error) {
 	// An administrator's certificate chains to the same CA and is for
 	// client authentication too: only the agents' organisation and the
 	// absence of an admin URI tell them apart, and an admin named like an

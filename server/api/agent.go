@@ -154,8 +154,7 @@ func (s *AgentService) authenticate(ctx context.Context) (domain.Agent, error) {
 	if !ok || len(ti.State.PeerCertificates) == 0 {
 		return domain.Agent{}, fmt.Errorf("api: client certificate required: %w", domain.ErrUnauthorized)
 	}
-	pc := ti.State.PeerCertificates
-	id, err := s.ca.VerifyAgent(pc[0], pc[1:])
+	id, err := s.ca.VerifyAgentConn(ti.State)
 	if err != nil {
 		return domain.Agent{}, fmt.Errorf("api: %w", err)
 	}

@@ -123,12 +123,12 @@ type Fleet struct {
 	// GRPCAddrs are the server replicas' gRPC addresses; CAFile and
 	// TokenFile what amtopsctl needs to reach them.
 	GRPCAddrs, HTTPAddrs []string
-	// ProfileAddrs are where each process serves /debug/pprof/, by
-	// process name, with Config.Profile.
-	ProfileAddrs map[string]string
 	CAFile, TokenFile    string
 	Admin                pb.AdminServiceClient
 	conn                 *grpc.ClientConn
+	// ProfileAddrs are where each process serves /debug/pprof/, by
+	// process name, with Config.Profile.
+	ProfileAddrs map[string]string
 
 	// Subnets are the agents' subnets, HelloAddrs where each agent hears
 	// Hellos, StateAddrs each simulator's state API.

@@ -137,9 +137,9 @@ func (t *TLSConfig) build() (*tls.Config, *leafSeen, error) {
 		seen.pin = append([]byte(nil), t.PinSHA256...)
 	}
 	c := &tls.Config{
-		MinVersion:       tls.VersionTLS12,
-		MaxVersion:       t.MaxVersion,
-		CipherSuites:     append([]uint16(nil), cipherSuites...),
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   t.MaxVersion,
+		CipherSuites: append([]uint16(nil), cipherSuites...),
 		// Classical curves only: no AMT firmware offers the hybrid
 		// post-quantum exchange Go would otherwise put first, whose key
 		// share costs an ML-KEM key generation per handshake (4% of the

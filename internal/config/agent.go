@@ -69,7 +69,7 @@ func DefaultAgent() Agent {
 		Log:            Log{Level: "info", Format: "json"},
 		Server:         "127.0.0.1:7443",
 		StateDir:       "./var/agent",
-		Concurrency:    256,
+		Concurrency:    2048,
 		DeviceDeadline: 10 * time.Minute,
 		LongPoll:       25 * time.Second,
 		AMT: AgentAMT{HTTPPort: 16992, TLSPort: 16993, CallTimeout: 30 * time.Second,

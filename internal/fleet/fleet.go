@@ -70,6 +70,9 @@ type Config struct {
 	// HelloInterval is the simulator's Hello schedule base; 1s.
 	HelloInterval time.Duration
 	AOF           bool // Redis append-only file
+	// Cluster runs a three-master Redis Cluster instead of one
+	// redis-server (RedisAddrs are its nodes).
+	Cluster bool
 	// Profile serves /debug/pprof/ on the servers' HTTP listeners and on
 	// agents' metrics listeners (ProfileAddrs).
 	Profile bool
@@ -120,6 +123,9 @@ type Fleet struct {
 
 	rdb       *redis.Client
 	RedisAddr string
+	// RedisAddrs and nodes are the cluster's, with Config.Cluster.
+	RedisAddrs []string
+	nodes      []*redis.Client
 	// GRPCAddrs are the server replicas' gRPC addresses; CAFile and
 	// TokenFile what amtopsctl needs to reach them.
 	GRPCAddrs, HTTPAddrs []string
@@ -295,6 +301,9 @@ func (f *Fleet) startStore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if f.cfg.Cluster {
+		return f.startCluster(ctx, bin)
+	}
 	if f.RedisAddr, err = f.listenAddr(); err != nil {
 		return err
 	}
@@ -338,6 +347,9 @@ func (f *Fleet) Close() error {
 	}
 	if f.rdb != nil {
 		_ = f.rdb.Close()
+	}
+	for _, n := range f.nodes {
+		_ = n.Close()
 	}
 	err := stopAll(f.Procs(), 10*time.Second)
 	if f.tempDir {

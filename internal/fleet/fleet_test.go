@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -95,5 +96,61 @@ func checkMeasured(t *testing.T, r Report) {
 	}
 	if r.Redis.Calls() == 0 {
 		t.Error("no Redis commands counted")
+	}
+}
+
+// TestSmallFleetCluster is TestSmallFleet's correctness on a real
+// three-master Redis Cluster: the site's hash-tagged keys, its Lua
+// scripts and asynq's queues all work across the masters, and the keys
+// are spread over all three.
+func TestSmallFleetCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a whole site as processes")
+	}
+	const devices = 60
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	f, err := Start(ctx, Config{Devices: devices, Agents: 2, KeyOnDevice: true, Cluster: true, Dir: t.TempDir(),
+		Net:        netip.MustParsePrefix("127.25.0.0/16"),
+		TLSRestart: time.Second, CommitDelay: 300 * time.Millisecond,
+		Server: func(c *config.Server) { c.Phase2.RetryDelay = 2 * time.Second; c.Phase2.ReapEvery = time.Second },
+		Agent:  func(_ int, c *config.Agent) { c.AMT.CommitWait = 200 * time.Millisecond },
+	})
+	if errors.Is(err, ErrNoRedis) {
+		testpeers.Missing(t, "redis-server", "apt-get install redis-server redis-tools")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range f.Procs() {
+				t.Logf("%s log tail:\n%s", p.Name, p.LogTail(3000))
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	r, err := f.Watch(ctx, 4*time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TimedOut || r.Provisioned != devices || r.Failed != 0 || r.JobsSucceeded != devices || r.JobsFailed != 0 {
+		t.Fatalf("%d provisioned, %d failed of %d (timed out: %v), jobs %d succeeded %d failed; failures: %+v",
+			r.Provisioned, r.Failed, devices, r.TimedOut, r.JobsSucceeded, r.JobsFailed, r.Failures)
+	}
+	checkDevices(t, f, devices)
+	keys, err := f.RedisKeysPerNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 3 {
+		t.Fatalf("%d Redis nodes, want 3", len(keys))
+	}
+	for i, n := range keys {
+		if n < devices/10 {
+			t.Errorf("master %d holds %d keys (all: %v): the site's keys are not spread over the cluster", i, n, keys)
+		}
 	}
 }

@@ -14,27 +14,40 @@ import (
 // startRedis runs a private redis-server on addr with its files in dir:
 // no snapshots, and an append-only file when aof is set.
 func (f *Fleet) startRedis(ctx context.Context, bin, addr, dir string, aof bool) (*Proc, error) {
+	c, err := f.startRedisNode(ctx, bin, "redis", addr, dir, aof)
+	if err != nil {
+		return nil, err
+	}
+	f.rdb = c
+	return f.Proc("redis"), nil
+}
+
+// startRedisNode runs one redis-server called name and returns a client
+// once it answers.
+func (f *Fleet) startRedisNode(ctx context.Context, bin, name, addr, dir string, aof bool, extra ...string) (*redis.Client, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	appendonly := "no"
 	if aof {
 		appendonly = "yes"
 	}
-	p := newProc("redis", KindRedis, f.logDir, bin, []string{"--port", port, "--bind", host, "--save", "",
-		"--appendonly", appendonly, "--dir", dir, "--daemonize", "no"}, nil)
+	args := append([]string{"--port", port, "--bind", host, "--save", "",
+		"--appendonly", appendonly, "--dir", dir, "--daemonize", "no"}, extra...)
+	p := newProc(name, KindRedis, f.logDir, bin, args, nil)
 	if err := f.add(p); err != nil {
 		return nil, err
 	}
-	f.rdb = redis.NewClient(&redis.Options{Addr: addr})
+	c := redis.NewClient(&redis.Options{Addr: addr})
 	err := poll(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
 		if !p.Running() {
 			return false, fmt.Errorf("fleet: redis-server exited: %s", p.LogTail(1000))
 		}
-		return f.rdb.Ping(ctx).Err() == nil, nil
+		return c.Ping(ctx).Err() == nil, nil
 	})
 	if err != nil {
+		_ = c.Close()
 		return nil, fmt.Errorf("fleet: redis on %s: %w", addr, err)
 	}
-	return p, nil
+	return c, nil
 }
 
 // CommandStats are Redis's calls and microseconds per command since its

@@ -63,6 +63,9 @@ func (f *Fleet) startServers(ctx context.Context) error {
 	for i := range f.cfg.Replicas {
 		cfg := config.DefaultServer()
 		cfg.Redis.Addr, cfg.SiteKeyFile = f.RedisAddr, siteKey
+		if f.cfg.Cluster {
+			cfg.Redis.Addr, cfg.Redis.Addrs, cfg.Redis.Cluster = "", f.RedisAddrs, true
+		}
 		cfg.DataDir = filepath.Join(f.dir, "server-"+itoa(i))
 		var err error
 		if cfg.GRPC.Listen, err = f.listenAddr(); err != nil {
@@ -276,9 +279,9 @@ func (f *Fleet) startSimulators(ctx context.Context) error {
 	for _, p := range f.Procs() {
 		f.base[p.Name] = p.Sample()
 	}
-	if f.rdb != nil {
+	if f.rdb != nil || len(f.nodes) > 0 {
 		var err error
-		if f.redisBase, err = commandStats(ctx, f.rdb); err != nil {
+		if f.redisBase, err = f.redisStats(ctx); err != nil {
 			return err
 		}
 	}

@@ -96,7 +96,7 @@ func (f *Fleet) Watch(ctx context.Context, timeout time.Duration, progress func(
 		r.PeakRSS[p.Kind] = max(r.PeakRSS[p.Kind], u.HWM)
 		r.RSSGrowth[p.Kind] += max(u.HWM-b.RSS, 0)
 	}
-	cs, err := commandStats(ctx, f.rdb)
+	cs, err := f.redisStats(ctx)
 	if err != nil {
 		return r, err
 	}

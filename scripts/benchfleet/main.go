@@ -34,6 +34,7 @@ type options struct {
 	latency, tlsRestart, commitDelay       time.Duration
 	commitWait, timeout                    time.Duration
 	keyOnDevice, asJSON, bare, aof, keep   bool
+	cluster                                bool
 	dir, profile                           string
 	profileAfter, profileFor               time.Duration
 }
@@ -62,6 +63,7 @@ func parse(args []string) (options, error) {
 	fs.BoolVar(&o.asJSON, "json", false, "print only one final JSON object")
 	fs.BoolVar(&o.bare, "bare", true, "also run the bare limit and report pipeline ÷ bare")
 	fs.BoolVar(&o.aof, "aof", false, "Redis append-only file")
+	fs.BoolVar(&o.cluster, "cluster", false, "a three-master Redis Cluster instead of one redis-server")
 	fs.BoolVar(&o.keep, "keep", false, "keep --dir (logs, state) after the run")
 	fs.StringVar(&o.dir, "dir", "var/benchfleet", "working directory (emptied first)")
 	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of every server and agent into this directory")
@@ -162,7 +164,7 @@ type deviceCalls struct {
 func pipeline(ctx context.Context, o options, bin map[string]string, dir string, say func(string, ...any)) (result, error) {
 	cfg := fleet.Config{Devices: o.devices, Agents: o.agents, Replicas: o.replicas, Dir: dir, Bin: bin,
 		KeyOnDevice: o.keyOnDevice, Latency: o.latency, TLSRestart: o.tlsRestart, CommitDelay: o.commitDelay, AOF: o.aof,
-		Profile: o.profile != "",
+		Profile: o.profile != "", Cluster: o.cluster,
 		Agent: func(_ int, c *config.Agent) {
 			if o.concurrency > 0 {
 				c.Concurrency = o.concurrency

@@ -50,6 +50,7 @@ type summary struct {
 	Agents                int                  `json:"agents"`
 	Replicas              int                  `json:"replicas"`
 	KeyOnDevice           bool                 `json:"key_on_device"`
+	RedisCluster          bool                 `json:"redis_cluster"`
 	LatencyMS             float64              `json:"latency_ms"`
 	TLSRestartSeconds     float64              `json:"tls_restart_seconds"`
 	InFlightPeak          int                  `json:"in_flight_peak"`
@@ -78,7 +79,7 @@ func q(ds []time.Duration) quantiles {
 func summarize(o options, r fleet.Report, tm fleet.Timings) summary {
 	n := max(r.Provisioned, 1)
 	s := summary{Devices: r.Devices, Provisioned: r.Provisioned, Failed: r.Failed, TimedOut: r.TimedOut,
-		Seconds: r.Elapsed.Seconds(), Agents: r.Agents, Replicas: r.Replicas, KeyOnDevice: o.keyOnDevice,
+		Seconds: r.Elapsed.Seconds(), Agents: r.Agents, Replicas: r.Replicas, KeyOnDevice: o.keyOnDevice, RedisCluster: o.cluster,
 		LatencyMS: float64(o.latency.Microseconds()) / 1000, TLSRestartSeconds: o.tlsRestart.Seconds(),
 		InFlightPeak: tm.InFlight, InFlightPhase2Peak: tm.InFlightPhase2, PerDevice: q(tm.Device),
 		Steps: map[string]quantiles{}, PeakRSS: r.PeakRSS, Failures: r.Failures, RedisTop: map[string]float64{},
@@ -126,6 +127,7 @@ func printTable(w io.Writer, s summary) {
 	row("jobs", "%d succeeded, %d failed, %d cancelled", s.Jobs[0], s.Jobs[1], s.Jobs[2])
 	row("agents / replicas", "%d / %d", s.Agents, s.Replicas)
 	row("keys", "%s", keysWhere(s.KeyOnDevice))
+	row("redis", "%s", map[bool]string{false: "one redis-server", true: "Redis Cluster, 3 masters"}[s.RedisCluster])
 	row("latency / TLS restart", "%.0f ms / %.0f s", s.LatencyMS, s.TLSRestartSeconds)
 	row("in flight peak", "%d (phase 2: %d)", s.InFlightPeak, s.InFlightPhase2Peak)
 	row("wall time", "%.1f s", s.Seconds)

@@ -16,8 +16,8 @@ import (
 
 // profileFleet waits until after has passed since the devices began, then
 // takes a CPU profile of length from every server and agent at once into
-// dir (<process>.cpu.pprof), for `go tool pprof`. Errors are reported, the
-// bench goes on.
+// dir (<process>.cpu.pprof), then their heaps (<process>.heap.pprof), for
+// `go tool pprof`. Errors are reported, the bench goes on.
 func profileFleet(ctx context.Context, f *fleet.Fleet, dir string, after, length time.Duration, say func(string, ...any)) {
 	select {
 	case <-ctx.Done():
@@ -32,8 +32,14 @@ func profileFleet(ctx context.Context, f *fleet.Fleet, dir string, after, length
 	var wg sync.WaitGroup
 	for name, addr := range f.ProfileAddrs {
 		wg.Go(func() {
-			if err := fetchProfile(ctx, client, addr, length, filepath.Join(dir, name+".cpu.pprof")); err != nil {
+			cpu := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(length.Seconds()))
+			if err := fetchProfile(ctx, client, cpu, filepath.Join(dir, name+".cpu.pprof")); err != nil {
 				say("profile %s: %v", name, err)
+			}
+			// The heap as the CPU window ends, with the fleet still in work.
+			heap := fmt.Sprintf("http://%s/debug/pprof/heap", addr)
+			if err := fetchProfile(ctx, client, heap, filepath.Join(dir, name+".heap.pprof")); err != nil {
+				say("heap profile %s: %v", name, err)
 			}
 		})
 	}
@@ -41,8 +47,7 @@ func profileFleet(ctx context.Context, f *fleet.Fleet, dir string, after, length
 	say("  CPU profiles of %s written to %s", length, dir)
 }
 
-func fetchProfile(ctx context.Context, c *http.Client, addr string, length time.Duration, path string) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(length.Seconds()))
+func fetchProfile(ctx context.Context, c *http.Client, url, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -230,6 +231,11 @@ func (f *Fleet) startAgents(ctx context.Context) error {
 		name := "agent-" + itoa(i)
 		cfg := config.DefaultAgent()
 		cfg.Name, cfg.Server, cfg.ServerCAFile = name, f.GRPCAddrs[i%len(f.GRPCAddrs)], f.CAFile
+		if f.cfg.Proxy {
+			if err := f.proxyAgent(&cfg); err != nil {
+				return err
+			}
+		}
 		cfg.StateDir = filepath.Join(f.dir, name)
 		cfg.BootstrapTokenFile = filepath.Join(cfg.StateDir, "bootstrap.token")
 		cfg.Discovery.Interval = 0 // devices announce themselves
@@ -272,6 +278,26 @@ func (f *Fleet) startAgents(ctx context.Context) error {
 	})
 }
 
+// proxyAgent points an agent at a new Proxy to its server, checking the
+// server's certificate for the server's own address.
+func (f *Fleet) proxyAgent(cfg *config.Agent) error {
+	listen, err := f.listenAddr()
+	if err != nil {
+		return err
+	}
+	p, err := NewProxy(listen, cfg.Server)
+	if err != nil {
+		return err
+	}
+	f.Proxies = append(f.Proxies, p)
+	host, _, err := net.SplitHostPort(cfg.Server)
+	if err != nil {
+		return fmt.Errorf("fleet: proxy: %w", err)
+	}
+	cfg.Server, cfg.ServerName = p.Addr, host
+	return nil
+}
+
 // startSimulators runs one amtsim per subnet whose factory devices trust
 // the provisioning root and send their Hellos to that subnet's agent.
 func (f *Fleet) startSimulators(ctx context.Context) error {
@@ -298,6 +324,9 @@ func (f *Fleet) startSimulators(ctx context.Context) error {
 			"--trust-hash", f.prov.RootSHA256, "--trusted-domain", Domain, "--state-addr", state,
 			"--latency", f.cfg.Latency.String(), "--tls-restart", f.cfg.TLSRestart.String(),
 			"--commit-delay", f.cfg.CommitDelay.String(), "--seed", itoa(i + 1)}
+		if f.cfg.Faults != "" {
+			args = append(args, "--faults", f.cfg.Faults)
+		}
 		p := newProc("amtsim-"+itoa(i), KindSimulator, f.logDir, f.bin["amtsim"], args, nil)
 		if err := f.add(p); err != nil {
 			return err

@@ -81,7 +81,9 @@ func (f *Fleet) startServers(ctx context.Context) error {
 		cfg.AMT.Kerberos.Enabled = false // no directory
 		// The auto-provisioning sweep's slots fall on the wall clock (every
 		// 15 min by default); one during a run adds batches of its own.
-		// The fleet measures the Hello path alone.
+		// The fleet measures the Hello path alone: no slot starts during
+		// a run, and the one a start enqueues is awaited before the
+		// inventory exists (waitSweep).
 		cfg.Sweep.Interval = 24 * time.Hour
 		rc := &cfg.AMT.RemoteConfig
 		rc.ChainFile, rc.KeyFile, rc.TrustedDomain = chain, key, Domain
@@ -108,7 +110,29 @@ func (f *Fleet) startServers(ctx context.Context) error {
 			}
 		}
 	}
-	return f.waitServers(ctx)
+	if err := f.waitServers(ctx); err != nil {
+		return err
+	}
+	return f.waitSweep(ctx)
+}
+
+// waitSweep waits until the first replica has run the sweep its start
+// enqueued for the current slot. With no inventory yet it finds nothing;
+// run later, it would start a batch of its own for every device that
+// had sent a Hello, refused as busy (failed jobs) beside their Hello jobs.
+func (f *Fleet) waitSweep(ctx context.Context) error {
+	p := f.Proc("server-0")
+	err := poll(ctx, 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+		if !p.Running() {
+			return false, fmt.Errorf("fleet: %s exited: %s", p.Name, p.LogTail(2000))
+		}
+		tail := p.LogTail(1 << 16)
+		return strings.Contains(tail, `"sweep found nothing to provision"`) || strings.Contains(tail, `"sweep batch started"`), nil
+	})
+	if err != nil {
+		return fmt.Errorf("fleet: %s: startup sweep: %w", p.Name, err)
+	}
+	return nil
 }
 
 func (f *Fleet) profiled(name, addr string) {

@@ -139,10 +139,11 @@ func (l *lateCheck) verdict(ctx context.Context, r *runState, events map[string]
 // staleLines are the agent's messages for an attempt whose lease was
 // gone: dropped, or its result refused.
 var staleLines = map[string]bool{
-	"lease lost, job abandoned":                 true,
-	"lease lost before the result was recorded": true,
-	"complete failed":                           true,
-	"job leased again: stale attempt stopped":   true,
+	"lease lost, job abandoned":                                     true,
+	"lease lost before the result was recorded":                     true,
+	"complete failed":                                               true,
+	"job leased again: stale attempt stopped":                       true,
+	"lease ran out with no heartbeat extending it: attempt stopped": true,
 }
 
 func (l *lateCheck) refusedInLogs(r *runState) (int, error) {

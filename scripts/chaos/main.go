@@ -95,6 +95,8 @@ func parse(args []string) (options, error) {
 		return o, fmt.Errorf("--agents: 1 to 16, got %d", o.agents)
 	case o.timeout <= 0 || o.leaseTTL <= 0 || o.serverDown <= 0 || o.partition <= 0:
 		return o, errors.New("--timeout, --lease-ttl, --server-down, --partition: must be positive")
+	case o.leaseTTL < 10*time.Second:
+		return o, fmt.Errorf("--lease-ttl %s: the server takes 10s at least", o.leaseTTL)
 	case o.freeze <= o.leaseTTL:
 		return o, fmt.Errorf("--freeze %s: must outlast --lease-ttl %s", o.freeze, o.leaseTTL)
 	case o.trigger < 0 || o.trigger >= 1:

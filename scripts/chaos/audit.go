@@ -89,10 +89,14 @@ func (r *runState) audit(ctx context.Context, elapsed time.Duration, terminal bo
 	if err != nil {
 		return nil, err
 	}
-	openJobs := map[string]bool{} // by device
+	openJobs := map[string]bool{}  // by device
+	succeeded := map[string]bool{} // by device
 	for _, j := range jobs {
 		if !j.State.Final() {
 			openJobs[j.DeviceID] = true
+		}
+		if j.State == domain.JobSucceeded {
+			succeeded[j.DeviceID] = true
 		}
 		switch j.State {
 		case domain.JobSucceeded:
@@ -108,7 +112,7 @@ func (r *runState) audit(ctx context.Context, elapsed time.Duration, terminal bo
 	for _, s := range sims {
 		seen[s.Addr] = true
 		ds := site[s.Addr]
-		if err := r.auditDevice(ctx, a, s, ds, openJobs, events); err != nil {
+		if err := r.auditDevice(ctx, a, s, ds, deviceJobs{open: openJobs, succeeded: succeeded}, events); err != nil {
 			return nil, err
 		}
 	}
@@ -176,9 +180,13 @@ func (r *runState) jobStates(ctx context.Context, a *audit) (map[string]domain.J
 	return out, nil
 }
 
+// deviceJobs say, by device ID, which have a job open and which one
+// that succeeded.
+type deviceJobs struct{ open, succeeded map[string]bool }
+
 // auditDevice compares one simulated device with the site's record.
 func (r *runState) auditDevice(ctx context.Context, a *audit, s amtsim.DeviceState, ds []domain.Device,
-	openJobs map[string]bool, events map[string][]domain.OperationEvent) error {
+	jobs deviceJobs, events map[string][]domain.OperationEvent) error {
 	if len(ds) == 0 {
 		a.lost = append(a.lost, fmt.Sprintf("%s: no site record", s.Addr))
 		return nil
@@ -201,7 +209,10 @@ func (r *runState) auditDevice(ctx context.Context, a *audit, s amtsim.DeviceSta
 			events[e.JobID] = append(events[e.JobID], e)
 		}
 	}
-	open := openJobs[d.ID]
+	open := jobs.open[d.ID]
+	if d.Status == domain.StatusProvisioned && !jobs.succeeded[d.ID] {
+		a.disagree("record", name, "the site says provisioned, none of its jobs succeeded")
+	}
 	switch {
 	case open || d.Status != domain.StatusProvisioned && d.LastError == "":
 		a.notTerminal = append(a.notTerminal, fmt.Sprintf("%s: status %s, job open %v", name, d.Status, open))

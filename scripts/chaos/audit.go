@@ -54,6 +54,8 @@ type audit struct {
 
 type certFigures struct {
 	issued, revoked, installed, expired, unrecorded int
+	// servedRevoked counts revoked certificates a device serves on 16993.
+	servedRevoked int
 }
 
 func (a *audit) failedCount() int {
@@ -321,13 +323,14 @@ type caCert struct {
 // auditCerts compares what the CA issued and revoked with what the
 // devices hold: a live certificate installed on no device is an orphan.
 func (r *runState) auditCerts(ctx context.Context, a *audit, sims []amtsim.DeviceState) error {
-	onDevice := map[[32]byte]bool{}
+	onDevice, served := map[[32]byte]bool{}, map[[32]byte]bool{}
 	for _, s := range sims {
 		for _, c := range s.Certificates {
 			onDevice[sha256.Sum256(c.DER)] = true
 		}
-		for _, c := range s.TLS.ServedChain {
+		for i, c := range s.TLS.ServedChain {
 			onDevice[sha256.Sum256(c)] = true
+			served[sha256.Sum256(c)] = served[sha256.Sum256(c)] || i == 0
 		}
 	}
 	revoked := map[string]bool{}
@@ -374,6 +377,9 @@ func (r *runState) auditCerts(ctx context.Context, a *audit, sims []amtsim.Devic
 		switch {
 		case revoked[serial]:
 			a.certs.revoked++
+			if served[sha256.Sum256(rec.DER)] {
+				a.certs.servedRevoked++
+			}
 		case now.After(cert.NotAfter):
 			a.certs.expired++
 		case !installed:

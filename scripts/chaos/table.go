@@ -47,8 +47,8 @@ func printAudit(w io.Writer, a *audit) {
 	list(w, a.lost)
 	row("disagreements", true, len(a.disagreements), kinds(a.byKind))
 	list(w, a.disagreements)
-	row("certificates issued (CA)", false, a.certs.issued, fmt.Sprintf("revoked %d, installed on a device %d, expired %d, unknown to the site %d",
-		a.certs.revoked, a.certs.installed, a.certs.expired, a.certs.unrecorded))
+	row("certificates issued (CA)", false, a.certs.issued, fmt.Sprintf("revoked %d (%d of them served by a device), installed on a device %d, expired %d, unknown to the site %d",
+		a.certs.revoked, a.certs.servedRevoked, a.certs.installed, a.certs.expired, a.certs.unrecorded))
 	row("live certs installed nowhere", true, len(a.orphanCerts), "")
 	list(w, a.orphanCerts)
 	row("AD orphans", true, a.orphanAD, "no directory in this run: not checked")

@@ -11,6 +11,10 @@ BENCH_ARGS ?=
 # The fleet bench `make bench` runs: small, so that it stays quick.
 BENCH_FLEET_SMALL ?= --devices 200 --latency 20ms --tls-restart 2s --commit-delay 500ms --commit-wait 500ms
 FUZZTIME  ?= 60s
+# make chaos: e.g. CHAOS_ARGS="--devices 300" for a smaller fleet, or
+# "--only partition,agent-freeze --keep"; CHAOS_NET is its loopback range.
+CHAOS_ARGS ?=
+CHAOS_NET  ?= 127.24.0.0/16
 
 # Pinned code generators: proto-check fails when the committed code drifts.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -20,7 +24,7 @@ PROTOC_GEN_OPENAPI := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-opena
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOCYCLO            := github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
 
-.PHONY: all build test fuzz lint check-size cyclo proto proto-check demo bench bench-fleet release clean
+.PHONY: all build test fuzz lint check-size cyclo proto proto-check demo bench bench-fleet chaos release clean
 
 all: build
 
@@ -130,6 +134,13 @@ bench:
 # Hello, measured; e.g. BENCH_ARGS="--devices 2000 --latency 100ms --tls-restart 20s --agents 2".
 bench-fleet:
 	$(GO) run ./scripts/benchfleet $(BENCH_ARGS)
+
+# Each fault of issue 14 on a fresh site of separate processes (Redis with
+# AOF, the server, two agents, 1000 factory devices), each with its audit
+# table, then one JSON line; fails when a must-be-0 figure is not 0.
+chaos:
+	scripts/deps.sh chaos
+	$(GO) run ./scripts/chaos --net $(CHAOS_NET) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(BIN) $(PEERS) $(DIST)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, if missing.
-# Usage: scripts/deps.sh test|protoc
+# Usage: scripts/deps.sh test|chaos|protoc
 set -euo pipefail
 
 want=()
@@ -16,11 +16,14 @@ test)
   need promtool prometheus
   need chromium chromium   # the console's browser tests (server/console)
   ;;
+chaos)
+  need redis-server redis-server
+  ;;
 protoc)
   need protoc protobuf-compiler
   [ -f /usr/include/google/protobuf/timestamp.proto ] || want+=(libprotobuf-dev)
   ;;
-*) echo "usage: $0 test|protoc" >&2; exit 2 ;;
+*) echo "usage: $0 test|chaos|protoc" >&2; exit 2 ;;
 esac
 
 [ ${#want[@]} -eq 0 ] && exit 0

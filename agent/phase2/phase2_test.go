@@ -567,3 +567,67 @@ func TestUnansweredCommitIsConfirmed(t *testing.T) {
 		t.Errorf("the log does not say the commit was confirmed:\n%s", rec.all())
 	}
 }
+
+// A reset between the device's DUPLICATE answer and the listing that
+// should show the certificate (the duplicate was an earlier attempt's,
+// uncommitted) leaves the device without it: this attempt fails, but the
+// next one adds it, so the failure must not be permanent. make chaos's
+// simulator faults (1% reboots) ended a device failed for good so.
+func TestDuplicateThenResetIsTransient(t *testing.T) {
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, Kind: amtsim.KindMEBx, Password: provPassword,
+		CommitDelay: 30 * time.Millisecond, BaseIP: netip.MustParseAddr("127.21.6.1")}, nil)
+	a := sim.Addrs()[0]
+	job := provisionJob(t, newCA(t), a, "dup-reset")
+	// Attempt 1 adds root, key and certificate, then its FQDN write (the
+	// first Put) is lost: nothing is committed.
+	if err := sim.DropCall(a, "Put", 0); err != nil {
+		t.Fatal(err)
+	}
+	res := newExecutor(sim).Run(context.Background(), job, nil)
+	if res.Err == nil || res.ErrorStep != phase2.StepSetFQDN {
+		t.Fatalf("attempt 1: step %q, %v; want a failure at %s", res.ErrorStep, res.Err, phase2.StepSetFQDN)
+	}
+	// Attempt 2 meets its root as a duplicate, and the device resets
+	// right after saying so.
+	if err := sim.RebootAfter(a, "AddTrustedRootCertificate", 0); err != nil {
+		t.Fatal(err)
+	}
+	// (The same attempt number each time: the password candidates' order
+	// is not what this is about.)
+	res = newExecutor(sim).Run(context.Background(), job, nil)
+	if res.Err == nil || res.ErrorStep != phase2.StepInstallRoot || res.Permanent {
+		t.Fatalf("attempt 2: step %q, permanent %t, %v; want a transient failure at %s", res.ErrorStep, res.Permanent, res.Err, phase2.StepInstallRoot)
+	}
+	mustRun(t, newExecutor(sim), job)
+}
+
+// The same with the key the device generates (key_on_device): a reset
+// right after GenerateKeyPair loses the key before it is listed.
+func TestGeneratedKeyLostToResetIsTransient(t *testing.T) {
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, Kind: amtsim.KindMEBx, Password: provPassword,
+		CommitDelay: 30 * time.Millisecond, BaseIP: netip.MustParseAddr("127.21.7.1")}, nil)
+	a := sim.Addrs()[0]
+	c := newCA(t)
+	job := provisionJob(t, c, a, "kod-reset")
+	job.Tls = &amtopsv1.TLSMaterial{KeyOnDevice: true, ChainDer: job.Tls.ChainDer}
+	ex := phase2.NewExecutor(phase2.Config{
+		HTTPPort: sim.HTTPPort(), TLSPort: sim.TLSPort(), CallTimeout: 5 * time.Second,
+		CommitWait: 40 * time.Millisecond, CommitDeadline: 5 * time.Second, PollInterval: 20 * time.Millisecond,
+		Log: zerolog.Nop(),
+		SignCSR: func(ctx context.Context, csr []byte) ([]byte, [][]byte, string, error) {
+			is, err := c.ca.Issue(ctx, pki.Request{Profile: pki.ProfileServerAuth, FQDN: "kod-reset.corp.example", CSR: csr})
+			if err != nil {
+				return nil, nil, "", err
+			}
+			return is.Leaf, is.Chain, is.Serial, nil
+		},
+	})
+	if err := sim.RebootAfter(a, "GenerateKeyPair", 0); err != nil {
+		t.Fatal(err)
+	}
+	res := ex.Run(context.Background(), job, nil)
+	if res.Err == nil || res.ErrorStep != phase2.StepInstallKey || res.Permanent {
+		t.Fatalf("attempt 1: step %q, permanent %t, %v; want a transient failure at %s", res.ErrorStep, res.Permanent, res.Err, phase2.StepInstallKey)
+	}
+	mustRun(t, ex, job)
+}

@@ -253,7 +253,9 @@ func (r *job) installCert(ctx context.Context, der []byte, trustedRoot bool) (st
 	}
 	switch {
 	case rve.Code == wsman.StatusDuplicate:
-		return "", fmt.Errorf("device reports the certificate as duplicate but does not list it: %w", err)
+		// The duplicate was there a moment ago: an earlier attempt's,
+		// uncommitted, lost to a reset since. The next attempt adds it.
+		return "", transientError{fmt.Errorf("device reports the certificate as duplicate but does not list it (a reset?): %w", err)}
 	case trustedRoot && rve.Code == wsman.StatusNotPermitted:
 		return "", fmt.Errorf("a new trusted root is refused while mutual TLS is on: %w", err)
 	}
@@ -277,7 +279,8 @@ func (r *job) installKey(ctx context.Context, der []byte) (string, error) {
 	case ferr != nil:
 		return "", ferr
 	case have == "":
-		return "", fmt.Errorf("device reports the key as duplicate but does not list it: %w", err)
+		// As for a certificate: a reset since lost an uncommitted key.
+		return "", transientError{fmt.Errorf("device reports the key as duplicate but does not list it (a reset?): %w", err)}
 	}
 	return have, nil
 }
@@ -324,7 +327,8 @@ func (r *job) keyOnDevice(ctx context.Context) (string, error) {
 		}
 	}
 	if pub == nil {
-		return "", fmt.Errorf("generated key %s is not listed", keyID)
+		// Generated a moment ago, uncommitted: a reset since lost it.
+		return "", transientError{fmt.Errorf("generated key %s is not listed (a reset?)", keyID)}
 	}
 	null, err := nullSignedCSR(pub, r.fqdn())
 	if err != nil {

@@ -170,8 +170,11 @@ type device struct {
 	linkDown bool // S15: the link dropped after an incompatible change
 	reqs     uint64
 	drops    map[string]int // DropCall: method → calls to let through before the dropped one
-	lastTa0  int64
-	stats    counters
+	// rebootsAfter is RebootAfter's: method → calls to let through
+	// before the one the device restarts after.
+	rebootsAfter map[string]int
+	lastTa0      int64
+	stats        counters
 
 	// Remote configuration: window is open while a Hello cycle runs (the
 	// 16993 provisioning session is accepted only then).

@@ -42,3 +42,39 @@ func (d *device) dropCall(w http.ResponseWriter, action string) bool {
 	dropConn(w)
 	return true
 }
+
+// RebootAfter makes the device restart right after it has answered the
+// call of method that comes after skip more of them: its uncommitted
+// changes are lost between that answer and the client's next call, as a
+// reset there loses them.
+func (s *Sim) RebootAfter(addr netip.Addr, method string, skip int) error {
+	d := s.device(addr)
+	if d == nil {
+		return fmt.Errorf("amtsim: reboot after: %s is not a fleet address", addr)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rebootsAfter == nil {
+		d.rebootsAfter = map[string]int{}
+	}
+	d.rebootsAfter[method] = skip
+	return nil
+}
+
+// rebootDue acts out RebootAfter's count for one request; true when the
+// device is to restart once it has answered it.
+func (d *device) rebootDue(action string) bool {
+	method := action[strings.LastIndexByte(action, '/')+1:]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	left, ok := d.rebootsAfter[method]
+	switch {
+	case !ok:
+		return false
+	case left > 0:
+		d.rebootsAfter[method] = left - 1
+		return false
+	}
+	delete(d.rebootsAfter, method)
+	return true
+}

@@ -481,10 +481,22 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(w, req.messageID, res.fault)
 		return
 	}
-	if res.restart {
+	reboot := !res.restart && d.rebootDue(req.action)
+	if res.restart || reboot {
 		w.Header().Set("Connection", "close")
 	}
 	s.writeEnvelope(w, http.StatusOK, s.header(req, res.action), res.body)
+	if reboot {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		d.mu.Lock()
+		d.revert()
+		d.stats.reboots++
+		d.mu.Unlock()
+		d.restart(s.cfg.CommitDelay, ci.conn)
+		return
+	}
 	if res.restart {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()

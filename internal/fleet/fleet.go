@@ -76,6 +76,12 @@ type Config struct {
 	// Profile serves /debug/pprof/ on the servers' HTTP listeners and on
 	// agents' metrics listeners (ProfileAddrs).
 	Profile bool
+	// Faults is the simulators' fault spec (amtsim --faults), e.g.
+	// "drop=0.05,http500=0.05,reboot=0.01"; none when empty.
+	Faults string
+	// Proxy puts a Proxy the harness owns between each agent and its
+	// server replica (Fleet.Proxies), for partitions.
+	Proxy bool
 	// Server and Agent adjust each process's configuration before it is
 	// written (timings in tests).
 	Server func(*config.Server)
@@ -143,6 +149,9 @@ type Fleet struct {
 	StateAddrs []string
 	// Devices are the fleet's addresses per subnet.
 	Devices [][]netip.Addr
+	// Proxies are the agents' relays to the server, by agent, when
+	// Config.Proxy is set.
+	Proxies []*Proxy
 
 	prov      *provcert.TestPair
 	infra     netip.Addr // next free listener address
@@ -293,6 +302,17 @@ func (f *Fleet) Proc(name string) *Proc {
 // Dir is where binaries, logs and state live.
 func (f *Fleet) Dir() string { return f.dir }
 
+// LogDir holds every process's log, <name>.log.
+func (f *Fleet) LogDir() string { return f.logDir }
+
+// RedisDir holds Redis's files (its append-only file).
+func (f *Fleet) RedisDir() string { return filepath.Join(f.dir, "redis") }
+
+// SiteDir holds the files every server replica shares: site.key (the
+// site key that seals secrets), provisioning.password, the provisioning
+// certificate and its key.
+func (f *Fleet) SiteDir() string { return filepath.Join(f.dir, "site") }
+
 // Redis is a client of the fleet's Redis.
 func (f *Fleet) Redis() *redis.Client { return f.rdb }
 
@@ -352,6 +372,9 @@ func (f *Fleet) Close() error {
 		_ = n.Close()
 	}
 	err := stopAll(f.Procs(), 10*time.Second)
+	for _, p := range f.Proxies {
+		err = errors.Join(err, p.Close())
+	}
 	if f.tempDir {
 		err = errors.Join(err, os.RemoveAll(f.dir))
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,7 +81,9 @@ func (f *Fleet) startServers(ctx context.Context) error {
 		cfg.AMT.Kerberos.Enabled = false // no directory
 		// The auto-provisioning sweep's slots fall on the wall clock (every
 		// 15 min by default); one during a run adds batches of its own.
-		// The fleet measures the Hello path alone.
+		// The fleet measures the Hello path alone: no slot starts during
+		// a run, and the one a start enqueues is awaited before the
+		// inventory exists (waitSweep).
 		cfg.Sweep.Interval = 24 * time.Hour
 		rc := &cfg.AMT.RemoteConfig
 		rc.ChainFile, rc.KeyFile, rc.TrustedDomain = chain, key, Domain
@@ -107,7 +110,29 @@ func (f *Fleet) startServers(ctx context.Context) error {
 			}
 		}
 	}
-	return f.waitServers(ctx)
+	if err := f.waitServers(ctx); err != nil {
+		return err
+	}
+	return f.waitSweep(ctx)
+}
+
+// waitSweep waits until the first replica has run the sweep its start
+// enqueued for the current slot. With no inventory yet it finds nothing;
+// run later, it would start a batch of its own for every device that
+// had sent a Hello, refused as busy (failed jobs) beside their Hello jobs.
+func (f *Fleet) waitSweep(ctx context.Context) error {
+	p := f.Proc("server-0")
+	err := poll(ctx, 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+		if !p.Running() {
+			return false, fmt.Errorf("fleet: %s exited: %s", p.Name, p.LogTail(2000))
+		}
+		tail := p.LogTail(1 << 16)
+		return strings.Contains(tail, `"sweep found nothing to provision"`) || strings.Contains(tail, `"sweep batch started"`), nil
+	})
+	if err != nil {
+		return fmt.Errorf("fleet: %s: startup sweep: %w", p.Name, err)
+	}
+	return nil
 }
 
 func (f *Fleet) profiled(name, addr string) {
@@ -230,6 +255,11 @@ func (f *Fleet) startAgents(ctx context.Context) error {
 		name := "agent-" + itoa(i)
 		cfg := config.DefaultAgent()
 		cfg.Name, cfg.Server, cfg.ServerCAFile = name, f.GRPCAddrs[i%len(f.GRPCAddrs)], f.CAFile
+		if f.cfg.Proxy {
+			if err := f.proxyAgent(&cfg); err != nil {
+				return err
+			}
+		}
 		cfg.StateDir = filepath.Join(f.dir, name)
 		cfg.BootstrapTokenFile = filepath.Join(cfg.StateDir, "bootstrap.token")
 		cfg.Discovery.Interval = 0 // devices announce themselves
@@ -272,6 +302,26 @@ func (f *Fleet) startAgents(ctx context.Context) error {
 	})
 }
 
+// proxyAgent points an agent at a new Proxy to its server, checking the
+// server's certificate for the server's own address.
+func (f *Fleet) proxyAgent(cfg *config.Agent) error {
+	listen, err := f.listenAddr()
+	if err != nil {
+		return err
+	}
+	p, err := NewProxy(listen, cfg.Server)
+	if err != nil {
+		return err
+	}
+	f.Proxies = append(f.Proxies, p)
+	host, _, err := net.SplitHostPort(cfg.Server)
+	if err != nil {
+		return fmt.Errorf("fleet: proxy: %w", err)
+	}
+	cfg.Server, cfg.ServerName = p.Addr, host
+	return nil
+}
+
 // startSimulators runs one amtsim per subnet whose factory devices trust
 // the provisioning root and send their Hellos to that subnet's agent.
 func (f *Fleet) startSimulators(ctx context.Context) error {
@@ -298,6 +348,9 @@ func (f *Fleet) startSimulators(ctx context.Context) error {
 			"--trust-hash", f.prov.RootSHA256, "--trusted-domain", Domain, "--state-addr", state,
 			"--latency", f.cfg.Latency.String(), "--tls-restart", f.cfg.TLSRestart.String(),
 			"--commit-delay", f.cfg.CommitDelay.String(), "--seed", itoa(i + 1)}
+		if f.cfg.Faults != "" {
+			args = append(args, "--faults", f.cfg.Faults)
+		}
 		p := newProc("amtsim-"+itoa(i), KindSimulator, f.logDir, f.bin["amtsim"], args, nil)
 		if err := f.add(p); err != nil {
 			return err

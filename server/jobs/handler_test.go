@@ -488,3 +488,51 @@ func TestFailedJobRevokesAndForgets(t *testing.T) {
 		t.Errorf("the failed job's private key is still sealed in the store: %v", err)
 	}
 }
+
+// cutStore is the real store whose caller goes away right after the
+// device is updated: what an agent's connection cut mid-Complete does
+// to the call's context (make chaos, partition).
+type cutStore struct {
+	*store.Store
+	cut func()
+}
+
+func (c cutStore) UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error) {
+	d, err := c.Store.UpdateDevice(ctx, id, fn)
+	c.cut()
+	return d, err
+}
+
+// A success whose caller goes away half-way is applied whole: device,
+// job and lease. Stopped after the device, it left the device
+// provisioned and the job's marks deleted while the job was neither
+// finished nor off the queue; leased again, it failed against the device
+// it had provisioned.
+func TestCompleteOutlivesItsCaller(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	d := f.device(t, "pc-cut")
+	task := f.task(t, "bc", d, domain.KindProvision)
+	if err := f.prov.Handle(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	_, l := f.leaseOne(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := New(cutStore{Store: f.store, cut: cancel}, f.queue, f.ca, nil, f.prov.cfg, zerolog.Nop())
+	if _, err := p.Complete(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token},
+		Result{Outcome: domain.ResultSucceeded}); err != nil {
+		t.Fatalf("complete: %v", err)
+	}
+	bg := context.Background()
+	j, err := f.store.GetJob(bg, task.BatchID, task.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qj, err := f.queue.Job(bg, l.Subnet, l.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != domain.JobSucceeded || qj.State != "completed" {
+		t.Errorf("job %s, lease %s; want succeeded and completed", j.State, qj.State)
+	}
+}

@@ -55,6 +55,13 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	if _, err := p.queue.Extend(ctx, l.Subnet, l.JobID, l.Token, p.cfg.LeaseTTL); err != nil {
 		return alreadyDone(err)
 	}
+	// The lease is proven: the effects run to their end even if the agent
+	// goes away meanwhile (a cut connection cancels ctx). Stopped half-way
+	// they left the device provisioned and the job's marks deleted while
+	// the job was neither finished nor off the queue, to be leased again
+	// against a device it had provisioned (make chaos, partition).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), effectsTimeout)
+	defer cancel()
 	if discover.IsJobID(l.JobID) {
 		return p.completeDiscover(ctx, log, l, r)
 	}
@@ -99,6 +106,10 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	log.Info().Str("device", job.DeviceID).Str("step", failedStep(r)).Msg("phase 2 failed")
 	return false, nil
 }
+
+// effectsTimeout bounds a result's effects once they no longer follow
+// the caller's context.
+const effectsTimeout = time.Minute
 
 // leasedJob reads the batch job a lease holds; its ID names the batch.
 func (p *Service) leasedJob(ctx context.Context, l domain.LeaseRef) (domain.Job, error) {

@@ -152,6 +152,7 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
 		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs,
+		Forgetter: s.jobs, Claimer: s.batches,
 		// Agents heartbeat every third of the lease TTL: one silent for a
 		// whole TTL has lost its leases, and is offline.
 		AgentOnlineWithin: p2.LeaseTTL})

@@ -128,6 +128,10 @@ func (s *Service) GetDevice(ctx context.Context, req *pb.GetDeviceRequest) (*pb.
 // GetDeviceLog returns a device's newest operations-log events (S11).
 func (s *Service) GetDeviceLog(ctx context.Context, req *pb.GetDeviceLogRequest) (*pb.GetDeviceLogResponse, error) {
 	d, err := s.resolve(ctx, req.GetId())
+	if errors.Is(err, domain.ErrNotFound) {
+		// A deleted device's log is kept: by its ID it is still read.
+		d, err = domain.Device{ID: strings.TrimSpace(req.GetId())}, s.hasLog(ctx, req.GetId(), err)
+	}
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
@@ -144,6 +148,18 @@ func (s *Service) GetDeviceLog(ctx context.Context, req *pb.GetDeviceLogRequest)
 		resp.Events = append(resp.Events, eventToPB(e))
 	}
 	return resp, nil
+}
+
+// hasLog is nil when id has an operations log, else notFound.
+func (s *Service) hasLog(ctx context.Context, id string, notFound error) error {
+	evs, err := s.st.Events(ctx, strings.TrimSpace(id), 1)
+	if err != nil {
+		return err
+	}
+	if len(evs) == 0 {
+		return notFound
+	}
+	return nil
 }
 
 // PutDevices creates devices or updates the fields given. A new device

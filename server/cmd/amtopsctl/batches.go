@@ -279,7 +279,8 @@ devices a removal would touch and changes nothing.`,
 				if dryRun {
 					return a.printTargets(targets)
 				}
-				if err := a.confirm(yes, fmt.Sprintf("remove configuration AND identity from the %d device(s) of collection %s", len(targets), collection)); err != nil {
+				if err := a.confirm(yes, fmt.Sprintf("remove configuration AND identity from the %d device(s) of collection %s", len(targets), collection),
+					" (or --dry-run to see the devices)"); err != nil {
 					return err
 				}
 			}
@@ -338,13 +339,13 @@ func (a *app) printTargets(ds []*pb.Device) error {
 }
 
 // confirm asks on a terminal whether to go ahead with what; off a
-// terminal (scripts) it needs --yes.
-func (a *app) confirm(yes bool, what string) error {
+// terminal (scripts) it needs --yes. hint follows that advice.
+func (a *app) confirm(yes bool, what, hint string) error {
 	if yes {
 		return nil
 	}
 	if !a.tty {
-		return usage("%s: pass --yes to confirm (or --dry-run to see the devices)", what)
+		return usage("%s: pass --yes to confirm%s", what, hint)
 	}
 	fmt.Fprintf(a.stderr, "%s? [y/N] ", what)
 	line, _ := bufio.NewReader(a.stdin).ReadString('\n')

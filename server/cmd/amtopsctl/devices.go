@@ -22,7 +22,7 @@ func (a *app) devicesCmd() *cobra.Command {
 		Aliases: []string{"device", "dev"},
 		Short:   "List and show devices, their operations log, and automatic provisioning",
 	}
-	cmd.AddCommand(a.devicesListCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(),
+	cmd.AddCommand(a.devicesListCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(), a.devicesDeleteCmd(),
 		a.devicesSuppressCmd("suppress-auto", true), a.devicesSuppressCmd("allow-auto", false))
 	return cmd
 }

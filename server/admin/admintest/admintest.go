@@ -54,10 +54,10 @@ type Server struct {
 	// DeviceCA is the CA the job service issues and revokes devices'
 	// certificates with.
 	DeviceCA *builtin.CA
-	Svc     *admin.Service
-	CA      *agentca.CA
-	RDB     redis.UniversalClient
-	Addr    string
+	Svc      *admin.Service
+	CA       *agentca.CA
+	RDB      redis.UniversalClient
+	Addr     string
 	// CAFile holds the CA certificate (PEM) the server's TLS chains to.
 	CAFile string
 	// Operate and Read are tokens of each role.

@@ -62,6 +62,11 @@ type Device struct {
 	IP          netip.Addr        `json:"ip"`
 	Subnet      netip.Prefix      `json:"subnet"`
 	ComputerDN  string            `json:"computer_dn,omitempty"` // Windows computer object in AD
+	// ADAccountDN is the AMT account phase 1 published in AD (S4) and
+	// SPNs the service principal names it registered there (S5); both
+	// empty once a removal deleted the account.
+	ADAccountDN string   `json:"ad_account_dn,omitempty"`
+	SPNs        []string `json:"spns,omitempty"`
 	AMTVersion  string            `json:"amt_version,omitempty"`
 	Status      Status            `json:"status"`
 	State       ProvisioningState `json:"provisioning_state"`

@@ -63,6 +63,7 @@ func deviceToPB(d domain.Device) *pb.Device {
 		Collections: d.Collections, SuppressAutoProvision: d.SuppressAutoProvision, RenamePending: d.RenamePending,
 		LastError: d.LastError, LastErrorStep: d.LastErrorStep, Warnings: d.Warnings,
 		UpdatedAt: ts(d.UpdatedAt), ProvisionedAt: ts(d.ProvisionedAt), ControlMode: d.ControlMode.String(),
+		AdAccountDn: d.ADAccountDN, Spns: d.SPNs,
 	}
 }
 

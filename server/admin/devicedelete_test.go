@@ -37,7 +37,7 @@ func issueFor(t *testing.T, s *admintest.Server, d domain.Device, st domain.Cert
 		if err := s.DeviceCA.Revoke(ctx, iss.Serial, domain.ReasonSuperseded); err != nil {
 			t.Fatal(err)
 		}
-		rec.Reason = domain.ReasonSuperseded
+		rec.Reason, rec.RevokedAt = domain.ReasonSuperseded, iss.NotBefore
 	}
 	if err := s.Store.PutCertificate(ctx, rec); err != nil {
 		t.Fatal(err)

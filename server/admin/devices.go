@@ -122,7 +122,15 @@ func (s *Service) GetDevice(ctx context.Context, req *pb.GetDeviceRequest) (*pb.
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
-	return deviceToPB(d), nil
+	certs, err := s.deviceCerts(ctx, d.ID)
+	if err != nil {
+		return nil, api.ToStatus(err)
+	}
+	out := deviceToPB(d)
+	for _, c := range certs {
+		out.Certificates = append(out.Certificates, certToPB(c))
+	}
+	return out, nil
 }
 
 // GetDeviceLog returns a device's newest operations-log events (S11).

@@ -50,6 +50,30 @@ func fail(t *testing.T, redisAddr, id, step, reason string) {
 	}
 }
 
+// record stores a certificate record and an AD account for a device, as
+// phase 1 would.
+func record(t *testing.T, redisAddr, id, serial string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	st := store.New(rdb, nil, store.Options{Prefix: config.DefaultServer().Redis.KeyPrefix})
+	ctx := context.Background()
+	now := time.Now().UTC()
+	err := st.PutCertificate(ctx, domain.CertificateRecord{Serial: serial, DeviceID: id, Purpose: domain.PurposeServerAuth,
+		Status: domain.CertRevoked, Reason: domain.ReasonSuperseded, RevokedAt: now, Subject: id + ".corp.test",
+		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0), CA: "builtin", Profile: "server-auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.UpdateDevice(ctx, id, func(d *domain.Device) error {
+		d.ADAccountDN, d.SPNs = "CN="+id+",OU=AMT,DC=corp,DC=test", []string{"HTTP/" + id + ".corp.test:16993"}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // browser starts headless Chromium, or skips when it is not installed
 // (fails when AMTOPS_REQUIRE_PEERS asks for every peer).
 func browser(t *testing.T) context.Context {
@@ -233,8 +257,15 @@ func TestBrowser(t *testing.T) {
 		// A failure arriving while the device page is open shows there
 		// without a reload (the hub's event stream), then on the overview
 		// and under the failed filter.
+		record(t, b.Redis, "dev007", "424242")
 		goTo(t, ctx, "#/device/dev007")
 		do(t, ctx, "device dev007", chromedp.WaitVisible(chromedp.CSS("#device-log")))
+		if got := text(t, ctx, "#device-certs"); !strings.Contains(got, "424242") || !strings.Contains(got, "yes (superseded") {
+			t.Fatalf("device certificates: %q", got)
+		}
+		if got := text(t, ctx, "#device table"); !strings.Contains(got, "CN=dev007,OU=AMT") || !strings.Contains(got, "HTTP/dev007.corp.test:16993") {
+			t.Fatalf("device AD account and SPNs: %q", got)
+		}
 		fail(t, b.Redis, "dev007", "S4", "directory: create account: insufficient access rights")
 		poll(t, ctx, `(document.getElementById("device-error") || {}).textContent === "Failed at S4: directory: create account: insufficient access rights"`)
 		shot(t, ctx, dir, "device-failed")

@@ -45,8 +45,15 @@ type Device struct {
 	UpdatedAt             *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	ProvisionedAt         *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
 	ControlMode           string                 `protobuf:"bytes,21,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"` // "acm", "ccm", or empty while not known
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The AMT account phase 1 published in Active Directory, and the SPNs
+	// it registered; empty without a directory or after a removal.
+	AdAccountDn string   `protobuf:"bytes,22,opt,name=ad_account_dn,json=adAccountDn,proto3" json:"ad_account_dn,omitempty"`
+	Spns        []string `protobuf:"bytes,23,rep,name=spns,proto3" json:"spns,omitempty"`
+	// certificates: every certificate the site issued for the device,
+	// newest first (GetDevice only; lists leave it empty).
+	Certificates  []*Certificate `protobuf:"bytes,24,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
@@ -226,6 +233,267 @@ func (x *Device) GetControlMode() string {
 	return ""
 }
 
+func (x *Device) GetAdAccountDn() string {
+	if x != nil {
+		return x.AdAccountDn
+	}
+	return ""
+}
+
+func (x *Device) GetSpns() []string {
+	if x != nil {
+		return x.Spns
+	}
+	return nil
+}
+
+func (x *Device) GetCertificates() []*Certificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// Certificate is the site's record of one certificate issued for a device.
+type Certificate struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Serial   string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"` // decimal
+	DeviceId string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Fqdn     string                 `protobuf:"bytes,3,opt,name=fqdn,proto3" json:"fqdn,omitempty"`       // the name it was issued for
+	Purpose  string                 `protobuf:"bytes,4,opt,name=purpose,proto3" json:"purpose,omitempty"` // server-auth, 8021x, wireless
+	Profile  string                 `protobuf:"bytes,5,opt,name=profile,proto3" json:"profile,omitempty"` // the CA's template
+	Ca       string                 `protobuf:"bytes,6,opt,name=ca,proto3" json:"ca,omitempty"`           // builtin, step-ca
+	// state: requested, issued (not yet on the device), installed, revoked.
+	State            string                 `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	RevocationReason string                 `protobuf:"bytes,8,opt,name=revocation_reason,json=revocationReason,proto3" json:"revocation_reason,omitempty"` // RFC 5280 name, e.g. superseded
+	RevokedAt        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	NotBefore        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter         *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	JobId            string                 `protobuf:"bytes,12,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"` // the job that had it issued
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Certificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Certificate) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Certificate) GetFqdn() string {
+	if x != nil {
+		return x.Fqdn
+	}
+	return ""
+}
+
+func (x *Certificate) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *Certificate) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Certificate) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+func (x *Certificate) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Certificate) GetRevocationReason() string {
+	if x != nil {
+		return x.RevocationReason
+	}
+	return ""
+}
+
+func (x *Certificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Certificate) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *Certificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *Certificate) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListCertificatesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Device string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"` // ID, FQDN or IP; empty: every device
+	// state: issued, installed, revoked, or live (issued or installed);
+	// empty: all.
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Limit         int32  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"` // 0: all
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertificatesRequest) Reset() {
+	*x = ListCertificatesRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertificatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertificatesRequest) ProtoMessage() {}
+
+func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
+func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListCertificatesRequest) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListCertificatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*Certificate         `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertificatesResponse) Reset() {
+	*x = ListCertificatesResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertificatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertificatesResponse) ProtoMessage() {}
+
+func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
+func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
 type ListDevicesRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Subnet     string                 `protobuf:"bytes,1,opt,name=subnet,proto3" json:"subnet,omitempty"`
@@ -247,7 +515,7 @@ type ListDevicesRequest struct {
 
 func (x *ListDevicesRequest) Reset() {
 	*x = ListDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +527,7 @@ func (x *ListDevicesRequest) String() string {
 func (*ListDevicesRequest) ProtoMessage() {}
 
 func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +540,7 @@ func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListDevicesRequest) GetSubnet() string {
@@ -339,7 +607,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +619,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +632,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 type WhoAmIResponse struct {
@@ -378,7 +646,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +658,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +671,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WhoAmIResponse) GetName() string {
@@ -435,7 +703,7 @@ type FleetSummaryRequest struct {
 
 func (x *FleetSummaryRequest) Reset() {
 	*x = FleetSummaryRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +715,7 @@ func (x *FleetSummaryRequest) String() string {
 func (*FleetSummaryRequest) ProtoMessage() {}
 
 func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +728,7 @@ func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetSummaryRequest.ProtoReflect.Descriptor instead.
 func (*FleetSummaryRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 type FleetSummaryResponse struct {
@@ -485,7 +753,7 @@ type FleetSummaryResponse struct {
 
 func (x *FleetSummaryResponse) Reset() {
 	*x = FleetSummaryResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +765,7 @@ func (x *FleetSummaryResponse) String() string {
 func (*FleetSummaryResponse) ProtoMessage() {}
 
 func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +778,7 @@ func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetSummaryResponse.ProtoReflect.Descriptor instead.
 func (*FleetSummaryResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FleetSummaryResponse) GetDevices() int64 {
@@ -593,7 +861,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +873,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +886,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*Device {
@@ -645,7 +913,7 @@ type DeviceReadinessResponse struct {
 
 func (x *DeviceReadinessResponse) Reset() {
 	*x = DeviceReadinessResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +925,7 @@ func (x *DeviceReadinessResponse) String() string {
 func (*DeviceReadinessResponse) ProtoMessage() {}
 
 func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +938,7 @@ func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadinessResponse.ProtoReflect.Descriptor instead.
 func (*DeviceReadinessResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeviceReadinessResponse) GetDevices() []*DeviceReadiness {
@@ -707,7 +975,7 @@ type DeviceReadiness struct {
 
 func (x *DeviceReadiness) Reset() {
 	*x = DeviceReadiness{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +987,7 @@ func (x *DeviceReadiness) String() string {
 func (*DeviceReadiness) ProtoMessage() {}
 
 func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +1000,7 @@ func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadiness.ProtoReflect.Descriptor instead.
 func (*DeviceReadiness) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeviceReadiness) GetId() string {
@@ -815,7 +1083,7 @@ type ReadinessProblem struct {
 
 func (x *ReadinessProblem) Reset() {
 	*x = ReadinessProblem{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1095,7 @@ func (x *ReadinessProblem) String() string {
 func (*ReadinessProblem) ProtoMessage() {}
 
 func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1108,7 @@ func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessProblem.ProtoReflect.Descriptor instead.
 func (*ReadinessProblem) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadinessProblem) GetReason() string {
@@ -866,7 +1134,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1146,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1159,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -910,7 +1178,7 @@ type PutDevicesRequest struct {
 
 func (x *PutDevicesRequest) Reset() {
 	*x = PutDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1190,7 @@ func (x *PutDevicesRequest) String() string {
 func (*PutDevicesRequest) ProtoMessage() {}
 
 func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1203,7 @@ func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesRequest.ProtoReflect.Descriptor instead.
 func (*PutDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PutDevicesRequest) GetDevices() []*Device {
@@ -955,7 +1223,7 @@ type PutDevicesResponse struct {
 
 func (x *PutDevicesResponse) Reset() {
 	*x = PutDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1235,7 @@ func (x *PutDevicesResponse) String() string {
 func (*PutDevicesResponse) ProtoMessage() {}
 
 func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1248,7 @@ func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesResponse.ProtoReflect.Descriptor instead.
 func (*PutDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PutDevicesResponse) GetCreated() int32 {
@@ -1006,7 +1274,7 @@ type DeleteDeviceRequest struct {
 
 func (x *DeleteDeviceRequest) Reset() {
 	*x = DeleteDeviceRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1286,7 @@ func (x *DeleteDeviceRequest) String() string {
 func (*DeleteDeviceRequest) ProtoMessage() {}
 
 func (x *DeleteDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1299,7 @@ func (x *DeleteDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeviceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteDeviceRequest) GetId() string {
@@ -1054,7 +1322,7 @@ type DeleteDeviceResponse struct {
 
 func (x *DeleteDeviceResponse) Reset() {
 	*x = DeleteDeviceResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1334,7 @@ func (x *DeleteDeviceResponse) String() string {
 func (*DeleteDeviceResponse) ProtoMessage() {}
 
 func (x *DeleteDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1347,7 @@ func (x *DeleteDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeviceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteDeviceResponse) GetId() string {
@@ -1127,7 +1395,7 @@ type GetDeviceLogRequest struct {
 
 func (x *GetDeviceLogRequest) Reset() {
 	*x = GetDeviceLogRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1407,7 @@ func (x *GetDeviceLogRequest) String() string {
 func (*GetDeviceLogRequest) ProtoMessage() {}
 
 func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1420,7 @@ func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetDeviceLogRequest) GetId() string {
@@ -1178,7 +1446,7 @@ type GetDeviceLogResponse struct {
 
 func (x *GetDeviceLogResponse) Reset() {
 	*x = GetDeviceLogResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1458,7 @@ func (x *GetDeviceLogResponse) String() string {
 func (*GetDeviceLogResponse) ProtoMessage() {}
 
 func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1471,7 @@ func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetDeviceLogResponse) GetEvents() []*OperationEvent {
@@ -1227,7 +1495,7 @@ type Collection struct {
 
 func (x *Collection) Reset() {
 	*x = Collection{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1507,7 @@ func (x *Collection) String() string {
 func (*Collection) ProtoMessage() {}
 
 func (x *Collection) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1520,7 @@ func (x *Collection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Collection.ProtoReflect.Descriptor instead.
 func (*Collection) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Collection) GetName() string {
@@ -1308,7 +1576,7 @@ type CreateCollectionRequest struct {
 
 func (x *CreateCollectionRequest) Reset() {
 	*x = CreateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1588,7 @@ func (x *CreateCollectionRequest) String() string {
 func (*CreateCollectionRequest) ProtoMessage() {}
 
 func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1601,7 @@ func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*CreateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateCollectionRequest) GetName() string {
@@ -1365,7 +1633,7 @@ type ListCollectionsRequest struct {
 
 func (x *ListCollectionsRequest) Reset() {
 	*x = ListCollectionsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1645,7 @@ func (x *ListCollectionsRequest) String() string {
 func (*ListCollectionsRequest) ProtoMessage() {}
 
 func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1658,7 @@ func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListCollectionsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListCollectionsResponse struct {
@@ -1402,7 +1670,7 @@ type ListCollectionsResponse struct {
 
 func (x *ListCollectionsResponse) Reset() {
 	*x = ListCollectionsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1682,7 @@ func (x *ListCollectionsResponse) String() string {
 func (*ListCollectionsResponse) ProtoMessage() {}
 
 func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1695,7 @@ func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListCollectionsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListCollectionsResponse) GetCollections() []*Collection {
@@ -1448,7 +1716,7 @@ type UpdateCollectionRequest struct {
 
 func (x *UpdateCollectionRequest) Reset() {
 	*x = UpdateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1728,7 @@ func (x *UpdateCollectionRequest) String() string {
 func (*UpdateCollectionRequest) ProtoMessage() {}
 
 func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1741,7 @@ func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateCollectionRequest) GetName() string {
@@ -1506,7 +1774,7 @@ type DeleteCollectionRequest struct {
 
 func (x *DeleteCollectionRequest) Reset() {
 	*x = DeleteCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1786,7 @@ func (x *DeleteCollectionRequest) String() string {
 func (*DeleteCollectionRequest) ProtoMessage() {}
 
 func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1799,7 @@ func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteCollectionRequest) GetName() string {
@@ -1549,7 +1817,7 @@ type DeleteCollectionResponse struct {
 
 func (x *DeleteCollectionResponse) Reset() {
 	*x = DeleteCollectionResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1829,7 @@ func (x *DeleteCollectionResponse) String() string {
 func (*DeleteCollectionResponse) ProtoMessage() {}
 
 func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1842,7 @@ func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 // Rule selects devices by subnet and/or a host-name glob.
@@ -1588,7 +1856,7 @@ type MemberRule struct {
 
 func (x *MemberRule) Reset() {
 	*x = MemberRule{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1868,7 @@ func (x *MemberRule) String() string {
 func (*MemberRule) ProtoMessage() {}
 
 func (x *MemberRule) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1881,7 @@ func (x *MemberRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRule.ProtoReflect.Descriptor instead.
 func (*MemberRule) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemberRule) GetSubnet() string {
@@ -1641,7 +1909,7 @@ type CollectionMembersRequest struct {
 
 func (x *CollectionMembersRequest) Reset() {
 	*x = CollectionMembersRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1921,7 @@ func (x *CollectionMembersRequest) String() string {
 func (*CollectionMembersRequest) ProtoMessage() {}
 
 func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1934,7 @@ func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersRequest.ProtoReflect.Descriptor instead.
 func (*CollectionMembersRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CollectionMembersRequest) GetCollection() string {
@@ -1699,7 +1967,7 @@ type CollectionMembersResponse struct {
 
 func (x *CollectionMembersResponse) Reset() {
 	*x = CollectionMembersResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1979,7 @@ func (x *CollectionMembersResponse) String() string {
 func (*CollectionMembersResponse) ProtoMessage() {}
 
 func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1992,7 @@ func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersResponse.ProtoReflect.Descriptor instead.
 func (*CollectionMembersResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CollectionMembersResponse) GetChanged() int32 {
@@ -1746,7 +2014,7 @@ type ImportDevicesRequest struct {
 
 func (x *ImportDevicesRequest) Reset() {
 	*x = ImportDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2026,7 @@ func (x *ImportDevicesRequest) String() string {
 func (*ImportDevicesRequest) ProtoMessage() {}
 
 func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2039,7 @@ func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ImportDevicesRequest) GetCollection() string {
@@ -1807,7 +2075,7 @@ type ImportDevicesResponse struct {
 
 func (x *ImportDevicesResponse) Reset() {
 	*x = ImportDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +2087,7 @@ func (x *ImportDevicesResponse) String() string {
 func (*ImportDevicesResponse) ProtoMessage() {}
 
 func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +2100,7 @@ func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ImportDevicesResponse) GetCreated() int32 {
@@ -1879,7 +2147,7 @@ type StartBatchRequest struct {
 
 func (x *StartBatchRequest) Reset() {
 	*x = StartBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2159,7 @@ func (x *StartBatchRequest) String() string {
 func (*StartBatchRequest) ProtoMessage() {}
 
 func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2172,7 @@ func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBatchRequest.ProtoReflect.Descriptor instead.
 func (*StartBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StartBatchRequest) GetKind() JobKind {
@@ -1970,7 +2238,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2250,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2263,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Batch) GetId() string {
@@ -2098,7 +2366,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2378,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2391,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetBatchRequest) GetId() string {
@@ -2142,7 +2410,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2422,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2435,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListBatchesRequest) GetLimit() int32 {
@@ -2186,7 +2454,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2466,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2479,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -2233,7 +2501,7 @@ type ListBatchJobsRequest struct {
 
 func (x *ListBatchJobsRequest) Reset() {
 	*x = ListBatchJobsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2513,7 @@ func (x *ListBatchJobsRequest) String() string {
 func (*ListBatchJobsRequest) ProtoMessage() {}
 
 func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2526,7 @@ func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBatchJobsRequest) GetBatchId() string {
@@ -2304,7 +2572,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2584,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2597,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Job) GetId() string {
@@ -2391,7 +2659,7 @@ type ListBatchJobsResponse struct {
 
 func (x *ListBatchJobsResponse) Reset() {
 	*x = ListBatchJobsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2671,7 @@ func (x *ListBatchJobsResponse) String() string {
 func (*ListBatchJobsResponse) ProtoMessage() {}
 
 func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2684,7 @@ func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBatchJobsResponse) GetJobs() []*Job {
@@ -2443,7 +2711,7 @@ type SetAutoProvisionSuppressedRequest struct {
 
 func (x *SetAutoProvisionSuppressedRequest) Reset() {
 	*x = SetAutoProvisionSuppressedRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2723,7 @@ func (x *SetAutoProvisionSuppressedRequest) String() string {
 func (*SetAutoProvisionSuppressedRequest) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2736,7 @@ func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use SetAutoProvisionSuppressedRequest.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetAutoProvisionSuppressedRequest) GetDeviceIds() []string {
@@ -2494,7 +2762,7 @@ type SetAutoProvisionSuppressedResponse struct {
 
 func (x *SetAutoProvisionSuppressedResponse) Reset() {
 	*x = SetAutoProvisionSuppressedResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2774,7 @@ func (x *SetAutoProvisionSuppressedResponse) String() string {
 func (*SetAutoProvisionSuppressedResponse) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2787,7 @@ func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SetAutoProvisionSuppressedResponse.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetAutoProvisionSuppressedResponse) GetChanged() int32 {
@@ -2538,7 +2806,7 @@ type BeginRenameRequest struct {
 
 func (x *BeginRenameRequest) Reset() {
 	*x = BeginRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2818,7 @@ func (x *BeginRenameRequest) String() string {
 func (*BeginRenameRequest) ProtoMessage() {}
 
 func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2831,7 @@ func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRenameRequest.ProtoReflect.Descriptor instead.
 func (*BeginRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BeginRenameRequest) GetDeviceIds() []string {
@@ -2583,7 +2851,7 @@ type CompleteRenameRequest struct {
 
 func (x *CompleteRenameRequest) Reset() {
 	*x = CompleteRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2863,7 @@ func (x *CompleteRenameRequest) String() string {
 func (*CompleteRenameRequest) ProtoMessage() {}
 
 func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2876,7 @@ func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRenameRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CompleteRenameRequest) GetDeviceId() string {
@@ -2633,7 +2901,7 @@ type SweepNowRequest struct {
 
 func (x *SweepNowRequest) Reset() {
 	*x = SweepNowRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2913,7 @@ func (x *SweepNowRequest) String() string {
 func (*SweepNowRequest) ProtoMessage() {}
 
 func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2926,7 @@ func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepNowRequest.ProtoReflect.Descriptor instead.
 func (*SweepNowRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type CreateEnrollmentTokenRequest struct {
@@ -2671,7 +2939,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2683,7 +2951,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2696,7 +2964,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetSubnets() []string {
@@ -2723,7 +2991,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +3003,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +3016,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -2783,7 +3051,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +3063,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +3076,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Agent) GetId() string {
@@ -2877,7 +3145,7 @@ type AuthorizeAgentRequest struct {
 
 func (x *AuthorizeAgentRequest) Reset() {
 	*x = AuthorizeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3157,7 @@ func (x *AuthorizeAgentRequest) String() string {
 func (*AuthorizeAgentRequest) ProtoMessage() {}
 
 func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3170,7 @@ func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeAgentRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AuthorizeAgentRequest) GetAgentId() string {
@@ -2928,7 +3196,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3208,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3221,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2971,7 +3239,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3251,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3264,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 type ListAgentsRequest struct {
@@ -3007,7 +3275,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3287,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3300,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type ListAgentsResponse struct {
@@ -3044,7 +3312,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3324,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3337,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -3090,7 +3358,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3370,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3383,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AdminToken) GetName() string {
@@ -3149,7 +3417,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3429,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3442,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -3201,7 +3469,7 @@ type CreateAdminTokenResponse struct {
 
 func (x *CreateAdminTokenResponse) Reset() {
 	*x = CreateAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3481,7 @@ func (x *CreateAdminTokenResponse) String() string {
 func (*CreateAdminTokenResponse) ProtoMessage() {}
 
 func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3494,7 @@ func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateAdminTokenResponse) GetToken() string {
@@ -3251,7 +3519,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[53]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3531,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[53]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3544,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 type ListAdminTokensResponse struct {
@@ -3288,7 +3556,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[54]
+	mi := &file_amtops_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3300,7 +3568,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[54]
+	mi := &file_amtops_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3313,7 +3581,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
@@ -3332,7 +3600,7 @@ type RevokeAdminTokenRequest struct {
 
 func (x *RevokeAdminTokenRequest) Reset() {
 	*x = RevokeAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[55]
+	mi := &file_amtops_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3612,7 @@ func (x *RevokeAdminTokenRequest) String() string {
 func (*RevokeAdminTokenRequest) ProtoMessage() {}
 
 func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[55]
+	mi := &file_amtops_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3625,7 @@ func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RevokeAdminTokenRequest) GetName() string {
@@ -3375,7 +3643,7 @@ type RevokeAdminTokenResponse struct {
 
 func (x *RevokeAdminTokenResponse) Reset() {
 	*x = RevokeAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[56]
+	mi := &file_amtops_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3387,7 +3655,7 @@ func (x *RevokeAdminTokenResponse) String() string {
 func (*RevokeAdminTokenResponse) ProtoMessage() {}
 
 func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[56]
+	mi := &file_amtops_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3400,7 +3668,7 @@ func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 type IssueAdminCertificateRequest struct {
@@ -3414,7 +3682,7 @@ type IssueAdminCertificateRequest struct {
 
 func (x *IssueAdminCertificateRequest) Reset() {
 	*x = IssueAdminCertificateRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[57]
+	mi := &file_amtops_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3694,7 @@ func (x *IssueAdminCertificateRequest) String() string {
 func (*IssueAdminCertificateRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[57]
+	mi := &file_amtops_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3707,7 @@ func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *IssueAdminCertificateRequest) GetName() string {
@@ -3474,7 +3742,7 @@ type IssueAdminCertificateResponse struct {
 
 func (x *IssueAdminCertificateResponse) Reset() {
 	*x = IssueAdminCertificateResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[58]
+	mi := &file_amtops_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3754,7 @@ func (x *IssueAdminCertificateResponse) String() string {
 func (*IssueAdminCertificateResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[58]
+	mi := &file_amtops_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3767,7 @@ func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
@@ -3527,7 +3795,7 @@ var File_amtops_v1_admin_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x05\n" +
+	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x06\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1b\n" +
@@ -3554,7 +3822,32 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
 	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x12!\n" +
-	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\"\xf9\x01\n" +
+	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\x12\"\n" +
+	"\rad_account_dn\x18\x16 \x01(\tR\vadAccountDn\x12\x12\n" +
+	"\x04spns\x18\x17 \x03(\tR\x04spns\x12:\n" +
+	"\fcertificates\x18\x18 \x03(\v2\x16.amtops.v1.CertificateR\fcertificates\"\xa3\x03\n" +
+	"\vCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x12\n" +
+	"\x04fqdn\x18\x03 \x01(\tR\x04fqdn\x12\x18\n" +
+	"\apurpose\x18\x04 \x01(\tR\apurpose\x12\x18\n" +
+	"\aprofile\x18\x05 \x01(\tR\aprofile\x12\x0e\n" +
+	"\x02ca\x18\x06 \x01(\tR\x02ca\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12+\n" +
+	"\x11revocation_reason\x18\b \x01(\tR\x10revocationReason\x129\n" +
+	"\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
+	"\n" +
+	"not_before\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x15\n" +
+	"\x06job_id\x18\f \x01(\tR\x05jobId\"]\n" +
+	"\x17ListCertificatesRequest\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\"V\n" +
+	"\x18ListCertificatesResponse\x12:\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x16.amtops.v1.CertificateR\fcertificates\"\xf9\x01\n" +
 	"\x12ListDevicesRequest\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.amtops.v1.DeviceStatusR\x06status\x12\x1e\n" +
@@ -3812,7 +4105,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueAdminCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
-	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xc1\x15\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\x9e\x16\n" +
 	"\fAdminService\x12O\n" +
 	"\fFleetSummary\x12\x1e.amtops.v1.FleetSummaryRequest\x1a\x1f.amtops.v1.FleetSummaryResponse\x12=\n" +
 	"\x06WhoAmI\x12\x18.amtops.v1.WhoAmIRequest\x1a\x19.amtops.v1.WhoAmIResponse\x12L\n" +
@@ -3821,7 +4114,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PutDevices\x12\x1c.amtops.v1.PutDevicesRequest\x1a\x1d.amtops.v1.PutDevicesResponse\x12O\n" +
 	"\fGetDeviceLog\x12\x1e.amtops.v1.GetDeviceLogRequest\x1a\x1f.amtops.v1.GetDeviceLogResponse\x12O\n" +
-	"\fDeleteDevice\x12\x1e.amtops.v1.DeleteDeviceRequest\x1a\x1f.amtops.v1.DeleteDeviceResponse\x12T\n" +
+	"\fDeleteDevice\x12\x1e.amtops.v1.DeleteDeviceRequest\x1a\x1f.amtops.v1.DeleteDeviceResponse\x12[\n" +
+	"\x10ListCertificates\x12\".amtops.v1.ListCertificatesRequest\x1a#.amtops.v1.ListCertificatesResponse\x12T\n" +
 	"\x0fDeviceReadiness\x12\x1d.amtops.v1.ListDevicesRequest\x1a\".amtops.v1.DeviceReadinessResponse\x12M\n" +
 	"\x10CreateCollection\x12\".amtops.v1.CreateCollectionRequest\x1a\x15.amtops.v1.Collection\x12X\n" +
 	"\x0fListCollections\x12!.amtops.v1.ListCollectionsRequest\x1a\".amtops.v1.ListCollectionsResponse\x12M\n" +
@@ -3865,187 +4159,197 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
-	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
-	(*WhoAmIRequest)(nil),                      // 2: amtops.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                     // 3: amtops.v1.WhoAmIResponse
-	(*FleetSummaryRequest)(nil),                // 4: amtops.v1.FleetSummaryRequest
-	(*FleetSummaryResponse)(nil),               // 5: amtops.v1.FleetSummaryResponse
-	(*ListDevicesResponse)(nil),                // 6: amtops.v1.ListDevicesResponse
-	(*DeviceReadinessResponse)(nil),            // 7: amtops.v1.DeviceReadinessResponse
-	(*DeviceReadiness)(nil),                    // 8: amtops.v1.DeviceReadiness
-	(*ReadinessProblem)(nil),                   // 9: amtops.v1.ReadinessProblem
-	(*GetDeviceRequest)(nil),                   // 10: amtops.v1.GetDeviceRequest
-	(*PutDevicesRequest)(nil),                  // 11: amtops.v1.PutDevicesRequest
-	(*PutDevicesResponse)(nil),                 // 12: amtops.v1.PutDevicesResponse
-	(*DeleteDeviceRequest)(nil),                // 13: amtops.v1.DeleteDeviceRequest
-	(*DeleteDeviceResponse)(nil),               // 14: amtops.v1.DeleteDeviceResponse
-	(*GetDeviceLogRequest)(nil),                // 15: amtops.v1.GetDeviceLogRequest
-	(*GetDeviceLogResponse)(nil),               // 16: amtops.v1.GetDeviceLogResponse
-	(*Collection)(nil),                         // 17: amtops.v1.Collection
-	(*CreateCollectionRequest)(nil),            // 18: amtops.v1.CreateCollectionRequest
-	(*ListCollectionsRequest)(nil),             // 19: amtops.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil),            // 20: amtops.v1.ListCollectionsResponse
-	(*UpdateCollectionRequest)(nil),            // 21: amtops.v1.UpdateCollectionRequest
-	(*DeleteCollectionRequest)(nil),            // 22: amtops.v1.DeleteCollectionRequest
-	(*DeleteCollectionResponse)(nil),           // 23: amtops.v1.DeleteCollectionResponse
-	(*MemberRule)(nil),                         // 24: amtops.v1.MemberRule
-	(*CollectionMembersRequest)(nil),           // 25: amtops.v1.CollectionMembersRequest
-	(*CollectionMembersResponse)(nil),          // 26: amtops.v1.CollectionMembersResponse
-	(*ImportDevicesRequest)(nil),               // 27: amtops.v1.ImportDevicesRequest
-	(*ImportDevicesResponse)(nil),              // 28: amtops.v1.ImportDevicesResponse
-	(*StartBatchRequest)(nil),                  // 29: amtops.v1.StartBatchRequest
-	(*Batch)(nil),                              // 30: amtops.v1.Batch
-	(*GetBatchRequest)(nil),                    // 31: amtops.v1.GetBatchRequest
-	(*ListBatchesRequest)(nil),                 // 32: amtops.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),                // 33: amtops.v1.ListBatchesResponse
-	(*ListBatchJobsRequest)(nil),               // 34: amtops.v1.ListBatchJobsRequest
-	(*Job)(nil),                                // 35: amtops.v1.Job
-	(*ListBatchJobsResponse)(nil),              // 36: amtops.v1.ListBatchJobsResponse
-	(*SetAutoProvisionSuppressedRequest)(nil),  // 37: amtops.v1.SetAutoProvisionSuppressedRequest
-	(*SetAutoProvisionSuppressedResponse)(nil), // 38: amtops.v1.SetAutoProvisionSuppressedResponse
-	(*BeginRenameRequest)(nil),                 // 39: amtops.v1.BeginRenameRequest
-	(*CompleteRenameRequest)(nil),              // 40: amtops.v1.CompleteRenameRequest
-	(*SweepNowRequest)(nil),                    // 41: amtops.v1.SweepNowRequest
-	(*CreateEnrollmentTokenRequest)(nil),       // 42: amtops.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),      // 43: amtops.v1.CreateEnrollmentTokenResponse
-	(*Agent)(nil),                              // 44: amtops.v1.Agent
-	(*AuthorizeAgentRequest)(nil),              // 45: amtops.v1.AuthorizeAgentRequest
-	(*RevokeAgentRequest)(nil),                 // 46: amtops.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),                // 47: amtops.v1.RevokeAgentResponse
-	(*ListAgentsRequest)(nil),                  // 48: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 49: amtops.v1.ListAgentsResponse
-	(*AdminToken)(nil),                         // 50: amtops.v1.AdminToken
-	(*CreateAdminTokenRequest)(nil),            // 51: amtops.v1.CreateAdminTokenRequest
-	(*CreateAdminTokenResponse)(nil),           // 52: amtops.v1.CreateAdminTokenResponse
-	(*ListAdminTokensRequest)(nil),             // 53: amtops.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),            // 54: amtops.v1.ListAdminTokensResponse
-	(*RevokeAdminTokenRequest)(nil),            // 55: amtops.v1.RevokeAdminTokenRequest
-	(*RevokeAdminTokenResponse)(nil),           // 56: amtops.v1.RevokeAdminTokenResponse
-	(*IssueAdminCertificateRequest)(nil),       // 57: amtops.v1.IssueAdminCertificateRequest
-	(*IssueAdminCertificateResponse)(nil),      // 58: amtops.v1.IssueAdminCertificateResponse
-	nil,                                        // 59: amtops.v1.FleetSummaryResponse.ByStatusEntry
-	nil,                                        // 60: amtops.v1.FleetSummaryResponse.ByControlModeEntry
-	nil,                                        // 61: amtops.v1.FleetSummaryResponse.ByGenerationEntry
-	nil,                                        // 62: amtops.v1.FleetSummaryResponse.BlockersEntry
-	nil,                                        // 63: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 64: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 65: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 66: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 67: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 68: amtops.v1.JobKind
+	(*Certificate)(nil),                        // 1: amtops.v1.Certificate
+	(*ListCertificatesRequest)(nil),            // 2: amtops.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),           // 3: amtops.v1.ListCertificatesResponse
+	(*ListDevicesRequest)(nil),                 // 4: amtops.v1.ListDevicesRequest
+	(*WhoAmIRequest)(nil),                      // 5: amtops.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                     // 6: amtops.v1.WhoAmIResponse
+	(*FleetSummaryRequest)(nil),                // 7: amtops.v1.FleetSummaryRequest
+	(*FleetSummaryResponse)(nil),               // 8: amtops.v1.FleetSummaryResponse
+	(*ListDevicesResponse)(nil),                // 9: amtops.v1.ListDevicesResponse
+	(*DeviceReadinessResponse)(nil),            // 10: amtops.v1.DeviceReadinessResponse
+	(*DeviceReadiness)(nil),                    // 11: amtops.v1.DeviceReadiness
+	(*ReadinessProblem)(nil),                   // 12: amtops.v1.ReadinessProblem
+	(*GetDeviceRequest)(nil),                   // 13: amtops.v1.GetDeviceRequest
+	(*PutDevicesRequest)(nil),                  // 14: amtops.v1.PutDevicesRequest
+	(*PutDevicesResponse)(nil),                 // 15: amtops.v1.PutDevicesResponse
+	(*DeleteDeviceRequest)(nil),                // 16: amtops.v1.DeleteDeviceRequest
+	(*DeleteDeviceResponse)(nil),               // 17: amtops.v1.DeleteDeviceResponse
+	(*GetDeviceLogRequest)(nil),                // 18: amtops.v1.GetDeviceLogRequest
+	(*GetDeviceLogResponse)(nil),               // 19: amtops.v1.GetDeviceLogResponse
+	(*Collection)(nil),                         // 20: amtops.v1.Collection
+	(*CreateCollectionRequest)(nil),            // 21: amtops.v1.CreateCollectionRequest
+	(*ListCollectionsRequest)(nil),             // 22: amtops.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil),            // 23: amtops.v1.ListCollectionsResponse
+	(*UpdateCollectionRequest)(nil),            // 24: amtops.v1.UpdateCollectionRequest
+	(*DeleteCollectionRequest)(nil),            // 25: amtops.v1.DeleteCollectionRequest
+	(*DeleteCollectionResponse)(nil),           // 26: amtops.v1.DeleteCollectionResponse
+	(*MemberRule)(nil),                         // 27: amtops.v1.MemberRule
+	(*CollectionMembersRequest)(nil),           // 28: amtops.v1.CollectionMembersRequest
+	(*CollectionMembersResponse)(nil),          // 29: amtops.v1.CollectionMembersResponse
+	(*ImportDevicesRequest)(nil),               // 30: amtops.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil),              // 31: amtops.v1.ImportDevicesResponse
+	(*StartBatchRequest)(nil),                  // 32: amtops.v1.StartBatchRequest
+	(*Batch)(nil),                              // 33: amtops.v1.Batch
+	(*GetBatchRequest)(nil),                    // 34: amtops.v1.GetBatchRequest
+	(*ListBatchesRequest)(nil),                 // 35: amtops.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),                // 36: amtops.v1.ListBatchesResponse
+	(*ListBatchJobsRequest)(nil),               // 37: amtops.v1.ListBatchJobsRequest
+	(*Job)(nil),                                // 38: amtops.v1.Job
+	(*ListBatchJobsResponse)(nil),              // 39: amtops.v1.ListBatchJobsResponse
+	(*SetAutoProvisionSuppressedRequest)(nil),  // 40: amtops.v1.SetAutoProvisionSuppressedRequest
+	(*SetAutoProvisionSuppressedResponse)(nil), // 41: amtops.v1.SetAutoProvisionSuppressedResponse
+	(*BeginRenameRequest)(nil),                 // 42: amtops.v1.BeginRenameRequest
+	(*CompleteRenameRequest)(nil),              // 43: amtops.v1.CompleteRenameRequest
+	(*SweepNowRequest)(nil),                    // 44: amtops.v1.SweepNowRequest
+	(*CreateEnrollmentTokenRequest)(nil),       // 45: amtops.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),      // 46: amtops.v1.CreateEnrollmentTokenResponse
+	(*Agent)(nil),                              // 47: amtops.v1.Agent
+	(*AuthorizeAgentRequest)(nil),              // 48: amtops.v1.AuthorizeAgentRequest
+	(*RevokeAgentRequest)(nil),                 // 49: amtops.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),                // 50: amtops.v1.RevokeAgentResponse
+	(*ListAgentsRequest)(nil),                  // 51: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 52: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 53: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 54: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 55: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 56: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 57: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 58: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 59: amtops.v1.RevokeAdminTokenResponse
+	(*IssueAdminCertificateRequest)(nil),       // 60: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 61: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 62: amtops.v1.FleetSummaryResponse.ByStatusEntry
+	nil,                                        // 63: amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	nil,                                        // 64: amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	nil,                                        // 65: amtops.v1.FleetSummaryResponse.BlockersEntry
+	nil,                                        // 66: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 67: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 68: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 69: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 70: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 71: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	64, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	65, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	66, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	66, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	64, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
-	59, // 5: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
-	60, // 6: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
-	61, // 7: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
-	62, // 8: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
-	66, // 9: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
-	0,  // 10: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
-	8,  // 11: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
-	66, // 12: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
-	9,  // 13: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
-	0,  // 14: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	67, // 15: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	66, // 16: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
-	24, // 17: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
-	17, // 18: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
-	24, // 19: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	68, // 20: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	68, // 21: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	66, // 22: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	63, // 23: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
-	30, // 24: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	68, // 25: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
-	35, // 26: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	66, // 27: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	66, // 28: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	66, // 29: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	44, // 30: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	66, // 31: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
-	50, // 32: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
-	50, // 33: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	66, // 34: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
-	4,  // 35: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
-	2,  // 36: amtops.v1.AdminService.WhoAmI:input_type -> amtops.v1.WhoAmIRequest
-	1,  // 37: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	10, // 38: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	11, // 39: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	15, // 40: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	13, // 41: amtops.v1.AdminService.DeleteDevice:input_type -> amtops.v1.DeleteDeviceRequest
-	1,  // 42: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
-	18, // 43: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	19, // 44: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	21, // 45: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	22, // 46: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	25, // 47: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	25, // 48: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	27, // 49: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
-	29, // 50: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	31, // 51: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	32, // 52: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
-	31, // 53: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	31, // 54: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	34, // 55: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	37, // 56: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	39, // 57: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	40, // 58: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	41, // 59: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	42, // 60: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	45, // 61: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	45, // 62: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	46, // 63: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
-	48, // 64: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	51, // 65: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	53, // 66: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	55, // 67: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	57, // 68: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
-	5,  // 69: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
-	3,  // 70: amtops.v1.AdminService.WhoAmI:output_type -> amtops.v1.WhoAmIResponse
-	6,  // 71: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 72: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	12, // 73: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	16, // 74: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	14, // 75: amtops.v1.AdminService.DeleteDevice:output_type -> amtops.v1.DeleteDeviceResponse
-	7,  // 76: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
-	17, // 77: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	20, // 78: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	17, // 79: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	23, // 80: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	26, // 81: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	26, // 82: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	28, // 83: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	30, // 84: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	30, // 85: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	33, // 86: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	30, // 87: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	30, // 88: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	36, // 89: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	38, // 90: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	30, // 91: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	30, // 92: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	30, // 93: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	43, // 94: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	44, // 95: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	44, // 96: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
-	47, // 97: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
-	49, // 98: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	52, // 99: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	54, // 100: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	56, // 101: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	58, // 102: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
-	69, // [69:103] is the sub-list for method output_type
-	35, // [35:69] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	67, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	68, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	69, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	69, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: amtops.v1.Device.certificates:type_name -> amtops.v1.Certificate
+	69, // 5: amtops.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	69, // 6: amtops.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	69, // 7: amtops.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 8: amtops.v1.ListCertificatesResponse.certificates:type_name -> amtops.v1.Certificate
+	67, // 9: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	62, // 10: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
+	63, // 11: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	64, // 12: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	65, // 13: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
+	69, // 14: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
+	11, // 16: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
+	69, // 17: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
+	12, // 18: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
+	0,  // 19: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
+	70, // 20: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	69, // 21: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	27, // 22: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
+	20, // 23: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
+	27, // 24: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
+	71, // 25: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	71, // 26: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	69, // 27: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	66, // 28: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	33, // 29: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
+	71, // 30: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	38, // 31: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
+	69, // 32: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 33: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	69, // 34: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	47, // 35: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
+	69, // 36: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	53, // 37: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	53, // 38: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	69, // 39: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	7,  // 40: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
+	5,  // 41: amtops.v1.AdminService.WhoAmI:input_type -> amtops.v1.WhoAmIRequest
+	4,  // 42: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	13, // 43: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	14, // 44: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	18, // 45: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	16, // 46: amtops.v1.AdminService.DeleteDevice:input_type -> amtops.v1.DeleteDeviceRequest
+	2,  // 47: amtops.v1.AdminService.ListCertificates:input_type -> amtops.v1.ListCertificatesRequest
+	4,  // 48: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
+	21, // 49: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	22, // 50: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	24, // 51: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	25, // 52: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	28, // 53: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	28, // 54: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	30, // 55: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	32, // 56: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	34, // 57: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	35, // 58: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	34, // 59: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	34, // 60: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	37, // 61: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	40, // 62: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	42, // 63: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	43, // 64: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	44, // 65: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	45, // 66: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	48, // 67: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	48, // 68: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	49, // 69: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
+	51, // 70: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	54, // 71: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	56, // 72: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	58, // 73: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	60, // 74: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	8,  // 75: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
+	6,  // 76: amtops.v1.AdminService.WhoAmI:output_type -> amtops.v1.WhoAmIResponse
+	9,  // 77: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 78: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	15, // 79: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	19, // 80: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	17, // 81: amtops.v1.AdminService.DeleteDevice:output_type -> amtops.v1.DeleteDeviceResponse
+	3,  // 82: amtops.v1.AdminService.ListCertificates:output_type -> amtops.v1.ListCertificatesResponse
+	10, // 83: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
+	20, // 84: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	23, // 85: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	20, // 86: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	26, // 87: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	29, // 88: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	29, // 89: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	31, // 90: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	33, // 91: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	33, // 92: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	36, // 93: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	33, // 94: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	33, // 95: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	39, // 96: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	41, // 97: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	33, // 98: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	33, // 99: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	33, // 100: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	46, // 101: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	47, // 102: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	47, // 103: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
+	50, // 104: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
+	52, // 105: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	55, // 106: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	57, // 107: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	59, // 108: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	61, // 109: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	75, // [75:110] is the sub-list for method output_type
+	40, // [40:75] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_admin_proto_init() }
@@ -4054,14 +4358,14 @@ func file_amtops_v1_admin_proto_init() {
 		return
 	}
 	file_amtops_v1_common_proto_init()
-	file_amtops_v1_admin_proto_msgTypes[21].OneofWrappers = []any{}
+	file_amtops_v1_admin_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   64,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

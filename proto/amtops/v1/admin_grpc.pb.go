@@ -26,6 +26,7 @@ const (
 	AdminService_PutDevices_FullMethodName                 = "/amtops.v1.AdminService/PutDevices"
 	AdminService_GetDeviceLog_FullMethodName               = "/amtops.v1.AdminService/GetDeviceLog"
 	AdminService_DeleteDevice_FullMethodName               = "/amtops.v1.AdminService/DeleteDevice"
+	AdminService_ListCertificates_FullMethodName           = "/amtops.v1.AdminService/ListCertificates"
 	AdminService_DeviceReadiness_FullMethodName            = "/amtops.v1.AdminService/DeviceReadiness"
 	AdminService_CreateCollection_FullMethodName           = "/amtops.v1.AdminService/CreateCollection"
 	AdminService_ListCollections_FullMethodName            = "/amtops.v1.AdminService/ListCollections"
@@ -85,6 +86,9 @@ type AdminServiceClient interface {
 	// log, which is kept. It refuses a device a job is working on, and a
 	// provisioned one (remove its provisioning information first).
 	DeleteDevice(ctx context.Context, in *DeleteDeviceRequest, opts ...grpc.CallOption) (*DeleteDeviceResponse, error)
+	// ListCertificates lists the certificates the site issued for devices,
+	// filtered by device and by state, newest first.
+	ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error)
 	// DeviceReadiness tells, per device the filter selects, whether remote
 	// configuration can activate it and why not (from its last Hello and the
 	// loaded provisioning certificate).
@@ -207,6 +211,16 @@ func (c *adminServiceClient) DeleteDevice(ctx context.Context, in *DeleteDeviceR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteDeviceResponse)
 	err := c.cc.Invoke(ctx, AdminService_DeleteDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCertificatesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListCertificates_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -522,6 +536,9 @@ type AdminServiceServer interface {
 	// log, which is kept. It refuses a device a job is working on, and a
 	// provisioned one (remove its provisioning information first).
 	DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error)
+	// ListCertificates lists the certificates the site issued for devices,
+	// filtered by device and by state, newest first.
+	ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error)
 	// DeviceReadiness tells, per device the filter selects, whether remote
 	// configuration can activate it and why not (from its last Hello and the
 	// loaded provisioning certificate).
@@ -600,6 +617,9 @@ func (UnimplementedAdminServiceServer) GetDeviceLog(context.Context, *GetDeviceL
 }
 func (UnimplementedAdminServiceServer) DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteDevice not implemented")
+}
+func (UnimplementedAdminServiceServer) ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListCertificates not implemented")
 }
 func (UnimplementedAdminServiceServer) DeviceReadiness(context.Context, *ListDevicesRequest) (*DeviceReadinessResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeviceReadiness not implemented")
@@ -825,6 +845,24 @@ func _AdminService_DeleteDevice_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).DeleteDevice(ctx, req.(*DeleteDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListCertificates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCertificatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListCertificates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListCertificates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListCertificates(ctx, req.(*ListCertificatesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1342,6 +1380,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteDevice",
 			Handler:    _AdminService_DeleteDevice_Handler,
+		},
+		{
+			MethodName: "ListCertificates",
+			Handler:    _AdminService_ListCertificates_Handler,
 		},
 		{
 			MethodName: "DeviceReadiness",

@@ -193,7 +193,10 @@ func (a *app) resolveDevice(cmd *cobra.Command, arg string) (*pb.Device, error) 
 	case lerr != nil:
 		return nil, err
 	case len(all) == 1:
-		return all[0], nil
+		// Lists leave out what only GetDevice reads (certificates).
+		return call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Device, error) {
+			return c.GetDevice(ctx, &pb.GetDeviceRequest{Id: all[0].GetId()})
+		})
 	case len(all) > 1:
 		var names []string
 		for _, m := range all {
@@ -219,13 +222,23 @@ func (a *app) devicesShowCmd() *cobra.Command {
 			if a.structured() {
 				return a.printData(v)
 			}
-			return a.keyValues(
+			certs := ""
+			if a.output == "csv" {
+				certs = certSummary(v.Certificates)
+			}
+			err = a.keyValues(
 				"ID", v.ID, "UUID", v.UUID, "FQDN", v.FQDN, "IP", v.IP, "Subnet", v.Subnet, "Status", v.Status,
 				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Control mode", v.ControlMode, "Link", v.Link, "AMT version", v.AMTVersion,
 				"Computer DN", v.ComputerDN, "Collections", strings.Join(v.Collections, ", "),
 				"Auto-provisioning", map[bool]string{true: "suppressed", false: "allowed"}[v.SuppressAutoProvision],
 				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+v.LastError),
-				"Warnings", strings.Join(v.Warnings, "; "), "Updated", v.UpdatedAt, "Provisioned", v.ProvisionedAt)
+				"Warnings", strings.Join(v.Warnings, "; "), "Updated", v.UpdatedAt, "Provisioned", v.ProvisionedAt,
+				"AD account", v.ADAccountDN, "SPNs", strings.Join(v.SPNs, ", "), "Certificates", certs)
+			if err != nil || a.output == "csv" || len(v.Certificates) == 0 {
+				return err
+			}
+			fmt.Fprintln(a.stdout, "\nCertificates:")
+			return a.certTable(v.Certificates)
 		},
 	}
 }
@@ -297,4 +310,18 @@ func (a *app) devicesSuppressCmd(name string, suppress bool) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// certSummary is the certificates in one field (devices show -o csv):
+// serial, purpose, state, expiry.
+func certSummary(cs []deviceCertView) string {
+	var lines []string
+	for _, c := range cs {
+		st := c.State
+		if c.Revoked && c.Reason != "" {
+			st += " (" + c.Reason + ")"
+		}
+		lines = append(lines, c.Serial+" "+c.Purpose+" "+st+" until "+c.NotAfter)
+	}
+	return strings.Join(lines, "; ")
 }

@@ -41,6 +41,10 @@ type deviceView struct {
 	UpdatedAt             string   `json:"updated_at,omitempty"`
 	ProvisionedAt         string   `json:"provisioned_at,omitempty"`
 	ControlMode           string   `json:"control_mode,omitempty"`
+	ADAccountDN           string   `json:"ad_account_dn,omitempty"`
+	SPNs                  []string `json:"spns,omitempty"`
+	// Certificates only in devices show (the list does not read them).
+	Certificates []deviceCertView `json:"certificates,omitempty"`
 }
 
 type eventView struct {
@@ -171,7 +175,16 @@ func viewDevice(d *pb.Device) deviceView {
 		Link: linkName(d.GetLink()), AMTVersion: d.GetAmtVersion(), ComputerDN: d.GetComputerDn(), Collections: cols,
 		SuppressAutoProvision: d.GetSuppressAutoProvision(), RenamePending: d.GetRenamePending(), LastError: d.GetLastError(),
 		LastErrorStep: d.GetLastErrorStep(), Warnings: d.GetWarnings(), UpdatedAt: tsString(d.GetUpdatedAt()),
-		ProvisionedAt: tsString(d.GetProvisionedAt()), ControlMode: d.GetControlMode()}
+		ProvisionedAt: tsString(d.GetProvisionedAt()), ControlMode: d.GetControlMode(), ADAccountDN: d.GetAdAccountDn(),
+		SPNs: d.GetSpns(), Certificates: certViews(d.GetCertificates())}
+}
+
+func certViews(cs []*pb.Certificate) []deviceCertView {
+	var out []deviceCertView
+	for _, c := range cs {
+		out = append(out, viewDeviceCert(c))
+	}
+	return out
 }
 
 func viewEvent(e *pb.OperationEvent) eventView {

@@ -269,6 +269,7 @@ pages.device = async (main, id) => {
     const rows = [["ID", d.id], ["UUID", d.uuid], ["FQDN", d.fqdn], ["IP", d.ip], ["Subnet", d.subnet],
       ["Status", shortStatus(d.status)], ["Control mode", d.controlMode || "—"], ["AMT version", d.amtVersion || "—"],
       ["Provisioning state", d.provisioningState], ["AD computer", d.computerDn || "—"],
+      ["AMT account in AD", d.adAccountDn || "—"], ["SPNs", (d.spns || []).join(", ") || "—"],
       ["Collections", (d.collections || []).join(", ") || "—"], ["Auto-provisioning", d.suppressAutoProvision ? "suppressed" : "allowed"],
       ["Provisioned", when(d.provisionedAt)], ["Updated", when(d.updatedAt)]];
     fill(box, h("h1", {}, d.fqdn || d.id),
@@ -279,6 +280,13 @@ pages.device = async (main, id) => {
         op("Provision", () => startBatch({ kind: "JOB_KIND_PROVISION", deviceIds: [d.id] })),
         op("Update", () => startBatch({ kind: "JOB_KIND_UPDATE", deviceIds: [d.id] })),
         op("Remove configuration", () => startBatch({ kind: "JOB_KIND_REMOVE_CONFIG", deviceIds: [d.id] }))),
+      h("h2", {}, "Certificates"),
+      (d.certificates || []).length === 0 ? h("p", { class: "muted" }, "The site has issued no certificate for this device.") :
+        h("table", { id: "device-certs" }, h("tr", {}, ["Serial", "Purpose", "Profile", "Not after", "Installed", "Revoked"].map((t) => h("th", {}, t))),
+          d.certificates.map((c) => h("tr", { class: c.state === "revoked" ? "muted" : "" },
+            h("td", {}, c.serial), h("td", {}, c.purpose), h("td", {}, c.profile), h("td", {}, when(c.notAfter)),
+            h("td", {}, c.state === "installed" ? "yes" : "no"),
+            h("td", {}, c.state === "revoked" ? "yes (" + (c.revocationReason || "?") + ", " + when(c.revokedAt) + ")" : "no")))),
       h("h2", {}, "Operation log (both phases)"),
       h("table", { id: "device-log" }, h("tr", {}, ["Time", "Phase", "Step", "Outcome", "Detail", "Actor", "Job"].map((t) => h("th", {}, t))),
         (log.events || []).map((e) => h("tr", { class: /FAIL/.test(e.outcome) ? "failed-row" : "" },

@@ -55,18 +55,18 @@ const (
 // Device is one AMT-capable computer. ID is the AMT UUID when known,
 // otherwise an ID derived from the address until discovery learns the UUID.
 type Device struct {
-	ID          string            `json:"id"`
-	UUID        string            `json:"uuid,omitempty"`
-	HostName    string            `json:"host_name"`
-	Domain      string            `json:"domain"`
-	IP          netip.Addr        `json:"ip"`
-	Subnet      netip.Prefix      `json:"subnet"`
-	ComputerDN  string            `json:"computer_dn,omitempty"` // Windows computer object in AD
+	ID         string       `json:"id"`
+	UUID       string       `json:"uuid,omitempty"`
+	HostName   string       `json:"host_name"`
+	Domain     string       `json:"domain"`
+	IP         netip.Addr   `json:"ip"`
+	Subnet     netip.Prefix `json:"subnet"`
+	ComputerDN string       `json:"computer_dn,omitempty"` // Windows computer object in AD
 	// ADAccountDN is the AMT account phase 1 published in AD (S4) and
 	// SPNs the service principal names it registered there (S5); both
 	// empty once a removal deleted the account.
-	ADAccountDN string   `json:"ad_account_dn,omitempty"`
-	SPNs        []string `json:"spns,omitempty"`
+	ADAccountDN string            `json:"ad_account_dn,omitempty"`
+	SPNs        []string          `json:"spns,omitempty"`
 	AMTVersion  string            `json:"amt_version,omitempty"`
 	Status      Status            `json:"status"`
 	State       ProvisioningState `json:"provisioning_state"`

@@ -40,6 +40,7 @@ import (
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
 	"github.com/amtops/amtops/internal/profiling"
+	"github.com/amtops/amtops/internal/version"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -538,7 +539,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	inflight, ttl := a.inflight, a.ttl
 	a.mu.Unlock()
 	sent := time.Now()
-	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency)}
+	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency), AgentVersion: version.String()}
 	byID := map[string]*heldJob{}
 	for _, h := range held {
 		req.Leases = append(req.Leases, h.ref)

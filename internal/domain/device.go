@@ -268,11 +268,26 @@ type Agent struct {
 	CertSerial    string         `json:"cert_serial,omitempty"`
 	LastHeartbeat time.Time      `json:"last_heartbeat,omitzero"`
 	EnrolledAt    time.Time      `json:"enrolled_at"`
+	// Version is the agent's build: from enrollment, then from each
+	// heartbeat.
+	Version string `json:"version,omitempty"`
 	// InFlight and Capacity are what the agent reported in its last
-	// heartbeat: jobs running and the most it runs at once. Kept beside
-	// the record (store.RecordLoad), not in it.
-	InFlight int `json:"-"`
-	Capacity int `json:"-"`
+	// heartbeat: jobs running and the most it runs at once; Address is
+	// where that heartbeat came from. Kept beside the record
+	// (store.RecordLoad), not in it.
+	InFlight int    `json:"-"`
+	Capacity int    `json:"-"`
+	Address  string `json:"-"`
+	// Hellos counts the Hellos the agent reported (store.CountHellos).
+	Hellos int64 `json:"-"`
+}
+
+// AgentLoad is what one heartbeat tells of its agent.
+type AgentLoad struct {
+	InFlight int    `json:"in"`
+	Capacity int    `json:"cap"`
+	Version  string `json:"v,omitempty"`
+	Address  string `json:"addr,omitempty"`
 }
 
 // Authorized reports whether the agent may act for subnet.

@@ -142,7 +142,7 @@ func jobToPB(j domain.Job) *pb.Job {
 
 func agentToPB(a domain.Agent) *pb.Agent {
 	out := &pb.Agent{Id: a.ID, Name: a.Name, LastHeartbeat: ts(a.LastHeartbeat), EnrolledAt: ts(a.EnrolledAt),
-		JobsInFlight: int32(a.InFlight), Capacity: int32(a.Capacity)}
+		JobsInFlight: int32(a.InFlight), Capacity: int32(a.Capacity), Version: a.Version, Address: a.Address, HellosReceived: a.Hellos}
 	for _, s := range a.Subnets {
 		out.Subnets = append(out.Subnets, s.String())
 	}

@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,24 @@ func record(t *testing.T, redisAddr, id, serial string) {
 		return nil
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// agentWith stores an agent that heartbeats now, as the API would record it.
+func agentWith(t *testing.T, redisAddr, id, version, addr string, hellos int) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	st := store.New(rdb, nil, store.Options{Prefix: config.DefaultServer().Redis.KeyPrefix})
+	ctx := context.Background()
+	if err := st.PutAgent(ctx, domain.Agent{ID: id, Name: id, LastHeartbeat: time.Now(), Subnets: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RecordLoad(ctx, id, domain.AgentLoad{InFlight: 1, Capacity: 64, Version: version, Address: addr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CountHellos(ctx, id, hellos); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -274,6 +293,11 @@ func TestBrowser(t *testing.T) {
 		do(t, ctx, "failed link", chromedp.Click(chromedp.CSS("#overview .error a")))
 		poll(t, ctx, `document.querySelectorAll("#device-table .device-link").length === 1 && `+firstDevice+` === "dev007"`)
 		shot(t, ctx, dir, "devices-failed")
+
+		agentWith(t, b.Redis, "lab-agent", "v7.1.0", "127.0.0.1:40404", 33)
+		goTo(t, ctx, "#/agents")
+		poll(t, ctx, `/lab-agent\tv7\.1\.0\t127\.0\.0\.1:40404\t10\.20\.0\.0\/24\t.*\tonline\t1 of 64\t33\t/.test(document.getElementById("agent-table").innerText)`)
+		shot(t, ctx, dir, "agents")
 
 		goTo(t, ctx, "#/batches")
 		do(t, ctx, "start batch",

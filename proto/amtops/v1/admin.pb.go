@@ -3043,10 +3043,16 @@ type Agent struct {
 	// online: a heartbeat within the server's online window (a few long polls).
 	Online bool `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
 	// From the agent's last heartbeat: jobs running, and the most it runs.
-	JobsInFlight  int32 `protobuf:"varint,7,opt,name=jobs_in_flight,json=jobsInFlight,proto3" json:"jobs_in_flight,omitempty"`
-	Capacity      int32 `protobuf:"varint,8,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JobsInFlight int32 `protobuf:"varint,7,opt,name=jobs_in_flight,json=jobsInFlight,proto3" json:"jobs_in_flight,omitempty"`
+	Capacity     int32 `protobuf:"varint,8,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// version is the agent's build from its last heartbeat (or enrollment);
+	// address the network address its last heartbeat came from.
+	Version string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	Address string `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
+	// hellos_received counts the Hellos the agent reported since it enrolled.
+	HellosReceived int64 `protobuf:"varint,11,opt,name=hellos_received,json=hellosReceived,proto3" json:"hellos_received,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -3131,6 +3137,27 @@ func (x *Agent) GetJobsInFlight() int32 {
 func (x *Agent) GetCapacity() int32 {
 	if x != nil {
 		return x.Capacity
+	}
+	return 0
+}
+
+func (x *Agent) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Agent) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Agent) GetHellosReceived() int64 {
+	if x != nil {
+		return x.HellosReceived
 	}
 	return 0
 }
@@ -4060,7 +4087,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dCreateEnrollmentTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x9f\x02\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xfc\x02\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -4070,7 +4097,11 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"enrolledAt\x12\x16\n" +
 	"\x06online\x18\x06 \x01(\bR\x06online\x12$\n" +
 	"\x0ejobs_in_flight\x18\a \x01(\x05R\fjobsInFlight\x12\x1a\n" +
-	"\bcapacity\x18\b \x01(\x05R\bcapacity\"L\n" +
+	"\bcapacity\x18\b \x01(\x05R\bcapacity\x12\x18\n" +
+	"\aversion\x18\t \x01(\tR\aversion\x12\x18\n" +
+	"\aaddress\x18\n" +
+	" \x01(\tR\aaddress\x12'\n" +
+	"\x0fhellos_received\x18\v \x01(\x03R\x0ehellosReceived\"L\n" +
 	"\x15AuthorizeAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\asubnets\x18\x02 \x03(\tR\asubnets\"/\n" +

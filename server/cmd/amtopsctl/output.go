@@ -106,6 +106,11 @@ type agentView struct {
 	Online        bool     `json:"online"`
 	LastHeartbeat string   `json:"last_heartbeat,omitempty"`
 	EnrolledAt    string   `json:"enrolled_at,omitempty"`
+	Version       string   `json:"version,omitempty"`
+	Address       string   `json:"address,omitempty"`
+	JobsInFlight  int32    `json:"jobs_in_flight"`
+	Capacity      int32    `json:"capacity"`
+	Hellos        int64    `json:"hellos_received"`
 }
 
 type tokenView struct {
@@ -218,7 +223,9 @@ func viewAgent(ag *pb.Agent) agentView {
 	if subnets == nil {
 		subnets = []string{}
 	}
-	return agentView{ID: ag.GetId(), Name: ag.GetName(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
+	return agentView{ID: ag.GetId(), Name: ag.GetName(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()),
+		EnrolledAt: tsString(ag.GetEnrolledAt()), Version: ag.GetVersion(), Address: ag.GetAddress(),
+		JobsInFlight: ag.GetJobsInFlight(), Capacity: ag.GetCapacity(), Hellos: ag.GetHellosReceived()}
 }
 
 func viewToken(t *pb.AdminToken) tokenView {

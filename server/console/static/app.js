@@ -426,12 +426,13 @@ pages.agents = async (main) => {
   const subnets = h("input", { placeholder: "subnets for a new agent" });
   const load = async () => {
     const list = await api("GET", "agents");
-    fill(table, h("tr", {}, ["Agent", "Subnets", "Last heartbeat", "Online", "Jobs in flight", "Enrolled", ""].map((t) => h("th", {}, t))),
+    fill(table, h("tr", {}, ["Agent", "Version", "Address", "Subnets", "Last heartbeat", "Online", "Jobs in flight", "Hellos received", "Enrolled", ""].map((t) => h("th", {}, t))),
       (list.agents || []).map((a) => {
         const sn = h("input", { placeholder: "subnet", size: 16 });
-        return h("tr", {}, h("td", {}, a.name || a.id), h("td", {}, (a.subnets || []).join(", ")), h("td", {}, when(a.lastHeartbeat)),
+        return h("tr", {}, h("td", { title: a.id }, a.name || a.id), h("td", {}, a.version || "—"), h("td", {}, a.address || "—"),
+          h("td", {}, (a.subnets || []).join(", ")), h("td", {}, when(a.lastHeartbeat)),
           h("td", { class: a.online ? "ok" : "error" }, a.online ? "online" : "offline"),
-          h("td", {}, (a.jobsInFlight || 0) + " of " + (a.capacity || 0)), h("td", {}, when(a.enrolledAt)),
+          h("td", {}, (a.jobsInFlight || 0) + " of " + (a.capacity || 0)), h("td", {}, a.hellosReceived || 0), h("td", {}, when(a.enrolledAt)),
           h("td", {}, sn,
             op("Authorise", async () => { await api("POST", "agents/" + enc(a.id) + "/authorize", { subnets: [sn.value] }); await load(); }), " ",
             op("Unauthorise", async () => { await api("POST", "agents/" + enc(a.id) + "/unauthorize", { subnets: [sn.value] }); await load(); }), " ",

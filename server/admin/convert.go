@@ -137,7 +137,7 @@ func batchToPB(b domain.Batch) *pb.Batch {
 
 func jobToPB(j domain.Job) *pb.Job {
 	return &pb.Job{Id: j.ID, DeviceId: j.DeviceID, Kind: wire.Kind(j.Kind), State: string(j.State),
-		Attempts: int32(j.Attempts), LastError: j.LastError, ErrorStep: j.ErrorStep}
+		Attempts: int32(j.Attempts), Phase2Attempts: int32(j.Phase2Attempts), LastError: j.LastError, ErrorStep: j.ErrorStep}
 }
 
 func agentToPB(a domain.Agent) *pb.Agent {

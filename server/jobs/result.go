@@ -62,6 +62,13 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	if err != nil {
 		return false, err
 	}
+	qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
+	if err != nil {
+		return false, err
+	}
+	if err := p.store.NotePhase2Attempts(ctx, job.BatchID, job.ID, qj.Attempts); err != nil {
+		return false, err
+	}
 	if r.Outcome == domain.ResultSucceeded {
 		if err := p.succeed(ctx, agentID, job, r); err != nil {
 			return false, err
@@ -71,10 +78,6 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 		}
 		log.Info().Str("device", job.DeviceID).Msg("phase 2 succeeded")
 		return false, nil
-	}
-	qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
-	if err != nil {
-		return false, err
 	}
 	final := r.Outcome != domain.ResultFailed || qj.Attempts >= p.cfg.MaxAttempts
 	if err := p.recordFailure(ctx, agentID, job, r, final, qj.Attempts); err != nil {
@@ -296,6 +299,9 @@ func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []stri
 		kind := domain.JobKind("")
 		if j, err := p.store.GetJob(ctx, batch, id); err == nil {
 			kind = j.Kind
+		}
+		if err := p.store.NotePhase2Attempts(ctx, batch, id, p.cfg.MaxAttempts); err != nil {
+			errs = append(errs, err)
 		}
 		if err := p.finish(ctx, kind, batch, id, domain.JobFailed, "lease",
 			"lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {

@@ -2558,16 +2558,19 @@ func (x *ListBatchJobsRequest) GetCursor() string {
 }
 
 type Job struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Kind          JobKind                `protobuf:"varint,3,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	Attempts      int32                  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	LastError     string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	ErrorStep     string                 `protobuf:"bytes,7,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Kind      JobKind                `protobuf:"varint,3,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
+	State     string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Attempts  int32                  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"` // phase 1's
+	LastError string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	ErrorStep string                 `protobuf:"bytes,7,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
+	// phase2_attempts: the leases phase 2 had used at the job's last
+	// report, as the operations log's "attempt N" counts them.
+	Phase2Attempts int32 `protobuf:"varint,8,opt,name=phase2_attempts,json=phase2Attempts,proto3" json:"phase2_attempts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -2647,6 +2650,13 @@ func (x *Job) GetErrorStep() string {
 		return x.ErrorStep
 	}
 	return ""
+}
+
+func (x *Job) GetPhase2Attempts() int32 {
+	if x != nil {
+		return x.Phase2Attempts
+	}
+	return 0
 }
 
 type ListBatchJobsResponse struct {
@@ -4050,7 +4060,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
-	"\x06cursor\x18\x04 \x01(\tR\x06cursor\"\xca\x01\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\"\xf3\x01\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12&\n" +
@@ -4060,7 +4070,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1d\n" +
 	"\n" +
-	"error_step\x18\a \x01(\tR\terrorStep\"\\\n" +
+	"error_step\x18\a \x01(\tR\terrorStep\x12'\n" +
+	"\x0fphase2_attempts\x18\b \x01(\x05R\x0ephase2Attempts\"\\\n" +
 	"\x15ListBatchJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.amtops.v1.JobR\x04jobs\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -456,8 +457,12 @@ func (a *app) jobsCmd() *cobra.Command {
 	var jobLimit int
 	show := &cobra.Command{
 		Use:   "show BATCH",
-		Short: "Show a batch and each device's job",
-		Args:  exactArgs("BATCH"),
+		Short: "Show a batch and each device's job, by FQDN",
+		Long: `show prints a batch and each device's job, by FQDN (-o wide adds the device
+ID). ATTEMPTS counts phase 1's attempts and, once phase 2 has run, phase 2's
+after a '+': "1+5" is the fifth phase-2 attempt, as the operations log's
+"attempt 5 failed" counts.`,
+		Args: exactArgs("BATCH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.GetBatch(ctx, &pb.GetBatchRequest{Id: args[0]})
@@ -492,9 +497,20 @@ func (a *app) jobsCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(a.stdout)
-			t := a.newTable("DEVICE", "FQDN", "STATE", "ATTEMPTS", "STEP", "ERROR")
+			header := []string{"DEVICE", "STATE", "ATTEMPTS", "STEP", "ERROR"}
+			if a.output == "wide" {
+				header = append(header, "ID")
+			}
+			t := a.newTable(header...)
+			slices.SortStableFunc(jobs, func(x, y jobView) int {
+				return strings.Compare(strings.ToLower(x.device()), strings.ToLower(y.device()))
+			})
 			for _, j := range jobs {
-				t.row(j.DeviceID, j.FQDN, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, summarize(j.LastError))
+				row := []string{j.device(), j.State, j.attempts(), j.ErrorStep, summarize(j.LastError)}
+				if a.output == "wide" {
+					row = append(row, j.DeviceID)
+				}
+				t.row(row...)
 			}
 			if err := t.flush(); err != nil {
 				return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -89,15 +90,29 @@ type batchView struct {
 }
 
 type jobView struct {
-	ID        string `json:"id"`
-	DeviceID  string `json:"device_id"`
-	FQDN      string `json:"fqdn,omitempty"`
-	Kind      string `json:"kind"`
-	State     string `json:"state"`
-	Attempts  int32  `json:"attempts"`
-	ErrorStep string `json:"error_step,omitempty"`
-	LastError string `json:"last_error,omitempty"`
+	ID       string `json:"id"`
+	DeviceID string `json:"device_id"`
+	FQDN     string `json:"fqdn,omitempty"`
+	Kind     string `json:"kind"`
+	State    string `json:"state"`
+	Attempts int32  `json:"attempts"`
+	// Phase2Attempts counts as the operations log's "attempt N" does.
+	Phase2Attempts int32  `json:"phase2_attempts"`
+	ErrorStep      string `json:"error_step,omitempty"`
+	LastError      string `json:"last_error,omitempty"`
 }
+
+// attempts is the ATTEMPTS cell: phase 1's, then phase 2's after a "+"
+// once phase 2 has run ("1+5": phase 2's fifth attempt, as the log says).
+func (j jobView) attempts() string {
+	if j.Phase2Attempts == 0 {
+		return fmt.Sprint(j.Attempts)
+	}
+	return fmt.Sprintf("%d+%d", j.Attempts, j.Phase2Attempts)
+}
+
+// device is how a job's device is named in tables: its FQDN, else its ID.
+func (j jobView) device() string { return cmp.Or(j.FQDN, j.DeviceID) }
 
 type agentView struct {
 	ID            string   `json:"id"`
@@ -215,7 +230,7 @@ func viewBatch(b *pb.Batch) batchView {
 
 func viewJob(j *pb.Job) jobView {
 	return jobView{ID: j.GetId(), DeviceID: j.GetDeviceId(), Kind: kindName(j.GetKind()), State: j.GetState(),
-		Attempts: j.GetAttempts(), ErrorStep: j.GetErrorStep(), LastError: j.GetLastError()}
+		Attempts: j.GetAttempts(), Phase2Attempts: j.GetPhase2Attempts(), ErrorStep: j.GetErrorStep(), LastError: j.GetLastError()}
 }
 
 func viewAgent(ag *pb.Agent) agentView {

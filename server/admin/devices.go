@@ -96,7 +96,8 @@ func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (
 // listDevices is one page of the devices req's filter selects.
 func (s *Service) listDevices(ctx context.Context, req *pb.ListDevicesRequest) (domain.DevicePage, error) {
 	f := domain.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor(),
-		Query: strings.TrimSpace(req.GetQuery()), Generation: strings.TrimSpace(req.GetGeneration()), Failed: req.GetFailed()}
+		Query: strings.TrimSpace(req.GetQuery()), Generation: strings.TrimSpace(req.GetGeneration()), Failed: req.GetFailed(),
+		Suppressed: req.GetSuppressed()}
 	var err error
 	if f.Status, err = statusFrom("status", req.GetStatus()); err != nil {
 		return domain.DevicePage{}, err

@@ -294,6 +294,19 @@ func TestBrowser(t *testing.T) {
 		poll(t, ctx, `document.querySelectorAll("#device-table .device-link").length === 1 && `+firstDevice+` === "dev007"`)
 		shot(t, ctx, dir, "devices-failed")
 
+		// A collection's page lists its suppressed members; Allow lifts it.
+		b.MustCall(t, b.Operate, "POST", "/api/v1/collections", `{"name":"lab","autoProvision":true}`, nil)
+		b.MustCall(t, b.Operate, "POST", "/api/v1/collections/lab/members", `{"deviceIds":["dev003","dev004"]}`, nil)
+		b.MustCall(t, b.Operate, "POST", "/api/v1/auto-provision/suppressed", `{"deviceIds":["dev004","dev005"],"suppressed":true}`, nil)
+		goTo(t, ctx, "#/collections")
+		do(t, ctx, "open collection", chromedp.WaitVisible(chromedp.CSS(".collection-link")), chromedp.Click(chromedp.CSS(".collection-link")),
+			chromedp.WaitVisible(chromedp.CSS("#suppressed-table")))
+		if got := text(t, ctx, "#suppressed-table"); !strings.Contains(got, "dev004") || strings.Contains(got, "dev003") || strings.Contains(got, "dev005") {
+			t.Fatalf("suppressed members: %q", got)
+		}
+		shot(t, ctx, dir, "collection")
+		do(t, ctx, "allow", chromedp.Click(chromedp.CSS("#suppressed-table button")), chromedp.WaitVisible(chromedp.CSS("#no-suppressed")))
+
 		agentWith(t, b.Redis, "lab-agent", "v7.1.0", "127.0.0.1:40404", 33)
 		goTo(t, ctx, "#/agents")
 		poll(t, ctx, `/lab-agent\tv7\.1\.0\t127\.0\.0\.1:40404\t10\.20\.0\.0\/24\t.*\tonline\t1 of 64\t33\t/.test(document.getElementById("agent-table").innerText)`)

@@ -508,7 +508,11 @@ type ListDevicesRequest struct {
 	// whose version is not known.
 	Generation string `protobuf:"bytes,7,opt,name=generation,proto3" json:"generation,omitempty"`
 	// failed selects devices whose last operation failed.
-	Failed        bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
+	Failed bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
+	// suppressed selects devices kept from automatic provisioning
+	// (devices suppress-auto); with collection, a collection's suppressed
+	// members.
+	Suppressed    bool `protobuf:"varint,9,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +599,13 @@ func (x *ListDevicesRequest) GetGeneration() string {
 func (x *ListDevicesRequest) GetFailed() bool {
 	if x != nil {
 		return x.Failed
+	}
+	return false
+}
+
+func (x *ListDevicesRequest) GetSuppressed() bool {
+	if x != nil {
+		return x.Suppressed
 	}
 	return false
 }
@@ -3884,7 +3895,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"V\n" +
 	"\x18ListCertificatesResponse\x12:\n" +
-	"\fcertificates\x18\x01 \x03(\v2\x16.amtops.v1.CertificateR\fcertificates\"\xf9\x01\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x16.amtops.v1.CertificateR\fcertificates\"\x99\x02\n" +
 	"\x12ListDevicesRequest\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.amtops.v1.DeviceStatusR\x06status\x12\x1e\n" +
@@ -3897,7 +3908,10 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\a \x01(\tR\n" +
 	"generation\x12\x16\n" +
-	"\x06failed\x18\b \x01(\bR\x06failed\"\x0f\n" +
+	"\x06failed\x18\b \x01(\bR\x06failed\x12\x1e\n" +
+	"\n" +
+	"suppressed\x18\t \x01(\bR\n" +
+	"suppressed\"\x0f\n" +
 	"\rWhoAmIRequest\"J\n" +
 	"\x0eWhoAmIResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +

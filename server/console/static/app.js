@@ -403,7 +403,7 @@ pages.collections = async (main) => {
   const load = async () => {
     const list = await api("GET", "collections");
     fill(table, h("tr", {}, ["Name", "Description", "Members", "Rules", "Auto-provisioning", ""].map((t) => h("th", {}, t))),
-      (list.collections || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.description),
+      (list.collections || []).map((c) => h("tr", {}, h("td", {}, h("a", { href: "#/collection/" + enc(c.name), class: "collection-link" }, c.name)), h("td", {}, c.description),
         h("td", {}, h("a", { href: "#/devices?collection=" + enc(c.name) }, c.members || 0)),
         h("td", {}, (c.rules || []).map((r) => [r.subnet, r.namePattern].filter(Boolean).join(" ")).join("; ") || "—"),
         h("td", {}, c.autoProvision ? "on " : "off ",
@@ -415,7 +415,40 @@ pages.collections = async (main) => {
     h("form", { class: "inline" }, name, desc, h("label", {}, auto, " auto-provision"),
       op("Create", async () => { await api("POST", "collections", { name: name.value, description: desc.value, autoProvision: auto.checked }); await load(); })),
     table,
-    h("p", { class: "muted" }, "Devices kept from auto-provisioning show \"suppressed\" on their device page."));
+    h("p", { class: "muted" }, "A collection's page lists the members kept from auto-provisioning (suppressed)."));
+  await load();
+};
+
+// ---- one collection: its fields and its suppressed members
+pages.collection = async (main, name) => {
+  const box = h("div", { id: "collection" });
+  main.append(box);
+  const load = async () => {
+    const c = ((await api("GET", "collections")).collections || []).find((x) => x.name === name);
+    if (!c) throw new Error("no collection " + name);
+    const sup = [];
+    let cursor = "";
+    do { // every page: a collection rarely keeps many devices from sweeps
+      const q = new URLSearchParams({ collection: name, suppressed: "true", limit: "500" });
+      if (cursor) q.set("cursor", cursor);
+      const page = await api("GET", "devices?" + q.toString());
+      sup.push(...(page.devices || []));
+      cursor = page.nextCursor;
+    } while (cursor);
+    fill(box, h("h1", {}, "Collection " + c.name),
+      h("table", {}, [["Description", c.description || "—"], ["Members", h("a", { href: "#/devices?collection=" + enc(c.name) }, c.members || 0)],
+        ["Rules", (c.rules || []).map((r) => [r.subnet, r.namePattern].filter(Boolean).join(" ")).join("; ") || "—"],
+        ["Auto-provisioning", c.autoProvision ? "on" : "off"], ["Created", when(c.createdAt)]]
+        .map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
+      h("h2", {}, "Suppressed members (" + sup.length + ")"),
+      h("p", { class: "muted" }, "Automatic provisioning leaves these alone although the collection has it on."),
+      sup.length === 0 ? h("p", { id: "no-suppressed" }, "None.") :
+        h("table", { id: "suppressed-table" }, h("tr", {}, ["Device", "FQDN", "Status", ""].map((t) => h("th", {}, t))),
+          sup.map((d) => h("tr", {}, h("td", {}, h("a", { href: "#/device/" + enc(d.id) }, d.id)), h("td", {}, d.fqdn), h("td", {}, shortStatus(d.status)),
+            h("td", {}, op("Allow auto-provisioning", async () => {
+              await api("POST", "auto-provision/suppressed", { deviceIds: [d.id], suppressed: false }); await load();
+            }))))));
+  };
   await load();
 };
 

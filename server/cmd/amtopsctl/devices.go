@@ -22,7 +22,7 @@ func (a *app) devicesCmd() *cobra.Command {
 		Aliases: []string{"device", "dev"},
 		Short:   "List and show devices, their operations log, and automatic provisioning",
 	}
-	cmd.AddCommand(a.devicesListCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(), a.devicesDeleteCmd(),
+	cmd.AddCommand(a.devicesListCmd(), a.devicesSearchCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(), a.devicesDeleteCmd(),
 		a.devicesSuppressCmd("suppress-auto", true), a.devicesSuppressCmd("allow-auto", false))
 	return cmd
 }
@@ -32,15 +32,38 @@ func (a *app) devicesCmd() *cobra.Command {
 const statusFailed = "failed"
 
 func (a *app) devicesListCmd() *cobra.Command {
-	var subnet, statusFlag, collection, name string
+	return a.deviceListing("list", "List devices, filtered by subnet, status, collection, name or search text, sorted by FQDN",
+		`  amtopsctl devices list --status failed
+  amtopsctl devices list --name 'pc-0-*' -o csv
+  amtopsctl devices list --query 10.0.5. --generation 16`)
+}
+
+// devicesSearchCmd is devices list --query TEXT.
+func (a *app) devicesSearchCmd() *cobra.Command {
+	return a.deviceListing("search TEXT", "Find devices whose ID, host name, FQDN, IP address or UUID contains TEXT (any case)",
+		`  amtopsctl devices search pc-0-01
+  amtopsctl devices search 8c4f --status provisioned`)
+}
+
+// deviceListing is devices list, and devices search (whose one argument
+// is the --query).
+func (a *app) deviceListing(use, short, example string) *cobra.Command {
+	var subnet, statusFlag, collection, name, query, generation string
 	var limit int
+	search := strings.HasPrefix(use, "search")
+	args := exactArgs()
+	if search {
+		args = exactArgs("TEXT")
+	}
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List devices, filtered by subnet, status, collection or name, sorted by FQDN",
-		Example: `  amtopsctl devices list --status failed
-  amtopsctl devices list --name 'pc-0-*' -o csv`,
-		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    args,
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			if search {
+				query = pos[0]
+			}
 			var st pb.DeviceStatus
 			if statusFlag != statusFailed {
 				var err error
@@ -54,12 +77,10 @@ func (a *app) devicesListCmd() *cobra.Command {
 			if limit < 0 {
 				return usage("--limit %d: must not be negative", limit)
 			}
-			// Filters the server does not know make the limit apply after them.
-			clientFilter := statusFlag == statusFailed || name != ""
-			devices, err := a.listDevices(cmd, &pb.ListDevicesRequest{Subnet: subnet, Status: st, Collection: collection},
-				func(d *pb.Device) bool {
-					return (statusFlag != statusFailed || d.GetLastError() != "") && matchName(d, name)
-				}, limit, clientFilter)
+			// The name glob is matched here; the limit then applies after it.
+			devices, err := a.listDevices(cmd, &pb.ListDevicesRequest{Subnet: subnet, Status: st, Collection: collection,
+				Failed: statusFlag == statusFailed, Query: query, Generation: generation},
+				func(d *pb.Device) bool { return matchName(d, name) }, limit, name != "")
 			if err != nil {
 				return err
 			}
@@ -102,6 +123,10 @@ func (a *app) devicesListCmd() *cobra.Command {
 		" ("+statusFailed+": the last operation failed)")
 	f.StringVar(&collection, "collection", "", "only members of this collection")
 	f.StringVar(&name, "name", "", "only devices whose host name or FQDN matches this pattern (* and ? wildcards; without them, contains it)")
+	if !search {
+		f.StringVarP(&query, "query", "q", "", "only devices whose ID, host name, FQDN, IP address or UUID contains this (any case; the server searches)")
+	}
+	f.StringVar(&generation, "generation", "", "only devices of this AMT major version (16), or unknown")
 	f.IntVar(&limit, "limit", 0, "at most this many devices (0: all)")
 	_ = cmd.RegisterFlagCompletionFunc("status", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return append(statusNames(), statusFailed), cobra.ShellCompDirectiveNoFileComp

@@ -39,6 +39,7 @@ import (
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/failure"
 	"github.com/amtops/amtops/internal/profiling"
 	"github.com/amtops/amtops/internal/version"
 	"github.com/amtops/amtops/internal/wire"
@@ -398,7 +399,9 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	a.metrics.Job(string(wire.KindFrom(job.GetKind())), string(result), time.Since(began))
 	req := &pb.CompleteRequest{Lease: ref, Result: wire.Result(result), ErrorStep: res.ErrorStep, Facts: res.Facts, Warnings: res.Warnings}
 	if res.Err != nil {
-		req.Error = res.Err.Error()
+		// A line for people first ("unreachable: 16993 refused"), the
+		// chain after it.
+		req.Error = failure.Text(res.Err)
 	}
 	switch cause := context.Cause(cctx); {
 	case errors.Is(cause, errLeaseLost):

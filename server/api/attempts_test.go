@@ -48,3 +48,37 @@ func TestPhase2AttemptsRecorded(t *testing.T) {
 		t.Fatalf("job %s with %d attempts; last event %q, want %q", j.State, j.Phase2Attempts, evs[0].Detail, want)
 	}
 }
+
+// A failure reason is stored with its summary first, whether the agent
+// sent one (this version) or only the chain (an older agent); the
+// operations log keeps it on one line.
+func TestFailureReasonSummaryFirst(t *testing.T) {
+	s := apitest.Start(t, apitest.Options{Jobs: jobs.Config{RetryDelay: time.Second}})
+	ctx := context.Background()
+	c, _ := s.Enroll(t, "10.1.4.0/24")
+	chain := `phase2: connect: tls: amt: get setup and configuration: wsman: post https://10.1.4.20:16993/wsman: dial tcp 10.1.4.20:16993: connect: connection refused`
+	for _, sent := range []string{chain, "unreachable: 16993 refused\n" + chain} {
+		batch := "bf" + fmt.Sprint(len(sent))
+		s.Job(t, batch, "10.1.4.0/24", "10.1.4.20", domain.KindProvision)
+		resp, err := c.Lease(ctx, &pb.LeaseRequest{MaxJobs: 1, Wait: durationpb.New(5 * time.Second)})
+		if err != nil || len(resp.GetJobs()) != 1 {
+			t.Fatalf("lease = %v, %v", resp.GetJobs(), err)
+		}
+		if _, err := c.Complete(ctx, &pb.CompleteRequest{Lease: resp.GetJobs()[0].GetLease(), ErrorStep: "connect", Error: sent,
+			Result: pb.CompleteResult_COMPLETE_RESULT_FAILED_PERMANENT}); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := s.Store.GetDevice(ctx, resp.GetJobs()[0].GetDeviceId())
+		if want := "unreachable: 16993 refused\n" + chain; d.LastError != want {
+			t.Errorf("sent %q: device records %q", sent, d.LastError)
+		}
+		j, _ := s.Store.GetJob(ctx, batch, resp.GetJobs()[0].GetLease().GetJobId())
+		if !strings.HasPrefix(j.LastError, "unreachable: 16993 refused\n") {
+			t.Errorf("job records %q", j.LastError)
+		}
+		evs, _ := s.Store.Events(ctx, d.ID, 1)
+		if len(evs) != 1 || strings.Contains(evs[0].Detail, "\n") || !strings.Contains(evs[0].Detail, "failed at connect: unreachable: 16993 refused; details: phase2: connect") {
+			t.Errorf("log: %v", evs)
+		}
+	}
+}

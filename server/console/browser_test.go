@@ -285,8 +285,12 @@ func TestBrowser(t *testing.T) {
 		if got := text(t, ctx, "#device table"); !strings.Contains(got, "CN=dev007,OU=AMT") || !strings.Contains(got, "HTTP/dev007.corp.test:16993") {
 			t.Fatalf("device AD account and SPNs: %q", got)
 		}
-		fail(t, b.Redis, "dev007", "S4", "directory: create account: insufficient access rights")
+		// Stored as the server stores reasons: a summary line, the chain after.
+		fail(t, b.Redis, "dev007", "S4", "directory: create account: insufficient access rights\nphase1: b1:dev007: publish-account: LDAP Result Code 50")
 		poll(t, ctx, `(document.getElementById("device-error") || {}).textContent === "Failed at S4: directory: create account: insufficient access rights"`)
+		if got := eval[string](t, ctx, `document.querySelector("#device-error-details pre").textContent`); got != "phase1: b1:dev007: publish-account: LDAP Result Code 50" {
+			t.Fatalf("error details %q", got)
+		}
 		shot(t, ctx, dir, "device-failed")
 		goTo(t, ctx, "#/overview")
 		poll(t, ctx, `(document.querySelector("#overview .error a") || {}).textContent === "1"`)

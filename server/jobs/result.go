@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/failure"
 	"github.com/amtops/amtops/server/discover"
 )
 
@@ -79,6 +80,8 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 		log.Info().Str("device", job.DeviceID).Msg("phase 2 succeeded")
 		return false, nil
 	}
+	// Older agents send the bare chain: give it its summary line here.
+	r.Error = failure.Of(r.Error)
 	final := r.Outcome != domain.ResultFailed || qj.Attempts >= p.cfg.MaxAttempts
 	if err := p.recordFailure(ctx, agentID, job, r, final, qj.Attempts); err != nil {
 		return false, err
@@ -271,7 +274,7 @@ func (p *Service) recordFailure(ctx context.Context, agentID string, job domain.
 	if err != nil && !errors.Is(err, domain.ErrNotFound) {
 		return err
 	}
-	out, detail := domain.OutcomeRetrying, fmt.Sprintf("attempt %d failed at %s: %s", attempt, step, msg)
+	out, detail := domain.OutcomeRetrying, fmt.Sprintf("attempt %d failed at %s: %s", attempt, step, oneLine(msg))
 	if final {
 		out = domain.OutcomeFailed
 	}
@@ -334,4 +337,14 @@ func (p *Service) abandon(ctx context.Context, jobID, deviceID string) error {
 		p.log.Info().Str("job", jobID).Str("device", deviceID).Int("revoked", n).Msg("failed job's certificates revoked")
 	}
 	return nil
+}
+
+// oneLine is a stored failure reason on one line, for the operations
+// log: the summary, then the chain after "; details: ".
+func oneLine(msg string) string {
+	sum, details := failure.Split(msg)
+	if details == "" {
+		return sum
+	}
+	return sum + "; details: " + details
 }

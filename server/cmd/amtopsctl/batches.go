@@ -120,7 +120,7 @@ func (a *app) reportBatch(cmd *cobra.Command, b *pb.Batch, waited bool) error {
 		if len(failedJobs) > 0 {
 			t := a.newTable("DEVICE", "FQDN", "STATE", "STEP", "ERROR")
 			for _, j := range failedJobs {
-				t.row(j.DeviceID, j.FQDN, j.State, j.ErrorStep, summarize(j.LastError))
+				t.row(j.DeviceID, j.FQDN, j.State, j.ErrorStep, reason(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -506,7 +506,7 @@ after a '+': "1+5" is the fifth phase-2 attempt, as the operations log's
 				return strings.Compare(strings.ToLower(x.device()), strings.ToLower(y.device()))
 			})
 			for _, j := range jobs {
-				row := []string{j.device(), j.State, j.attempts(), j.ErrorStep, summarize(j.LastError)}
+				row := []string{j.device(), j.State, j.attempts(), j.ErrorStep, reason(j.LastError)}
 				if a.output == "wide" {
 					row = append(row, j.DeviceID)
 				}

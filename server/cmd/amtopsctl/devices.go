@@ -110,7 +110,7 @@ func (a *app) deviceListing(use, short, example string) *cobra.Command {
 				row := []string{d.GetId(), d.GetFqdn(), d.GetIp(), d.GetSubnet(), statusName(d.GetStatus()),
 					strings.Join(d.GetCollections(), ","), strings.Join(flags, ",")}
 				if a.output == "wide" {
-					row = append(row, d.GetLastErrorStep(), summarize(d.GetLastError()))
+					row = append(row, d.GetLastErrorStep(), reason(d.GetLastError()))
 				}
 				t.row(row...)
 			}
@@ -256,7 +256,8 @@ func (a *app) devicesShowCmd() *cobra.Command {
 				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Control mode", v.ControlMode, "Link", v.Link, "AMT version", v.AMTVersion,
 				"Computer DN", v.ComputerDN, "Collections", strings.Join(v.Collections, ", "),
 				"Auto-provisioning", map[bool]string{true: "suppressed", false: "allowed"}[v.SuppressAutoProvision],
-				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+v.LastError),
+				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+reason(v.LastError)),
+				"Error details", errorDetails(v.LastError),
 				"Warnings", strings.Join(v.Warnings, "; "), "Updated", v.UpdatedAt, "Provisioned", v.ProvisionedAt,
 				"AD account", v.ADAccountDN, "SPNs", strings.Join(v.SPNs, ", "), "Certificates", certs)
 			if err != nil || a.output == "csv" || len(v.Certificates) == 0 {
@@ -349,4 +350,16 @@ func certSummary(cs []deviceCertView) string {
 		lines = append(lines, c.Serial+" "+c.Purpose+" "+st+" until "+c.NotAfter)
 	}
 	return strings.Join(lines, "; ")
+}
+
+// errorDetails is what follows a stored reason's summary line, on one
+// line; empty when the summary is all there is.
+func errorDetails(msg string) string {
+	if _, rest, ok := strings.Cut(msg, "\n"); ok {
+		return strings.ReplaceAll(rest, "\n", " ")
+	}
+	if s := summarize(msg); s != msg {
+		return msg
+	}
+	return ""
 }

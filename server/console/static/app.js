@@ -21,6 +21,11 @@ function h(tag, attrs, ...kids) {
   return add(e, kids);
 }
 
+// summary and details split a stored failure reason: its first line is
+// for people ("unreachable: 16993 refused"), the lines after are the chain.
+function summary(reason) { return String(reason || "").split("\n")[0]; }
+function details(reason) { return String(reason || "").split("\n").slice(1).join("\n"); }
+
 // add appends kids (nodes, text, nested arrays; null and false skipped).
 function add(e, kids) {
   for (const k of kids.flat(Infinity)) {
@@ -248,7 +253,7 @@ pages.devices = async (main, _, p) => {
       (page.devices || []).map((d) => h("tr", { class: d.lastError ? "failed-row" : "" },
         h("td", {}, h("a", { href: "#/device/" + enc(d.id), class: "device-link" }, d.id)), h("td", {}, d.fqdn), h("td", {}, d.ip),
         h("td", {}, shortStatus(d.status)), h("td", {}, d.controlMode || "—"), h("td", {}, d.amtVersion || "—"),
-        h("td", { class: "error" }, d.lastErrorStep ? d.lastErrorStep + ": " + d.lastError : d.lastError))));
+        h("td", { class: "error" }, d.lastErrorStep ? d.lastErrorStep + ": " + summary(d.lastError) : summary(d.lastError)))));
     cursors[i + 1] = page.nextCursor;
     fill(pager,
       h("button", { id: "prev-page", disabled: i === 0, onclick: () => load(i - 1) }, "Previous"),
@@ -273,7 +278,8 @@ pages.device = async (main, id) => {
       ["Collections", (d.collections || []).join(", ") || "—"], ["Auto-provisioning", d.suppressAutoProvision ? "suppressed" : "allowed"],
       ["Provisioned", when(d.provisionedAt)], ["Updated", when(d.updatedAt)]];
     fill(box, h("h1", {}, d.fqdn || d.id),
-      d.lastError ? h("p", { class: "error", id: "device-error" }, "Failed at " + (d.lastErrorStep || "?") + ": " + d.lastError) : null,
+      d.lastError ? h("p", { class: "error", id: "device-error" }, "Failed at " + (d.lastErrorStep || "?") + ": " + summary(d.lastError)) : null,
+      details(d.lastError) ? h("details", { id: "device-error-details" }, h("summary", {}, "Details"), h("pre", {}, details(d.lastError))) : null,
       (d.warnings || []).map((w) => h("p", { class: "muted" }, "warning: " + w)),
       h("table", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
       h("div", { class: "toolbar" },
@@ -363,7 +369,7 @@ pages.batch = async (main, id) => {
     const jobs = await failed();
     const groups = new Map();
     for (const j of jobs) {
-      const k = (j.errorStep || "?") + "\u0000" + (j.lastError || "");
+      const k = (j.errorStep || "?") + "\u0000" + summary(j.lastError);
       if (!groups.has(k)) groups.set(k, []);
       groups.get(k).push(j.deviceId);
     }

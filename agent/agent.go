@@ -513,7 +513,9 @@ func (a *Agent) progressLoop(ctx context.Context) {
 // one re-arms the timer at once, or the first leases would expire before
 // their first heartbeat.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
-	last := time.Now()
+	// The first at once: the server learns the version and address
+	// without waiting a third of a TTL.
+	last := time.Time{}
 	for {
 		a.mu.Lock()
 		every := a.ttl / 3

@@ -284,6 +284,11 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 		wait = req.GetWait().AsDuration()
 	}
 	resp := &pb.LeaseResponse{LeaseTtl: durationpb.New(s.opts.LeaseTTL)}
+	// An agent long-polling is alive, and serves its subnets, before its
+	// first heartbeat is due.
+	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
+		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record agent seen")
+	}
 	if len(a.Subnets) == 0 {
 		return resp, nil
 	}

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/api/apitest"
@@ -32,6 +34,13 @@ func TestAgentVersionAddressHellos(t *testing.T) {
 		t.Fatalf("after enrollment: %+v %v", a, err)
 	}
 	c := e.srv.Dial(t, &tls.Certificate{Certificate: [][]byte{enr.GetCertificateDer()}, PrivateKey: key})
+	// A long poll is a sign of life before the first heartbeat is due.
+	if _, err := c.Lease(ctx, &pb.LeaseRequest{MaxJobs: 1, Wait: durationpb.New(10 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = e.srv.Store.GetAgent(ctx, enr.GetAgentId()); err != nil || a.LastHeartbeat.IsZero() {
+		t.Fatalf("after a long poll the agent was not seen: %+v %v", a, err)
+	}
 	if _, err := c.Heartbeat(ctx, &pb.HeartbeatRequest{InFlight: 1, Capacity: 8, AgentVersion: "v1.3.0"}); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -249,15 +250,35 @@ func viewToken(t *pb.AdminToken) tokenView {
 
 // outputs are the --output formats; wide is a table with more columns
 // where a command has them (devices list: the last error, summarised).
-var outputs = []string{"table", "wide", "json", "yaml", "csv"}
+// name prints only what each item is named by (its ID, else its name),
+// one a line, for scripts: BATCH=$(amtopsctl jobs list --limit 1 -o name).
+var outputs = []string{"table", "wide", "json", "yaml", "csv", "name"}
 
-// structured reports whether --output wants data (json or yaml) rather
-// than rows (table or csv).
-func (a *app) structured() bool { return a.output == "json" || a.output == "yaml" }
+// structured reports whether --output wants data (json, yaml, name)
+// rather than rows (table or csv).
+func (a *app) structured() bool {
+	return a.output == "json" || a.output == "yaml" || a.output == "name"
+}
 
 // printData writes v as indented JSON or, with -o yaml, as YAML with the
-// same field names and order.
+// same field names and order; with -o name, the names in it.
 func (a *app) printData(v any) error {
+	if a.output == "name" {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var data any
+		if err := json.Unmarshal(b, &data); err != nil {
+			return err
+		}
+		for _, n := range names(data) {
+			if _, err := fmt.Fprintln(a.stdout, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if a.output != "yaml" {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
@@ -386,4 +407,46 @@ func rulesString(rs []ruleView) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// names are the IDs (else names) of the objects in v: of each element of a
+// list, of an object that has one, or else of the objects its fields hold
+// (jobs show: the batch, then its jobs).
+func names(v any) []string {
+	switch x := v.(type) {
+	case []any:
+		var out []string
+		for _, e := range x {
+			out = append(out, names(e)...)
+		}
+		return out
+	case map[string]any:
+		for _, k := range []string{"id", "name"} {
+			if s, ok := x[k].(string); ok && s != "" {
+				return []string{s}
+			}
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		// Objects before lists: the batch before its jobs.
+		slices.SortFunc(keys, func(p, q string) int {
+			_, pl := x[p].([]any)
+			_, ql := x[q].([]any)
+			if pl != ql {
+				if pl {
+					return 1
+				}
+				return -1
+			}
+			return strings.Compare(p, q)
+		})
+		var out []string
+		for _, k := range keys {
+			out = append(out, names(x[k])...)
+		}
+		return out
+	}
+	return nil
 }

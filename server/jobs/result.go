@@ -285,11 +285,25 @@ func (p *Service) recordFailure(ctx context.Context, agentID string, job domain.
 // OnDead records jobs the reaper dead-lettered (their leases expired
 // MaxAttempts times) as failed; wire it into dispatch.ReaperOptions.OnDead.
 func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []string) error {
+	return p.failQueued(ctx, subnet, jobIDs, "lease", "lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String(), p.cfg.MaxAttempts)
+}
+
+// FailUnserved records jobs no agent took before phase2.unserved_deadline
+// as failed with reason, on their devices too (dispatch.Unserved).
+func (p *Service) FailUnserved(ctx context.Context, subnet netip.Prefix, jobIDs []string, reason string) error {
+	return p.failQueued(ctx, subnet, jobIDs, "unserved", reason, 0)
+}
+
+// failQueued ends jobs the lease queue gave up on: their certificates and
+// keys are abandoned and each job fails at step with reason; attempts,
+// when positive, is the phase-2 attempts they used. A job no agent ever
+// took (attempts 0) records the reason on its device and in its log too.
+func (p *Service) failQueued(ctx context.Context, subnet netip.Prefix, jobIDs []string, step, reason string, attempts int) error {
 	var errs []error
 	for _, id := range jobIDs {
 		if discover.IsJobID(id) {
 			// A sweep has no batch to fail; the next request starts anew.
-			p.log.Warn().Str("job", id).Str("subnet", subnet.String()).Msg("discovery job dead-lettered")
+			p.log.Warn().Str("job", id).Str("subnet", subnet.String()).Str("step", step).Msg("discovery job given up")
 			continue
 		}
 		batch, device, ok := domain.SplitJobID(id)
@@ -303,15 +317,33 @@ func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []stri
 		if j, err := p.store.GetJob(ctx, batch, id); err == nil {
 			kind = j.Kind
 		}
-		if err := p.store.NotePhase2Attempts(ctx, batch, id, p.cfg.MaxAttempts); err != nil {
+		if attempts > 0 {
+			if err := p.store.NotePhase2Attempts(ctx, batch, id, attempts); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := p.finish(ctx, kind, batch, id, domain.JobFailed, step, reason); err != nil && !errors.Is(err, domain.ErrNotFound) {
 			errs = append(errs, err)
 		}
-		if err := p.finish(ctx, kind, batch, id, domain.JobFailed, "lease",
-			"lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {
-			errs = append(errs, err)
+		if attempts == 0 {
+			errs = append(errs, p.recordUnserved(ctx, id, device, step, reason))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// recordUnserved puts a queue's reason for failing a job on its device and
+// in its operations log.
+func (p *Service) recordUnserved(ctx context.Context, jobID, deviceID, step, reason string) error {
+	_, err := p.store.UpdateDevice(ctx, deviceID, func(d *domain.Device) error {
+		d.LastError, d.LastErrorStep = reason, step
+		return nil
+	})
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: deviceID, JobID: jobID, Phase: 2, Step: step,
+		Outcome: domain.OutcomeFailed, Detail: oneLine(reason), Actor: "server", Time: p.now().UTC()})
 }
 
 // abandon undoes what a job that ended failed leaves at the site: the

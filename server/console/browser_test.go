@@ -97,6 +97,12 @@ func agentWith(t *testing.T, redisAddr, id, version, addr string, hellos int) {
 // (fails when AMTOPS_REQUIRE_PEERS asks for every peer).
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	return browserWithin(t, 2*time.Minute)
+}
+
+// browserWithin is browser with the whole session bounded by d.
+func browserWithin(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
 		if os.Getenv("AMTOPS_REQUIRE_PEERS") != "" {
@@ -111,7 +117,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("ignore-certificate-errors", true))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelC := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancelC := context.WithTimeout(ctx, d)
 	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`1`)); err != nil {
 		t.Fatalf("start chromium: %v", err)

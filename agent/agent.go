@@ -39,7 +39,9 @@ import (
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/failure"
 	"github.com/amtops/amtops/internal/profiling"
+	"github.com/amtops/amtops/internal/version"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -397,7 +399,9 @@ func (a *Agent) runJob(jobsCtx context.Context, job *pb.Phase2Job, h *heldJob) {
 	a.metrics.Job(string(wire.KindFrom(job.GetKind())), string(result), time.Since(began))
 	req := &pb.CompleteRequest{Lease: ref, Result: wire.Result(result), ErrorStep: res.ErrorStep, Facts: res.Facts, Warnings: res.Warnings}
 	if res.Err != nil {
-		req.Error = res.Err.Error()
+		// A line for people first ("unreachable: 16993 refused"), the
+		// chain after it.
+		req.Error = failure.Text(res.Err)
 	}
 	switch cause := context.Cause(cctx); {
 	case errors.Is(cause, errLeaseLost):
@@ -509,7 +513,9 @@ func (a *Agent) progressLoop(ctx context.Context) {
 // one re-arms the timer at once, or the first leases would expire before
 // their first heartbeat.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
-	last := time.Now()
+	// The first at once: the server learns the version and address
+	// without waiting a third of a TTL.
+	last := time.Time{}
 	for {
 		a.mu.Lock()
 		every := a.ttl / 3
@@ -538,7 +544,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	inflight, ttl := a.inflight, a.ttl
 	a.mu.Unlock()
 	sent := time.Now()
-	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency)}
+	req := &pb.HeartbeatRequest{InFlight: int32(inflight), Capacity: int32(a.cfg.Concurrency), AgentVersion: version.String()}
 	byID := map[string]*heldJob{}
 	for _, h := range held {
 		req.Leases = append(req.Leases, h.ref)

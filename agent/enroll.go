@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/version"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -68,7 +69,7 @@ func (a *Agent) enroll(ctx context.Context) error {
 	}
 	for n := 0; ; n++ {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err := client.Enroll(cctx, &pb.EnrollRequest{BootstrapToken: tok, CsrDer: csr, AgentName: a.cfg.Name})
+		resp, err := client.Enroll(cctx, &pb.EnrollRequest{BootstrapToken: tok, CsrDer: csr, AgentName: a.cfg.Name, AgentVersion: version.String()})
 		cancel()
 		if err == nil {
 			return a.saveState(key, resp)

@@ -15,6 +15,7 @@ test)
   need openssl openssl
   need promtool prometheus
   need chromium chromium   # the console's browser tests (server/console)
+  need curl curl           # the README test runs its curl examples (scripts/demo)
   ;;
 chaos)
   need redis-server redis-server

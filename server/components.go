@@ -150,8 +150,11 @@ func (s *Server) buildGRPC(ctx context.Context) error {
 		DefaultWait: p2.LongPoll, Log: s.log,
 		Hellos: metrics.Hellos{Recorder: discover.NewHelloRecorder(s.store, s.batches, s.jobs, s.log, nil), Work: s.work}})
 	s.reaper = dispatch.NewReaper(s.queue, dispatch.ReaperOptions{Interval: p2.ReapEvery, OnDead: s.jobs.OnDead, Log: s.log})
+	s.unserved = dispatch.NewUnserved(s.queue, dispatch.UnservedOptions{Deadline: p2.UnservedDeadline, LiveWithin: p2.LeaseTTL,
+		Agents: s.store.ListAgents, OnFailed: s.jobs.FailUnserved, Log: s.log})
 	s.admin = admin.New(s.store, s.batches, s.sweeper, admin.Options{Log: s.log,
 		Discoverer: discover.NewRequester(s.store, s.queue, nil), CA: ca, Readiness: s.jobs,
+		Forgetter: s.jobs, Claimer: s.batches,
 		// Agents heartbeat every third of the lease TTL: one silent for a
 		// whole TTL has lost its leases, and is offline.
 		AgentOnlineWithin: p2.LeaseTTL})

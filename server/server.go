@@ -82,6 +82,7 @@ type Server struct {
 	agentCA    *agentca.CA
 	dispatcher *dispatch.Dispatcher
 	reaper     *dispatch.Reaper
+	unserved   *dispatch.Unserved
 	agents     *api.AgentService
 	admin      *admin.Service
 }
@@ -274,6 +275,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.dispatcher.Run(gctx) })
 	g.Go(func() error { return s.sweeper.Run(gctx) })
 	g.Go(func() error { return s.reaper.Run(gctx) })
+	g.Go(func() error { return s.unserved.Run(gctx) })
 	g.Go(func() error { return s.watchSite(gctx) })
 	g.Go(func() error {
 		// Batches a crash left half-queued; a failure here is not fatal.

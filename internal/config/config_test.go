@@ -64,6 +64,8 @@ func TestLoadServer(t *testing.T) {
 		{name: "bad env duration", env: map[string]string{"AMTOPS_PHASE2_LEASE_TTL": "soon"}, field: "phase2.lease_ttl"},
 		{name: "bad redis addr", yaml: "redis:\n  addr: localhost\n", field: "redis.addr"},
 		{name: "short lease", yaml: "phase2:\n  lease_ttl: 1s\n", field: "phase2.lease_ttl"},
+		{name: "unserved deadline under the lease", yaml: "phase2:\n  unserved_deadline: 30s\n", field: "phase2.unserved_deadline"},
+		{name: "negative unserved deadline", env: map[string]string{"AMTOPS_PHASE2_UNSERVED_DEADLINE": "-1m"}, field: "phase2.unserved_deadline"},
 		{name: "plain ldap", yaml: "directory:\n  url: ldap://dc1:389\n  bind_dn: a\n  base_dn: b\n  account_ou: c\n  realm: R\n", field: "directory.url"},
 		{name: "directory needs base", yaml: "directory:\n  url: ldaps://dc1\n  bind_dn: a\n  account_ou: c\n  realm: R\n", field: "directory.base_dn"},
 		{name: "bad backend", yaml: "ca:\n  backend: vault\n", field: "ca.backend"},

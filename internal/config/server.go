@@ -109,6 +109,9 @@ type Phase2 struct {
 	// RetryDelay is how long a job that failed on the device waits
 	// before an agent gets it again.
 	RetryDelay time.Duration `yaml:"retry_delay"`
+	// UnservedDeadline is how long a job may wait on a subnet no live
+	// agent serves before it fails with that reason; 0 waits forever.
+	UnservedDeadline time.Duration `yaml:"unserved_deadline"`
 }
 
 // AMT is what the controllers get: the provisioning account the agents
@@ -258,7 +261,8 @@ func DefaultServer() Server {
 		Console: Console{Listen: "127.0.0.1:7444"},
 		Phase1:  Phase1{Concurrency: 16, MaxRetry: 8, Timeout: 2 * time.Minute},
 		Phase2: Phase2{LeaseTTL: 2 * time.Minute, MaxAttempts: 5, LongPoll: 25 * time.Second,
-			JobDeadline: 10 * time.Minute, ReapEvery: 5 * time.Second, RetryDelay: 30 * time.Second},
+			JobDeadline: 10 * time.Minute, ReapEvery: 5 * time.Second, RetryDelay: 30 * time.Second,
+			UnservedDeadline: 30 * time.Minute},
 		AMT: AMT{ProvisioningUser: "admin",
 			Settings: AMTSettings{IDERedirection: true, SerialOverLAN: true, KVM: true, PingResponse: true,
 				WebUI: false, PowerScheme: "ON in S0"},
@@ -349,6 +353,11 @@ func (c Server) validatePhases(k *checker) {
 	k.positive("phase2.job_deadline", c.Phase2.JobDeadline)
 	k.positive("phase2.reap_every", c.Phase2.ReapEvery)
 	k.positive("phase2.retry_delay", c.Phase2.RetryDelay)
+	if c.Phase2.UnservedDeadline < 0 {
+		k.fail("phase2.unserved_deadline", c.Phase2.UnservedDeadline, "must not be negative (0 waits forever)")
+	} else if d := c.Phase2.UnservedDeadline; d > 0 && d < c.Phase2.LeaseTTL {
+		k.fail("phase2.unserved_deadline", d, "must be at least phase2.lease_ttl: an agent counts as gone only after that long")
+	}
 	if c.Phase2.LeaseTTL > 0 && c.Phase2.LeaseTTL < 10*time.Second {
 		k.fail("phase2.lease_ttl", c.Phase2.LeaseTTL, "must be at least 10s: agents heartbeat at a third of it")
 	}

@@ -55,13 +55,18 @@ const (
 // Device is one AMT-capable computer. ID is the AMT UUID when known,
 // otherwise an ID derived from the address until discovery learns the UUID.
 type Device struct {
-	ID          string            `json:"id"`
-	UUID        string            `json:"uuid,omitempty"`
-	HostName    string            `json:"host_name"`
-	Domain      string            `json:"domain"`
-	IP          netip.Addr        `json:"ip"`
-	Subnet      netip.Prefix      `json:"subnet"`
-	ComputerDN  string            `json:"computer_dn,omitempty"` // Windows computer object in AD
+	ID         string       `json:"id"`
+	UUID       string       `json:"uuid,omitempty"`
+	HostName   string       `json:"host_name"`
+	Domain     string       `json:"domain"`
+	IP         netip.Addr   `json:"ip"`
+	Subnet     netip.Prefix `json:"subnet"`
+	ComputerDN string       `json:"computer_dn,omitempty"` // Windows computer object in AD
+	// ADAccountDN is the AMT account phase 1 published in AD (S4) and
+	// SPNs the service principal names it registered there (S5); both
+	// empty once a removal deleted the account.
+	ADAccountDN string            `json:"ad_account_dn,omitempty"`
+	SPNs        []string          `json:"spns,omitempty"`
 	AMTVersion  string            `json:"amt_version,omitempty"`
 	Status      Status            `json:"status"`
 	State       ProvisioningState `json:"provisioning_state"`
@@ -263,11 +268,26 @@ type Agent struct {
 	CertSerial    string         `json:"cert_serial,omitempty"`
 	LastHeartbeat time.Time      `json:"last_heartbeat,omitzero"`
 	EnrolledAt    time.Time      `json:"enrolled_at"`
+	// Version is the agent's build: from enrollment, then from each
+	// heartbeat.
+	Version string `json:"version,omitempty"`
 	// InFlight and Capacity are what the agent reported in its last
-	// heartbeat: jobs running and the most it runs at once. Kept beside
-	// the record (store.RecordLoad), not in it.
-	InFlight int `json:"-"`
-	Capacity int `json:"-"`
+	// heartbeat: jobs running and the most it runs at once; Address is
+	// where that heartbeat came from. Kept beside the record
+	// (store.RecordLoad), not in it.
+	InFlight int    `json:"-"`
+	Capacity int    `json:"-"`
+	Address  string `json:"-"`
+	// Hellos counts the Hellos the agent reported (store.CountHellos).
+	Hellos int64 `json:"-"`
+}
+
+// AgentLoad is what one heartbeat tells of its agent.
+type AgentLoad struct {
+	InFlight int    `json:"in"`
+	Capacity int    `json:"cap"`
+	Version  string `json:"v,omitempty"`
+	Address  string `json:"addr,omitempty"`
 }
 
 // Authorized reports whether the agent may act for subnet.

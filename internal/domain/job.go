@@ -70,16 +70,19 @@ func (s JobState) CanMove(next JobState) bool {
 // Job is one operation on one device. Its ID is derived from the batch and
 // the device so that retries and duplicate requests address the same job.
 type Job struct {
-	ID        string    `json:"id"`
-	BatchID   string    `json:"batch_id"`
-	DeviceID  string    `json:"device_id"`
-	Kind      JobKind   `json:"kind"`
-	State     JobState  `json:"state"`
-	Attempts  int       `json:"attempts"`
-	LastError string    `json:"last_error,omitempty"`
-	ErrorStep string    `json:"error_step,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	ID       string   `json:"id"`
+	BatchID  string   `json:"batch_id"`
+	DeviceID string   `json:"device_id"`
+	Kind     JobKind  `json:"kind"`
+	State    JobState `json:"state"`
+	Attempts int      `json:"attempts"`
+	// Phase2Attempts is how many leases phase 2 had used when the job
+	// last reported ("attempt N" in the operations log).
+	Phase2Attempts int       `json:"phase2_attempts,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	ErrorStep      string    `json:"error_step,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
 
 // JobID derives the job ID from batch and device.

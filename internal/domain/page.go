@@ -33,6 +33,8 @@ type DeviceFilter struct {
 	Generation string
 	// Failed selects devices whose last operation failed.
 	Failed bool
+	// Suppressed selects devices kept from automatic provisioning (S18).
+	Suppressed bool
 	// Limit is the page size: default 100, at most 10000.
 	Limit int
 	// Cursor is the Next value of the previous page; empty starts over.
@@ -69,6 +71,7 @@ func (f DeviceFilter) Match(d Device) bool {
 		(f.Collection == "" || slices.Contains(d.Collections, f.Collection)) &&
 		(f.Generation == "" || d.Generation() == f.Generation) &&
 		(!f.Failed || d.Failed()) &&
+		(!f.Suppressed || d.SuppressAutoProvision) &&
 		(f.Query == "" || d.matchesQuery(strings.ToLower(f.Query)))
 }
 
@@ -83,4 +86,6 @@ func (d Device) matchesQuery(q string) bool {
 
 // Indexed reports whether only indexed fields (or none) filter: the rest
 // are matched by reading every candidate.
-func (f DeviceFilter) Indexed() bool { return f.Query == "" && f.Generation == "" && !f.Failed }
+func (f DeviceFilter) Indexed() bool {
+	return f.Query == "" && f.Generation == "" && !f.Failed && !f.Suppressed
+}

@@ -61,6 +61,9 @@ type Config struct {
 	Strangers int
 	// HTTPPort and TLSPort are the AMT ports; default 16992 and 16993.
 	HTTPPort, TLSPort int
+	// Net is the first two octets of the simulated subnets' loopback
+	// addresses (subnet n is Net.n.0/24); default 127.61.
+	Net [2]byte
 	// Dir holds the server's data and the agents' state.
 	Dir string
 	Log zerolog.Logger
@@ -123,6 +126,9 @@ func Start(ctx context.Context, cfg Config) (*Site, error) {
 	}
 	if cfg.Subnets < 1 || cfg.Subnets > 200 || cfg.Devices/cfg.Subnets > 250 {
 		return nil, fmt.Errorf("site: subnets: %d subnets for %d devices (1–200 subnets, at most 250 devices each)", cfg.Subnets, cfg.Devices)
+	}
+	if cfg.Net == [2]byte{} {
+		cfg.Net = [2]byte{127, 61}
 	}
 	if cfg.HTTPPort == 0 {
 		cfg.HTTPPort, cfg.TLSPort = 16992, 16993
@@ -224,7 +230,7 @@ func (s *Site) TriggerHello(ip string) error {
 	return fmt.Errorf("site: trigger hello: no simulated device at %s", ip)
 }
 
-// startFleet runs one simulator per subnet, 127.61.<n>.0/24.
+// startFleet runs one simulator per subnet, 127.61.<n>.0/24 (Config.Net).
 func (s *Site) startFleet(ctx context.Context, password string) error {
 	per := s.cfg.Devices / s.cfg.Subnets
 	for i := range s.cfg.Subnets {
@@ -232,17 +238,17 @@ func (s *Site) startFleet(ctx context.Context, password string) error {
 		if i == s.cfg.Subnets-1 {
 			n = s.cfg.Devices - per*(s.cfg.Subnets-1)
 		}
-		base := netip.AddrFrom4([4]byte{127, 61, byte(i), 1})
+		base := netip.AddrFrom4([4]byte{s.cfg.Net[0], s.cfg.Net[1], byte(i), 1})
 		overrides := map[netip.Addr]amtsim.Override{}
 		if len(s.cfg.Versions) > 0 {
 			for k := range n {
-				a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(1 + k)})
+				a := netip.AddrFrom4([4]byte{s.cfg.Net[0], s.cfg.Net[1], byte(i), byte(1 + k)})
 				overrides[a] = amtsim.Override{Version: s.cfg.Versions[(i*per+k)%len(s.cfg.Versions)]}
 			}
 		}
 		if i == 0 {
 			for k := range s.cfg.Strangers {
-				a := netip.AddrFrom4([4]byte{127, 61, byte(i), byte(n - k)})
+				a := netip.AddrFrom4([4]byte{s.cfg.Net[0], s.cfg.Net[1], byte(i), byte(n - k)})
 				o := overrides[a]
 				if s.factory() {
 					o.MEBxPassword = "Hand-Set-Pa55!"

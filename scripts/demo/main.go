@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -74,7 +75,12 @@ func run() error {
 	verbose := flag.Bool("v", false, "show the site's logs")
 	factory := flag.Bool("factory", true, "factory devices activated in ACM through their Hello; false: devices set up by hand in the MEBx (known admin password), discovered and provisioned in one batch")
 	versions := flag.String("generations", "11.8.50,12.0.45,16.1.25,18.0.5", "AMT versions given to the devices in turn")
+	netFlag := flag.String("net", "127.61", "first two octets of the simulated subnets' loopback addresses (subnet n is NET.n.0/24)")
 	flag.Parse()
+	simNet, err := parseNet(*netFlag)
+	if err != nil {
+		return err
+	}
 
 	fs, err := amtsim.ParseFaultSpec(*faults)
 	if err != nil {
@@ -97,7 +103,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log,
+	cfg := site.Config{Devices: *devices, Subnets: *subnets, Faults: fs, Seed: *seed, Dir: *dir, Log: log, Net: simNet,
 		Server: func(c *config.Server) { c.Phase2.RetryDelay = 2 * time.Second; c.Phase2.ReapEvery = time.Second }}
 	if !*factory {
 		cfg.Profile = amtsim.KindMEBx
@@ -146,12 +152,16 @@ func run() error {
 		fmt.Fprintf(os.Stdout, "\nrun with DEMO_ARGS=--serve to keep the site up and try amtopsctl against it\n")
 		return nil
 	}
+	// scripts/demo's TestREADME reads these export lines.
 	fmt.Fprintf(os.Stdout, "\nthe site is up. In another shell, from this directory:\n\n"+
 		"  make build && export PATH=$PWD/bin:$PATH\n"+
-		"  export AMTOPS_SERVER=%s AMTOPS_CA_FILE=%s AMTOPS_TOKEN_FILE=%s\n"+
-		"  amtopsctl devices list\n\n"+
-		"metrics: http://%s/metrics   CRL: http://%s/crl   Ctrl-C stops the site.\n",
-		s.Server.GRPCAddr(), abs(s.CAFile), abs(s.TokenFile), s.HTTPAddr, s.HTTPAddr)
+		"  export AMTOPS_SERVER=%s AMTOPS_CA_FILE=%s AMTOPS_TOKEN_FILE=%s\n",
+		s.Server.GRPCAddr(), abs(s.CAFile), abs(s.TokenFile))
+	if addr := s.Server.ConsoleAddr(); addr != "" {
+		fmt.Fprintf(os.Stdout, "  export CONSOLE_URL=https://%s\n", addr)
+	}
+	fmt.Fprintf(os.Stdout, "  amtopsctl status\n\nmetrics: http://%s/metrics   CRL: http://%s/crl   Ctrl-C stops the site.\n",
+		s.HTTPAddr, s.HTTPAddr)
 	if addr := s.Server.ConsoleAddr(); addr != "" {
 		// A demo site's own token: shown so that a browser can log in.
 		tok, err := os.ReadFile(s.TokenFile)
@@ -357,4 +367,14 @@ func abs(p string) string {
 		return a
 	}
 	return p
+}
+
+// parseNet reads --net: two octets of a loopback address ("127.61").
+func parseNet(s string) ([2]byte, error) {
+	a, err := netip.ParseAddr(s + ".0.0")
+	if err != nil || !a.Is4() || !a.IsLoopback() {
+		return [2]byte{}, fmt.Errorf("--net %q: want the first two octets of a loopback address, like 127.61", s)
+	}
+	b := a.As4()
+	return [2]byte{b[0], b[1]}, nil
 }

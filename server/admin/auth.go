@@ -27,18 +27,19 @@ const servicePrefix = "/amtops.v1.AdminService/"
 // AdminService method needs the operate role, so a method added later is
 // closed to readers until someone decides otherwise.
 var readMethods = map[string]bool{
-	pb.AdminService_WhoAmI_FullMethodName:          true,
-	pb.AdminService_FleetSummary_FullMethodName:    true,
-	pb.AdminService_ListDevices_FullMethodName:     true,
-	pb.AdminService_GetDevice_FullMethodName:       true,
-	pb.AdminService_GetDeviceLog_FullMethodName:    true,
-	pb.AdminService_DeviceReadiness_FullMethodName: true,
-	pb.AdminService_ListCollections_FullMethodName: true,
-	pb.AdminService_GetBatch_FullMethodName:        true,
-	pb.AdminService_ListBatches_FullMethodName:     true,
-	pb.AdminService_WatchBatch_FullMethodName:      true,
-	pb.AdminService_ListBatchJobs_FullMethodName:   true,
-	pb.AdminService_ListAgents_FullMethodName:      true,
+	pb.AdminService_WhoAmI_FullMethodName:           true,
+	pb.AdminService_FleetSummary_FullMethodName:     true,
+	pb.AdminService_ListDevices_FullMethodName:      true,
+	pb.AdminService_GetDevice_FullMethodName:        true,
+	pb.AdminService_GetDeviceLog_FullMethodName:     true,
+	pb.AdminService_DeviceReadiness_FullMethodName:  true,
+	pb.AdminService_ListCollections_FullMethodName:  true,
+	pb.AdminService_GetBatch_FullMethodName:         true,
+	pb.AdminService_ListBatches_FullMethodName:      true,
+	pb.AdminService_WatchBatch_FullMethodName:       true,
+	pb.AdminService_ListBatchJobs_FullMethodName:    true,
+	pb.AdminService_ListAgents_FullMethodName:       true,
+	pb.AdminService_ListCertificates_FullMethodName: true,
 }
 
 // Principal is the administrator behind a call.

@@ -27,6 +27,7 @@ import (
 var readOnlyRPCs = []string{
 	"ListDevices", "GetDevice", "GetDeviceLog", "DeviceReadiness", "ListCollections",
 	"GetBatch", "ListBatches", "WatchBatch", "ListBatchJobs", "ListAgents", "FleetSummary", "WhoAmI",
+	"ListCertificates",
 }
 
 // rpcs lists a service's methods from the proto descriptor.

@@ -63,6 +63,7 @@ func deviceToPB(d domain.Device) *pb.Device {
 		Collections: d.Collections, SuppressAutoProvision: d.SuppressAutoProvision, RenamePending: d.RenamePending,
 		LastError: d.LastError, LastErrorStep: d.LastErrorStep, Warnings: d.Warnings,
 		UpdatedAt: ts(d.UpdatedAt), ProvisionedAt: ts(d.ProvisionedAt), ControlMode: d.ControlMode.String(),
+		AdAccountDn: d.ADAccountDN, Spns: d.SPNs,
 	}
 }
 
@@ -136,12 +137,12 @@ func batchToPB(b domain.Batch) *pb.Batch {
 
 func jobToPB(j domain.Job) *pb.Job {
 	return &pb.Job{Id: j.ID, DeviceId: j.DeviceID, Kind: wire.Kind(j.Kind), State: string(j.State),
-		Attempts: int32(j.Attempts), LastError: j.LastError, ErrorStep: j.ErrorStep}
+		Attempts: int32(j.Attempts), Phase2Attempts: int32(j.Phase2Attempts), LastError: j.LastError, ErrorStep: j.ErrorStep}
 }
 
 func agentToPB(a domain.Agent) *pb.Agent {
 	out := &pb.Agent{Id: a.ID, Name: a.Name, LastHeartbeat: ts(a.LastHeartbeat), EnrolledAt: ts(a.EnrolledAt),
-		JobsInFlight: int32(a.InFlight), Capacity: int32(a.Capacity)}
+		JobsInFlight: int32(a.InFlight), Capacity: int32(a.Capacity), Version: a.Version, Address: a.Address, HellosReceived: a.Hellos}
 	for _, s := range a.Subnets {
 		out.Subnets = append(out.Subnets, s.String())
 	}

@@ -96,7 +96,8 @@ func (s *Service) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (
 // listDevices is one page of the devices req's filter selects.
 func (s *Service) listDevices(ctx context.Context, req *pb.ListDevicesRequest) (domain.DevicePage, error) {
 	f := domain.DeviceFilter{Collection: req.GetCollection(), Limit: int(req.GetLimit()), Cursor: req.GetCursor(),
-		Query: strings.TrimSpace(req.GetQuery()), Generation: strings.TrimSpace(req.GetGeneration()), Failed: req.GetFailed()}
+		Query: strings.TrimSpace(req.GetQuery()), Generation: strings.TrimSpace(req.GetGeneration()), Failed: req.GetFailed(),
+		Suppressed: req.GetSuppressed()}
 	var err error
 	if f.Status, err = statusFrom("status", req.GetStatus()); err != nil {
 		return domain.DevicePage{}, err
@@ -122,12 +123,24 @@ func (s *Service) GetDevice(ctx context.Context, req *pb.GetDeviceRequest) (*pb.
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
-	return deviceToPB(d), nil
+	certs, err := s.deviceCerts(ctx, d.ID)
+	if err != nil {
+		return nil, api.ToStatus(err)
+	}
+	out := deviceToPB(d)
+	for _, c := range certs {
+		out.Certificates = append(out.Certificates, certToPB(c))
+	}
+	return out, nil
 }
 
 // GetDeviceLog returns a device's newest operations-log events (S11).
 func (s *Service) GetDeviceLog(ctx context.Context, req *pb.GetDeviceLogRequest) (*pb.GetDeviceLogResponse, error) {
 	d, err := s.resolve(ctx, req.GetId())
+	if errors.Is(err, domain.ErrNotFound) {
+		// A deleted device's log is kept: by its ID it is still read.
+		d, err = domain.Device{ID: strings.TrimSpace(req.GetId())}, s.hasLog(ctx, req.GetId(), err)
+	}
 	if err != nil {
 		return nil, api.ToStatus(err)
 	}
@@ -144,6 +157,18 @@ func (s *Service) GetDeviceLog(ctx context.Context, req *pb.GetDeviceLogRequest)
 		resp.Events = append(resp.Events, eventToPB(e))
 	}
 	return resp, nil
+}
+
+// hasLog is nil when id has an operations log, else notFound.
+func (s *Service) hasLog(ctx context.Context, id string, notFound error) error {
+	evs, err := s.st.Events(ctx, strings.TrimSpace(id), 1)
+	if err != nil {
+		return err
+	}
+	if len(evs) == 0 {
+		return notFound
+	}
+	return nil
 }
 
 // PutDevices creates devices or updates the fields given. A new device

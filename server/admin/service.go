@@ -52,6 +52,10 @@ type Options struct {
 	AgentOnlineWithin time.Duration
 	// SummaryMaxAge is how long one FleetSummary is shared; default 5 s.
 	SummaryMaxAge time.Duration
+	// Forgetter and Claimer serve DeleteDevice (jobs.Service and
+	// batch.Service); either nil refuses it.
+	Forgetter Forgetter
+	Claimer   Claimer
 }
 
 // Readiness tells whether remote configuration can activate d, with the

@@ -49,7 +49,10 @@ func TestFleetSummary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Store.RecordLoad(ctx, "up", 2, 16); err != nil {
+	if err := s.Store.RecordLoad(ctx, "up", domain.AgentLoad{InFlight: 2, Capacity: 16, Version: "v2.0.1", Address: "127.0.0.9:4321"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Store.CountHellos(ctx, "up", 7); err != nil {
 		t.Fatal(err)
 	}
 	c := s.Dial(t, s.Read)
@@ -89,8 +92,8 @@ func TestFleetSummary(t *testing.T) {
 		if a.Online != (a.Id == "up") {
 			t.Errorf("agent %s online = %v", a.Id, a.Online)
 		}
-		if a.Id == "up" && (a.JobsInFlight != 2 || a.Capacity != 16) {
-			t.Errorf("agent up: %d of %d in flight", a.JobsInFlight, a.Capacity)
+		if a.Id == "up" && (a.JobsInFlight != 2 || a.Capacity != 16 || a.Version != "v2.0.1" || a.Address != "127.0.0.9:4321" || a.HellosReceived != 7) {
+			t.Errorf("agent up: %d of %d in flight, version %q, address %q, %d Hellos", a.JobsInFlight, a.Capacity, a.Version, a.Address, a.HellosReceived)
 		}
 	}
 

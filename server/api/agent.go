@@ -34,7 +34,8 @@ type Store interface {
 	PutAgent(ctx context.Context, a domain.Agent) error
 	GetAgent(ctx context.Context, id string) (domain.Agent, error)
 	Heartbeat(ctx context.Context, agentID string, at time.Time) error
-	RecordLoad(ctx context.Context, agentID string, inFlight, capacity int) error
+	RecordLoad(ctx context.Context, agentID string, l domain.AgentLoad) error
+	CountHellos(ctx context.Context, agentID string, n int) error
 	AppendEvent(ctx context.Context, e domain.OperationEvent) error
 	AppendEvents(ctx context.Context, evs []domain.OperationEvent) error
 	GetBatch(ctx context.Context, id string) (domain.Batch, error)
@@ -214,8 +215,11 @@ func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.E
 	if len(req.GetCsrDer()) == 0 {
 		return nil, ToStatus(domain.InvalidField("csr_der", "", "required"))
 	}
-	if n := req.GetAgentName(); len(n) > 64 || strings.IndexFunc(n, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+	if n := req.GetAgentName(); printable(n, 64) != n {
 		return nil, ToStatus(domain.InvalidField("agent_name", "", "at most 64 printable characters"))
+	}
+	if v := req.GetAgentVersion(); printable(v, 64) != v {
+		return nil, ToStatus(domain.InvalidField("agent_version", "", "at most 64 printable characters"))
 	}
 	e, err := s.st.ConsumeEnrollmentToken(ctx, req.GetBootstrapToken())
 	if err != nil {
@@ -229,11 +233,12 @@ func (s *AgentService) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.E
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	a := domain.Agent{ID: id, Name: req.GetAgentName(), Subnets: e.Subnets, CertSerial: cert.SerialNumber.String(), EnrolledAt: s.opts.Clock().UTC()}
+	a := domain.Agent{ID: id, Name: req.GetAgentName(), Version: req.GetAgentVersion(), Subnets: e.Subnets,
+		CertSerial: cert.SerialNumber.String(), EnrolledAt: s.opts.Clock().UTC()}
 	if err := s.st.PutAgent(ctx, a); err != nil {
 		return nil, ToStatus(err)
 	}
-	s.opts.Log.Info().Str("agent", id).Str("name", req.GetAgentName()).Int("subnets", len(a.Subnets)).Msg("agent enrolled")
+	s.opts.Log.Info().Str("agent", id).Str("name", req.GetAgentName()).Str("version", a.Version).Int("subnets", len(a.Subnets)).Msg("agent enrolled")
 	return s.certResponse(a, cert.Raw, cert.NotAfter), nil
 }
 
@@ -279,6 +284,11 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 		wait = req.GetWait().AsDuration()
 	}
 	resp := &pb.LeaseResponse{LeaseTtl: durationpb.New(s.opts.LeaseTTL)}
+	// An agent long-polling is alive, and serves its subnets, before its
+	// first heartbeat is due.
+	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
+		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record agent seen")
+	}
 	if len(a.Subnets) == 0 {
 		return resp, nil
 	}
@@ -354,7 +364,8 @@ func (s *AgentService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) 
 	}
 	if err := s.st.Heartbeat(ctx, a.ID, s.opts.Clock()); err != nil {
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record heartbeat")
-	} else if err := s.st.RecordLoad(ctx, a.ID, int(req.GetInFlight()), int(req.GetCapacity())); err != nil {
+	} else if err := s.st.RecordLoad(ctx, a.ID, domain.AgentLoad{InFlight: int(req.GetInFlight()), Capacity: int(req.GetCapacity()),
+		Version: printable(req.GetAgentVersion(), 64), Address: peerAddr(ctx)}); err != nil {
 		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("record agent load")
 	}
 	for _, p := range a.Subnets {
@@ -418,4 +429,21 @@ func (s *AgentService) ReportProgress(ctx context.Context, req *pb.ReportProgres
 		}
 	}
 	return &pb.ReportProgressResponse{}, nil
+}
+
+// printable is s when it is at most max printable characters; otherwise
+// "" (a heartbeat's odd version is not worth refusing the heartbeat).
+func printable(s string, max int) string {
+	if len(s) > max || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return ""
+	}
+	return s
+}
+
+// peerAddr is the network address the call came from ("" when unknown).
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }

@@ -55,6 +55,9 @@ func (s *AgentService) ReportHellos(ctx context.Context, req *pb.ReportHellosReq
 		}
 		hellos = append(hellos, dh)
 	}
+	if err := s.st.CountHellos(ctx, a.ID, len(hellos)); err != nil {
+		s.opts.Log.Warn().Str("agent", a.ID).Err(err).Msg("count hellos")
+	}
 	n, err := s.opts.Hellos.Record(ctx, a.ID, subnet, hellos)
 	if err != nil {
 		return nil, ToStatus(err)

@@ -299,7 +299,14 @@ func (s *Service) queueJob(ctx context.Context, b domain.Batch, j domain.Job, qu
 
 // claim takes the device for j, replacing a holder whose job has ended.
 func (s *Service) claim(ctx context.Context, j domain.Job) (holder string, ok bool, err error) {
-	holder, ok, err = s.st.ClaimDevice(ctx, j.DeviceID, j.ID, "")
+	return s.Claim(ctx, j.DeviceID, j.ID)
+}
+
+// Claim takes a device for ref (a job ID, or another operation's
+// reference such as a deletion's) unless a job that has not ended holds
+// it; it returns the holder after the call, and ok when that is ref.
+func (s *Service) Claim(ctx context.Context, deviceID, ref string) (holder string, ok bool, err error) {
+	holder, ok, err = s.st.ClaimDevice(ctx, deviceID, ref, "")
 	if err != nil || ok {
 		return holder, ok, err
 	}
@@ -312,7 +319,12 @@ func (s *Service) claim(ctx context.Context, j domain.Job) (holder string, ok bo
 	case !hj.State.Final():
 		return holder, false, nil
 	}
-	return s.st.ClaimDevice(ctx, j.DeviceID, j.ID, holder)
+	return s.st.ClaimDevice(ctx, deviceID, ref, holder)
+}
+
+// Release drops ref's claim on a device (another's is left alone).
+func (s *Service) Release(ctx context.Context, deviceID, ref string) error {
+	return s.st.ReleaseDevice(ctx, deviceID, ref)
 }
 
 // refusal says why d cannot take b's operation, or "".

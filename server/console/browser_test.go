@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,9 +51,57 @@ func fail(t *testing.T, redisAddr, id, step, reason string) {
 	}
 }
 
+// record stores a certificate record and an AD account for a device, as
+// phase 1 would.
+func record(t *testing.T, redisAddr, id, serial string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	st := store.New(rdb, nil, store.Options{Prefix: config.DefaultServer().Redis.KeyPrefix})
+	ctx := context.Background()
+	now := time.Now().UTC()
+	err := st.PutCertificate(ctx, domain.CertificateRecord{Serial: serial, DeviceID: id, Purpose: domain.PurposeServerAuth,
+		Status: domain.CertRevoked, Reason: domain.ReasonSuperseded, RevokedAt: now, Subject: id + ".corp.test",
+		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0), CA: "builtin", Profile: "server-auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.UpdateDevice(ctx, id, func(d *domain.Device) error {
+		d.ADAccountDN, d.SPNs = "CN="+id+",OU=AMT,DC=corp,DC=test", []string{"HTTP/" + id + ".corp.test:16993"}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// agentWith stores an agent that heartbeats now, as the API would record it.
+func agentWith(t *testing.T, redisAddr, id, version, addr string, hellos int) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	st := store.New(rdb, nil, store.Options{Prefix: config.DefaultServer().Redis.KeyPrefix})
+	ctx := context.Background()
+	if err := st.PutAgent(ctx, domain.Agent{ID: id, Name: id, LastHeartbeat: time.Now(), Subnets: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RecordLoad(ctx, id, domain.AgentLoad{InFlight: 1, Capacity: 64, Version: version, Address: addr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CountHellos(ctx, id, hellos); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // browser starts headless Chromium, or skips when it is not installed
 // (fails when AMTOPS_REQUIRE_PEERS asks for every peer).
 func browser(t *testing.T) context.Context {
+	t.Helper()
+	return browserWithin(t, 2*time.Minute)
+}
+
+// browserWithin is browser with the whole session bounded by d.
+func browserWithin(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -68,7 +117,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("ignore-certificate-errors", true))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelC := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancelC := context.WithTimeout(ctx, d)
 	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`1`)); err != nil {
 		t.Fatalf("start chromium: %v", err)
@@ -233,16 +282,45 @@ func TestBrowser(t *testing.T) {
 		// A failure arriving while the device page is open shows there
 		// without a reload (the hub's event stream), then on the overview
 		// and under the failed filter.
+		record(t, b.Redis, "dev007", "424242")
 		goTo(t, ctx, "#/device/dev007")
 		do(t, ctx, "device dev007", chromedp.WaitVisible(chromedp.CSS("#device-log")))
-		fail(t, b.Redis, "dev007", "S4", "directory: create account: insufficient access rights")
+		if got := text(t, ctx, "#device-certs"); !strings.Contains(got, "424242") || !strings.Contains(got, "yes (superseded") {
+			t.Fatalf("device certificates: %q", got)
+		}
+		if got := text(t, ctx, "#device table"); !strings.Contains(got, "CN=dev007,OU=AMT") || !strings.Contains(got, "HTTP/dev007.corp.test:16993") {
+			t.Fatalf("device AD account and SPNs: %q", got)
+		}
+		// Stored as the server stores reasons: a summary line, the chain after.
+		fail(t, b.Redis, "dev007", "S4", "directory: create account: insufficient access rights\nphase1: b1:dev007: publish-account: LDAP Result Code 50")
 		poll(t, ctx, `(document.getElementById("device-error") || {}).textContent === "Failed at S4: directory: create account: insufficient access rights"`)
+		if got := eval[string](t, ctx, `document.querySelector("#device-error-details pre").textContent`); got != "phase1: b1:dev007: publish-account: LDAP Result Code 50" {
+			t.Fatalf("error details %q", got)
+		}
 		shot(t, ctx, dir, "device-failed")
 		goTo(t, ctx, "#/overview")
 		poll(t, ctx, `(document.querySelector("#overview .error a") || {}).textContent === "1"`)
 		do(t, ctx, "failed link", chromedp.Click(chromedp.CSS("#overview .error a")))
 		poll(t, ctx, `document.querySelectorAll("#device-table .device-link").length === 1 && `+firstDevice+` === "dev007"`)
 		shot(t, ctx, dir, "devices-failed")
+
+		// A collection's page lists its suppressed members; Allow lifts it.
+		b.MustCall(t, b.Operate, "POST", "/api/v1/collections", `{"name":"lab","autoProvision":true}`, nil)
+		b.MustCall(t, b.Operate, "POST", "/api/v1/collections/lab/members", `{"deviceIds":["dev003","dev004"]}`, nil)
+		b.MustCall(t, b.Operate, "POST", "/api/v1/auto-provision/suppressed", `{"deviceIds":["dev004","dev005"],"suppressed":true}`, nil)
+		goTo(t, ctx, "#/collections")
+		do(t, ctx, "open collection", chromedp.WaitVisible(chromedp.CSS(".collection-link")), chromedp.Click(chromedp.CSS(".collection-link")),
+			chromedp.WaitVisible(chromedp.CSS("#suppressed-table")))
+		if got := text(t, ctx, "#suppressed-table"); !strings.Contains(got, "dev004") || strings.Contains(got, "dev003") || strings.Contains(got, "dev005") {
+			t.Fatalf("suppressed members: %q", got)
+		}
+		shot(t, ctx, dir, "collection")
+		do(t, ctx, "allow", chromedp.Click(chromedp.CSS("#suppressed-table button")), chromedp.WaitVisible(chromedp.CSS("#no-suppressed")))
+
+		agentWith(t, b.Redis, "lab-agent", "v7.1.0", "127.0.0.1:40404", 33)
+		goTo(t, ctx, "#/agents")
+		poll(t, ctx, `/lab-agent\tv7\.1\.0\t127\.0\.0\.1:40404\t10\.20\.0\.0\/24\t.*\tonline\t1 of 64\t33\t/.test(document.getElementById("agent-table").innerText)`)
+		shot(t, ctx, dir, "agents")
 
 		goTo(t, ctx, "#/batches")
 		do(t, ctx, "start batch",

@@ -150,15 +150,29 @@ func (r *run) registerSPNs(ctx context.Context) (string, error) {
 	if r.p.dir == nil {
 		return "skipped: no directory configured", nil
 	}
-	if sameSPNs(r.spns, directory.SPNs(r.dev.FQDN())) {
+	spns := directory.SPNs(r.dev.FQDN())
+	detail := "HTTP/" + r.dev.FQDN() + ":16992-16995"
+	if sameSPNs(r.spns, spns) {
 		// Publish set them and read the account back in this run: a
 		// second modify would only repeat that LDAP write.
-		return "HTTP/" + r.dev.FQDN() + ":16992-16995 (set with the account)", nil
-	}
-	if err := r.p.dir.RegisterSPNs(ctx, r.accountDN, r.dev.FQDN()); err != nil {
+		detail += " (set with the account)"
+	} else if err := r.p.dir.RegisterSPNs(ctx, r.accountDN, r.dev.FQDN()); err != nil {
 		return "", err
 	}
-	return "HTTP/" + r.dev.FQDN() + ":16992-16995", nil
+	return detail, r.recordAccount(ctx, r.accountDN, spns)
+}
+
+// recordAccount keeps on the device what AD now holds for it, so that
+// administrators see the account and SPNs without asking AD.
+func (r *run) recordAccount(ctx context.Context, dn string, spns []string) error {
+	_, err := r.p.store.UpdateDevice(ctx, r.dev.ID, func(d *domain.Device) error {
+		d.ADAccountDN, d.SPNs = dn, spns
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record AD account of %s: %w", r.dev.ID, err)
+	}
+	return nil
 }
 
 // sameSPNs compares SPN sets as AD does, case-insensitively.
@@ -196,6 +210,9 @@ func (r *run) deleteAccount(ctx context.Context) (string, error) {
 	}
 	deleted, err := r.p.dir.Delete(ctx, r.dev.HostName)
 	if err != nil {
+		return "", err
+	}
+	if err := r.recordAccount(ctx, "", nil); err != nil {
 		return "", err
 	}
 	if !deleted {

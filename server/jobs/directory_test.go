@@ -156,6 +156,14 @@ func TestProvisionKerberosProof(t *testing.T) {
 			t.Errorf("SPN %s missing from %v", want, spns)
 		}
 	}
+	// The device record names the account and SPNs AD holds.
+	rec, err := f.store.GetDevice(ctx, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.EqualFold(rec.ADAccountDN, accts[0].DN) || len(rec.SPNs) != 4 || !strings.EqualFold(rec.SPNs[1], "HTTP/"+fqdn+":16993") {
+		t.Errorf("device records account %q SPNs %v; AD has %s", rec.ADAccountDN, rec.SPNs, accts[0].DN)
+	}
 
 	user, pass := "u"+strings.ToLower(randName(t)), "Us3r-"+randName(t)+"!x"
 	e.addUser(t, user, pass)

@@ -19,6 +19,7 @@ type Store interface {
 	UpdateDevice(ctx context.Context, id string, fn func(*domain.Device) error) (domain.Device, error)
 	GetJob(ctx context.Context, batchID, jobID string) (domain.Job, error)
 	MoveJob(ctx context.Context, batchID, jobID string, next domain.JobState) error
+	NotePhase2Attempts(ctx context.Context, batchID, jobID string, n int) error
 	FinishJob(ctx context.Context, batchID, jobID string, state domain.JobState, errStep, errMsg string) (bool, error)
 	CertificatesByDevice(ctx context.Context, deviceID string) ([]domain.CertificateRecord, error)
 	PutCertificate(ctx context.Context, rec domain.CertificateRecord) error

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/failure"
 	"github.com/amtops/amtops/internal/wire"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 )
@@ -143,7 +144,7 @@ func (p *Service) Handle(ctx context.Context, t Task) (err error) {
 		detail, err := s.run(r, ctx)
 		if err != nil {
 			p.cfg.Observer.Phase1Step(s.name, domain.OutcomeFailed, p.now().Sub(began))
-			p.event(ctx, t, s.name, domain.OutcomeFailed, err.Error())
+			p.event(ctx, t, s.name, domain.OutcomeFailed, oneLine(failure.Text(err)))
 			return &StepError{JobID: t.JobID, Step: s.name, Err: err}
 		}
 		outcome := domain.OutcomeOK
@@ -204,11 +205,12 @@ func (p *Service) FailJob(ctx context.Context, t Task, err error) error {
 	if aerr := p.abandon(ctx, t.JobID, t.DeviceID); aerr != nil {
 		p.log.Warn().Str("job", t.JobID).Err(aerr).Msg("failed job's certificates and keys not cleaned up")
 	}
-	if ferr := p.finish(ctx, t.Kind, t.BatchID, t.JobID, domain.JobFailed, stepName, err.Error()); ferr != nil {
+	reason := failure.Text(err)
+	if ferr := p.finish(ctx, t.Kind, t.BatchID, t.JobID, domain.JobFailed, stepName, reason); ferr != nil {
 		return ferr
 	}
 	_, uerr := p.store.UpdateDevice(ctx, t.DeviceID, func(d *domain.Device) error {
-		d.LastError, d.LastErrorStep = err.Error(), stepName
+		d.LastError, d.LastErrorStep = reason, stepName
 		return nil
 	})
 	if errors.Is(uerr, domain.ErrNotFound) {

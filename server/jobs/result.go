@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/failure"
 	"github.com/amtops/amtops/server/discover"
 )
 
@@ -69,6 +70,13 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	if err != nil {
 		return false, err
 	}
+	qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
+	if err != nil {
+		return false, err
+	}
+	if err := p.store.NotePhase2Attempts(ctx, job.BatchID, job.ID, qj.Attempts); err != nil {
+		return false, err
+	}
 	if r.Outcome == domain.ResultSucceeded {
 		if err := p.succeed(ctx, agentID, job, r); err != nil {
 			return false, err
@@ -79,10 +87,8 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 		log.Info().Str("device", job.DeviceID).Msg("phase 2 succeeded")
 		return false, nil
 	}
-	qj, err := p.queue.Job(ctx, l.Subnet, l.JobID)
-	if err != nil {
-		return false, err
-	}
+	// Older agents send the bare chain: give it its summary line here.
+	r.Error = failure.Of(r.Error)
 	final := r.Outcome != domain.ResultFailed || qj.Attempts >= p.cfg.MaxAttempts
 	if err := p.recordFailure(ctx, agentID, job, r, final, qj.Attempts); err != nil {
 		return false, err
@@ -279,7 +285,7 @@ func (p *Service) recordFailure(ctx context.Context, agentID string, job domain.
 	if err != nil && !errors.Is(err, domain.ErrNotFound) {
 		return err
 	}
-	out, detail := domain.OutcomeRetrying, fmt.Sprintf("attempt %d failed at %s: %s", attempt, step, msg)
+	out, detail := domain.OutcomeRetrying, fmt.Sprintf("attempt %d failed at %s: %s", attempt, step, oneLine(msg))
 	if final {
 		out = domain.OutcomeFailed
 	}
@@ -290,11 +296,25 @@ func (p *Service) recordFailure(ctx context.Context, agentID string, job domain.
 // OnDead records jobs the reaper dead-lettered (their leases expired
 // MaxAttempts times) as failed; wire it into dispatch.ReaperOptions.OnDead.
 func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []string) error {
+	return p.failQueued(ctx, subnet, jobIDs, "lease", "lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String(), p.cfg.MaxAttempts)
+}
+
+// FailUnserved records jobs no agent took before phase2.unserved_deadline
+// as failed with reason, on their devices too (dispatch.Unserved).
+func (p *Service) FailUnserved(ctx context.Context, subnet netip.Prefix, jobIDs []string, reason string) error {
+	return p.failQueued(ctx, subnet, jobIDs, "unserved", reason, 0)
+}
+
+// failQueued ends jobs the lease queue gave up on: their certificates and
+// keys are abandoned and each job fails at step with reason; attempts,
+// when positive, is the phase-2 attempts they used. A job no agent ever
+// took (attempts 0) records the reason on its device and in its log too.
+func (p *Service) failQueued(ctx context.Context, subnet netip.Prefix, jobIDs []string, step, reason string, attempts int) error {
 	var errs []error
 	for _, id := range jobIDs {
 		if discover.IsJobID(id) {
 			// A sweep has no batch to fail; the next request starts anew.
-			p.log.Warn().Str("job", id).Str("subnet", subnet.String()).Msg("discovery job dead-lettered")
+			p.log.Warn().Str("job", id).Str("subnet", subnet.String()).Str("step", step).Msg("discovery job given up")
 			continue
 		}
 		batch, device, ok := domain.SplitJobID(id)
@@ -308,12 +328,33 @@ func (p *Service) OnDead(ctx context.Context, subnet netip.Prefix, jobIDs []stri
 		if j, err := p.store.GetJob(ctx, batch, id); err == nil {
 			kind = j.Kind
 		}
-		if err := p.finish(ctx, kind, batch, id, domain.JobFailed, "lease",
-			"lease expired "+strconv.Itoa(p.cfg.MaxAttempts)+" times on "+subnet.String()); err != nil && !errors.Is(err, domain.ErrNotFound) {
+		if attempts > 0 {
+			if err := p.store.NotePhase2Attempts(ctx, batch, id, attempts); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := p.finish(ctx, kind, batch, id, domain.JobFailed, step, reason); err != nil && !errors.Is(err, domain.ErrNotFound) {
 			errs = append(errs, err)
+		}
+		if attempts == 0 {
+			errs = append(errs, p.recordUnserved(ctx, id, device, step, reason))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// recordUnserved puts a queue's reason for failing a job on its device and
+// in its operations log.
+func (p *Service) recordUnserved(ctx context.Context, jobID, deviceID, step, reason string) error {
+	_, err := p.store.UpdateDevice(ctx, deviceID, func(d *domain.Device) error {
+		d.LastError, d.LastErrorStep = reason, step
+		return nil
+	})
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: deviceID, JobID: jobID, Phase: 2, Step: step,
+		Outcome: domain.OutcomeFailed, Detail: oneLine(reason), Actor: "server", Time: p.now().UTC()})
 }
 
 // abandon undoes what a job that ended failed leaves at the site: the
@@ -339,4 +380,14 @@ func (p *Service) abandon(ctx context.Context, jobID, deviceID string) error {
 		p.log.Info().Str("job", jobID).Str("device", deviceID).Int("revoked", n).Msg("failed job's certificates revoked")
 	}
 	return nil
+}
+
+// oneLine is a stored failure reason on one line, for the operations
+// log: the summary, then the chain after "; details: ".
+func oneLine(msg string) string {
+	sum, details := failure.Split(msg)
+	if details == "" {
+		return sum
+	}
+	return sum + "; details: " + details
 }

@@ -22,6 +22,7 @@ func (s *Store) agentKey(id string) string { return s.key("{agent}", "a", id) }
 func (s *Store) agentAllKey() string       { return s.key("{agent}", "all") }
 func (s *Store) agentHBKey() string        { return s.key("{agent}", "hb") }
 func (s *Store) agentLoadKey() string      { return s.key("{agent}", "load") }
+func (s *Store) agentHelloKey() string     { return s.key("{agent}", "hellos") }
 
 // tokenKey stores an enrollment token under its SHA-256, so that a dump of
 // Redis does not hand out usable tokens.
@@ -65,11 +66,12 @@ func (s *Store) PutAgent(ctx context.Context, a domain.Agent) error {
 // GetAgent returns an agent with its latest heartbeat.
 func (s *Store) GetAgent(ctx context.Context, id string) (domain.Agent, error) {
 	var get *redis.StringCmd
-	var hb, load *redis.StringCmd
+	var hb, load, hellos *redis.StringCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, s.agentKey(id))
 		hb = p.HGet(ctx, s.agentHBKey(), id)
 		load = p.HGet(ctx, s.agentLoadKey(), id)
+		hellos = p.HGet(ctx, s.agentHelloKey(), id)
 		return nil
 	})
 	if errors.Is(get.Err(), redis.Nil) {
@@ -85,10 +87,19 @@ func (s *Store) GetAgent(ctx context.Context, id string) (domain.Agent, error) {
 	if v, err := strconv.ParseInt(hb.Val(), 10, 64); err == nil {
 		a.LastHeartbeat = time.UnixMilli(v).UTC()
 	}
+	var l domain.AgentLoad
 	if in, c, ok := strings.Cut(load.Val(), "/"); ok {
-		a.InFlight, _ = strconv.Atoi(in)
-		a.Capacity, _ = strconv.Atoi(c)
+		// As servers before versions were reported wrote it.
+		l.InFlight, _ = strconv.Atoi(in)
+		l.Capacity, _ = strconv.Atoi(c)
+	} else if load.Val() != "" {
+		_ = json.Unmarshal([]byte(load.Val()), &l)
 	}
+	a.InFlight, a.Capacity, a.Address = l.InFlight, l.Capacity, l.Address
+	if l.Version != "" {
+		a.Version = l.Version
+	}
+	a.Hellos, _ = strconv.ParseInt(hellos.Val(), 10, 64)
 	return a, nil
 }
 
@@ -119,6 +130,7 @@ func (s *Store) DeleteAgent(ctx context.Context, id string) error {
 		p.ZRem(ctx, s.agentAllKey(), id)
 		p.HDel(ctx, s.agentHBKey(), id)
 		p.HDel(ctx, s.agentLoadKey(), id)
+		p.HDel(ctx, s.agentHelloKey(), id)
 		return nil
 	})
 	if err != nil {
@@ -150,11 +162,23 @@ func (s *Store) Heartbeat(ctx context.Context, agentID string, at time.Time) err
 	return nil
 }
 
-// RecordLoad keeps what an agent reported in a heartbeat: jobs in flight
-// and its capacity (GetAgent returns them).
-func (s *Store) RecordLoad(ctx context.Context, agentID string, inFlight, capacity int) error {
-	if err := s.rdb.HSet(ctx, s.agentLoadKey(), agentID, strconv.Itoa(inFlight)+"/"+strconv.Itoa(capacity)).Err(); err != nil {
+// RecordLoad keeps what an agent's heartbeat told: jobs in flight and
+// capacity, its version and the address it came from.
+func (s *Store) RecordLoad(ctx context.Context, agentID string, l domain.AgentLoad) error {
+	b, err := json.Marshal(l)
+	if err != nil {
 		return fmt.Errorf("store: record load %s: %w", agentID, err)
+	}
+	if err := s.rdb.HSet(ctx, s.agentLoadKey(), agentID, b).Err(); err != nil {
+		return fmt.Errorf("store: record load %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// CountHellos adds n to the Hellos an agent has reported.
+func (s *Store) CountHellos(ctx context.Context, agentID string, n int) error {
+	if err := s.rdb.HIncrBy(ctx, s.agentHelloKey(), agentID, int64(n)).Err(); err != nil {
+		return fmt.Errorf("store: count hellos of %s: %w", agentID, err)
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ const (
 	fJSON      = "json"
 	fState     = "state"
 	fAttempts  = "attempts"
+	fAttempts2 = "attempts2"
 	fLastError = "last_error"
 	fErrStep   = "error_step"
 	fUpdated   = "updated_at" // Unix ms
@@ -186,6 +187,7 @@ func decodeJob(h map[string]string) (domain.Job, error) {
 	}
 	j.State = domain.JobState(h[fState])
 	j.Attempts = atoi(h[fAttempts])
+	j.Phase2Attempts = atoi(h[fAttempts2])
 	j.LastError = h[fLastError]
 	j.ErrorStep = h[fErrStep]
 	if v, err := strconv.ParseInt(h[fUpdated], 10, 64); err == nil {
@@ -280,6 +282,24 @@ func (s *Store) FinishJob(ctx context.Context, batchID, jobID string, state doma
 		return false, nil
 	}
 	return true, nil
+}
+
+// setAttempts2Script raises a job's phase-2 attempt count to ARGV[1]
+// (never lowers it: reports may arrive out of order); a missing job is
+// left alone.
+var setAttempts2Script = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'attempts2') or '0')
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'attempts2', ARGV[1]) end
+return 1
+`)
+
+// NotePhase2Attempts records that phase 2 of a job has used n leases.
+func (s *Store) NotePhase2Attempts(ctx context.Context, batchID, jobID string, n int) error {
+	if err := setAttempts2Script.Run(ctx, s.rdb, []string{s.jobKey(batchID, jobID)}, n).Err(); err != nil {
+		return fmt.Errorf("store: note attempts of %s: %w", jobID, err)
+	}
+	return nil
 }
 
 // moveJobScript changes a job's state when its current state is one of

@@ -16,6 +16,10 @@ import (
 func (s *Store) certKey(serial string) string { return s.key("{cert}", "s", serial) }
 func (s *Store) certDevKey(id string) string  { return s.key("{cert}", "dev", id) }
 
+// certAllKey indexes every record by issue time (ms), so the site's
+// certificates are listed newest first without reading every device.
+func (s *Store) certAllKey() string { return s.key("{cert}", "all") }
+
 // PutCertificate creates or replaces a certificate record and keeps the
 // by-device index in step (also when the record moves to another device).
 func (s *Store) PutCertificate(ctx context.Context, rec domain.CertificateRecord) error {
@@ -75,6 +79,37 @@ func (s *Store) CertificatesByDevice(ctx context.Context, deviceID string) ([]do
 		return out[i].Serial < out[j].Serial
 	})
 	return out, nil
+}
+
+// ListCertificates returns the records keep accepts (nil: all), newest
+// issue first, at most limit of them (0: all).
+func (s *Store) ListCertificates(ctx context.Context, keep func(domain.CertificateRecord) bool, limit int) ([]domain.CertificateRecord, error) {
+	var out []domain.CertificateRecord
+	const page = 500
+	for start := int64(0); ; start += page {
+		serials, err := s.rdb.ZRevRange(ctx, s.certAllKey(), start, start+page-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("store: list certificates: %w", err)
+		}
+		for _, sn := range serials {
+			rec, err := s.CertificateBySerial(ctx, sn)
+			if errors.Is(err, domain.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("store: list certificates: %w", err)
+			}
+			if keep == nil || keep(rec) {
+				out = append(out, rec)
+			}
+			if limit > 0 && len(out) >= limit {
+				return out, nil
+			}
+		}
+		if len(serials) < page {
+			return out, nil
+		}
+	}
 }
 
 // UpdateCertificateStatus sets a record's status; for CertRevoked it also
@@ -140,6 +175,7 @@ func (s *Store) mutateCert(ctx context.Context, serial string, fn func(*domain.C
 			}
 			p.Set(ctx, key, enc, 0)
 			p.SAdd(ctx, s.certDevKey(next.DeviceID), serial)
+			p.ZAdd(ctx, s.certAllKey(), redis.Z{Score: float64(next.NotBefore.UnixMilli()), Member: serial})
 			return nil
 		})
 		if err == nil {

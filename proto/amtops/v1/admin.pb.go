@@ -45,8 +45,15 @@ type Device struct {
 	UpdatedAt             *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	ProvisionedAt         *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
 	ControlMode           string                 `protobuf:"bytes,21,opt,name=control_mode,json=controlMode,proto3" json:"control_mode,omitempty"` // "acm", "ccm", or empty while not known
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The AMT account phase 1 published in Active Directory, and the SPNs
+	// it registered; empty without a directory or after a removal.
+	AdAccountDn string   `protobuf:"bytes,22,opt,name=ad_account_dn,json=adAccountDn,proto3" json:"ad_account_dn,omitempty"`
+	Spns        []string `protobuf:"bytes,23,rep,name=spns,proto3" json:"spns,omitempty"`
+	// certificates: every certificate the site issued for the device,
+	// newest first (GetDevice only; lists leave it empty).
+	Certificates  []*Certificate `protobuf:"bytes,24,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
@@ -226,6 +233,267 @@ func (x *Device) GetControlMode() string {
 	return ""
 }
 
+func (x *Device) GetAdAccountDn() string {
+	if x != nil {
+		return x.AdAccountDn
+	}
+	return ""
+}
+
+func (x *Device) GetSpns() []string {
+	if x != nil {
+		return x.Spns
+	}
+	return nil
+}
+
+func (x *Device) GetCertificates() []*Certificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// Certificate is the site's record of one certificate issued for a device.
+type Certificate struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Serial   string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"` // decimal
+	DeviceId string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Fqdn     string                 `protobuf:"bytes,3,opt,name=fqdn,proto3" json:"fqdn,omitempty"`       // the name it was issued for
+	Purpose  string                 `protobuf:"bytes,4,opt,name=purpose,proto3" json:"purpose,omitempty"` // server-auth, 8021x, wireless
+	Profile  string                 `protobuf:"bytes,5,opt,name=profile,proto3" json:"profile,omitempty"` // the CA's template
+	Ca       string                 `protobuf:"bytes,6,opt,name=ca,proto3" json:"ca,omitempty"`           // builtin, step-ca
+	// state: requested, issued (not yet on the device), installed, revoked.
+	State            string                 `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	RevocationReason string                 `protobuf:"bytes,8,opt,name=revocation_reason,json=revocationReason,proto3" json:"revocation_reason,omitempty"` // RFC 5280 name, e.g. superseded
+	RevokedAt        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	NotBefore        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter         *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	JobId            string                 `protobuf:"bytes,12,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"` // the job that had it issued
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Certificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Certificate) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Certificate) GetFqdn() string {
+	if x != nil {
+		return x.Fqdn
+	}
+	return ""
+}
+
+func (x *Certificate) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *Certificate) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Certificate) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+func (x *Certificate) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Certificate) GetRevocationReason() string {
+	if x != nil {
+		return x.RevocationReason
+	}
+	return ""
+}
+
+func (x *Certificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Certificate) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *Certificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *Certificate) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListCertificatesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Device string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"` // ID, FQDN or IP; empty: every device
+	// state: issued, installed, revoked, or live (issued or installed);
+	// empty: all.
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Limit         int32  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"` // 0: all
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertificatesRequest) Reset() {
+	*x = ListCertificatesRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertificatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertificatesRequest) ProtoMessage() {}
+
+func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
+func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListCertificatesRequest) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListCertificatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*Certificate         `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertificatesResponse) Reset() {
+	*x = ListCertificatesResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertificatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertificatesResponse) ProtoMessage() {}
+
+func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
+func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
 type ListDevicesRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Subnet     string                 `protobuf:"bytes,1,opt,name=subnet,proto3" json:"subnet,omitempty"`
@@ -240,14 +508,18 @@ type ListDevicesRequest struct {
 	// whose version is not known.
 	Generation string `protobuf:"bytes,7,opt,name=generation,proto3" json:"generation,omitempty"`
 	// failed selects devices whose last operation failed.
-	Failed        bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
+	Failed bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
+	// suppressed selects devices kept from automatic provisioning
+	// (devices suppress-auto); with collection, a collection's suppressed
+	// members.
+	Suppressed    bool `protobuf:"varint,9,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListDevicesRequest) Reset() {
 	*x = ListDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +531,7 @@ func (x *ListDevicesRequest) String() string {
 func (*ListDevicesRequest) ProtoMessage() {}
 
 func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[1]
+	mi := &file_amtops_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +544,7 @@ func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListDevicesRequest) GetSubnet() string {
@@ -331,6 +603,13 @@ func (x *ListDevicesRequest) GetFailed() bool {
 	return false
 }
 
+func (x *ListDevicesRequest) GetSuppressed() bool {
+	if x != nil {
+		return x.Suppressed
+	}
+	return false
+}
+
 type WhoAmIRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -339,7 +618,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +630,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[2]
+	mi := &file_amtops_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +643,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 type WhoAmIResponse struct {
@@ -378,7 +657,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +669,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[3]
+	mi := &file_amtops_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +682,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WhoAmIResponse) GetName() string {
@@ -435,7 +714,7 @@ type FleetSummaryRequest struct {
 
 func (x *FleetSummaryRequest) Reset() {
 	*x = FleetSummaryRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +726,7 @@ func (x *FleetSummaryRequest) String() string {
 func (*FleetSummaryRequest) ProtoMessage() {}
 
 func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[4]
+	mi := &file_amtops_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +739,7 @@ func (x *FleetSummaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetSummaryRequest.ProtoReflect.Descriptor instead.
 func (*FleetSummaryRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 type FleetSummaryResponse struct {
@@ -485,7 +764,7 @@ type FleetSummaryResponse struct {
 
 func (x *FleetSummaryResponse) Reset() {
 	*x = FleetSummaryResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +776,7 @@ func (x *FleetSummaryResponse) String() string {
 func (*FleetSummaryResponse) ProtoMessage() {}
 
 func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[5]
+	mi := &file_amtops_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +789,7 @@ func (x *FleetSummaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetSummaryResponse.ProtoReflect.Descriptor instead.
 func (*FleetSummaryResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FleetSummaryResponse) GetDevices() int64 {
@@ -593,7 +872,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +884,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[6]
+	mi := &file_amtops_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +897,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*Device {
@@ -645,7 +924,7 @@ type DeviceReadinessResponse struct {
 
 func (x *DeviceReadinessResponse) Reset() {
 	*x = DeviceReadinessResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +936,7 @@ func (x *DeviceReadinessResponse) String() string {
 func (*DeviceReadinessResponse) ProtoMessage() {}
 
 func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[7]
+	mi := &file_amtops_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +949,7 @@ func (x *DeviceReadinessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadinessResponse.ProtoReflect.Descriptor instead.
 func (*DeviceReadinessResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeviceReadinessResponse) GetDevices() []*DeviceReadiness {
@@ -707,7 +986,7 @@ type DeviceReadiness struct {
 
 func (x *DeviceReadiness) Reset() {
 	*x = DeviceReadiness{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +998,7 @@ func (x *DeviceReadiness) String() string {
 func (*DeviceReadiness) ProtoMessage() {}
 
 func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[8]
+	mi := &file_amtops_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +1011,7 @@ func (x *DeviceReadiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceReadiness.ProtoReflect.Descriptor instead.
 func (*DeviceReadiness) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeviceReadiness) GetId() string {
@@ -815,7 +1094,7 @@ type ReadinessProblem struct {
 
 func (x *ReadinessProblem) Reset() {
 	*x = ReadinessProblem{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1106,7 @@ func (x *ReadinessProblem) String() string {
 func (*ReadinessProblem) ProtoMessage() {}
 
 func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[9]
+	mi := &file_amtops_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1119,7 @@ func (x *ReadinessProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessProblem.ProtoReflect.Descriptor instead.
 func (*ReadinessProblem) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadinessProblem) GetReason() string {
@@ -866,7 +1145,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1157,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[10]
+	mi := &file_amtops_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1170,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -910,7 +1189,7 @@ type PutDevicesRequest struct {
 
 func (x *PutDevicesRequest) Reset() {
 	*x = PutDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1201,7 @@ func (x *PutDevicesRequest) String() string {
 func (*PutDevicesRequest) ProtoMessage() {}
 
 func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[11]
+	mi := &file_amtops_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1214,7 @@ func (x *PutDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesRequest.ProtoReflect.Descriptor instead.
 func (*PutDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PutDevicesRequest) GetDevices() []*Device {
@@ -955,7 +1234,7 @@ type PutDevicesResponse struct {
 
 func (x *PutDevicesResponse) Reset() {
 	*x = PutDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1246,7 @@ func (x *PutDevicesResponse) String() string {
 func (*PutDevicesResponse) ProtoMessage() {}
 
 func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[12]
+	mi := &file_amtops_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1259,7 @@ func (x *PutDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDevicesResponse.ProtoReflect.Descriptor instead.
 func (*PutDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PutDevicesResponse) GetCreated() int32 {
@@ -997,6 +1276,126 @@ func (x *PutDevicesResponse) GetUpdated() int32 {
 	return 0
 }
 
+type DeleteDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDeviceRequest) Reset() {
+	*x = DeleteDeviceRequest{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDeviceRequest) ProtoMessage() {}
+
+func (x *DeleteDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDeviceRequest.ProtoReflect.Descriptor instead.
+func (*DeleteDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteDeviceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteDeviceResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Fqdn           string                 `protobuf:"bytes,2,opt,name=fqdn,proto3" json:"fqdn,omitempty"`
+	RevokedSerials []string               `protobuf:"bytes,3,rep,name=revoked_serials,json=revokedSerials,proto3" json:"revoked_serials,omitempty"` // certificates revoked at the CA
+	SecretsDeleted int32                  `protobuf:"varint,4,opt,name=secrets_deleted,json=secretsDeleted,proto3" json:"secrets_deleted,omitempty"`
+	Collections    []string               `protobuf:"bytes,5,rep,name=collections,proto3" json:"collections,omitempty"` // memberships removed
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteDeviceResponse) Reset() {
+	*x = DeleteDeviceResponse{}
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDeviceResponse) ProtoMessage() {}
+
+func (x *DeleteDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDeviceResponse.ProtoReflect.Descriptor instead.
+func (*DeleteDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeleteDeviceResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeleteDeviceResponse) GetFqdn() string {
+	if x != nil {
+		return x.Fqdn
+	}
+	return ""
+}
+
+func (x *DeleteDeviceResponse) GetRevokedSerials() []string {
+	if x != nil {
+		return x.RevokedSerials
+	}
+	return nil
+}
+
+func (x *DeleteDeviceResponse) GetSecretsDeleted() int32 {
+	if x != nil {
+		return x.SecretsDeleted
+	}
+	return 0
+}
+
+func (x *DeleteDeviceResponse) GetCollections() []string {
+	if x != nil {
+		return x.Collections
+	}
+	return nil
+}
+
 type GetDeviceLogRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1007,7 +1406,7 @@ type GetDeviceLogRequest struct {
 
 func (x *GetDeviceLogRequest) Reset() {
 	*x = GetDeviceLogRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1418,7 @@ func (x *GetDeviceLogRequest) String() string {
 func (*GetDeviceLogRequest) ProtoMessage() {}
 
 func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[13]
+	mi := &file_amtops_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1431,7 @@ func (x *GetDeviceLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetDeviceLogRequest) GetId() string {
@@ -1058,7 +1457,7 @@ type GetDeviceLogResponse struct {
 
 func (x *GetDeviceLogResponse) Reset() {
 	*x = GetDeviceLogResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1469,7 @@ func (x *GetDeviceLogResponse) String() string {
 func (*GetDeviceLogResponse) ProtoMessage() {}
 
 func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[14]
+	mi := &file_amtops_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1482,7 @@ func (x *GetDeviceLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceLogResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceLogResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetDeviceLogResponse) GetEvents() []*OperationEvent {
@@ -1107,7 +1506,7 @@ type Collection struct {
 
 func (x *Collection) Reset() {
 	*x = Collection{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1518,7 @@ func (x *Collection) String() string {
 func (*Collection) ProtoMessage() {}
 
 func (x *Collection) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[15]
+	mi := &file_amtops_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1531,7 @@ func (x *Collection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Collection.ProtoReflect.Descriptor instead.
 func (*Collection) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Collection) GetName() string {
@@ -1188,7 +1587,7 @@ type CreateCollectionRequest struct {
 
 func (x *CreateCollectionRequest) Reset() {
 	*x = CreateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1599,7 @@ func (x *CreateCollectionRequest) String() string {
 func (*CreateCollectionRequest) ProtoMessage() {}
 
 func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[16]
+	mi := &file_amtops_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1612,7 @@ func (x *CreateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*CreateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateCollectionRequest) GetName() string {
@@ -1245,7 +1644,7 @@ type ListCollectionsRequest struct {
 
 func (x *ListCollectionsRequest) Reset() {
 	*x = ListCollectionsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1656,7 @@ func (x *ListCollectionsRequest) String() string {
 func (*ListCollectionsRequest) ProtoMessage() {}
 
 func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[17]
+	mi := &file_amtops_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1669,7 @@ func (x *ListCollectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListCollectionsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListCollectionsResponse struct {
@@ -1282,7 +1681,7 @@ type ListCollectionsResponse struct {
 
 func (x *ListCollectionsResponse) Reset() {
 	*x = ListCollectionsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1693,7 @@ func (x *ListCollectionsResponse) String() string {
 func (*ListCollectionsResponse) ProtoMessage() {}
 
 func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[18]
+	mi := &file_amtops_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1706,7 @@ func (x *ListCollectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCollectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListCollectionsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListCollectionsResponse) GetCollections() []*Collection {
@@ -1328,7 +1727,7 @@ type UpdateCollectionRequest struct {
 
 func (x *UpdateCollectionRequest) Reset() {
 	*x = UpdateCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1739,7 @@ func (x *UpdateCollectionRequest) String() string {
 func (*UpdateCollectionRequest) ProtoMessage() {}
 
 func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[19]
+	mi := &file_amtops_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1752,7 @@ func (x *UpdateCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCollectionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateCollectionRequest) GetName() string {
@@ -1386,7 +1785,7 @@ type DeleteCollectionRequest struct {
 
 func (x *DeleteCollectionRequest) Reset() {
 	*x = DeleteCollectionRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1797,7 @@ func (x *DeleteCollectionRequest) String() string {
 func (*DeleteCollectionRequest) ProtoMessage() {}
 
 func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[20]
+	mi := &file_amtops_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1810,7 @@ func (x *DeleteCollectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteCollectionRequest) GetName() string {
@@ -1429,7 +1828,7 @@ type DeleteCollectionResponse struct {
 
 func (x *DeleteCollectionResponse) Reset() {
 	*x = DeleteCollectionResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1840,7 @@ func (x *DeleteCollectionResponse) String() string {
 func (*DeleteCollectionResponse) ProtoMessage() {}
 
 func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[21]
+	mi := &file_amtops_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1853,7 @@ func (x *DeleteCollectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCollectionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCollectionResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 // Rule selects devices by subnet and/or a host-name glob.
@@ -1468,7 +1867,7 @@ type MemberRule struct {
 
 func (x *MemberRule) Reset() {
 	*x = MemberRule{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1879,7 @@ func (x *MemberRule) String() string {
 func (*MemberRule) ProtoMessage() {}
 
 func (x *MemberRule) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[22]
+	mi := &file_amtops_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1892,7 @@ func (x *MemberRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRule.ProtoReflect.Descriptor instead.
 func (*MemberRule) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemberRule) GetSubnet() string {
@@ -1521,7 +1920,7 @@ type CollectionMembersRequest struct {
 
 func (x *CollectionMembersRequest) Reset() {
 	*x = CollectionMembersRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1932,7 @@ func (x *CollectionMembersRequest) String() string {
 func (*CollectionMembersRequest) ProtoMessage() {}
 
 func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[23]
+	mi := &file_amtops_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1945,7 @@ func (x *CollectionMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersRequest.ProtoReflect.Descriptor instead.
 func (*CollectionMembersRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CollectionMembersRequest) GetCollection() string {
@@ -1579,7 +1978,7 @@ type CollectionMembersResponse struct {
 
 func (x *CollectionMembersResponse) Reset() {
 	*x = CollectionMembersResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1990,7 @@ func (x *CollectionMembersResponse) String() string {
 func (*CollectionMembersResponse) ProtoMessage() {}
 
 func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[24]
+	mi := &file_amtops_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +2003,7 @@ func (x *CollectionMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionMembersResponse.ProtoReflect.Descriptor instead.
 func (*CollectionMembersResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CollectionMembersResponse) GetChanged() int32 {
@@ -1626,7 +2025,7 @@ type ImportDevicesRequest struct {
 
 func (x *ImportDevicesRequest) Reset() {
 	*x = ImportDevicesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +2037,7 @@ func (x *ImportDevicesRequest) String() string {
 func (*ImportDevicesRequest) ProtoMessage() {}
 
 func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[25]
+	mi := &file_amtops_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +2050,7 @@ func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ImportDevicesRequest) GetCollection() string {
@@ -1687,7 +2086,7 @@ type ImportDevicesResponse struct {
 
 func (x *ImportDevicesResponse) Reset() {
 	*x = ImportDevicesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2098,7 @@ func (x *ImportDevicesResponse) String() string {
 func (*ImportDevicesResponse) ProtoMessage() {}
 
 func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[26]
+	mi := &file_amtops_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2111,7 @@ func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ImportDevicesResponse) GetCreated() int32 {
@@ -1759,7 +2158,7 @@ type StartBatchRequest struct {
 
 func (x *StartBatchRequest) Reset() {
 	*x = StartBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2170,7 @@ func (x *StartBatchRequest) String() string {
 func (*StartBatchRequest) ProtoMessage() {}
 
 func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[27]
+	mi := &file_amtops_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2183,7 @@ func (x *StartBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBatchRequest.ProtoReflect.Descriptor instead.
 func (*StartBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StartBatchRequest) GetKind() JobKind {
@@ -1850,7 +2249,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2261,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[28]
+	mi := &file_amtops_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2274,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Batch) GetId() string {
@@ -1978,7 +2377,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2389,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[29]
+	mi := &file_amtops_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2402,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetBatchRequest) GetId() string {
@@ -2022,7 +2421,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2433,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[30]
+	mi := &file_amtops_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2446,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListBatchesRequest) GetLimit() int32 {
@@ -2066,7 +2465,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2477,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[31]
+	mi := &file_amtops_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2490,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -2113,7 +2512,7 @@ type ListBatchJobsRequest struct {
 
 func (x *ListBatchJobsRequest) Reset() {
 	*x = ListBatchJobsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2524,7 @@ func (x *ListBatchJobsRequest) String() string {
 func (*ListBatchJobsRequest) ProtoMessage() {}
 
 func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[32]
+	mi := &file_amtops_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2537,7 @@ func (x *ListBatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBatchJobsRequest) GetBatchId() string {
@@ -2170,21 +2569,24 @@ func (x *ListBatchJobsRequest) GetCursor() string {
 }
 
 type Job struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Kind          JobKind                `protobuf:"varint,3,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	Attempts      int32                  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	LastError     string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	ErrorStep     string                 `protobuf:"bytes,7,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Kind      JobKind                `protobuf:"varint,3,opt,name=kind,proto3,enum=amtops.v1.JobKind" json:"kind,omitempty"`
+	State     string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Attempts  int32                  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"` // phase 1's
+	LastError string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	ErrorStep string                 `protobuf:"bytes,7,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
+	// phase2_attempts: the leases phase 2 had used at the job's last
+	// report, as the operations log's "attempt N" counts them.
+	Phase2Attempts int32 `protobuf:"varint,8,opt,name=phase2_attempts,json=phase2Attempts,proto3" json:"phase2_attempts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2598,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[33]
+	mi := &file_amtops_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2611,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Job) GetId() string {
@@ -2261,6 +2663,13 @@ func (x *Job) GetErrorStep() string {
 	return ""
 }
 
+func (x *Job) GetPhase2Attempts() int32 {
+	if x != nil {
+		return x.Phase2Attempts
+	}
+	return 0
+}
+
 type ListBatchJobsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
@@ -2271,7 +2680,7 @@ type ListBatchJobsResponse struct {
 
 func (x *ListBatchJobsResponse) Reset() {
 	*x = ListBatchJobsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2692,7 @@ func (x *ListBatchJobsResponse) String() string {
 func (*ListBatchJobsResponse) ProtoMessage() {}
 
 func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[34]
+	mi := &file_amtops_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2705,7 @@ func (x *ListBatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBatchJobsResponse) GetJobs() []*Job {
@@ -2323,7 +2732,7 @@ type SetAutoProvisionSuppressedRequest struct {
 
 func (x *SetAutoProvisionSuppressedRequest) Reset() {
 	*x = SetAutoProvisionSuppressedRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2744,7 @@ func (x *SetAutoProvisionSuppressedRequest) String() string {
 func (*SetAutoProvisionSuppressedRequest) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[35]
+	mi := &file_amtops_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2757,7 @@ func (x *SetAutoProvisionSuppressedRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use SetAutoProvisionSuppressedRequest.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetAutoProvisionSuppressedRequest) GetDeviceIds() []string {
@@ -2374,7 +2783,7 @@ type SetAutoProvisionSuppressedResponse struct {
 
 func (x *SetAutoProvisionSuppressedResponse) Reset() {
 	*x = SetAutoProvisionSuppressedResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2795,7 @@ func (x *SetAutoProvisionSuppressedResponse) String() string {
 func (*SetAutoProvisionSuppressedResponse) ProtoMessage() {}
 
 func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[36]
+	mi := &file_amtops_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2808,7 @@ func (x *SetAutoProvisionSuppressedResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SetAutoProvisionSuppressedResponse.ProtoReflect.Descriptor instead.
 func (*SetAutoProvisionSuppressedResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetAutoProvisionSuppressedResponse) GetChanged() int32 {
@@ -2418,7 +2827,7 @@ type BeginRenameRequest struct {
 
 func (x *BeginRenameRequest) Reset() {
 	*x = BeginRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2839,7 @@ func (x *BeginRenameRequest) String() string {
 func (*BeginRenameRequest) ProtoMessage() {}
 
 func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[37]
+	mi := &file_amtops_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2852,7 @@ func (x *BeginRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRenameRequest.ProtoReflect.Descriptor instead.
 func (*BeginRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BeginRenameRequest) GetDeviceIds() []string {
@@ -2463,7 +2872,7 @@ type CompleteRenameRequest struct {
 
 func (x *CompleteRenameRequest) Reset() {
 	*x = CompleteRenameRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2884,7 @@ func (x *CompleteRenameRequest) String() string {
 func (*CompleteRenameRequest) ProtoMessage() {}
 
 func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[38]
+	mi := &file_amtops_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2897,7 @@ func (x *CompleteRenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRenameRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRenameRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CompleteRenameRequest) GetDeviceId() string {
@@ -2513,7 +2922,7 @@ type SweepNowRequest struct {
 
 func (x *SweepNowRequest) Reset() {
 	*x = SweepNowRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2934,7 @@ func (x *SweepNowRequest) String() string {
 func (*SweepNowRequest) ProtoMessage() {}
 
 func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[39]
+	mi := &file_amtops_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2947,7 @@ func (x *SweepNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepNowRequest.ProtoReflect.Descriptor instead.
 func (*SweepNowRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type CreateEnrollmentTokenRequest struct {
@@ -2551,7 +2960,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2972,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[40]
+	mi := &file_amtops_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2985,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetSubnets() []string {
@@ -2603,7 +3012,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +3024,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[41]
+	mi := &file_amtops_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +3037,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -2655,15 +3064,21 @@ type Agent struct {
 	// online: a heartbeat within the server's online window (a few long polls).
 	Online bool `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
 	// From the agent's last heartbeat: jobs running, and the most it runs.
-	JobsInFlight  int32 `protobuf:"varint,7,opt,name=jobs_in_flight,json=jobsInFlight,proto3" json:"jobs_in_flight,omitempty"`
-	Capacity      int32 `protobuf:"varint,8,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JobsInFlight int32 `protobuf:"varint,7,opt,name=jobs_in_flight,json=jobsInFlight,proto3" json:"jobs_in_flight,omitempty"`
+	Capacity     int32 `protobuf:"varint,8,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// version is the agent's build from its last heartbeat (or enrollment);
+	// address the network address its last heartbeat came from.
+	Version string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	Address string `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
+	// hellos_received counts the Hellos the agent reported since it enrolled.
+	HellosReceived int64 `protobuf:"varint,11,opt,name=hellos_received,json=hellosReceived,proto3" json:"hellos_received,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +3090,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[42]
+	mi := &file_amtops_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +3103,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Agent) GetId() string {
@@ -2747,6 +3162,27 @@ func (x *Agent) GetCapacity() int32 {
 	return 0
 }
 
+func (x *Agent) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Agent) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Agent) GetHellosReceived() int64 {
+	if x != nil {
+		return x.HellosReceived
+	}
+	return 0
+}
+
 type AuthorizeAgentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
@@ -2757,7 +3193,7 @@ type AuthorizeAgentRequest struct {
 
 func (x *AuthorizeAgentRequest) Reset() {
 	*x = AuthorizeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +3205,7 @@ func (x *AuthorizeAgentRequest) String() string {
 func (*AuthorizeAgentRequest) ProtoMessage() {}
 
 func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[43]
+	mi := &file_amtops_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +3218,7 @@ func (x *AuthorizeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeAgentRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AuthorizeAgentRequest) GetAgentId() string {
@@ -2808,7 +3244,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +3256,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[44]
+	mi := &file_amtops_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +3269,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -2851,7 +3287,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +3299,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[45]
+	mi := &file_amtops_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3312,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 type ListAgentsRequest struct {
@@ -2887,7 +3323,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3335,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[46]
+	mi := &file_amtops_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3348,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type ListAgentsResponse struct {
@@ -2924,7 +3360,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3372,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[47]
+	mi := &file_amtops_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3385,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2970,7 +3406,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3418,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[48]
+	mi := &file_amtops_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3431,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AdminToken) GetName() string {
@@ -3029,7 +3465,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3041,7 +3477,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[49]
+	mi := &file_amtops_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3054,7 +3490,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -3081,7 +3517,7 @@ type CreateAdminTokenResponse struct {
 
 func (x *CreateAdminTokenResponse) Reset() {
 	*x = CreateAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3529,7 @@ func (x *CreateAdminTokenResponse) String() string {
 func (*CreateAdminTokenResponse) ProtoMessage() {}
 
 func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[50]
+	mi := &file_amtops_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3542,7 @@ func (x *CreateAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateAdminTokenResponse) GetToken() string {
@@ -3131,7 +3567,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3579,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[51]
+	mi := &file_amtops_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3592,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 type ListAdminTokensResponse struct {
@@ -3168,7 +3604,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3616,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[52]
+	mi := &file_amtops_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3629,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListAdminTokensResponse) GetTokens() []*AdminToken {
@@ -3212,7 +3648,7 @@ type RevokeAdminTokenRequest struct {
 
 func (x *RevokeAdminTokenRequest) Reset() {
 	*x = RevokeAdminTokenRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[53]
+	mi := &file_amtops_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3660,7 @@ func (x *RevokeAdminTokenRequest) String() string {
 func (*RevokeAdminTokenRequest) ProtoMessage() {}
 
 func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[53]
+	mi := &file_amtops_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3673,7 @@ func (x *RevokeAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RevokeAdminTokenRequest) GetName() string {
@@ -3255,7 +3691,7 @@ type RevokeAdminTokenResponse struct {
 
 func (x *RevokeAdminTokenResponse) Reset() {
 	*x = RevokeAdminTokenResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[54]
+	mi := &file_amtops_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3267,7 +3703,7 @@ func (x *RevokeAdminTokenResponse) String() string {
 func (*RevokeAdminTokenResponse) ProtoMessage() {}
 
 func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[54]
+	mi := &file_amtops_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3280,7 +3716,7 @@ func (x *RevokeAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 type IssueAdminCertificateRequest struct {
@@ -3294,7 +3730,7 @@ type IssueAdminCertificateRequest struct {
 
 func (x *IssueAdminCertificateRequest) Reset() {
 	*x = IssueAdminCertificateRequest{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[55]
+	mi := &file_amtops_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3742,7 @@ func (x *IssueAdminCertificateRequest) String() string {
 func (*IssueAdminCertificateRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[55]
+	mi := &file_amtops_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3755,7 @@ func (x *IssueAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *IssueAdminCertificateRequest) GetName() string {
@@ -3354,7 +3790,7 @@ type IssueAdminCertificateResponse struct {
 
 func (x *IssueAdminCertificateResponse) Reset() {
 	*x = IssueAdminCertificateResponse{}
-	mi := &file_amtops_v1_admin_proto_msgTypes[56]
+	mi := &file_amtops_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3366,7 +3802,7 @@ func (x *IssueAdminCertificateResponse) String() string {
 func (*IssueAdminCertificateResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amtops_v1_admin_proto_msgTypes[56]
+	mi := &file_amtops_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3379,7 +3815,7 @@ func (x *IssueAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_amtops_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *IssueAdminCertificateResponse) GetCertificateDer() []byte {
@@ -3407,7 +3843,7 @@ var File_amtops_v1_admin_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x05\n" +
+	"\x15amtops/v1/admin.proto\x12\tamtops.v1\x1a\x16amtops/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x06\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1b\n" +
@@ -3434,7 +3870,32 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
 	"\x0eprovisioned_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x12!\n" +
-	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\"\xf9\x01\n" +
+	"\fcontrol_mode\x18\x15 \x01(\tR\vcontrolMode\x12\"\n" +
+	"\rad_account_dn\x18\x16 \x01(\tR\vadAccountDn\x12\x12\n" +
+	"\x04spns\x18\x17 \x03(\tR\x04spns\x12:\n" +
+	"\fcertificates\x18\x18 \x03(\v2\x16.amtops.v1.CertificateR\fcertificates\"\xa3\x03\n" +
+	"\vCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x12\n" +
+	"\x04fqdn\x18\x03 \x01(\tR\x04fqdn\x12\x18\n" +
+	"\apurpose\x18\x04 \x01(\tR\apurpose\x12\x18\n" +
+	"\aprofile\x18\x05 \x01(\tR\aprofile\x12\x0e\n" +
+	"\x02ca\x18\x06 \x01(\tR\x02ca\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12+\n" +
+	"\x11revocation_reason\x18\b \x01(\tR\x10revocationReason\x129\n" +
+	"\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
+	"\n" +
+	"not_before\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x15\n" +
+	"\x06job_id\x18\f \x01(\tR\x05jobId\"]\n" +
+	"\x17ListCertificatesRequest\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\"V\n" +
+	"\x18ListCertificatesResponse\x12:\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x16.amtops.v1.CertificateR\fcertificates\"\x99\x02\n" +
 	"\x12ListDevicesRequest\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.amtops.v1.DeviceStatusR\x06status\x12\x1e\n" +
@@ -3447,7 +3908,10 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\a \x01(\tR\n" +
 	"generation\x12\x16\n" +
-	"\x06failed\x18\b \x01(\bR\x06failed\"\x0f\n" +
+	"\x06failed\x18\b \x01(\bR\x06failed\x12\x1e\n" +
+	"\n" +
+	"suppressed\x18\t \x01(\bR\n" +
+	"suppressed\"\x0f\n" +
 	"\rWhoAmIRequest\"J\n" +
 	"\x0eWhoAmIResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -3508,7 +3972,15 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\adevices\x18\x01 \x03(\v2\x11.amtops.v1.DeviceR\adevices\"H\n" +
 	"\x12PutDevicesResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\x05R\acreated\x12\x18\n" +
-	"\aupdated\x18\x02 \x01(\x05R\aupdated\";\n" +
+	"\aupdated\x18\x02 \x01(\x05R\aupdated\"%\n" +
+	"\x13DeleteDeviceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xae\x01\n" +
+	"\x14DeleteDeviceResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04fqdn\x18\x02 \x01(\tR\x04fqdn\x12'\n" +
+	"\x0frevoked_serials\x18\x03 \x03(\tR\x0erevokedSerials\x12'\n" +
+	"\x0fsecrets_deleted\x18\x04 \x01(\x05R\x0esecretsDeleted\x12 \n" +
+	"\vcollections\x18\x05 \x03(\tR\vcollections\";\n" +
 	"\x13GetDeviceLogRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"I\n" +
@@ -3602,7 +4074,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
-	"\x06cursor\x18\x04 \x01(\tR\x06cursor\"\xca\x01\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\"\xf3\x01\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12&\n" +
@@ -3612,7 +4084,8 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1d\n" +
 	"\n" +
-	"error_step\x18\a \x01(\tR\terrorStep\"\\\n" +
+	"error_step\x18\a \x01(\tR\terrorStep\x12'\n" +
+	"\x0fphase2_attempts\x18\b \x01(\x05R\x0ephase2Attempts\"\\\n" +
 	"\x15ListBatchJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.amtops.v1.JobR\x04jobs\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
@@ -3639,7 +4112,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dCreateEnrollmentTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x9f\x02\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xfc\x02\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3649,7 +4122,11 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"enrolledAt\x12\x16\n" +
 	"\x06online\x18\x06 \x01(\bR\x06online\x12$\n" +
 	"\x0ejobs_in_flight\x18\a \x01(\x05R\fjobsInFlight\x12\x1a\n" +
-	"\bcapacity\x18\b \x01(\x05R\bcapacity\"L\n" +
+	"\bcapacity\x18\b \x01(\x05R\bcapacity\x12\x18\n" +
+	"\aversion\x18\t \x01(\tR\aversion\x12\x18\n" +
+	"\aaddress\x18\n" +
+	" \x01(\tR\aaddress\x12'\n" +
+	"\x0fhellos_received\x18\v \x01(\x03R\x0ehellosReceived\"L\n" +
 	"\x15AuthorizeAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\asubnets\x18\x02 \x03(\tR\asubnets\"/\n" +
@@ -3684,7 +4161,7 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueAdminCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x127\n" +
-	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf0\x14\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\x9e\x16\n" +
 	"\fAdminService\x12O\n" +
 	"\fFleetSummary\x12\x1e.amtops.v1.FleetSummaryRequest\x1a\x1f.amtops.v1.FleetSummaryResponse\x12=\n" +
 	"\x06WhoAmI\x12\x18.amtops.v1.WhoAmIRequest\x1a\x19.amtops.v1.WhoAmIResponse\x12L\n" +
@@ -3692,7 +4169,9 @@ const file_amtops_v1_admin_proto_rawDesc = "" +
 	"\tGetDevice\x12\x1b.amtops.v1.GetDeviceRequest\x1a\x11.amtops.v1.Device\x12I\n" +
 	"\n" +
 	"PutDevices\x12\x1c.amtops.v1.PutDevicesRequest\x1a\x1d.amtops.v1.PutDevicesResponse\x12O\n" +
-	"\fGetDeviceLog\x12\x1e.amtops.v1.GetDeviceLogRequest\x1a\x1f.amtops.v1.GetDeviceLogResponse\x12T\n" +
+	"\fGetDeviceLog\x12\x1e.amtops.v1.GetDeviceLogRequest\x1a\x1f.amtops.v1.GetDeviceLogResponse\x12O\n" +
+	"\fDeleteDevice\x12\x1e.amtops.v1.DeleteDeviceRequest\x1a\x1f.amtops.v1.DeleteDeviceResponse\x12[\n" +
+	"\x10ListCertificates\x12\".amtops.v1.ListCertificatesRequest\x1a#.amtops.v1.ListCertificatesResponse\x12T\n" +
 	"\x0fDeviceReadiness\x12\x1d.amtops.v1.ListDevicesRequest\x1a\".amtops.v1.DeviceReadinessResponse\x12M\n" +
 	"\x10CreateCollection\x12\".amtops.v1.CreateCollectionRequest\x1a\x15.amtops.v1.Collection\x12X\n" +
 	"\x0fListCollections\x12!.amtops.v1.ListCollectionsRequest\x1a\".amtops.v1.ListCollectionsResponse\x12M\n" +
@@ -3736,183 +4215,197 @@ func file_amtops_v1_admin_proto_rawDescGZIP() []byte {
 	return file_amtops_v1_admin_proto_rawDescData
 }
 
-var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_amtops_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_amtops_v1_admin_proto_goTypes = []any{
 	(*Device)(nil),                             // 0: amtops.v1.Device
-	(*ListDevicesRequest)(nil),                 // 1: amtops.v1.ListDevicesRequest
-	(*WhoAmIRequest)(nil),                      // 2: amtops.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                     // 3: amtops.v1.WhoAmIResponse
-	(*FleetSummaryRequest)(nil),                // 4: amtops.v1.FleetSummaryRequest
-	(*FleetSummaryResponse)(nil),               // 5: amtops.v1.FleetSummaryResponse
-	(*ListDevicesResponse)(nil),                // 6: amtops.v1.ListDevicesResponse
-	(*DeviceReadinessResponse)(nil),            // 7: amtops.v1.DeviceReadinessResponse
-	(*DeviceReadiness)(nil),                    // 8: amtops.v1.DeviceReadiness
-	(*ReadinessProblem)(nil),                   // 9: amtops.v1.ReadinessProblem
-	(*GetDeviceRequest)(nil),                   // 10: amtops.v1.GetDeviceRequest
-	(*PutDevicesRequest)(nil),                  // 11: amtops.v1.PutDevicesRequest
-	(*PutDevicesResponse)(nil),                 // 12: amtops.v1.PutDevicesResponse
-	(*GetDeviceLogRequest)(nil),                // 13: amtops.v1.GetDeviceLogRequest
-	(*GetDeviceLogResponse)(nil),               // 14: amtops.v1.GetDeviceLogResponse
-	(*Collection)(nil),                         // 15: amtops.v1.Collection
-	(*CreateCollectionRequest)(nil),            // 16: amtops.v1.CreateCollectionRequest
-	(*ListCollectionsRequest)(nil),             // 17: amtops.v1.ListCollectionsRequest
-	(*ListCollectionsResponse)(nil),            // 18: amtops.v1.ListCollectionsResponse
-	(*UpdateCollectionRequest)(nil),            // 19: amtops.v1.UpdateCollectionRequest
-	(*DeleteCollectionRequest)(nil),            // 20: amtops.v1.DeleteCollectionRequest
-	(*DeleteCollectionResponse)(nil),           // 21: amtops.v1.DeleteCollectionResponse
-	(*MemberRule)(nil),                         // 22: amtops.v1.MemberRule
-	(*CollectionMembersRequest)(nil),           // 23: amtops.v1.CollectionMembersRequest
-	(*CollectionMembersResponse)(nil),          // 24: amtops.v1.CollectionMembersResponse
-	(*ImportDevicesRequest)(nil),               // 25: amtops.v1.ImportDevicesRequest
-	(*ImportDevicesResponse)(nil),              // 26: amtops.v1.ImportDevicesResponse
-	(*StartBatchRequest)(nil),                  // 27: amtops.v1.StartBatchRequest
-	(*Batch)(nil),                              // 28: amtops.v1.Batch
-	(*GetBatchRequest)(nil),                    // 29: amtops.v1.GetBatchRequest
-	(*ListBatchesRequest)(nil),                 // 30: amtops.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),                // 31: amtops.v1.ListBatchesResponse
-	(*ListBatchJobsRequest)(nil),               // 32: amtops.v1.ListBatchJobsRequest
-	(*Job)(nil),                                // 33: amtops.v1.Job
-	(*ListBatchJobsResponse)(nil),              // 34: amtops.v1.ListBatchJobsResponse
-	(*SetAutoProvisionSuppressedRequest)(nil),  // 35: amtops.v1.SetAutoProvisionSuppressedRequest
-	(*SetAutoProvisionSuppressedResponse)(nil), // 36: amtops.v1.SetAutoProvisionSuppressedResponse
-	(*BeginRenameRequest)(nil),                 // 37: amtops.v1.BeginRenameRequest
-	(*CompleteRenameRequest)(nil),              // 38: amtops.v1.CompleteRenameRequest
-	(*SweepNowRequest)(nil),                    // 39: amtops.v1.SweepNowRequest
-	(*CreateEnrollmentTokenRequest)(nil),       // 40: amtops.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),      // 41: amtops.v1.CreateEnrollmentTokenResponse
-	(*Agent)(nil),                              // 42: amtops.v1.Agent
-	(*AuthorizeAgentRequest)(nil),              // 43: amtops.v1.AuthorizeAgentRequest
-	(*RevokeAgentRequest)(nil),                 // 44: amtops.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),                // 45: amtops.v1.RevokeAgentResponse
-	(*ListAgentsRequest)(nil),                  // 46: amtops.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                 // 47: amtops.v1.ListAgentsResponse
-	(*AdminToken)(nil),                         // 48: amtops.v1.AdminToken
-	(*CreateAdminTokenRequest)(nil),            // 49: amtops.v1.CreateAdminTokenRequest
-	(*CreateAdminTokenResponse)(nil),           // 50: amtops.v1.CreateAdminTokenResponse
-	(*ListAdminTokensRequest)(nil),             // 51: amtops.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),            // 52: amtops.v1.ListAdminTokensResponse
-	(*RevokeAdminTokenRequest)(nil),            // 53: amtops.v1.RevokeAdminTokenRequest
-	(*RevokeAdminTokenResponse)(nil),           // 54: amtops.v1.RevokeAdminTokenResponse
-	(*IssueAdminCertificateRequest)(nil),       // 55: amtops.v1.IssueAdminCertificateRequest
-	(*IssueAdminCertificateResponse)(nil),      // 56: amtops.v1.IssueAdminCertificateResponse
-	nil,                                        // 57: amtops.v1.FleetSummaryResponse.ByStatusEntry
-	nil,                                        // 58: amtops.v1.FleetSummaryResponse.ByControlModeEntry
-	nil,                                        // 59: amtops.v1.FleetSummaryResponse.ByGenerationEntry
-	nil,                                        // 60: amtops.v1.FleetSummaryResponse.BlockersEntry
-	nil,                                        // 61: amtops.v1.Batch.OptionsEntry
-	(DeviceStatus)(0),                          // 62: amtops.v1.DeviceStatus
-	(Link)(0),                                  // 63: amtops.v1.Link
-	(*timestamppb.Timestamp)(nil),              // 64: google.protobuf.Timestamp
-	(*OperationEvent)(nil),                     // 65: amtops.v1.OperationEvent
-	(JobKind)(0),                               // 66: amtops.v1.JobKind
+	(*Certificate)(nil),                        // 1: amtops.v1.Certificate
+	(*ListCertificatesRequest)(nil),            // 2: amtops.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),           // 3: amtops.v1.ListCertificatesResponse
+	(*ListDevicesRequest)(nil),                 // 4: amtops.v1.ListDevicesRequest
+	(*WhoAmIRequest)(nil),                      // 5: amtops.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                     // 6: amtops.v1.WhoAmIResponse
+	(*FleetSummaryRequest)(nil),                // 7: amtops.v1.FleetSummaryRequest
+	(*FleetSummaryResponse)(nil),               // 8: amtops.v1.FleetSummaryResponse
+	(*ListDevicesResponse)(nil),                // 9: amtops.v1.ListDevicesResponse
+	(*DeviceReadinessResponse)(nil),            // 10: amtops.v1.DeviceReadinessResponse
+	(*DeviceReadiness)(nil),                    // 11: amtops.v1.DeviceReadiness
+	(*ReadinessProblem)(nil),                   // 12: amtops.v1.ReadinessProblem
+	(*GetDeviceRequest)(nil),                   // 13: amtops.v1.GetDeviceRequest
+	(*PutDevicesRequest)(nil),                  // 14: amtops.v1.PutDevicesRequest
+	(*PutDevicesResponse)(nil),                 // 15: amtops.v1.PutDevicesResponse
+	(*DeleteDeviceRequest)(nil),                // 16: amtops.v1.DeleteDeviceRequest
+	(*DeleteDeviceResponse)(nil),               // 17: amtops.v1.DeleteDeviceResponse
+	(*GetDeviceLogRequest)(nil),                // 18: amtops.v1.GetDeviceLogRequest
+	(*GetDeviceLogResponse)(nil),               // 19: amtops.v1.GetDeviceLogResponse
+	(*Collection)(nil),                         // 20: amtops.v1.Collection
+	(*CreateCollectionRequest)(nil),            // 21: amtops.v1.CreateCollectionRequest
+	(*ListCollectionsRequest)(nil),             // 22: amtops.v1.ListCollectionsRequest
+	(*ListCollectionsResponse)(nil),            // 23: amtops.v1.ListCollectionsResponse
+	(*UpdateCollectionRequest)(nil),            // 24: amtops.v1.UpdateCollectionRequest
+	(*DeleteCollectionRequest)(nil),            // 25: amtops.v1.DeleteCollectionRequest
+	(*DeleteCollectionResponse)(nil),           // 26: amtops.v1.DeleteCollectionResponse
+	(*MemberRule)(nil),                         // 27: amtops.v1.MemberRule
+	(*CollectionMembersRequest)(nil),           // 28: amtops.v1.CollectionMembersRequest
+	(*CollectionMembersResponse)(nil),          // 29: amtops.v1.CollectionMembersResponse
+	(*ImportDevicesRequest)(nil),               // 30: amtops.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil),              // 31: amtops.v1.ImportDevicesResponse
+	(*StartBatchRequest)(nil),                  // 32: amtops.v1.StartBatchRequest
+	(*Batch)(nil),                              // 33: amtops.v1.Batch
+	(*GetBatchRequest)(nil),                    // 34: amtops.v1.GetBatchRequest
+	(*ListBatchesRequest)(nil),                 // 35: amtops.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),                // 36: amtops.v1.ListBatchesResponse
+	(*ListBatchJobsRequest)(nil),               // 37: amtops.v1.ListBatchJobsRequest
+	(*Job)(nil),                                // 38: amtops.v1.Job
+	(*ListBatchJobsResponse)(nil),              // 39: amtops.v1.ListBatchJobsResponse
+	(*SetAutoProvisionSuppressedRequest)(nil),  // 40: amtops.v1.SetAutoProvisionSuppressedRequest
+	(*SetAutoProvisionSuppressedResponse)(nil), // 41: amtops.v1.SetAutoProvisionSuppressedResponse
+	(*BeginRenameRequest)(nil),                 // 42: amtops.v1.BeginRenameRequest
+	(*CompleteRenameRequest)(nil),              // 43: amtops.v1.CompleteRenameRequest
+	(*SweepNowRequest)(nil),                    // 44: amtops.v1.SweepNowRequest
+	(*CreateEnrollmentTokenRequest)(nil),       // 45: amtops.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),      // 46: amtops.v1.CreateEnrollmentTokenResponse
+	(*Agent)(nil),                              // 47: amtops.v1.Agent
+	(*AuthorizeAgentRequest)(nil),              // 48: amtops.v1.AuthorizeAgentRequest
+	(*RevokeAgentRequest)(nil),                 // 49: amtops.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),                // 50: amtops.v1.RevokeAgentResponse
+	(*ListAgentsRequest)(nil),                  // 51: amtops.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                 // 52: amtops.v1.ListAgentsResponse
+	(*AdminToken)(nil),                         // 53: amtops.v1.AdminToken
+	(*CreateAdminTokenRequest)(nil),            // 54: amtops.v1.CreateAdminTokenRequest
+	(*CreateAdminTokenResponse)(nil),           // 55: amtops.v1.CreateAdminTokenResponse
+	(*ListAdminTokensRequest)(nil),             // 56: amtops.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),            // 57: amtops.v1.ListAdminTokensResponse
+	(*RevokeAdminTokenRequest)(nil),            // 58: amtops.v1.RevokeAdminTokenRequest
+	(*RevokeAdminTokenResponse)(nil),           // 59: amtops.v1.RevokeAdminTokenResponse
+	(*IssueAdminCertificateRequest)(nil),       // 60: amtops.v1.IssueAdminCertificateRequest
+	(*IssueAdminCertificateResponse)(nil),      // 61: amtops.v1.IssueAdminCertificateResponse
+	nil,                                        // 62: amtops.v1.FleetSummaryResponse.ByStatusEntry
+	nil,                                        // 63: amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	nil,                                        // 64: amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	nil,                                        // 65: amtops.v1.FleetSummaryResponse.BlockersEntry
+	nil,                                        // 66: amtops.v1.Batch.OptionsEntry
+	(DeviceStatus)(0),                          // 67: amtops.v1.DeviceStatus
+	(Link)(0),                                  // 68: amtops.v1.Link
+	(*timestamppb.Timestamp)(nil),              // 69: google.protobuf.Timestamp
+	(*OperationEvent)(nil),                     // 70: amtops.v1.OperationEvent
+	(JobKind)(0),                               // 71: amtops.v1.JobKind
 }
 var file_amtops_v1_admin_proto_depIdxs = []int32{
-	62, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
-	63, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
-	64, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
-	64, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
-	62, // 4: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
-	57, // 5: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
-	58, // 6: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
-	59, // 7: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
-	60, // 8: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
-	64, // 9: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
-	0,  // 10: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
-	8,  // 11: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
-	64, // 12: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
-	9,  // 13: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
-	0,  // 14: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
-	65, // 15: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
-	64, // 16: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
-	22, // 17: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
-	15, // 18: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
-	22, // 19: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
-	66, // 20: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
-	66, // 21: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
-	64, // 22: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	61, // 23: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
-	28, // 24: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
-	66, // 25: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
-	33, // 26: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
-	64, // 27: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	64, // 28: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
-	64, // 29: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	42, // 30: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
-	64, // 31: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
-	48, // 32: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
-	48, // 33: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
-	64, // 34: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
-	4,  // 35: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
-	2,  // 36: amtops.v1.AdminService.WhoAmI:input_type -> amtops.v1.WhoAmIRequest
-	1,  // 37: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
-	10, // 38: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
-	11, // 39: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
-	13, // 40: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
-	1,  // 41: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
-	16, // 42: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
-	17, // 43: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
-	19, // 44: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
-	20, // 45: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
-	23, // 46: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	23, // 47: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
-	25, // 48: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
-	27, // 49: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
-	29, // 50: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
-	30, // 51: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
-	29, // 52: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
-	29, // 53: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
-	32, // 54: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
-	35, // 55: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
-	37, // 56: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
-	38, // 57: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
-	39, // 58: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
-	40, // 59: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
-	43, // 60: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	43, // 61: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
-	44, // 62: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
-	46, // 63: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
-	49, // 64: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
-	51, // 65: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
-	53, // 66: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
-	55, // 67: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
-	5,  // 68: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
-	3,  // 69: amtops.v1.AdminService.WhoAmI:output_type -> amtops.v1.WhoAmIResponse
-	6,  // 70: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
-	0,  // 71: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
-	12, // 72: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
-	14, // 73: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
-	7,  // 74: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
-	15, // 75: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
-	18, // 76: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
-	15, // 77: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
-	21, // 78: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
-	24, // 79: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	24, // 80: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
-	26, // 81: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
-	28, // 82: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
-	28, // 83: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
-	31, // 84: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
-	28, // 85: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
-	28, // 86: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
-	34, // 87: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
-	36, // 88: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
-	28, // 89: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
-	28, // 90: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
-	28, // 91: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
-	41, // 92: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
-	42, // 93: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
-	42, // 94: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
-	45, // 95: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
-	47, // 96: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
-	50, // 97: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
-	52, // 98: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
-	54, // 99: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
-	56, // 100: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
-	68, // [68:101] is the sub-list for method output_type
-	35, // [35:68] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	67, // 0: amtops.v1.Device.status:type_name -> amtops.v1.DeviceStatus
+	68, // 1: amtops.v1.Device.link:type_name -> amtops.v1.Link
+	69, // 2: amtops.v1.Device.updated_at:type_name -> google.protobuf.Timestamp
+	69, // 3: amtops.v1.Device.provisioned_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: amtops.v1.Device.certificates:type_name -> amtops.v1.Certificate
+	69, // 5: amtops.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	69, // 6: amtops.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	69, // 7: amtops.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 8: amtops.v1.ListCertificatesResponse.certificates:type_name -> amtops.v1.Certificate
+	67, // 9: amtops.v1.ListDevicesRequest.status:type_name -> amtops.v1.DeviceStatus
+	62, // 10: amtops.v1.FleetSummaryResponse.by_status:type_name -> amtops.v1.FleetSummaryResponse.ByStatusEntry
+	63, // 11: amtops.v1.FleetSummaryResponse.by_control_mode:type_name -> amtops.v1.FleetSummaryResponse.ByControlModeEntry
+	64, // 12: amtops.v1.FleetSummaryResponse.by_generation:type_name -> amtops.v1.FleetSummaryResponse.ByGenerationEntry
+	65, // 13: amtops.v1.FleetSummaryResponse.blockers:type_name -> amtops.v1.FleetSummaryResponse.BlockersEntry
+	69, // 14: amtops.v1.FleetSummaryResponse.computed_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: amtops.v1.ListDevicesResponse.devices:type_name -> amtops.v1.Device
+	11, // 16: amtops.v1.DeviceReadinessResponse.devices:type_name -> amtops.v1.DeviceReadiness
+	69, // 17: amtops.v1.DeviceReadiness.hello_at:type_name -> google.protobuf.Timestamp
+	12, // 18: amtops.v1.DeviceReadiness.problems:type_name -> amtops.v1.ReadinessProblem
+	0,  // 19: amtops.v1.PutDevicesRequest.devices:type_name -> amtops.v1.Device
+	70, // 20: amtops.v1.GetDeviceLogResponse.events:type_name -> amtops.v1.OperationEvent
+	69, // 21: amtops.v1.Collection.created_at:type_name -> google.protobuf.Timestamp
+	27, // 22: amtops.v1.Collection.rules:type_name -> amtops.v1.MemberRule
+	20, // 23: amtops.v1.ListCollectionsResponse.collections:type_name -> amtops.v1.Collection
+	27, // 24: amtops.v1.CollectionMembersRequest.rule:type_name -> amtops.v1.MemberRule
+	71, // 25: amtops.v1.StartBatchRequest.kind:type_name -> amtops.v1.JobKind
+	71, // 26: amtops.v1.Batch.kind:type_name -> amtops.v1.JobKind
+	69, // 27: amtops.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	66, // 28: amtops.v1.Batch.options:type_name -> amtops.v1.Batch.OptionsEntry
+	33, // 29: amtops.v1.ListBatchesResponse.batches:type_name -> amtops.v1.Batch
+	71, // 30: amtops.v1.Job.kind:type_name -> amtops.v1.JobKind
+	38, // 31: amtops.v1.ListBatchJobsResponse.jobs:type_name -> amtops.v1.Job
+	69, // 32: amtops.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 33: amtops.v1.Agent.last_heartbeat:type_name -> google.protobuf.Timestamp
+	69, // 34: amtops.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	47, // 35: amtops.v1.ListAgentsResponse.agents:type_name -> amtops.v1.Agent
+	69, // 36: amtops.v1.AdminToken.created_at:type_name -> google.protobuf.Timestamp
+	53, // 37: amtops.v1.CreateAdminTokenResponse.info:type_name -> amtops.v1.AdminToken
+	53, // 38: amtops.v1.ListAdminTokensResponse.tokens:type_name -> amtops.v1.AdminToken
+	69, // 39: amtops.v1.IssueAdminCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	7,  // 40: amtops.v1.AdminService.FleetSummary:input_type -> amtops.v1.FleetSummaryRequest
+	5,  // 41: amtops.v1.AdminService.WhoAmI:input_type -> amtops.v1.WhoAmIRequest
+	4,  // 42: amtops.v1.AdminService.ListDevices:input_type -> amtops.v1.ListDevicesRequest
+	13, // 43: amtops.v1.AdminService.GetDevice:input_type -> amtops.v1.GetDeviceRequest
+	14, // 44: amtops.v1.AdminService.PutDevices:input_type -> amtops.v1.PutDevicesRequest
+	18, // 45: amtops.v1.AdminService.GetDeviceLog:input_type -> amtops.v1.GetDeviceLogRequest
+	16, // 46: amtops.v1.AdminService.DeleteDevice:input_type -> amtops.v1.DeleteDeviceRequest
+	2,  // 47: amtops.v1.AdminService.ListCertificates:input_type -> amtops.v1.ListCertificatesRequest
+	4,  // 48: amtops.v1.AdminService.DeviceReadiness:input_type -> amtops.v1.ListDevicesRequest
+	21, // 49: amtops.v1.AdminService.CreateCollection:input_type -> amtops.v1.CreateCollectionRequest
+	22, // 50: amtops.v1.AdminService.ListCollections:input_type -> amtops.v1.ListCollectionsRequest
+	24, // 51: amtops.v1.AdminService.UpdateCollection:input_type -> amtops.v1.UpdateCollectionRequest
+	25, // 52: amtops.v1.AdminService.DeleteCollection:input_type -> amtops.v1.DeleteCollectionRequest
+	28, // 53: amtops.v1.AdminService.AddCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	28, // 54: amtops.v1.AdminService.RemoveCollectionMembers:input_type -> amtops.v1.CollectionMembersRequest
+	30, // 55: amtops.v1.AdminService.ImportDevices:input_type -> amtops.v1.ImportDevicesRequest
+	32, // 56: amtops.v1.AdminService.StartBatch:input_type -> amtops.v1.StartBatchRequest
+	34, // 57: amtops.v1.AdminService.GetBatch:input_type -> amtops.v1.GetBatchRequest
+	35, // 58: amtops.v1.AdminService.ListBatches:input_type -> amtops.v1.ListBatchesRequest
+	34, // 59: amtops.v1.AdminService.WatchBatch:input_type -> amtops.v1.GetBatchRequest
+	34, // 60: amtops.v1.AdminService.CancelBatch:input_type -> amtops.v1.GetBatchRequest
+	37, // 61: amtops.v1.AdminService.ListBatchJobs:input_type -> amtops.v1.ListBatchJobsRequest
+	40, // 62: amtops.v1.AdminService.SetAutoProvisionSuppressed:input_type -> amtops.v1.SetAutoProvisionSuppressedRequest
+	42, // 63: amtops.v1.AdminService.BeginRename:input_type -> amtops.v1.BeginRenameRequest
+	43, // 64: amtops.v1.AdminService.CompleteRename:input_type -> amtops.v1.CompleteRenameRequest
+	44, // 65: amtops.v1.AdminService.SweepNow:input_type -> amtops.v1.SweepNowRequest
+	45, // 66: amtops.v1.AdminService.CreateEnrollmentToken:input_type -> amtops.v1.CreateEnrollmentTokenRequest
+	48, // 67: amtops.v1.AdminService.AuthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	48, // 68: amtops.v1.AdminService.UnauthorizeAgent:input_type -> amtops.v1.AuthorizeAgentRequest
+	49, // 69: amtops.v1.AdminService.RevokeAgent:input_type -> amtops.v1.RevokeAgentRequest
+	51, // 70: amtops.v1.AdminService.ListAgents:input_type -> amtops.v1.ListAgentsRequest
+	54, // 71: amtops.v1.AdminService.CreateAdminToken:input_type -> amtops.v1.CreateAdminTokenRequest
+	56, // 72: amtops.v1.AdminService.ListAdminTokens:input_type -> amtops.v1.ListAdminTokensRequest
+	58, // 73: amtops.v1.AdminService.RevokeAdminToken:input_type -> amtops.v1.RevokeAdminTokenRequest
+	60, // 74: amtops.v1.AdminService.IssueAdminCertificate:input_type -> amtops.v1.IssueAdminCertificateRequest
+	8,  // 75: amtops.v1.AdminService.FleetSummary:output_type -> amtops.v1.FleetSummaryResponse
+	6,  // 76: amtops.v1.AdminService.WhoAmI:output_type -> amtops.v1.WhoAmIResponse
+	9,  // 77: amtops.v1.AdminService.ListDevices:output_type -> amtops.v1.ListDevicesResponse
+	0,  // 78: amtops.v1.AdminService.GetDevice:output_type -> amtops.v1.Device
+	15, // 79: amtops.v1.AdminService.PutDevices:output_type -> amtops.v1.PutDevicesResponse
+	19, // 80: amtops.v1.AdminService.GetDeviceLog:output_type -> amtops.v1.GetDeviceLogResponse
+	17, // 81: amtops.v1.AdminService.DeleteDevice:output_type -> amtops.v1.DeleteDeviceResponse
+	3,  // 82: amtops.v1.AdminService.ListCertificates:output_type -> amtops.v1.ListCertificatesResponse
+	10, // 83: amtops.v1.AdminService.DeviceReadiness:output_type -> amtops.v1.DeviceReadinessResponse
+	20, // 84: amtops.v1.AdminService.CreateCollection:output_type -> amtops.v1.Collection
+	23, // 85: amtops.v1.AdminService.ListCollections:output_type -> amtops.v1.ListCollectionsResponse
+	20, // 86: amtops.v1.AdminService.UpdateCollection:output_type -> amtops.v1.Collection
+	26, // 87: amtops.v1.AdminService.DeleteCollection:output_type -> amtops.v1.DeleteCollectionResponse
+	29, // 88: amtops.v1.AdminService.AddCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	29, // 89: amtops.v1.AdminService.RemoveCollectionMembers:output_type -> amtops.v1.CollectionMembersResponse
+	31, // 90: amtops.v1.AdminService.ImportDevices:output_type -> amtops.v1.ImportDevicesResponse
+	33, // 91: amtops.v1.AdminService.StartBatch:output_type -> amtops.v1.Batch
+	33, // 92: amtops.v1.AdminService.GetBatch:output_type -> amtops.v1.Batch
+	36, // 93: amtops.v1.AdminService.ListBatches:output_type -> amtops.v1.ListBatchesResponse
+	33, // 94: amtops.v1.AdminService.WatchBatch:output_type -> amtops.v1.Batch
+	33, // 95: amtops.v1.AdminService.CancelBatch:output_type -> amtops.v1.Batch
+	39, // 96: amtops.v1.AdminService.ListBatchJobs:output_type -> amtops.v1.ListBatchJobsResponse
+	41, // 97: amtops.v1.AdminService.SetAutoProvisionSuppressed:output_type -> amtops.v1.SetAutoProvisionSuppressedResponse
+	33, // 98: amtops.v1.AdminService.BeginRename:output_type -> amtops.v1.Batch
+	33, // 99: amtops.v1.AdminService.CompleteRename:output_type -> amtops.v1.Batch
+	33, // 100: amtops.v1.AdminService.SweepNow:output_type -> amtops.v1.Batch
+	46, // 101: amtops.v1.AdminService.CreateEnrollmentToken:output_type -> amtops.v1.CreateEnrollmentTokenResponse
+	47, // 102: amtops.v1.AdminService.AuthorizeAgent:output_type -> amtops.v1.Agent
+	47, // 103: amtops.v1.AdminService.UnauthorizeAgent:output_type -> amtops.v1.Agent
+	50, // 104: amtops.v1.AdminService.RevokeAgent:output_type -> amtops.v1.RevokeAgentResponse
+	52, // 105: amtops.v1.AdminService.ListAgents:output_type -> amtops.v1.ListAgentsResponse
+	55, // 106: amtops.v1.AdminService.CreateAdminToken:output_type -> amtops.v1.CreateAdminTokenResponse
+	57, // 107: amtops.v1.AdminService.ListAdminTokens:output_type -> amtops.v1.ListAdminTokensResponse
+	59, // 108: amtops.v1.AdminService.RevokeAdminToken:output_type -> amtops.v1.RevokeAdminTokenResponse
+	61, // 109: amtops.v1.AdminService.IssueAdminCertificate:output_type -> amtops.v1.IssueAdminCertificateResponse
+	75, // [75:110] is the sub-list for method output_type
+	40, // [40:75] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_amtops_v1_admin_proto_init() }
@@ -3921,14 +4414,14 @@ func file_amtops_v1_admin_proto_init() {
 		return
 	}
 	file_amtops_v1_common_proto_init()
-	file_amtops_v1_admin_proto_msgTypes[19].OneofWrappers = []any{}
+	file_amtops_v1_admin_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amtops_v1_admin_proto_rawDesc), len(file_amtops_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   62,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

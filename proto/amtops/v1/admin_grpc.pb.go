@@ -25,6 +25,8 @@ const (
 	AdminService_GetDevice_FullMethodName                  = "/amtops.v1.AdminService/GetDevice"
 	AdminService_PutDevices_FullMethodName                 = "/amtops.v1.AdminService/PutDevices"
 	AdminService_GetDeviceLog_FullMethodName               = "/amtops.v1.AdminService/GetDeviceLog"
+	AdminService_DeleteDevice_FullMethodName               = "/amtops.v1.AdminService/DeleteDevice"
+	AdminService_ListCertificates_FullMethodName           = "/amtops.v1.AdminService/ListCertificates"
 	AdminService_DeviceReadiness_FullMethodName            = "/amtops.v1.AdminService/DeviceReadiness"
 	AdminService_CreateCollection_FullMethodName           = "/amtops.v1.AdminService/CreateCollection"
 	AdminService_ListCollections_FullMethodName            = "/amtops.v1.AdminService/ListCollections"
@@ -78,6 +80,15 @@ type AdminServiceClient interface {
 	GetDevice(ctx context.Context, in *GetDeviceRequest, opts ...grpc.CallOption) (*Device, error)
 	PutDevices(ctx context.Context, in *PutDevicesRequest, opts ...grpc.CallOption) (*PutDevicesResponse, error)
 	GetDeviceLog(ctx context.Context, in *GetDeviceLogRequest, opts ...grpc.CallOption) (*GetDeviceLogResponse, error)
+	// DeleteDevice forgets a device: it revokes every certificate the site
+	// issued for it that is still live, deletes its sealed secrets and its
+	// collection memberships, and records the deletion in its operations
+	// log, which is kept. It refuses a device a job is working on, and a
+	// provisioned one (remove its provisioning information first).
+	DeleteDevice(ctx context.Context, in *DeleteDeviceRequest, opts ...grpc.CallOption) (*DeleteDeviceResponse, error)
+	// ListCertificates lists the certificates the site issued for devices,
+	// filtered by device and by state, newest first.
+	ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error)
 	// DeviceReadiness tells, per device the filter selects, whether remote
 	// configuration can activate it and why not (from its last Hello and the
 	// loaded provisioning certificate).
@@ -190,6 +201,26 @@ func (c *adminServiceClient) GetDeviceLog(ctx context.Context, in *GetDeviceLogR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetDeviceLogResponse)
 	err := c.cc.Invoke(ctx, AdminService_GetDeviceLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteDevice(ctx context.Context, in *DeleteDeviceRequest, opts ...grpc.CallOption) (*DeleteDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteDeviceResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCertificatesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListCertificates_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -499,6 +530,15 @@ type AdminServiceServer interface {
 	GetDevice(context.Context, *GetDeviceRequest) (*Device, error)
 	PutDevices(context.Context, *PutDevicesRequest) (*PutDevicesResponse, error)
 	GetDeviceLog(context.Context, *GetDeviceLogRequest) (*GetDeviceLogResponse, error)
+	// DeleteDevice forgets a device: it revokes every certificate the site
+	// issued for it that is still live, deletes its sealed secrets and its
+	// collection memberships, and records the deletion in its operations
+	// log, which is kept. It refuses a device a job is working on, and a
+	// provisioned one (remove its provisioning information first).
+	DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error)
+	// ListCertificates lists the certificates the site issued for devices,
+	// filtered by device and by state, newest first.
+	ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error)
 	// DeviceReadiness tells, per device the filter selects, whether remote
 	// configuration can activate it and why not (from its last Hello and the
 	// loaded provisioning certificate).
@@ -574,6 +614,12 @@ func (UnimplementedAdminServiceServer) PutDevices(context.Context, *PutDevicesRe
 }
 func (UnimplementedAdminServiceServer) GetDeviceLog(context.Context, *GetDeviceLogRequest) (*GetDeviceLogResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetDeviceLog not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteDevice(context.Context, *DeleteDeviceRequest) (*DeleteDeviceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteDevice not implemented")
+}
+func (UnimplementedAdminServiceServer) ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListCertificates not implemented")
 }
 func (UnimplementedAdminServiceServer) DeviceReadiness(context.Context, *ListDevicesRequest) (*DeviceReadinessResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeviceReadiness not implemented")
@@ -781,6 +827,42 @@ func _AdminService_GetDeviceLog_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetDeviceLog(ctx, req.(*GetDeviceLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteDevice(ctx, req.(*DeleteDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListCertificates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCertificatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListCertificates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListCertificates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListCertificates(ctx, req.(*ListCertificatesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1294,6 +1376,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetDeviceLog",
 			Handler:    _AdminService_GetDeviceLog_Handler,
+		},
+		{
+			MethodName: "DeleteDevice",
+			Handler:    _AdminService_DeleteDevice_Handler,
+		},
+		{
+			MethodName: "ListCertificates",
+			Handler:    _AdminService_ListCertificates_Handler,
 		},
 		{
 			MethodName: "DeviceReadiness",

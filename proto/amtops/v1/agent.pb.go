@@ -190,8 +190,9 @@ func (NetworkProfile_Kind) EnumDescriptor() ([]byte, []int) {
 type EnrollRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	BootstrapToken string                 `protobuf:"bytes,1,opt,name=bootstrap_token,json=bootstrapToken,proto3" json:"bootstrap_token,omitempty"`
-	CsrDer         []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`          // PKCS#10 for the agent's client certificate
-	AgentName      string                 `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"` // human name; the server assigns the ID
+	CsrDer         []byte                 `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`                   // PKCS#10 for the agent's client certificate
+	AgentName      string                 `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`          // human name; the server assigns the ID
+	AgentVersion   string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"` // the agent's build (amtops-agent --version)
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -243,6 +244,13 @@ func (x *EnrollRequest) GetCsrDer() []byte {
 func (x *EnrollRequest) GetAgentName() string {
 	if x != nil {
 		return x.AgentName
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
 	}
 	return ""
 }
@@ -539,6 +547,7 @@ type HeartbeatRequest struct {
 	Leases        []*LeaseRef            `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
 	InFlight      int32                  `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	Capacity      int32                  `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	AgentVersion  string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"` // the agent's build, as in EnrollRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,6 +601,13 @@ func (x *HeartbeatRequest) GetCapacity() int32 {
 		return x.Capacity
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
 }
 
 type HeartbeatResponse struct {
@@ -2288,12 +2304,13 @@ var File_amtops_v1_agent_proto protoreflect.FileDescriptor
 
 const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15amtops/v1/agent.proto\x12\tamtops.v1\x1a\x1aamtops/v1/activation.proto\x1a\x16amtops/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n" +
+	"\x15amtops/v1/agent.proto\x12\tamtops.v1\x1a\x1aamtops/v1/activation.proto\x1a\x16amtops/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x01\n" +
 	"\rEnrollRequest\x12'\n" +
 	"\x0fbootstrap_token\x18\x01 \x01(\tR\x0ebootstrapToken\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1d\n" +
 	"\n" +
-	"agent_name\x18\x03 \x01(\tR\tagentName\"\xc9\x01\n" +
+	"agent_name\x18\x03 \x01(\tR\tagentName\x12#\n" +
+	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\"\xc9\x01\n" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x0fcertificate_der\x18\x02 \x01(\fR\x0ecertificateDer\x12 \n" +
@@ -2312,11 +2329,12 @@ const file_amtops_v1_agent_proto_rawDesc = "" +
 	"\bLeaseRef\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\tR\x05token\"x\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\x9d\x01\n" +
 	"\x10HeartbeatRequest\x12+\n" +
 	"\x06leases\x18\x01 \x03(\v2\x13.amtops.v1.LeaseRefR\x06leases\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x05R\binFlight\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\"{\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\x12#\n" +
+	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\"{\n" +
 	"\x11HeartbeatResponse\x12 \n" +
 	"\flost_job_ids\x18\x01 \x03(\tR\n" +
 	"lostJobIds\x12*\n" +

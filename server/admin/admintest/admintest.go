@@ -28,6 +28,8 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/pki/builtin"
+	"github.com/amtops/amtops/internal/pki/pkitest"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/internal/testpeers"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
@@ -49,10 +51,13 @@ var Epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type Server struct {
 	Store   *store.Store
 	Batches *batch.Service
-	Svc     *admin.Service
-	CA      *agentca.CA
-	RDB     redis.UniversalClient
-	Addr    string
+	// DeviceCA is the CA the job service issues and revokes devices'
+	// certificates with.
+	DeviceCA *builtin.CA
+	Svc      *admin.Service
+	CA       *agentca.CA
+	RDB      redis.UniversalClient
+	Addr     string
 	// CAFile holds the CA certificate (PEM) the server's TLS chains to.
 	CAFile string
 	// Operate and Read are tokens of each role.
@@ -99,8 +104,13 @@ func Start(t testing.TB, o Options) *Server {
 		batches = o.Batches
 	}
 	q := store.NewLeaseQueue(st, store.QueueOptions{})
-	js := jobs.New(st, q, nil, nil, jobs.Config{Site: jobs.Site{Activation: o.Activation}}, o.Log)
-	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js, Discoverer: o.Discoverer, SummaryMaxAge: o.SummaryMaxAge}
+	dca, err := builtin.New(ctx, &pkitest.MemStorage{}, builtin.Config{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.New(st, q, dca, nil, jobs.Config{Site: jobs.Site{Activation: o.Activation}}, o.Log)
+	ao := admin.Options{Log: o.Log, WatchInterval: 50 * time.Millisecond, Readiness: js, Discoverer: o.Discoverer, SummaryMaxAge: o.SummaryMaxAge,
+		Forgetter: js, Claimer: bs}
 	if !o.NoCA {
 		ao.CA = ca
 	}
@@ -142,7 +152,7 @@ func Start(t testing.TB, o Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Server{Store: st, Batches: bs, Svc: svc, CA: ca, RDB: rdb, Addr: lis.Addr().String(), CAFile: caFile,
+	return &Server{Store: st, Batches: bs, DeviceCA: dca, Svc: svc, CA: ca, RDB: rdb, Addr: lis.Addr().String(), CAFile: caFile,
 		Operate: operate, Read: read}
 }
 

@@ -19,7 +19,7 @@ func (a *app) agentsCmd() *cobra.Command {
 	var onlineWithin time.Duration
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List enrolled agents by name: their subnets, whether they are online, their last heartbeat",
+		Short: "List enrolled agents by name: version, address, subnets, online state, jobs in flight, Hellos received",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.ListAgentsResponse, error) {
@@ -42,9 +42,18 @@ func (a *app) agentsCmd() *cobra.Command {
 			if a.structured() {
 				return a.printData(views)
 			}
-			t := a.newTable("NAME", "AGENT", "SUBNETS", "ONLINE", "LAST HEARTBEAT", "ENROLLED")
+			header := []string{"NAME", "AGENT", "VERSION", "ADDRESS", "SUBNETS", "ONLINE", "JOBS", "HELLOS", "LAST HEARTBEAT"}
+			if a.output == "wide" {
+				header = append(header, "ENROLLED")
+			}
+			t := a.newTable(header...)
 			for _, v := range views {
-				t.row(v.Name, v.ID, strings.Join(v.Subnets, ","), yesNo(v.Online), v.LastHeartbeat, v.EnrolledAt)
+				row := []string{v.Name, v.ID, v.Version, v.Address, strings.Join(v.Subnets, ","), yesNo(v.Online),
+					fmt.Sprintf("%d/%d", v.JobsInFlight, v.Capacity), fmt.Sprint(v.Hellos), v.LastHeartbeat}
+				if a.output == "wide" {
+					row = append(row, v.EnrolledAt)
+				}
+				t.row(row...)
 			}
 			return t.flush()
 		},

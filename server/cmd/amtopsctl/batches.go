@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,7 +120,7 @@ func (a *app) reportBatch(cmd *cobra.Command, b *pb.Batch, waited bool) error {
 		if len(failedJobs) > 0 {
 			t := a.newTable("DEVICE", "FQDN", "STATE", "STEP", "ERROR")
 			for _, j := range failedJobs {
-				t.row(j.DeviceID, j.FQDN, j.State, j.ErrorStep, summarize(j.LastError))
+				t.row(j.DeviceID, j.FQDN, j.State, j.ErrorStep, reason(j.LastError))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -279,7 +280,8 @@ devices a removal would touch and changes nothing.`,
 				if dryRun {
 					return a.printTargets(targets)
 				}
-				if err := a.confirm(yes, fmt.Sprintf("remove configuration AND identity from the %d device(s) of collection %s", len(targets), collection)); err != nil {
+				if err := a.confirm(yes, fmt.Sprintf("remove configuration AND identity from the %d device(s) of collection %s", len(targets), collection),
+					" (or --dry-run to see the devices)"); err != nil {
 					return err
 				}
 			}
@@ -338,13 +340,13 @@ func (a *app) printTargets(ds []*pb.Device) error {
 }
 
 // confirm asks on a terminal whether to go ahead with what; off a
-// terminal (scripts) it needs --yes.
-func (a *app) confirm(yes bool, what string) error {
+// terminal (scripts) it needs --yes. hint follows that advice.
+func (a *app) confirm(yes bool, what, hint string) error {
 	if yes {
 		return nil
 	}
 	if !a.tty {
-		return usage("%s: pass --yes to confirm (or --dry-run to see the devices)", what)
+		return usage("%s: pass --yes to confirm%s", what, hint)
 	}
 	fmt.Fprintf(a.stderr, "%s? [y/N] ", what)
 	line, _ := bufio.NewReader(a.stdin).ReadString('\n')
@@ -455,8 +457,12 @@ func (a *app) jobsCmd() *cobra.Command {
 	var jobLimit int
 	show := &cobra.Command{
 		Use:   "show BATCH",
-		Short: "Show a batch and each device's job",
-		Args:  exactArgs("BATCH"),
+		Short: "Show a batch and each device's job, by FQDN",
+		Long: `show prints a batch and each device's job, by FQDN (-o wide adds the device
+ID). ATTEMPTS counts phase 1's attempts and, once phase 2 has run, phase 2's
+after a '+': "1+5" is the fifth phase-2 attempt, as the operations log's
+"attempt 5 failed" counts.`,
+		Args: exactArgs("BATCH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Batch, error) {
 				return c.GetBatch(ctx, &pb.GetBatchRequest{Id: args[0]})
@@ -491,9 +497,20 @@ func (a *app) jobsCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(a.stdout)
-			t := a.newTable("DEVICE", "FQDN", "STATE", "ATTEMPTS", "STEP", "ERROR")
+			header := []string{"DEVICE", "STATE", "ATTEMPTS", "STEP", "ERROR"}
+			if a.output == "wide" {
+				header = append(header, "ID")
+			}
+			t := a.newTable(header...)
+			slices.SortStableFunc(jobs, func(x, y jobView) int {
+				return strings.Compare(strings.ToLower(x.device()), strings.ToLower(y.device()))
+			})
 			for _, j := range jobs {
-				t.row(j.DeviceID, j.FQDN, j.State, fmt.Sprint(j.Attempts), j.ErrorStep, summarize(j.LastError))
+				row := []string{j.device(), j.State, j.attempts(), j.ErrorStep, reason(j.LastError)}
+				if a.output == "wide" {
+					row = append(row, j.DeviceID)
+				}
+				t.row(row...)
 			}
 			if err := t.flush(); err != nil {
 				return err

@@ -26,7 +26,8 @@ type certView struct {
 }
 
 func (a *app) certsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "certs", Aliases: []string{"cert"}, Short: "Administrators' client certificates (operate role)"}
+	cmd := &cobra.Command{Use: "certs", Aliases: []string{"cert"},
+		Short: "Device certificates the site issued (list), administrators' client certificates (request, operate role)"}
 	var role, out string
 	request := &cobra.Command{
 		Use:   "request NAME --role read|operate --out DIR",
@@ -98,7 +99,7 @@ ends the certificate at once.`,
 	_ = request.RegisterFlagCompletionFunc("role", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"read", "operate"}, cobra.ShellCompDirectiveNoFileComp
 	})
-	cmd.AddCommand(request)
+	cmd.AddCommand(request, a.certsListCmd())
 	return cmd
 }
 

@@ -20,7 +20,7 @@ func (a *app) collectionsCmd() *cobra.Command {
 		Aliases: []string{"collection", "coll"},
 		Short:   "Group devices: create collections, add devices by list, CSV or rule, enable automatic provisioning",
 	}
-	cmd.AddCommand(a.collListCmd(), a.collCreateCmd(), a.collDeleteCmd(), a.collMembersCmd(true), a.collMembersCmd(false),
+	cmd.AddCommand(a.collListCmd(), a.collShowCmd(), a.collCreateCmd(), a.collDeleteCmd(), a.collMembersCmd(true), a.collMembersCmd(false),
 		a.collImportCmd(), a.collAutoCmd())
 	return cmd
 }

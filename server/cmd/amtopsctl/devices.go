@@ -22,7 +22,7 @@ func (a *app) devicesCmd() *cobra.Command {
 		Aliases: []string{"device", "dev"},
 		Short:   "List and show devices, their operations log, and automatic provisioning",
 	}
-	cmd.AddCommand(a.devicesListCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(),
+	cmd.AddCommand(a.devicesListCmd(), a.devicesSearchCmd(), a.devicesShowCmd(), a.devicesLogCmd(), a.devicesReadinessCmd(), a.devicesDeleteCmd(),
 		a.devicesSuppressCmd("suppress-auto", true), a.devicesSuppressCmd("allow-auto", false))
 	return cmd
 }
@@ -32,15 +32,38 @@ func (a *app) devicesCmd() *cobra.Command {
 const statusFailed = "failed"
 
 func (a *app) devicesListCmd() *cobra.Command {
-	var subnet, statusFlag, collection, name string
+	return a.deviceListing("list", "List devices, filtered by subnet, status, collection, name or search text, sorted by FQDN",
+		`  amtopsctl devices list --status failed
+  amtopsctl devices list --name 'pc-0-*' -o csv
+  amtopsctl devices list --query 10.0.5. --generation 16`)
+}
+
+// devicesSearchCmd is devices list --query TEXT.
+func (a *app) devicesSearchCmd() *cobra.Command {
+	return a.deviceListing("search TEXT", "Find devices whose ID, host name, FQDN, IP address or UUID contains TEXT (any case)",
+		`  amtopsctl devices search pc-0-01
+  amtopsctl devices search 8c4f --status provisioned`)
+}
+
+// deviceListing is devices list, and devices search (whose one argument
+// is the --query).
+func (a *app) deviceListing(use, short, example string) *cobra.Command {
+	var subnet, statusFlag, collection, name, query, generation string
 	var limit int
+	search := strings.HasPrefix(use, "search")
+	args := exactArgs()
+	if search {
+		args = exactArgs("TEXT")
+	}
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List devices, filtered by subnet, status, collection or name, sorted by FQDN",
-		Example: `  amtopsctl devices list --status failed
-  amtopsctl devices list --name 'pc-0-*' -o csv`,
-		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    args,
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			if search {
+				query = pos[0]
+			}
 			var st pb.DeviceStatus
 			if statusFlag != statusFailed {
 				var err error
@@ -54,12 +77,10 @@ func (a *app) devicesListCmd() *cobra.Command {
 			if limit < 0 {
 				return usage("--limit %d: must not be negative", limit)
 			}
-			// Filters the server does not know make the limit apply after them.
-			clientFilter := statusFlag == statusFailed || name != ""
-			devices, err := a.listDevices(cmd, &pb.ListDevicesRequest{Subnet: subnet, Status: st, Collection: collection},
-				func(d *pb.Device) bool {
-					return (statusFlag != statusFailed || d.GetLastError() != "") && matchName(d, name)
-				}, limit, clientFilter)
+			// The name glob is matched here; the limit then applies after it.
+			devices, err := a.listDevices(cmd, &pb.ListDevicesRequest{Subnet: subnet, Status: st, Collection: collection,
+				Failed: statusFlag == statusFailed, Query: query, Generation: generation},
+				func(d *pb.Device) bool { return matchName(d, name) }, limit, name != "")
 			if err != nil {
 				return err
 			}
@@ -89,7 +110,7 @@ func (a *app) devicesListCmd() *cobra.Command {
 				row := []string{d.GetId(), d.GetFqdn(), d.GetIp(), d.GetSubnet(), statusName(d.GetStatus()),
 					strings.Join(d.GetCollections(), ","), strings.Join(flags, ",")}
 				if a.output == "wide" {
-					row = append(row, d.GetLastErrorStep(), summarize(d.GetLastError()))
+					row = append(row, d.GetLastErrorStep(), reason(d.GetLastError()))
 				}
 				t.row(row...)
 			}
@@ -102,6 +123,10 @@ func (a *app) devicesListCmd() *cobra.Command {
 		" ("+statusFailed+": the last operation failed)")
 	f.StringVar(&collection, "collection", "", "only members of this collection")
 	f.StringVar(&name, "name", "", "only devices whose host name or FQDN matches this pattern (* and ? wildcards; without them, contains it)")
+	if !search {
+		f.StringVarP(&query, "query", "q", "", "only devices whose ID, host name, FQDN, IP address or UUID contains this (any case; the server searches)")
+	}
+	f.StringVar(&generation, "generation", "", "only devices of this AMT major version (16), or unknown")
 	f.IntVar(&limit, "limit", 0, "at most this many devices (0: all)")
 	_ = cmd.RegisterFlagCompletionFunc("status", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return append(statusNames(), statusFailed), cobra.ShellCompDirectiveNoFileComp
@@ -193,7 +218,10 @@ func (a *app) resolveDevice(cmd *cobra.Command, arg string) (*pb.Device, error) 
 	case lerr != nil:
 		return nil, err
 	case len(all) == 1:
-		return all[0], nil
+		// Lists leave out what only GetDevice reads (certificates).
+		return call(cmd, a, func(ctx context.Context, c pb.AdminServiceClient) (*pb.Device, error) {
+			return c.GetDevice(ctx, &pb.GetDeviceRequest{Id: all[0].GetId()})
+		})
 	case len(all) > 1:
 		var names []string
 		for _, m := range all {
@@ -219,13 +247,24 @@ func (a *app) devicesShowCmd() *cobra.Command {
 			if a.structured() {
 				return a.printData(v)
 			}
-			return a.keyValues(
+			certs := ""
+			if a.output == "csv" {
+				certs = certSummary(v.Certificates)
+			}
+			err = a.keyValues(
 				"ID", v.ID, "UUID", v.UUID, "FQDN", v.FQDN, "IP", v.IP, "Subnet", v.Subnet, "Status", v.Status,
 				"Provisioning state", strconv.Itoa(int(v.ProvisioningState)), "Control mode", v.ControlMode, "Link", v.Link, "AMT version", v.AMTVersion,
 				"Computer DN", v.ComputerDN, "Collections", strings.Join(v.Collections, ", "),
 				"Auto-provisioning", map[bool]string{true: "suppressed", false: "allowed"}[v.SuppressAutoProvision],
-				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+v.LastError),
-				"Warnings", strings.Join(v.Warnings, "; "), "Updated", v.UpdatedAt, "Provisioned", v.ProvisionedAt)
+				"Rename pending", yesNo(v.RenamePending), "Last error", strings.TrimSpace(v.LastErrorStep+" "+reason(v.LastError)),
+				"Error details", errorDetails(v.LastError),
+				"Warnings", strings.Join(v.Warnings, "; "), "Updated", v.UpdatedAt, "Provisioned", v.ProvisionedAt,
+				"AD account", v.ADAccountDN, "SPNs", strings.Join(v.SPNs, ", "), "Certificates", certs)
+			if err != nil || a.output == "csv" || len(v.Certificates) == 0 {
+				return err
+			}
+			fmt.Fprintln(a.stdout, "\nCertificates:")
+			return a.certTable(v.Certificates)
 		},
 	}
 }
@@ -297,4 +336,30 @@ func (a *app) devicesSuppressCmd(name string, suppress bool) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// certSummary is the certificates in one field (devices show -o csv):
+// serial, purpose, state, expiry.
+func certSummary(cs []deviceCertView) string {
+	var lines []string
+	for _, c := range cs {
+		st := c.State
+		if c.Revoked && c.Reason != "" {
+			st += " (" + c.Reason + ")"
+		}
+		lines = append(lines, c.Serial+" "+c.Purpose+" "+st+" until "+c.NotAfter)
+	}
+	return strings.Join(lines, "; ")
+}
+
+// errorDetails is what follows a stored reason's summary line, on one
+// line; empty when the summary is all there is.
+func errorDetails(msg string) string {
+	if _, rest, ok := strings.Cut(msg, "\n"); ok {
+		return strings.ReplaceAll(rest, "\n", " ")
+	}
+	if s := summarize(msg); s != msg {
+		return msg
+	}
+	return ""
 }

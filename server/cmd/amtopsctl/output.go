@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -41,6 +43,10 @@ type deviceView struct {
 	UpdatedAt             string   `json:"updated_at,omitempty"`
 	ProvisionedAt         string   `json:"provisioned_at,omitempty"`
 	ControlMode           string   `json:"control_mode,omitempty"`
+	ADAccountDN           string   `json:"ad_account_dn,omitempty"`
+	SPNs                  []string `json:"spns,omitempty"`
+	// Certificates only in devices show (the list does not read them).
+	Certificates []deviceCertView `json:"certificates,omitempty"`
 }
 
 type eventView struct {
@@ -85,15 +91,29 @@ type batchView struct {
 }
 
 type jobView struct {
-	ID        string `json:"id"`
-	DeviceID  string `json:"device_id"`
-	FQDN      string `json:"fqdn,omitempty"`
-	Kind      string `json:"kind"`
-	State     string `json:"state"`
-	Attempts  int32  `json:"attempts"`
-	ErrorStep string `json:"error_step,omitempty"`
-	LastError string `json:"last_error,omitempty"`
+	ID       string `json:"id"`
+	DeviceID string `json:"device_id"`
+	FQDN     string `json:"fqdn,omitempty"`
+	Kind     string `json:"kind"`
+	State    string `json:"state"`
+	Attempts int32  `json:"attempts"`
+	// Phase2Attempts counts as the operations log's "attempt N" does.
+	Phase2Attempts int32  `json:"phase2_attempts"`
+	ErrorStep      string `json:"error_step,omitempty"`
+	LastError      string `json:"last_error,omitempty"`
 }
+
+// attempts is the ATTEMPTS cell: phase 1's, then phase 2's after a "+"
+// once phase 2 has run ("1+5": phase 2's fifth attempt, as the log says).
+func (j jobView) attempts() string {
+	if j.Phase2Attempts == 0 {
+		return fmt.Sprint(j.Attempts)
+	}
+	return fmt.Sprintf("%d+%d", j.Attempts, j.Phase2Attempts)
+}
+
+// device is how a job's device is named in tables: its FQDN, else its ID.
+func (j jobView) device() string { return cmp.Or(j.FQDN, j.DeviceID) }
 
 type agentView struct {
 	ID            string   `json:"id"`
@@ -102,6 +122,11 @@ type agentView struct {
 	Online        bool     `json:"online"`
 	LastHeartbeat string   `json:"last_heartbeat,omitempty"`
 	EnrolledAt    string   `json:"enrolled_at,omitempty"`
+	Version       string   `json:"version,omitempty"`
+	Address       string   `json:"address,omitempty"`
+	JobsInFlight  int32    `json:"jobs_in_flight"`
+	Capacity      int32    `json:"capacity"`
+	Hellos        int64    `json:"hellos_received"`
 }
 
 type tokenView struct {
@@ -171,7 +196,16 @@ func viewDevice(d *pb.Device) deviceView {
 		Link: linkName(d.GetLink()), AMTVersion: d.GetAmtVersion(), ComputerDN: d.GetComputerDn(), Collections: cols,
 		SuppressAutoProvision: d.GetSuppressAutoProvision(), RenamePending: d.GetRenamePending(), LastError: d.GetLastError(),
 		LastErrorStep: d.GetLastErrorStep(), Warnings: d.GetWarnings(), UpdatedAt: tsString(d.GetUpdatedAt()),
-		ProvisionedAt: tsString(d.GetProvisionedAt()), ControlMode: d.GetControlMode()}
+		ProvisionedAt: tsString(d.GetProvisionedAt()), ControlMode: d.GetControlMode(), ADAccountDN: d.GetAdAccountDn(),
+		SPNs: d.GetSpns(), Certificates: certViews(d.GetCertificates())}
+}
+
+func certViews(cs []*pb.Certificate) []deviceCertView {
+	var out []deviceCertView
+	for _, c := range cs {
+		out = append(out, viewDeviceCert(c))
+	}
+	return out
 }
 
 func viewEvent(e *pb.OperationEvent) eventView {
@@ -197,7 +231,7 @@ func viewBatch(b *pb.Batch) batchView {
 
 func viewJob(j *pb.Job) jobView {
 	return jobView{ID: j.GetId(), DeviceID: j.GetDeviceId(), Kind: kindName(j.GetKind()), State: j.GetState(),
-		Attempts: j.GetAttempts(), ErrorStep: j.GetErrorStep(), LastError: j.GetLastError()}
+		Attempts: j.GetAttempts(), Phase2Attempts: j.GetPhase2Attempts(), ErrorStep: j.GetErrorStep(), LastError: j.GetLastError()}
 }
 
 func viewAgent(ag *pb.Agent) agentView {
@@ -205,7 +239,9 @@ func viewAgent(ag *pb.Agent) agentView {
 	if subnets == nil {
 		subnets = []string{}
 	}
-	return agentView{ID: ag.GetId(), Name: ag.GetName(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()), EnrolledAt: tsString(ag.GetEnrolledAt())}
+	return agentView{ID: ag.GetId(), Name: ag.GetName(), Subnets: subnets, LastHeartbeat: tsString(ag.GetLastHeartbeat()),
+		EnrolledAt: tsString(ag.GetEnrolledAt()), Version: ag.GetVersion(), Address: ag.GetAddress(),
+		JobsInFlight: ag.GetJobsInFlight(), Capacity: ag.GetCapacity(), Hellos: ag.GetHellosReceived()}
 }
 
 func viewToken(t *pb.AdminToken) tokenView {
@@ -214,15 +250,35 @@ func viewToken(t *pb.AdminToken) tokenView {
 
 // outputs are the --output formats; wide is a table with more columns
 // where a command has them (devices list: the last error, summarised).
-var outputs = []string{"table", "wide", "json", "yaml", "csv"}
+// name prints only what each item is named by (its ID, else its name),
+// one a line, for scripts: BATCH=$(amtopsctl jobs list --limit 1 -o name).
+var outputs = []string{"table", "wide", "json", "yaml", "csv", "name"}
 
-// structured reports whether --output wants data (json or yaml) rather
-// than rows (table or csv).
-func (a *app) structured() bool { return a.output == "json" || a.output == "yaml" }
+// structured reports whether --output wants data (json, yaml, name)
+// rather than rows (table or csv).
+func (a *app) structured() bool {
+	return a.output == "json" || a.output == "yaml" || a.output == "name"
+}
 
 // printData writes v as indented JSON or, with -o yaml, as YAML with the
-// same field names and order.
+// same field names and order; with -o name, the names in it.
 func (a *app) printData(v any) error {
+	if a.output == "name" {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var data any
+		if err := json.Unmarshal(b, &data); err != nil {
+			return err
+		}
+		for _, n := range names(data) {
+			if _, err := fmt.Fprintln(a.stdout, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if a.output != "yaml" {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
@@ -351,4 +407,46 @@ func rulesString(rs []ruleView) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// names are the IDs (else names) of the objects in v: of each element of a
+// list, of an object that has one, or else of the objects its fields hold
+// (jobs show: the batch, then its jobs).
+func names(v any) []string {
+	switch x := v.(type) {
+	case []any:
+		var out []string
+		for _, e := range x {
+			out = append(out, names(e)...)
+		}
+		return out
+	case map[string]any:
+		for _, k := range []string{"id", "name"} {
+			if s, ok := x[k].(string); ok && s != "" {
+				return []string{s}
+			}
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		// Objects before lists: the batch before its jobs.
+		slices.SortFunc(keys, func(p, q string) int {
+			_, pl := x[p].([]any)
+			_, ql := x[q].([]any)
+			if pl != ql {
+				if pl {
+					return 1
+				}
+				return -1
+			}
+			return strings.Compare(p, q)
+		})
+		var out []string
+		for _, k := range keys {
+			out = append(out, names(x[k])...)
+		}
+		return out
+	}
+	return nil
 }

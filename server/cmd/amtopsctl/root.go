@@ -104,7 +104,7 @@ Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or inp
 	root.Version = version.String()
 	root.SetVersionTemplate("amtopsctl {{.Version}}\n")
 
-	root.AddCommand(a.devicesCmd(), a.collectionsCmd(), a.provisionCmd(), a.updateCmd(), a.removeCmd(),
+	root.AddCommand(a.statusCmd(), a.devicesCmd(), a.collectionsCmd(), a.provisionCmd(), a.updateCmd(), a.removeCmd(),
 		a.renameCmd(), a.sweepCmd(), a.discoverCmd(), a.jobsCmd(), a.agentsCmd(), a.tokensCmd(), a.certsCmd(), a.devCmd())
 	refuseUnknownSubcommands(root)
 	a.addCompletions(root)

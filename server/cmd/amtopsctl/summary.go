@@ -51,3 +51,13 @@ func summarize(msg string) string {
 	}
 	return msg
 }
+
+// reason is a stored failure reason's summary line for a table cell; a
+// reason stored without one (before servers stored summaries) is
+// summarised here.
+func reason(msg string) string {
+	if first, _, ok := strings.Cut(msg, "\n"); ok {
+		return first
+	}
+	return summarize(msg)
+}

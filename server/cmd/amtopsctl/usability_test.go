@@ -278,14 +278,25 @@ func TestAgentsOnline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := s.Store.RecordLoad(ctx, "b-live", domain.AgentLoad{InFlight: 3, Capacity: 256, Version: "v1.4.0", Address: "127.0.0.1:5151"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Store.CountHellos(ctx, "b-live", 12); err != nil {
+		t.Fatal(err)
+	}
 	r := cli(t, s, s.Read, "agents", "list", "-o", "csv")
 	r.want(t, 0)
-	var got []string
-	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
-		f := strings.Split(line, ",")
-		got = append(got, f[1]+"="+f[3])
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	col := map[string]int{}
+	for i, h := range strings.Split(lines[0], ",") {
+		col[h] = i
 	}
-	if want := "a-gone=no b-live=yes c-never=no"; strings.Join(got, " ") != want {
+	var got []string
+	for _, line := range lines[1:] {
+		f := strings.Split(line, ",")
+		got = append(got, f[col["AGENT"]]+"="+f[col["ONLINE"]]+"/"+f[col["VERSION"]]+"/"+f[col["ADDRESS"]]+"/"+f[col["JOBS"]]+"/"+f[col["HELLOS"]])
+	}
+	if want := "a-gone=no///0/0/0 b-live=yes/v1.4.0/127.0.0.1:5151/3/256/12 c-never=no///0/0/0"; strings.Join(got, " ") != want {
 		t.Fatalf("agents = %v, want %s\n%s", got, want, r.stdout)
 	}
 	r = cli(t, s, s.Read, "agents", "list", "--online-within", "2h", "-o", "json")

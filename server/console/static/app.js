@@ -21,6 +21,11 @@ function h(tag, attrs, ...kids) {
   return add(e, kids);
 }
 
+// summary and details split a stored failure reason: its first line is
+// for people ("unreachable: 16993 refused"), the lines after are the chain.
+function summary(reason) { return String(reason || "").split("\n")[0]; }
+function details(reason) { return String(reason || "").split("\n").slice(1).join("\n"); }
+
 // add appends kids (nodes, text, nested arrays; null and false skipped).
 function add(e, kids) {
   for (const k of kids.flat(Infinity)) {
@@ -248,7 +253,7 @@ pages.devices = async (main, _, p) => {
       (page.devices || []).map((d) => h("tr", { class: d.lastError ? "failed-row" : "" },
         h("td", {}, h("a", { href: "#/device/" + enc(d.id), class: "device-link" }, d.id)), h("td", {}, d.fqdn), h("td", {}, d.ip),
         h("td", {}, shortStatus(d.status)), h("td", {}, d.controlMode || "—"), h("td", {}, d.amtVersion || "—"),
-        h("td", { class: "error" }, d.lastErrorStep ? d.lastErrorStep + ": " + d.lastError : d.lastError))));
+        h("td", { class: "error" }, d.lastErrorStep ? d.lastErrorStep + ": " + summary(d.lastError) : summary(d.lastError)))));
     cursors[i + 1] = page.nextCursor;
     fill(pager,
       h("button", { id: "prev-page", disabled: i === 0, onclick: () => load(i - 1) }, "Previous"),
@@ -269,16 +274,25 @@ pages.device = async (main, id) => {
     const rows = [["ID", d.id], ["UUID", d.uuid], ["FQDN", d.fqdn], ["IP", d.ip], ["Subnet", d.subnet],
       ["Status", shortStatus(d.status)], ["Control mode", d.controlMode || "—"], ["AMT version", d.amtVersion || "—"],
       ["Provisioning state", d.provisioningState], ["AD computer", d.computerDn || "—"],
+      ["AMT account in AD", d.adAccountDn || "—"], ["SPNs", (d.spns || []).join(", ") || "—"],
       ["Collections", (d.collections || []).join(", ") || "—"], ["Auto-provisioning", d.suppressAutoProvision ? "suppressed" : "allowed"],
       ["Provisioned", when(d.provisionedAt)], ["Updated", when(d.updatedAt)]];
     fill(box, h("h1", {}, d.fqdn || d.id),
-      d.lastError ? h("p", { class: "error", id: "device-error" }, "Failed at " + (d.lastErrorStep || "?") + ": " + d.lastError) : null,
+      d.lastError ? h("p", { class: "error", id: "device-error" }, "Failed at " + (d.lastErrorStep || "?") + ": " + summary(d.lastError)) : null,
+      details(d.lastError) ? h("details", { id: "device-error-details" }, h("summary", {}, "Details"), h("pre", {}, details(d.lastError))) : null,
       (d.warnings || []).map((w) => h("p", { class: "muted" }, "warning: " + w)),
       h("table", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
       h("div", { class: "toolbar" },
         op("Provision", () => startBatch({ kind: "JOB_KIND_PROVISION", deviceIds: [d.id] })),
         op("Update", () => startBatch({ kind: "JOB_KIND_UPDATE", deviceIds: [d.id] })),
         op("Remove configuration", () => startBatch({ kind: "JOB_KIND_REMOVE_CONFIG", deviceIds: [d.id] }))),
+      h("h2", {}, "Certificates"),
+      (d.certificates || []).length === 0 ? h("p", { class: "muted" }, "The site has issued no certificate for this device.") :
+        h("table", { id: "device-certs" }, h("tr", {}, ["Serial", "Purpose", "Profile", "Not after", "Installed", "Revoked"].map((t) => h("th", {}, t))),
+          d.certificates.map((c) => h("tr", { class: c.state === "revoked" ? "muted" : "" },
+            h("td", {}, c.serial), h("td", {}, c.purpose), h("td", {}, c.profile), h("td", {}, when(c.notAfter)),
+            h("td", {}, c.state === "installed" ? "yes" : "no"),
+            h("td", {}, c.state === "revoked" ? "yes (" + (c.revocationReason || "?") + ", " + when(c.revokedAt) + ")" : "no")))),
       h("h2", {}, "Operation log (both phases)"),
       h("table", { id: "device-log" }, h("tr", {}, ["Time", "Phase", "Step", "Outcome", "Detail", "Actor", "Job"].map((t) => h("th", {}, t))),
         (log.events || []).map((e) => h("tr", { class: /FAIL/.test(e.outcome) ? "failed-row" : "" },
@@ -355,7 +369,7 @@ pages.batch = async (main, id) => {
     const jobs = await failed();
     const groups = new Map();
     for (const j of jobs) {
-      const k = (j.errorStep || "?") + "\u0000" + (j.lastError || "");
+      const k = (j.errorStep || "?") + "\u0000" + summary(j.lastError);
       if (!groups.has(k)) groups.set(k, []);
       groups.get(k).push(j.deviceId);
     }
@@ -395,7 +409,7 @@ pages.collections = async (main) => {
   const load = async () => {
     const list = await api("GET", "collections");
     fill(table, h("tr", {}, ["Name", "Description", "Members", "Rules", "Auto-provisioning", ""].map((t) => h("th", {}, t))),
-      (list.collections || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.description),
+      (list.collections || []).map((c) => h("tr", {}, h("td", {}, h("a", { href: "#/collection/" + enc(c.name), class: "collection-link" }, c.name)), h("td", {}, c.description),
         h("td", {}, h("a", { href: "#/devices?collection=" + enc(c.name) }, c.members || 0)),
         h("td", {}, (c.rules || []).map((r) => [r.subnet, r.namePattern].filter(Boolean).join(" ")).join("; ") || "—"),
         h("td", {}, c.autoProvision ? "on " : "off ",
@@ -407,7 +421,40 @@ pages.collections = async (main) => {
     h("form", { class: "inline" }, name, desc, h("label", {}, auto, " auto-provision"),
       op("Create", async () => { await api("POST", "collections", { name: name.value, description: desc.value, autoProvision: auto.checked }); await load(); })),
     table,
-    h("p", { class: "muted" }, "Devices kept from auto-provisioning show \"suppressed\" on their device page."));
+    h("p", { class: "muted" }, "A collection's page lists the members kept from auto-provisioning (suppressed)."));
+  await load();
+};
+
+// ---- one collection: its fields and its suppressed members
+pages.collection = async (main, name) => {
+  const box = h("div", { id: "collection" });
+  main.append(box);
+  const load = async () => {
+    const c = ((await api("GET", "collections")).collections || []).find((x) => x.name === name);
+    if (!c) throw new Error("no collection " + name);
+    const sup = [];
+    let cursor = "";
+    do { // every page: a collection rarely keeps many devices from sweeps
+      const q = new URLSearchParams({ collection: name, suppressed: "true", limit: "500" });
+      if (cursor) q.set("cursor", cursor);
+      const page = await api("GET", "devices?" + q.toString());
+      sup.push(...(page.devices || []));
+      cursor = page.nextCursor;
+    } while (cursor);
+    fill(box, h("h1", {}, "Collection " + c.name),
+      h("table", {}, [["Description", c.description || "—"], ["Members", h("a", { href: "#/devices?collection=" + enc(c.name) }, c.members || 0)],
+        ["Rules", (c.rules || []).map((r) => [r.subnet, r.namePattern].filter(Boolean).join(" ")).join("; ") || "—"],
+        ["Auto-provisioning", c.autoProvision ? "on" : "off"], ["Created", when(c.createdAt)]]
+        .map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
+      h("h2", {}, "Suppressed members (" + sup.length + ")"),
+      h("p", { class: "muted" }, "Automatic provisioning leaves these alone although the collection has it on."),
+      sup.length === 0 ? h("p", { id: "no-suppressed" }, "None.") :
+        h("table", { id: "suppressed-table" }, h("tr", {}, ["Device", "FQDN", "Status", ""].map((t) => h("th", {}, t))),
+          sup.map((d) => h("tr", {}, h("td", {}, h("a", { href: "#/device/" + enc(d.id) }, d.id)), h("td", {}, d.fqdn), h("td", {}, shortStatus(d.status)),
+            h("td", {}, op("Allow auto-provisioning", async () => {
+              await api("POST", "auto-provision/suppressed", { deviceIds: [d.id], suppressed: false }); await load();
+            }))))));
+  };
   await load();
 };
 
@@ -418,12 +465,13 @@ pages.agents = async (main) => {
   const subnets = h("input", { placeholder: "subnets for a new agent" });
   const load = async () => {
     const list = await api("GET", "agents");
-    fill(table, h("tr", {}, ["Agent", "Subnets", "Last heartbeat", "Online", "Jobs in flight", "Enrolled", ""].map((t) => h("th", {}, t))),
+    fill(table, h("tr", {}, ["Agent", "Version", "Address", "Subnets", "Last heartbeat", "Online", "Jobs in flight", "Hellos received", "Enrolled", ""].map((t) => h("th", {}, t))),
       (list.agents || []).map((a) => {
         const sn = h("input", { placeholder: "subnet", size: 16 });
-        return h("tr", {}, h("td", {}, a.name || a.id), h("td", {}, (a.subnets || []).join(", ")), h("td", {}, when(a.lastHeartbeat)),
+        return h("tr", {}, h("td", { title: a.id }, a.name || a.id), h("td", {}, a.version || "—"), h("td", {}, a.address || "—"),
+          h("td", {}, (a.subnets || []).join(", ")), h("td", {}, when(a.lastHeartbeat)),
           h("td", { class: a.online ? "ok" : "error" }, a.online ? "online" : "offline"),
-          h("td", {}, (a.jobsInFlight || 0) + " of " + (a.capacity || 0)), h("td", {}, when(a.enrolledAt)),
+          h("td", {}, (a.jobsInFlight || 0) + " of " + (a.capacity || 0)), h("td", {}, a.hellosReceived || 0), h("td", {}, when(a.enrolledAt)),
           h("td", {}, sn,
             op("Authorise", async () => { await api("POST", "agents/" + enc(a.id) + "/authorize", { subnets: [sn.value] }); await load(); }), " ",
             op("Unauthorise", async () => { await api("POST", "agents/" + enc(a.id) + "/unauthorize", { subnets: [sn.value] }); await load(); }), " ",

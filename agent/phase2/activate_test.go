@@ -269,3 +269,36 @@ func TestActivationKeyOnDeviceRetryAfterCommit(t *testing.T) {
 		t.Errorf("the log does not say the device was found activated:\n%s", rec.all())
 	}
 }
+
+// An activation cut off after its commit reports the device activated
+// (state 2, ACM): the site records it so, and keeps the passwords the
+// device now has (jobs.activatedAnyway).
+func TestActivationCutAfterCommitReportsActivated(t *testing.T) {
+	id, trusted := provcerttest.Identity(t, provDomain)
+	rootHash, err := hex.DecodeString(trusted.RootSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := amtsimtest.Start(t, amtsim.Config{Devices: 1, BaseIP: base86(t), Kind: amtsim.KindFactory,
+		CommitDelay: 30 * time.Millisecond, Firmware: amtsim.Firmware{TrustedDomain: provDomain,
+			TrustHashes: [][]byte{rootHash}, TLSRestart: 300 * time.Millisecond}}, nil)
+	a := sim.Addrs()[0]
+	if err := sim.TriggerHello(a); err != nil {
+		t.Fatal(err)
+	}
+	job := activationJob(t, newCA(t), id, a, "cutafter")
+	ex := activationExecutor(sim, &siteSigner{id: id, job: job.Lease.JobId, token: job.Lease.Token})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &recorder{cancelOn: phase2.StepReconnect, cancel: cancel}
+	res := ex.Run(ctx, job, rec)
+	if res.Err == nil {
+		t.Fatal("the cut-off attempt succeeded")
+	}
+	if st := device(t, sim, a); st.ProvisioningState != 2 {
+		t.Fatalf("device in state %d after the commit, want 2", st.ProvisioningState)
+	}
+	if res.Facts.GetProvisioningState() != 2 || res.Facts.GetControlMode() != 2 {
+		t.Errorf("facts: state %d, control mode %d; want 2 and 2 (ACM)\n%s", res.Facts.GetProvisioningState(), res.Facts.GetControlMode(), rec.all())
+	}
+}

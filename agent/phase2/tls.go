@@ -71,7 +71,16 @@ func (r *job) tlsSteps() []step {
 			return "bound " + r.certID, nil
 		}},
 		r.commitStep(done, false),
-		{name: StepVerifyTLS, skip: done, run: func(ctx context.Context) (string, error) { return r.verifyTLS(ctx, r.leaf) }},
+		{name: StepVerifyTLS, skip: done, run: func(ctx context.Context) (string, error) {
+			d, err := r.verifyTLS(ctx, r.leaf)
+			if err == nil && r.j.GetActivation() != nil {
+				// The activation's commit went through: whatever fails
+				// later, the device is in admin control mode (and the
+				// site must record it so, jobs.activatedAnyway).
+				r.facts.ProvisioningState, r.facts.ControlMode = amt.ProvisioningStatePost, 2
+			}
+			return d, err
+		}},
 		{name: StepReconnect, skip: done, run: func(ctx context.Context) (string, error) {
 			// The provisioning session, if any, ended with the commit.
 			r.prov = nil

@@ -176,3 +176,63 @@ func TestActivationNotForProvisioned(t *testing.T) {
 		t.Fatal("a device in state 2 got an activation")
 	}
 }
+
+// An activation that fails for good after its commit (the agent saw the
+// device in state 2) is recorded as what it left: the device in state 2
+// and admin control mode, the job's admin and MEBx passwords current, its
+// TLS certificate installed rather than revoked as unused. Recorded as not
+// provisioned with the passwords still pending, the site could no longer
+// reach the device (make chaos, simulator faults: 10 of 300 devices). A
+// failure before the commit changes none of that.
+func TestActivationFailedAfterCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		facts     *domain.DeviceFacts
+		activated bool
+	}{
+		{"after the commit", &domain.DeviceFacts{ProvisioningState: domain.ProvisioningPost, ControlMode: domain.ControlModeAdmin}, true},
+		{"before the commit", &domain.DeviceFacts{ProvisioningState: domain.ProvisioningIn}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil, Site{})
+			root := withActivation(t, f)
+			ctx := context.Background()
+			d := f.factory(t, f.device(t, "facfail"), root)
+			task := f.task(t, "af", d, domain.KindProvision)
+			if err := f.prov.Handle(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+			job, l := f.leaseOne(t)
+			if _, err := f.prov.Complete(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token},
+				Result{Outcome: domain.ResultFailedPermanent, Step: "ping", Error: "EOF", Facts: tc.facts}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.store.GetDevice(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			admin, adminErr := f.store.GetSecret(ctx, adminPasswordSecret(d.ID))
+			mebx, mebxErr := f.store.GetSecret(ctx, mebxPasswordSecret(d.ID))
+			live := f.live(t, d.ID, domain.PurposeServerAuth)
+			if !tc.activated {
+				if got.State == domain.ProvisioningPost || adminErr == nil || mebxErr == nil || len(live) != 0 {
+					t.Fatalf("state %d, admin current %t, MEBx current %t, %d live certificates; want nothing recorded as activated",
+						got.State, adminErr == nil, mebxErr == nil, len(live))
+				}
+				return
+			}
+			if got.State != domain.ProvisioningPost || got.ControlMode != domain.ControlModeAdmin || got.LastErrorStep != "ping" {
+				t.Errorf("device state %d, control mode %v, error step %q; want state 2, ACM, the failure kept", got.State, got.ControlMode, got.LastErrorStep)
+			}
+			if adminErr != nil || string(admin) != job.GetCredentials().GetNewAdminPassword() {
+				t.Errorf("admin password not made current (%v)", adminErr)
+			}
+			if mebxErr != nil || string(mebx) != job.GetActivation().GetNewMebxPassword() {
+				t.Errorf("MEBx password not made current (%v)", mebxErr)
+			}
+			if len(live) != 1 || live[0].Status != domain.CertInstalled {
+				t.Errorf("server certificates live: %+v; want the one the device serves, installed", live)
+			}
+		})
+	}
+}

@@ -90,6 +90,9 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	// Older agents send the bare chain: give it its summary line here.
 	r.Error = failure.Of(r.Error)
 	final := r.Outcome != domain.ResultFailed || qj.Attempts >= p.cfg.MaxAttempts
+	if err := p.activatedAnyway(ctx, job, r); err != nil {
+		return false, err
+	}
 	if err := p.recordFailure(ctx, agentID, job, r, final, qj.Attempts); err != nil {
 		return false, err
 	}
@@ -239,12 +242,16 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 
 // installed marks the certificates the job had issued as on the device.
 func (p *Service) installed(ctx context.Context, job domain.Job, now time.Time) error {
+	return p.markInstalled(ctx, job, now, func(domain.CertificateRecord) bool { return true })
+}
+
+func (p *Service) markInstalled(ctx context.Context, job domain.Job, now time.Time, which func(domain.CertificateRecord) bool) error {
 	certs, err := p.store.CertificatesByDevice(ctx, job.DeviceID)
 	if err != nil {
 		return err
 	}
 	for _, c := range certs {
-		if c.JobID == job.ID && c.Status == domain.CertIssued {
+		if c.JobID == job.ID && c.Status == domain.CertIssued && which(c) {
 			if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertInstalled, domain.ReasonUnspecified, now); err != nil {
 				return err
 			}
@@ -267,6 +274,47 @@ func (p *Service) promote(ctx context.Context, pendingName, currentName string) 
 		return err
 	}
 	return p.store.DeleteSecret(ctx, pendingName)
+}
+
+// activatedAnyway records what a failed provisioning attempt left behind
+// when it got past its activation's commit: the agent saw the device in
+// state 2 while the site still has it in state 0 or 1. The device is then
+// in admin control mode with this job's admin and MEBx passwords and
+// serves its TLS certificate; recorded as not provisioned, with those
+// passwords still pending and the certificate revoked as unused when the
+// job failed for good, the site lost the way in (make chaos, simulator
+// faults: 2 of 40 devices). A device the site already had in state 2 (set
+// up in the MEBx) is not this case: its admin password changes last.
+func (p *Service) activatedAnyway(ctx context.Context, job domain.Job, r Result) error {
+	if job.Kind != domain.KindProvision || r.Facts == nil || r.Facts.ProvisioningState != domain.ProvisioningPost {
+		return nil
+	}
+	dev, err := p.store.GetDevice(ctx, job.DeviceID)
+	if err != nil || dev.State == domain.ProvisioningPost {
+		return ignoreNotFound(err)
+	}
+	if _, err := p.store.UpdateDevice(ctx, job.DeviceID, func(d *domain.Device) error {
+		d.State = domain.ProvisioningPost
+		return nil
+	}); err != nil {
+		return ignoreNotFound(err)
+	}
+	if err := p.markInstalled(ctx, job, p.now().UTC(), func(c domain.CertificateRecord) bool {
+		return c.Purpose == domain.PurposeServerAuth
+	}); err != nil {
+		return err
+	}
+	if err := p.promote(ctx, pendingPasswordSecret(job.DeviceID), adminPasswordSecret(job.DeviceID)); err != nil {
+		return err
+	}
+	return p.promote(ctx, pendingMEBxSecret(job.DeviceID), mebxPasswordSecret(job.DeviceID))
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, domain.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // recordFailure notes a failed attempt on the device and in its log.

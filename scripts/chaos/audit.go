@@ -232,7 +232,11 @@ func (r *runState) auditDevice(ctx context.Context, a *audit, s amtsim.DeviceSta
 func (r *runState) compare(ctx context.Context, a *audit, name string, d domain.Device, s amtsim.DeviceState) error {
 	activated := s.ProvisioningState == 2 && s.ControlMode == 2
 	siteProv := d.Status == domain.StatusProvisioned
-	if siteProv != activated {
+	// A job that failed after its activation's commit leaves the device in
+	// ACM without the rest of its configuration: the site agrees when it
+	// records that (state 2, ACM, the failure), and its sweep finishes it.
+	siteActivated := siteProv || d.State == domain.ProvisioningPost && d.ControlMode == domain.ControlModeAdmin && d.LastError != ""
+	if siteActivated != activated {
 		a.disagree("status", name, "site %s (state %d, control mode %d), device in state %d, control mode %d",
 			d.Status, d.State, d.ControlMode, s.ProvisioningState, s.ControlMode)
 	} else if siteProv && (d.State != domain.ProvisioningPost || d.ControlMode != domain.ControlModeAdmin) {

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/amtops/amtops/agent/phase2"
+	"github.com/amtops/amtops/internal/fleet"
 	pb "github.com/amtops/amtops/proto/amtops/v1"
 	"github.com/amtops/amtops/server/store"
 )
@@ -184,51 +184,6 @@ func isText(b []byte) bool {
 	return len(b) > 0
 }
 
-// readValues reads every key with the read its type needs, asynq's
-// included.
-func readValues(ctx context.Context, rdb *redis.Client) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
-		var b bytes.Buffer
-		typ, err := rdb.Type(ctx, k).Result()
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case "string":
-			v, _ := rdb.Get(ctx, k).Bytes()
-			b.Write(v)
-		case "hash":
-			for f, v := range rdb.HGetAll(ctx, k).Val() {
-				b.WriteString(f + "=" + v + "\n")
-			}
-		case "list":
-			for _, v := range rdb.LRange(ctx, k, 0, -1).Val() {
-				b.WriteString(v + "\n")
-			}
-		case "set":
-			for _, v := range rdb.SMembers(ctx, k).Val() {
-				b.WriteString(v + "\n")
-			}
-		case "zset":
-			for _, z := range rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
-				fmt.Fprintf(&b, "%v %v\n", z.Member, z.Score)
-			}
-		case "stream":
-			for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
-				fmt.Fprintf(&b, "%s %v\n", m.ID, m.Values)
-			}
-		case "none": // expired meanwhile
-		default:
-			return nil, fmt.Errorf("redis key %s of type %s not read", k, typ)
-		}
-		out[k] = b.Bytes()
-	}
-	return out, iter.Err()
-}
-
 // sealedSeen opens every sealed secret that appears in Redis.
 // Values come and go too (asynq's tasks, lease payloads): every
 // distinct value of every key is kept.
@@ -243,7 +198,7 @@ type sealedSeen struct {
 }
 
 func (s *sealedSeen) scan(ctx context.Context) {
-	vals, err := readValues(ctx, s.rdb)
+	vals, err := fleet.RedisValues(ctx, s.rdb)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {

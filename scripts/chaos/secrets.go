@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/amtops/amtops/internal/fleet"
 )
 
 // secretSet is every secret the run made, each under a name for the
@@ -283,7 +285,7 @@ func (r *runState) scanSecrets(ctx context.Context) ([]hit, scanFigures, error) 
 	if err := files(r.f.RedisDir(), "redis file", &fig.aofFiles); err != nil {
 		return nil, fig, err
 	}
-	vals, err := readValues(ctx, r.f.Redis())
+	vals, err := fleet.RedisValues(ctx, r.f.Redis())
 	if err != nil {
 		return nil, fig, err
 	}

@@ -293,6 +293,11 @@ func (p *Service) activatedAnyway(ctx context.Context, job domain.Job, r Result)
 	if err != nil || dev.State == domain.ProvisioningPost {
 		return ignoreNotFound(err)
 	}
+	// Only an activation seals a new MEBx password: any other job that
+	// sees state 2 found the device so and has not changed its passwords.
+	if _, err := p.store.GetSecret(ctx, pendingMEBxSecret(job.DeviceID)); err != nil {
+		return ignoreNotFound(err)
+	}
 	if _, err := p.store.UpdateDevice(ctx, job.DeviceID, func(d *domain.Device) error {
 		d.State = domain.ProvisioningPost
 		return nil

@@ -15,14 +15,19 @@ const (
 type CertStatus string
 
 const (
+	// CertRequested is recorded before the CA is asked, under the serial
+	// the site chose: the CA may have issued it, and a lost answer leaves
+	// it live there, so it counts as live until revoked.
 	CertRequested CertStatus = "requested"
+	// CertNotIssued closes a request the CA refused or never received.
+	CertNotIssued CertStatus = "not-issued"
 	CertIssued    CertStatus = "issued"
 	CertInstalled CertStatus = "installed"
 	CertRevoked   CertStatus = "revoked"
 )
 
-// Live reports whether the certificate is still valid in the CA's eyes.
-func (s CertStatus) Live() bool { return s == CertIssued || s == CertInstalled }
+// Live reports whether the certificate may be valid in the CA's eyes.
+func (s CertStatus) Live() bool { return s == CertRequested || s == CertIssued || s == CertInstalled }
 
 // RevocationReason is an RFC 5280 CRLReason.
 type RevocationReason int

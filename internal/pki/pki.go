@@ -81,6 +81,16 @@ type Request struct {
 	// (key_on_device, AMT's GeneratePKCS10RequestEx). Its signature must
 	// verify; any name it asks for must be FQDN.
 	CSR []byte
+	// Serial, decimal, is the serial to issue under, for a CA that takes
+	// one from its caller (SerialTaker); others choose their own.
+	Serial string
+}
+
+// SerialTaker is a CA that issues under Request.Serial. Its caller can
+// record the serial before asking, so that an answer lost to a crash or
+// an outage still leaves the site a record of what may have been issued.
+type SerialTaker interface {
+	TakesSerial() bool
 }
 
 // Issued is a certificate a CA has issued.

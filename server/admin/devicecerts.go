@@ -21,8 +21,8 @@ var reasonNames = map[domain.RevocationReason]string{
 
 // certStates are what ListCertificates filters by: the record statuses
 // and "live" (still valid in the CA's eyes).
-var certStates = []string{string(domain.CertRequested), string(domain.CertIssued), string(domain.CertInstalled),
-	string(domain.CertRevoked), "live"}
+var certStates = []string{string(domain.CertRequested), string(domain.CertNotIssued), string(domain.CertIssued),
+	string(domain.CertInstalled), string(domain.CertRevoked), "live"}
 
 func certToPB(c domain.CertificateRecord) *pb.Certificate {
 	out := &pb.Certificate{Serial: c.Serial, DeviceId: c.DeviceID, Fqdn: c.Subject, Purpose: string(c.Purpose), Profile: c.Profile,

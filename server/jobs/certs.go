@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/amtops/amtops/internal/config"
 	"github.com/amtops/amtops/internal/domain"
@@ -48,11 +49,15 @@ func (p *Service) revoke(ctx context.Context, deviceID string, reason domain.Rev
 			continue
 		}
 		// The CA first: if the record update is lost, the next run revokes
-		// again, which CAs accept.
-		if err := p.ca.Revoke(ctx, c.Serial, reason); err != nil {
+		// again, which CAs accept. A request the CA does not know was never
+		// issued: its answer was lost before the CA stored it.
+		status := domain.CertRevoked
+		if err := p.ca.Revoke(ctx, c.Serial, reason); c.Status == domain.CertRequested && errors.Is(err, domain.ErrNotFound) {
+			status = domain.CertNotIssued
+		} else if err != nil {
 			return n, fmt.Errorf("revoke %s: %w", c.Serial, err)
 		}
-		if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, domain.CertRevoked, reason, p.now()); err != nil {
+		if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, status, reason, p.now()); err != nil {
 			return n, err
 		}
 		n++
@@ -96,24 +101,132 @@ func (r *run) issue(ctx context.Context, purpose domain.CertPurpose, profile pki
 	if err != nil {
 		return out, nil, err
 	}
-	cert, err := r.p.ca.Issue(ctx, pki.Request{Profile: profile, FQDN: r.dev.FQDN(), CSR: csr})
+	// Without the job's copy, any certificate an earlier run of this job
+	// recorded for purpose was never handed out: a run stopped between
+	// the request and the copy left it.
+	if _, err := r.revoke(ctx, domain.ReasonSuperseded, func(c domain.CertificateRecord) bool {
+		return c.JobID == r.t.JobID && c.Purpose == purpose
+	}); err != nil {
+		return out, nil, err
+	}
+	_, err = r.p.issueRecorded(ctx, pki.Request{Profile: profile, FQDN: r.dev.FQDN(), CSR: csr},
+		domain.CertificateRecord{DeviceID: r.dev.ID, Purpose: purpose, JobID: r.t.JobID}, certSecret(r.t.JobID, purpose),
+		func(c *pki.Issued) ([]byte, error) {
+			out = issued{Serial: c.Serial, Leaf: c.Leaf, Chain: c.Chain}
+			return json.Marshal(out)
+		})
 	if err != nil {
 		return out, nil, fmt.Errorf("issue %s: %w", purpose, err)
 	}
-	out = issued{Serial: cert.Serial, Leaf: cert.Leaf, Chain: cert.Chain}
-	rec := cert.Record(r.dev.ID, purpose, r.p.now())
-	rec.JobID = r.t.JobID
-	if err := r.p.store.PutCertificate(ctx, rec); err != nil {
-		return out, nil, err
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return out, nil, err
-	}
-	if err := r.p.store.PutSecret(ctx, certSecret(r.t.JobID, purpose), b); err != nil {
-		return out, nil, err
-	}
 	return out, keyDER, nil
+}
+
+// issueRecorded asks the CA for a certificate for rec's device, purpose
+// and job and records it, with the job's copy under secret (copyOf makes
+// it). A CA cannot take an issue back, so every way of stopping half-way
+// would leave a live certificate the site never revokes (issue 14,
+// orphan certificates):
+//   - the caller going away (an agent's call cancelled, a phase-1 task's
+//     deadline): the work runs on a context the caller cannot cancel;
+//   - a store outage: the writes are retried, and a certificate still
+//     unrecorded after recordTimeout is revoked at the CA;
+//   - a crash, or an answer lost between the CA and us: with a CA that
+//     takes our serial, the serial is recorded "requested" before the CA
+//     is asked; the job's re-run, its failure or the next provisioning
+//     revokes it.
+func (p *Service) issueRecorded(ctx context.Context, req pki.Request, rec domain.CertificateRecord, secret string,
+	copyOf func(*pki.Issued) ([]byte, error)) (*pki.Issued, error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	requested := false
+	if t, ok := p.ca.(pki.SerialTaker); ok && t.TakesSerial() {
+		if _, err := pki.CheckRequest(req); err != nil {
+			return nil, fmt.Errorf("issue: %w", err) // refused before anything is recorded
+		}
+		n, err := pki.RandomSerial()
+		if err != nil {
+			return nil, err
+		}
+		req.Serial = n.String()
+		rec.Serial, rec.Status, rec.Subject, rec.UpdatedAt = req.Serial, domain.CertRequested, req.FQDN, p.now().UTC()
+		if err := retry(wctx, func() error { return p.store.PutCertificate(wctx, rec) }); err != nil {
+			return nil, fmt.Errorf("record certificate request: %w", err)
+		}
+		requested = true
+	}
+	cert, err := p.ca.Issue(wctx, req)
+	if err != nil {
+		// A refusal issued nothing; any other failure may have, and the
+		// request stays live for the revoking paths to settle.
+		if requested && (domain.IsPermanent(err) || errors.As(err, new(*domain.FieldError))) {
+			if _, uerr := p.store.UpdateCertificateStatus(wctx, rec.Serial, domain.CertNotIssued, 0, p.now()); uerr != nil {
+				p.log.Warn().Err(uerr).Str("serial", rec.Serial).Msg("refused certificate request still recorded as requested")
+			}
+		}
+		return nil, err
+	}
+	body, err := copyOf(cert)
+	if err != nil {
+		return nil, err
+	}
+	full := cert.Record(rec.DeviceID, rec.Purpose, p.now().UTC())
+	full.JobID = rec.JobID
+	if err := p.recordIssued(wctx, full, secret, body); err != nil {
+		return nil, err
+	}
+	return cert, nil
+}
+
+// recordTimeout bounds how long the record of an issued certificate is
+// retried: longer than a Redis restart or failover, shorter than a lease.
+var recordTimeout = 30 * time.Second
+
+// recordIssued records a certificate the CA has just issued, and the
+// job's copy of it under secret, retrying until ctx ends; a certificate
+// it cannot record is revoked at the CA before the error is returned, so
+// the job's re-run issues a fresh one.
+func (p *Service) recordIssued(wctx context.Context, rec domain.CertificateRecord, secret string, body []byte) error {
+	err := retry(wctx, func() error { return p.store.PutCertificate(wctx, rec) })
+	if err == nil {
+		err = retry(wctx, func() error { return p.store.PutSecret(wctx, secret, body) })
+	}
+	if err == nil {
+		return nil
+	}
+	log := p.log.With().Str("serial", rec.Serial).Str("device", rec.DeviceID).Str("job", rec.JobID).Logger()
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(wctx), recordTimeout)
+	defer rcancel()
+	if rerr := retry(rctx, func() error { return p.ca.Revoke(rctx, rec.Serial, domain.ReasonUnspecified) }); rerr != nil {
+		// Nothing more can be done here: say which serial to revoke.
+		log.Error().Err(err).AnErr("revoke_error", rerr).Msg("certificate issued but neither recorded nor revoked: revoke it at the CA")
+		return fmt.Errorf("record certificate %s: %w", rec.Serial, err)
+	}
+	if _, uerr := p.store.UpdateCertificateStatus(rctx, rec.Serial, domain.CertRevoked, domain.ReasonUnspecified, p.now()); uerr != nil && !errors.Is(uerr, domain.ErrNotFound) {
+		log.Warn().Err(uerr).Msg("unrecorded certificate revoked at the CA; its record still says issued")
+	}
+	log.Warn().Err(err).Msg("certificate could not be recorded: revoked at the CA")
+	return fmt.Errorf("record certificate %s (revoked): %w", rec.Serial, err)
+}
+
+// retry runs fn until it succeeds or ctx ends, pausing 100 ms, doubling
+// to 2 s, between tries. Only a store or CA outage is worth the wait: an
+// error that says the request itself is wrong ends it at once.
+func retry(ctx context.Context, fn func() error) error {
+	pause := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || domain.IsPermanent(err) || errors.Is(err, domain.ErrNotFound) || errors.As(err, new(*domain.FieldError)) {
+			return err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
 }
 
 func (r *run) keyFor(ctx context.Context, purpose domain.CertPurpose) ([]byte, error) {

@@ -419,7 +419,7 @@ func (p *Service) recordUnserved(ctx context.Context, jobID, deviceID, step, rea
 // the next attempt tries them.
 func (p *Service) abandon(ctx context.Context, jobID, deviceID string) error {
 	n, err := p.revoke(ctx, deviceID, domain.ReasonCessationOfOperation, func(c domain.CertificateRecord) bool {
-		return c.JobID == jobID && c.Status == domain.CertIssued
+		return c.JobID == jobID && (c.Status == domain.CertIssued || c.Status == domain.CertRequested)
 	})
 	if err != nil {
 		return fmt.Errorf("abandon %s: %w", jobID, err)

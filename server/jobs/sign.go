@@ -87,24 +87,17 @@ func (p *Service) SignDeviceCSR(ctx context.Context, agentID string, l domain.Le
 	if err != nil {
 		return Signed{}, fmt.Errorf("jobs: sign device csr for %s: %w", l.JobID, err)
 	}
-	cert, err := p.ca.Issue(ctx, pki.Request{Profile: pki.ProfileServerAuth, FQDN: fqdn, CSR: csr.Raw})
+	var signed issued
+	cert, err := p.issueRecorded(ctx, pki.Request{Profile: pki.ProfileServerAuth, FQDN: fqdn, CSR: csr.Raw},
+		domain.CertificateRecord{DeviceID: job.DeviceID, Purpose: domain.PurposeServerAuth, JobID: l.JobID}, signedSecret(l.JobID),
+		func(c *pki.Issued) ([]byte, error) {
+			signed = issued{Serial: c.Serial, Leaf: c.Leaf, Chain: c.Chain}
+			return json.Marshal(deviceSigned{issued: signed, SPKI: spki})
+		})
 	if err != nil {
 		return Signed{}, fmt.Errorf("jobs: sign device csr for %s: %w", l.JobID, err)
 	}
 	now := p.now().UTC()
-	rec := cert.Record(job.DeviceID, domain.PurposeServerAuth, now)
-	rec.JobID = l.JobID
-	if err := p.store.PutCertificate(ctx, rec); err != nil {
-		return Signed{}, err
-	}
-	signed := issued{Serial: cert.Serial, Leaf: cert.Leaf, Chain: cert.Chain}
-	b, err := json.Marshal(deviceSigned{issued: signed, SPKI: spki})
-	if err != nil {
-		return Signed{}, err
-	}
-	if err := p.store.PutSecret(ctx, signedSecret(l.JobID), b); err != nil {
-		return Signed{}, err
-	}
 	detail := fmt.Sprintf("serial %s for %s, key generated on the device", cert.Serial, fqdn)
 	if n > 0 {
 		detail += fmt.Sprintf("; revoked %d superseded server certificate(s)", n)

@@ -116,7 +116,7 @@ func (s *Store) ListCertificates(ctx context.Context, keep func(domain.Certifica
 // records the reason and RevokedAt (at, or the store's clock when zero).
 func (s *Store) UpdateCertificateStatus(ctx context.Context, serial string, status domain.CertStatus, reason domain.RevocationReason, at time.Time) (domain.CertificateRecord, error) {
 	switch status {
-	case domain.CertRequested, domain.CertIssued, domain.CertInstalled, domain.CertRevoked:
+	case domain.CertRequested, domain.CertNotIssued, domain.CertIssued, domain.CertInstalled, domain.CertRevoked:
 	default:
 		return domain.CertificateRecord{}, fmt.Errorf("store: update certificate %s: %w", serial, domain.InvalidField("certificate.status", string(status), "unknown status"))
 	}

@@ -253,8 +253,11 @@ func (c *CA) Issue(ctx context.Context, req pki.Request) (*pki.Issued, error) {
 		return nil, fmt.Errorf("builtin: issue: %w", err)
 	}
 	serial, err := pki.RandomSerial()
+	if req.Serial != "" {
+		serial, err = pki.ParseSerial("serial", req.Serial)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("builtin: issue: %w", err)
 	}
 	now := c.now().UTC().Truncate(time.Second)
 	notAfter := now.Add(c.validity(chk.Profile))
@@ -310,6 +313,9 @@ func (c *CA) validity(p pki.Profile) time.Duration {
 	}
 	return c.cfg.Validity
 }
+
+// TakesSerial implements pki.SerialTaker: Issue uses Request.Serial.
+func (c *CA) TakesSerial() bool { return true }
 
 // Revoke implements pki.CA. The CRL is regenerated before it returns.
 func (c *CA) Revoke(ctx context.Context, serial string, reason domain.RevocationReason) error {

@@ -43,7 +43,7 @@ func (v deviceCertView) revokedCell() string {
 }
 
 // certStates are the --state values the server knows.
-var certStates = []string{"requested", "issued", "installed", "revoked", "live"}
+var certStates = []string{"requested", "not-issued", "issued", "installed", "revoked", "live"}
 
 func (a *app) certsListCmd() *cobra.Command {
 	var device, state string

@@ -1,0 +1,181 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/pki"
+	"github.com/amtops/amtops/internal/pki/builtin"
+)
+
+// outage fails writes as a Redis restart does: the first cert writes of
+// certificate records and the first copy writes of a job's copy of its
+// certificate, or all of them when the count is negative.
+type outage struct {
+	Store
+	mu         sync.Mutex
+	cert, copy int
+	job        string
+}
+
+var errOutage = errors.New("redis: connection refused")
+
+func fail(n *int) bool {
+	if *n == 0 {
+		return false
+	}
+	if *n > 0 {
+		*n--
+	}
+	return true
+}
+
+func (o *outage) PutCertificate(ctx context.Context, rec domain.CertificateRecord) error {
+	o.mu.Lock()
+	f := fail(&o.cert)
+	o.mu.Unlock()
+	if f {
+		return errOutage
+	}
+	return o.Store.PutCertificate(ctx, rec)
+}
+
+func (o *outage) PutSecret(ctx context.Context, name string, b []byte) error {
+	o.mu.Lock()
+	f := (name == certSecret(o.job, domain.PurposeServerAuth) || name == signedSecret(o.job)) && fail(&o.copy)
+	o.mu.Unlock()
+	if f {
+		return errOutage
+	}
+	return o.Store.PutSecret(ctx, name, b)
+}
+
+// issuedCA remembers every serial the CA issued, and can lose the
+// answer to the first lose issues: the CA stored the certificate, the
+// reply never came back.
+type issuedCA struct {
+	*builtin.CA
+	mu      sync.Mutex
+	serials []string
+	lose    int
+}
+
+func (c *issuedCA) Issue(ctx context.Context, req pki.Request) (*pki.Issued, error) {
+	is, err := c.CA.Issue(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.serials = append(c.serials, is.Serial)
+	if fail(&c.lose) {
+		return nil, errors.New("step-ca: read tcp: connection reset by peer")
+	}
+	return is, nil
+}
+
+// TestIssuedCertificateIsRecordedOrRevoked is issue 14's orphan
+// certificate: the CA had issued, the store write that followed failed on
+// a Redis blip, and the live certificate was known to nobody who would
+// revoke it. Now a short outage is outlasted, a long one ends with the
+// certificate revoked at the CA, and a lost answer from the CA leaves a
+// "requested" record that the job's next run revokes: whatever happens,
+// every certificate the CA issued is revoked there or recorded live at
+// the site, and the job ends with one.
+func TestIssuedCertificateIsRecordedOrRevoked(t *testing.T) {
+	defer func(d time.Duration) { recordTimeout = d }(recordTimeout)
+	recordTimeout = 1500 * time.Millisecond
+	for _, tc := range []struct {
+		name       string
+		onDevice   bool // the device's CSR signed in phase 2, else a key made in phase 1
+		cert, copy int  // failed writes of the record and of the job's copy, -1 for all
+		lose       int  // the CA's answers lost
+		wantError  bool // the first call fails; a second one, faults gone, must succeed
+	}{
+		{name: "phase 1, a blip", cert: 3},
+		{name: "phase 1, a blip after the record", copy: 2},
+		{name: "phase 1, an outage", cert: -1, wantError: true},
+		{name: "phase 1, the job's copy never written", copy: -1, wantError: true},
+		{name: "phase 1, the CA's answer lost", lose: 1, wantError: true},
+		{name: "device CSR, a blip", onDevice: true, cert: 3},
+		{name: "device CSR, an outage", onDevice: true, cert: -1, wantError: true},
+		{name: "device CSR, the job's copy never written", onDevice: true, copy: -1, wantError: true},
+		{name: "device CSR, the CA's answer lost", onDevice: true, lose: 1, wantError: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil, Site{KeyOnDevice: tc.onDevice})
+			ca := &issuedCA{CA: f.ca}
+			f.prov.ca = ca
+			ctx := context.Background()
+			d := f.device(t, "pc-blip")
+			task := f.task(t, "b1", d, domain.KindProvision)
+			real := f.prov.store
+			o := &outage{Store: real, job: task.JobID}
+			f.prov.store = o
+			faults := func() {
+				o.mu.Lock()
+				o.cert, o.copy = tc.cert, tc.copy
+				o.mu.Unlock()
+				ca.mu.Lock()
+				ca.lose = tc.lose
+				ca.mu.Unlock()
+			}
+			var call func() error
+			if tc.onDevice {
+				if err := f.prov.Handle(ctx, task); err != nil {
+					t.Fatalf("phase 1: %v", err)
+				}
+				_, l := f.leaseOne(t)
+				key, err := pki.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				csr, err := pki.CSR(key, d.FQDN())
+				if err != nil {
+					t.Fatal(err)
+				}
+				call = func() error {
+					_, err := f.prov.SignDeviceCSR(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token}, csr)
+					return err
+				}
+			} else {
+				call = func() error { return f.prov.Handle(ctx, task) }
+			}
+			faults()
+			if err := call(); tc.wantError != (err != nil) {
+				t.Fatalf("with the faults: %v, want an error: %v", err, tc.wantError)
+			}
+			o.mu.Lock()
+			o.cert, o.copy = 0, 0
+			o.mu.Unlock()
+			if tc.wantError {
+				if err := call(); err != nil {
+					t.Fatalf("again, the faults gone: %v", err)
+				}
+			}
+			f.prov.store = real
+
+			live := f.live(t, d.ID, domain.PurposeServerAuth) // also: site and CA agree on every record
+			if len(live) != 1 {
+				t.Errorf("%d live server certificates recorded at the end, want 1", len(live))
+			}
+			recorded := map[string]bool{}
+			for _, c := range live {
+				recorded[c.Serial] = true
+			}
+			for _, serial := range ca.serials {
+				rec, err := f.ca.Lookup(ctx, serial)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !rec.Revoked && !recorded[serial] {
+					t.Errorf("certificate %s live at the CA, not recorded live at the site", serial)
+				}
+			}
+		})
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/amtops/amtops/agent/phase2"
 	"github.com/amtops/amtops/internal/amtsim"
 	"github.com/amtops/amtops/internal/config"
+	"github.com/amtops/amtops/internal/fleet"
 	"github.com/amtops/amtops/internal/provcert"
 	"github.com/amtops/amtops/internal/secrets"
 	"github.com/amtops/amtops/internal/testpeers"
@@ -269,12 +270,12 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	if err != nil {
 		t.Fatalf("reading redis during the run: %v", err)
 	}
-	find := secretSet{}
+	find := secretSet{fleet.NewNeedles()}
 	for name, plain := range seen.all() {
-		if marker(name) {
+		if fleet.SealedMarker(name) {
 			continue
 		}
-		find.addSealed("sealed "+name, plain)
+		find.AddSealed("sealed "+name, plain)
 	}
 	sealed := len(seen.all())
 	if sealed < 9 {
@@ -288,21 +289,21 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 		find.addJob(fmt.Sprintf("job %d", i), j.ProtoReflect())
 	}
 	if ad != nil {
-		find.addText("directory bind password", ad.Password)
+		find.AddText("directory bind password", ad.Password)
 	}
-	find.addText("provisioning password", provPassword)
-	find.addText("stranger's password", strangerPassword)
-	find.addText("MEBx password", mebxPassword)
-	find.addText("admin token", strings.TrimSpace(token))
-	find.addText("enrollment token", enr.GetToken())
+	find.AddText("provisioning password", provPassword)
+	find.AddText("stranger's password", strangerPassword)
+	find.AddText("MEBx password", mebxPassword)
+	find.AddText("admin token", strings.TrimSpace(token))
+	find.AddText("enrollment token", enr.GetToken())
 	siteKey, _ := os.ReadFile(filepath.Join(cfg.DataDir, "site.key"))
-	find.addSealed("site key", bytes.TrimSpace(siteKey))
-	find.addSealed("provisioning key", pair.KeyPEM)
+	find.AddSealed("site key", bytes.TrimSpace(siteKey))
+	find.AddSealed("provisioning key", pair.KeyPEM)
 	agentKey, err := os.ReadFile(filepath.Join(acfg.StateDir, "agent.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	find.addSealed("agent key", agentKey)
+	find.AddSealed("agent key", agentKey)
 
 	cancel()
 	wg.Wait()
@@ -310,13 +311,14 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 	if n := bytes.Count(logs, []byte(`"level":"debug"`)); n < 50 {
 		t.Fatalf("%d debug lines: the run did not log at debug level", n)
 	}
+	needles := find.All()
 	hits := 0
 	report := func(where string, data []byte) {
 		if bytes.Contains(data, []byte("PRIVATE KEY")) {
 			hits++
 			t.Errorf("%s: a PEM private key", where)
 		}
-		for name, s := range find {
+		for name, s := range needles {
 			if bytes.Contains(data, s) {
 				hits++
 				t.Errorf("%s: %s", where, name)
@@ -345,7 +347,7 @@ func secretsRun(t *testing.T, ad *testpeers.SambaPeer, baseIP string) {
 		report("redis "+k, v)
 	}
 	t.Logf("%d log lines, %d redis keys seen (%d of asynq), %d sealed secrets seen, %d secret forms searched: %d hits",
-		bytes.Count(logs, []byte("\n")), len(values), asynqKeys, sealed, len(find), hits)
+		bytes.Count(logs, []byte("\n")), len(values), asynqKeys, sealed, len(needles), hits)
 }
 
 // joinComputers adds the Windows computer objects the AMT accounts link

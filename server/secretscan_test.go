@@ -2,11 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/pem"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -28,75 +23,7 @@ import (
 // and the agent's jobs while the run goes on.
 
 // secretSet is what must appear nowhere, each under a name for messages.
-type secretSet map[string][]byte
-
-// addText adds a password or token as is, base64 and hex.
-func (s secretSet) addText(name, v string) {
-	if len(v) < 6 {
-		return // too short to search for without false hits
-	}
-	b := []byte(v)
-	s[name] = b
-	s[name+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(b))
-	s[name+" (hex)"] = []byte(hex.EncodeToString(b))
-}
-
-// addKey adds raw key bytes: windows of 24 bytes at multiples of 48 (so
-// their base64 lies inside one PEM line), raw, base64 and hex.
-func (s secretSet) addKey(name string, der []byte) {
-	if len(der) < 16 {
-		s.addText(name, string(der))
-		return
-	}
-	for off := 0; off+16 <= len(der) && off < 48*8; off += 48 {
-		w := der[off:min(off+24, len(der))]
-		n := fmt.Sprintf("%s[%d:]", name, off)
-		s[n] = w
-		s[n+" (base64)"] = []byte(base64.StdEncoding.EncodeToString(w))
-		s[n+" (hex)"] = []byte(hex.EncodeToString(w))
-	}
-}
-
-// addSealed adds a secret's plaintext: the private fields of a JSON
-// record (certificates and serials in it are public), PEM private keys by
-// their DER, text by itself, anything else as key bytes.
-func (s secretSet) addSealed(name string, plain []byte) {
-	var rec map[string]any
-	if json.Unmarshal(plain, &rec) == nil {
-		for k, v := range rec {
-			str, ok := v.(string)
-			lk := strings.ToLower(k)
-			if !ok || !(strings.Contains(lk, "key") || strings.Contains(lk, "password") || strings.Contains(lk, "secret")) {
-				continue
-			}
-			if b, err := base64.StdEncoding.DecodeString(str); err == nil {
-				s.addSealed(name+"."+k, b)
-			} else {
-				s.addText(name+"."+k, str)
-			}
-		}
-		return
-	}
-	rest, found := plain, false
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		found = true
-		if strings.Contains(blk.Type, "PRIVATE KEY") {
-			s.addKey(name+" "+blk.Type, blk.Bytes)
-		}
-	}
-	switch {
-	case found:
-	case isText(plain):
-		s.addText(name, string(plain))
-	default:
-		s.addKey(name, plain)
-	}
-}
+type secretSet struct{ *fleet.Needles }
 
 // jobTap records every phase-2 job the agent receives (everything the
 // site hands an agent: passwords, TLS keys, Kerberos keys…) and runs it
@@ -145,9 +72,9 @@ func (s secretSet) addJob(name string, m protoreflect.Message) {
 				s.addJob(n, v.Message())
 			case !secretField(string(fd.Name())):
 			case fd.Kind() == protoreflect.StringKind:
-				s.addText(n, v.String())
+				s.AddText(n, v.String())
 			case fd.Kind() == protoreflect.BytesKind:
-				s.addKey(n, v.Bytes())
+				s.AddKey(n, v.Bytes())
 			}
 		}
 		switch {
@@ -161,27 +88,6 @@ func (s secretSet) addJob(name string, m protoreflect.Message) {
 		}
 		return true
 	})
-}
-
-// marker reports a sealed record that only marks a job (its device ID,
-// its FQDN, the certificate it was issued): sealed to bind it to its key,
-// not because it is secret.
-func marker(name string) bool {
-	for _, suffix := range []string{"/activation", "/sign-on-device", "/signed"} {
-		if strings.HasSuffix(name, suffix) {
-			return true
-		}
-	}
-	return false
-}
-
-func isText(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			return false
-		}
-	}
-	return len(b) > 0
 }
 
 // sealedSeen opens every sealed secret that appears in Redis.

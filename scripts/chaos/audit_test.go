@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/amtops/amtops/internal/domain"
+	"github.com/amtops/amtops/internal/fleet"
 )
 
 // TestConflicts: each kind of double processing is found, and a result
@@ -59,15 +60,15 @@ func TestConflicts(t *testing.T) {
 // TestSearcher: every encoding of a secret is found once per place, a
 // near miss is not, and values shorter than minNeedle are not searched.
 func TestSearcher(t *testing.T) {
-	s := newSecretSet()
-	s.addText("admin", `P@ss<w0rd>"x`)
-	s.addText("short", "abc")
+	s := fleet.NewNeedles()
+	s.AddText("admin", `P@ss<w0rd>"x`)
+	s.AddText("short", "abc")
 	key := make([]byte, 128)
 	for i := range key {
 		key[i] = byte(i*7 + 3)
 	}
-	s.addKey("key", key)
-	x := s.searcher()
+	s.AddKey("key", key)
+	x := newSearcher(s)
 	for _, tc := range []struct {
 		hay  string
 		want []string
@@ -94,10 +95,10 @@ func TestSearcher(t *testing.T) {
 // TestAddSealed: a sealed JSON record gives its private fields only,
 // a PEM its private keys, text itself.
 func TestAddSealed(t *testing.T) {
-	s := newSecretSet()
-	s.addSealed("rec", []byte(`{"serial":"123456789012","leaf":"bGVhZiBjZXJ0aWZpY2F0ZQ==","key_pem":"c2VjcmV0IGtleSBtYXRlcmlhbCBoZXJl"}`))
-	s.addSealed("pw", []byte("correct horse battery"))
-	x := s.searcher()
+	s := fleet.NewNeedles()
+	s.AddSealed("rec", []byte(`{"serial":"123456789012","leaf":"bGVhZiBjZXJ0aWZpY2F0ZQ==","key_pem":"c2VjcmV0IGtleSBtYXRlcmlhbCBoZXJl"}`))
+	s.AddSealed("pw", []byte("correct horse battery"))
+	x := newSearcher(s)
 	found := func(hay string) bool { return len(x.find([]byte(hay), "t", map[string]bool{})) > 0 }
 	if !found("secret key material here") || !found("correct horse battery") {
 		t.Error("a private field or a password is not searched for")

@@ -24,7 +24,7 @@ type runState struct {
 	q      *store.LeaseQueue
 	say    func(string, ...any)
 	late   *lateCheck
-	found  *secretSet // every secret seen during the run
+	found  *fleet.Needles // every secret seen during the run
 
 	mu    sync.Mutex
 	notes []string
@@ -65,7 +65,7 @@ func runExperiment(ctx context.Context, o options, e experiment, bin map[string]
 	}
 	st := store.New(f.Redis(), sealer, store.Options{})
 	r := &runState{o: o, e: e, f: f, st: st, sealer: sealer, q: store.NewLeaseQueue(st, store.QueueOptions{}), say: say,
-		late: &lateCheck{}, found: newSecretSet()}
+		late: &lateCheck{}, found: fleet.NewNeedles()}
 	stopScan := r.collectSecrets(ctx)
 	elapsed, done, err := r.drive(ctx)
 	stopScan()

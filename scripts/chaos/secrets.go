@@ -3,139 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/pem"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/amtops/amtops/internal/fleet"
 )
 
-// secretSet is every secret the run made, each under a name for the
-// report (never the value), in the encodings a leak would take: as is,
-// base64, hex and JSON-escaped for text; for private keys, 24-byte
-// windows at multiples of 48 bytes (so that their base64 lies inside one
-// PEM line), raw, base64 and hex.
-type secretSet struct {
-	mu sync.Mutex
-	m  map[string][]byte // name → needle
-}
-
-func newSecretSet() *secretSet { return &secretSet{m: map[string][]byte{}} }
-
-// minNeedle is the shortest value searched for: shorter ones would hit
-// by chance.
-const minNeedle = 8
-
-func (s *secretSet) put(name string, v []byte) {
-	if len(v) < minNeedle {
-		return
-	}
-	s.mu.Lock()
-	s.m[name] = v
-	s.mu.Unlock()
-}
-
-// addText adds a password or token.
-func (s *secretSet) addText(name, v string) {
-	v = strings.TrimSpace(v)
-	s.put(name, []byte(v))
-	s.put(name+" (base64)", []byte(base64.StdEncoding.EncodeToString([]byte(v))))
-	s.put(name+" (hex)", []byte(hex.EncodeToString([]byte(v))))
-	// As a JSON string: zerolog escapes quotes and backslashes only,
-	// encoding/json HTML characters too.
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if enc.Encode(v) == nil {
-		if q := bytes.TrimSpace(b.Bytes()); string(q[1:len(q)-1]) != v {
-			s.put(name+" (JSON)", q[1:len(q)-1])
-		}
-	}
-	if q, err := json.Marshal(v); err == nil && string(q[1:len(q)-1]) != v {
-		s.put(name+" (JSON, HTML-escaped)", q[1:len(q)-1])
-	}
-}
-
-// addKey adds raw private key bytes.
-func (s *secretSet) addKey(name string, der []byte) {
-	for off := 0; off+minNeedle <= len(der) && off < 48*8; off += 48 {
-		w := der[off:min(off+24, len(der))]
-		n := fmt.Sprintf("%s[%d:]", name, off)
-		s.put(n, w)
-		s.put(n+" (base64)", []byte(base64.StdEncoding.EncodeToString(w)))
-		s.put(n+" (hex)", []byte(hex.EncodeToString(w)))
-	}
-}
-
-// addSealed adds what a sealed value holds: a JSON record's private
-// fields (certificates and serials are public), PEM private keys, text,
-// or raw key bytes.
-func (s *secretSet) addSealed(name string, plain []byte) {
-	var rec map[string]any
-	if json.Unmarshal(plain, &rec) == nil {
-		for k, v := range rec {
-			str, ok := v.(string)
-			lk := strings.ToLower(k)
-			if !ok || !(strings.Contains(lk, "key") || strings.Contains(lk, "password") ||
-				strings.Contains(lk, "secret") || strings.Contains(lk, "passphrase")) {
-				continue
-			}
-			if b, err := base64.StdEncoding.DecodeString(str); err == nil {
-				s.addSealed(name+"."+k, b)
-			} else {
-				s.addText(name+"."+k, str)
-			}
-		}
-		return
-	}
-	rest, found := plain, false
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		found = true
-		if strings.Contains(blk.Type, "PRIVATE KEY") {
-			s.addKey(name+" "+blk.Type, blk.Bytes)
-		}
-	}
-	switch {
-	case found:
-	case isText(plain):
-		s.addText(name, string(plain))
-	default:
-		s.addKey(name, plain)
-	}
-}
-
-func isText(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			return false
-		}
-	}
-	return len(b) > 0
-}
-
-// marker reports a sealed record that only marks a job (it holds the
-// device ID or FQDN): sealed to bind it to its key, not secret.
-func marker(name string) bool {
-	return strings.HasSuffix(name, "/activation") || strings.HasSuffix(name, "/sign-on-device")
-}
-
-// collectSecrets reads every sealed secret in Redis every 2 s until
-// stopped (secrets come and go: pending passwords, job keys), once more
-// at the stop, and the site's secret files.
 func (r *runState) collectSecrets(ctx context.Context) (stop func()) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -162,15 +39,15 @@ func (r *runState) readSealed(ctx context.Context) {
 	iter := r.f.Redis().Scan(ctx, 0, "amtops:secret:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		name := strings.TrimPrefix(iter.Val(), "amtops:secret:")
-		if marker(name) {
+		if fleet.SealedMarker(name) {
 			continue
 		}
 		if plain, err := r.st.GetSecret(ctx, name); err == nil {
-			r.found.addSealed(name, plain)
+			r.found.AddSealed(name, plain)
 		}
 	}
 	if b, err := r.ca().Get(ctx, "ca"); err == nil {
-		r.found.addSealed("built-in CA", b)
+		r.found.AddSealed("built-in CA", b)
 	}
 }
 
@@ -181,7 +58,7 @@ func (r *runState) readSecretFiles() {
 	site := r.f.SiteDir()
 	for _, n := range []string{"site.key", "provisioning.password"} {
 		if b, err := os.ReadFile(filepath.Join(site, n)); err == nil {
-			r.found.addText("file "+n, string(b))
+			r.found.AddText("file "+n, string(b))
 		}
 	}
 	_ = filepath.WalkDir(r.f.Dir(), func(path string, d fs.DirEntry, err error) error {
@@ -199,9 +76,9 @@ func (r *runState) readSecretFiles() {
 		}
 		switch {
 		case bytes.Contains(b, []byte("PRIVATE KEY")):
-			r.found.addSealed("file "+rel, b)
+			r.found.AddSealed("file "+rel, b)
 		case strings.HasSuffix(path, ".token"):
-			r.found.addText("file "+rel, string(b))
+			r.found.AddText("file "+rel, string(b))
 		}
 		return nil
 	})
@@ -211,7 +88,7 @@ func (r *runState) readSecretFiles() {
 type hit struct{ secret, where string }
 
 // searcher finds any of many needles in a haystack in one pass: every
-// needle is at least minNeedle bytes, indexed by its first minNeedle.
+// needle is at least fleet.MinNeedle bytes, indexed by its first fleet.MinNeedle.
 type searcher struct {
 	byPrefix map[string][]needle
 }
@@ -221,12 +98,10 @@ type needle struct {
 	v    []byte
 }
 
-func (s *secretSet) searcher() *searcher {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func newSearcher(s *fleet.Needles) *searcher {
 	x := &searcher{byPrefix: map[string][]needle{}}
-	for name, v := range s.m {
-		p := string(v[:minNeedle])
+	for name, v := range s.All() {
+		p := string(v[:fleet.MinNeedle])
 		x.byPrefix[p] = append(x.byPrefix[p], needle{name, v})
 	}
 	return x
@@ -235,8 +110,8 @@ func (s *secretSet) searcher() *searcher {
 // find reports each needle in b once.
 func (x *searcher) find(b []byte, where string, seen map[string]bool) []hit {
 	var out []hit
-	for i := 0; i+minNeedle <= len(b); i++ {
-		ns, ok := x.byPrefix[string(b[i:i+minNeedle])]
+	for i := 0; i+fleet.MinNeedle <= len(b); i++ {
+		ns, ok := x.byPrefix[string(b[i:i+fleet.MinNeedle])]
 		if !ok {
 			continue
 		}
@@ -259,7 +134,7 @@ type scanFigures struct {
 // scanSecrets searches every process log, every Redis value and the
 // append-only file for every secret.
 func (r *runState) scanSecrets(ctx context.Context) ([]hit, scanFigures, error) {
-	x := r.found.searcher()
+	x := newSearcher(r.found)
 	fig := scanFigures{needles: len(x.all())}
 	seen := map[string]bool{}
 	var hits []hit

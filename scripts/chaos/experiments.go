@@ -61,22 +61,14 @@ var experiments = []experiment{
 		fault: func(context.Context, *runState) error { return nil }},
 	{name: "hello-storm",
 		title: func(options) string {
-			return fmt.Sprintf("Hello storm: every device triggered at once, %d rounds, Hello schedule every %s", stormRounds, stormInterval)
+			return fmt.Sprintf("Hello storm: every device triggered at once, %d rounds, Hello schedule every %s", stormRounds, helloUnit)
 		},
-		configure: func(_ options, c *fleet.Config) { c.HelloInterval = stormInterval },
-		fault:     helloStorm},
+		fault: helloStorm},
 }
 
 const (
 	simFaults     = "drop=0.05,http500=0.05,reboot=0.01"
 	stormRounds   = 3
-	// stormInterval compresses the Hello schedule 60× like the other
-	// experiments' (1 s for firmware's minute). A device's window closes
-	// 60 units after its last Hello, even mid-session (amtsim); a shorter
-	// unit closed it under sessions the storm's load had slowed (at
-	// 200 ms, 12 s: 315 of 1,000 devices failed "16993 refused"), which
-	// at firmware's hour is no fault real devices show.
-	stormInterval = time.Second
 )
 
 func names() []string {
@@ -213,7 +205,7 @@ func partition(ctx context.Context, r *runState) error {
 }
 
 // helloStorm triggers every device's Hello at once, several rounds, on
-// top of the Hellos the devices send from power-on every stormInterval.
+// top of the Hellos the devices send from power-on every helloUnit.
 func helloStorm(ctx context.Context, r *runState) error {
 	type target struct{ state, dev string }
 	var all []target

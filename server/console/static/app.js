@@ -289,10 +289,11 @@ pages.device = async (main, id) => {
       h("h2", {}, "Certificates"),
       (d.certificates || []).length === 0 ? h("p", { class: "muted" }, "The site has issued no certificate for this device.") :
         h("table", { id: "device-certs" }, h("tr", {}, ["Serial", "Purpose", "Profile", "Not after", "Installed", "Revoked"].map((t) => h("th", {}, t))),
-          d.certificates.map((c) => h("tr", { class: c.state === "revoked" ? "muted" : "" },
+          d.certificates.map((c) => h("tr", { class: c.state === "revoked" || c.state === "not-issued" ? "muted" : "" },
             h("td", {}, c.serial), h("td", {}, c.purpose), h("td", {}, c.profile), h("td", {}, when(c.notAfter)),
             h("td", {}, c.state === "installed" ? "yes" : "no"),
-            h("td", {}, c.state === "revoked" ? "yes (" + (c.revocationReason || "?") + ", " + when(c.revokedAt) + ")" : "no")))),
+            h("td", {}, c.state === "revoked" ? "yes (" + (c.revocationReason || "?") + ", " + when(c.revokedAt) + ")" :
+              c.state === "not-issued" ? "never issued" : c.state === "requested" ? "no (asked of the CA, answer not recorded)" : "no")))),
       h("h2", {}, "Operation log (both phases)"),
       h("table", { id: "device-log" }, h("tr", {}, ["Time", "Phase", "Step", "Outcome", "Detail", "Actor", "Job"].map((t) => h("th", {}, t))),
         (log.events || []).map((e) => h("tr", { class: /FAIL/.test(e.outcome) ? "failed-row" : "" },

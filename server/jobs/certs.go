@@ -37,12 +37,18 @@ func (r *run) revoke(ctx context.Context, reason domain.RevocationReason, which 
 	return r.p.revoke(ctx, r.dev.ID, reason, which)
 }
 
-// revoke revokes the device's live certificates that which selects.
+// revoke revokes the device's live certificates that which selects. Each
+// revocation and its record run on a context the caller cannot cancel: a
+// caller gone between the two left a certificate revoked at the CA and
+// live in the record, which a retry of SignDeviceCSR then handed back as
+// its own, and the device served (make chaos, simulator faults).
 func (p *Service) revoke(ctx context.Context, deviceID string, reason domain.RevocationReason, which func(domain.CertificateRecord) bool) (int, error) {
 	certs, err := p.store.CertificatesByDevice(ctx, deviceID)
 	if err != nil {
 		return 0, err
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	n := 0
 	for _, c := range certs {
 		if !c.Status.Live() || !which(c) {
@@ -57,7 +63,10 @@ func (p *Service) revoke(ctx context.Context, deviceID string, reason domain.Rev
 		} else if err != nil {
 			return n, fmt.Errorf("revoke %s: %w", c.Serial, err)
 		}
-		if _, err := p.store.UpdateCertificateStatus(ctx, c.Serial, status, reason, p.now()); err != nil {
+		if err := retry(ctx, func() error {
+			_, err := p.store.UpdateCertificateStatus(ctx, c.Serial, status, reason, p.now())
+			return err
+		}); err != nil {
 			return n, err
 		}
 		n++

@@ -179,3 +179,39 @@ func TestIssuedCertificateIsRecordedOrRevoked(t *testing.T) {
 		})
 	}
 }
+
+// cancellingCA cancels its caller's context once it has revoked, as an
+// agent whose call is cut off (lease fence, deadline) does.
+type cancellingCA struct {
+	*builtin.CA
+	cancel context.CancelFunc
+}
+
+func (c *cancellingCA) Revoke(ctx context.Context, serial string, reason domain.RevocationReason) error {
+	err := c.CA.Revoke(ctx, serial, reason)
+	c.cancel()
+	return err
+}
+
+// TestRevokeOutlastsItsCaller: a caller gone between the CA's revocation
+// and the record left the certificate revoked at the CA and live in the
+// record; a SignDeviceCSR retry then handed it back, and the device
+// served a revoked certificate (make chaos, simulator faults).
+func TestRevokeOutlastsItsCaller(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	d := f.device(t, "pc-gone")
+	if err := f.prov.Handle(context.Background(), f.task(t, "b1", d, domain.KindProvision)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 1 {
+		t.Fatalf("%d live server certificates after phase 1, want 1", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.prov.ca = &cancellingCA{CA: f.ca, cancel: cancel}
+	if _, err := f.prov.revoke(ctx, d.ID, domain.ReasonSuperseded, func(domain.CertificateRecord) bool { return true }); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 0 { // f.live also fails on a site/CA disagreement
+		t.Fatalf("%d live server certificates after the revocation, want 0", n)
+	}
+}

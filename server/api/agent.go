@@ -303,6 +303,14 @@ func (s *AgentService) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.Lea
 		}
 		job.Lease = &pb.LeaseRef{Subnet: l.Subnet.String(), JobId: l.JobID, Token: l.Token}
 		job.Attempt = int32(l.Attempt)
+		if l.Attempt > 1 {
+			ref := domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token}
+			if done, ferr := s.jobs.Finished(ctx, ref); ferr != nil {
+				s.opts.Log.Warn().Str("job", l.JobID).Err(ferr).Msg("finished-job check failed")
+			} else if done {
+				continue
+			}
+		}
 		s.attachEarlier(ctx, job)
 		resp.Jobs = append(resp.Jobs, job)
 	}

@@ -12,6 +12,9 @@ import (
 // Completer settles a leased job with the agent's result (jobs.Service).
 type Completer interface {
 	Complete(ctx context.Context, agentID string, l domain.LeaseRef, r jobs.Result) (already bool, err error)
+	// Finished reports a leased job whose result was recorded before, and
+	// takes it off the queue.
+	Finished(ctx context.Context, l domain.LeaseRef) (bool, error)
 }
 
 // Complete records a job's result (jobs.Service.Complete has the rules).

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -213,5 +214,67 @@ func TestRevokeOutlastsItsCaller(t *testing.T) {
 	}
 	if n := len(f.live(t, d.ID, domain.PurposeServerAuth)); n != 0 { // f.live also fails on a site/CA disagreement
 		t.Fatalf("%d live server certificates after the revocation, want 0", n)
+	}
+}
+
+// killedBeforeSettle fails the first Complete of the lease queue, as a
+// server killed between recording a result and settling its lease.
+type killedBeforeSettle struct {
+	Queue
+	done bool
+}
+
+func (k *killedBeforeSettle) Complete(ctx context.Context, subnet netip.Prefix, jobID, token string) error {
+	if !k.done {
+		k.done = true
+		return errors.New("server killed")
+	}
+	return k.Queue.Complete(ctx, subnet, jobID, token)
+}
+
+// TestFinishedJobLeasedAgainIsSettled is make chaos's server kill -9: the
+// success was recorded, the lease not settled, the job came back when the
+// lease ran out, and an agent worked the provisioned device again,
+// recording a failure beside the success.
+func TestFinishedJobLeasedAgainIsSettled(t *testing.T) {
+	f := newFixture(t, nil, Site{})
+	ctx := context.Background()
+	d := f.device(t, "pc-killed")
+	task := f.task(t, "bk", d, domain.KindProvision)
+	if err := f.prov.Handle(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	_, l := f.leaseOne(t)
+	f.prov.queue = &killedBeforeSettle{Queue: f.queue}
+	if _, err := f.prov.Complete(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token},
+		Result{Outcome: domain.ResultSucceeded}); err == nil {
+		t.Fatal("complete: no error from the killed settle")
+	}
+	f.prov.queue = f.queue
+	if _, err := f.queue.Reap(ctx, l.Subnet, time.Now().Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.queue.Lease(ctx, "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute)
+	if err != nil || len(again) != 1 || again[0].Attempt != 2 {
+		t.Fatalf("leased again: %d jobs, %v; want the job's second attempt", len(again), err)
+	}
+	ref := domain.LeaseRef{Subnet: again[0].Subnet, JobID: again[0].JobID, Token: again[0].Token}
+	if done, err := f.prov.Finished(ctx, ref); err != nil || !done {
+		t.Fatalf("Finished = %v, %v; want true: its success is recorded", done, err)
+	}
+	if qj, err := f.queue.Job(ctx, ref.Subnet, ref.JobID); err != nil || qj.State != "completed" {
+		t.Errorf("lease %+v, %v; want completed", qj, err)
+	}
+	if got, err := f.queue.Lease(ctx, "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute); err != nil || len(got) != 0 {
+		t.Errorf("leased %d jobs after the settle, %v; want none", len(got), err)
+	}
+	// A job still under way is not finished.
+	d2 := f.device(t, "pc-live")
+	if err := f.prov.Handle(ctx, f.task(t, "bl", d2, domain.KindProvision)); err != nil {
+		t.Fatal(err)
+	}
+	_, l2 := f.leaseOne(t)
+	if done, err := f.prov.Finished(ctx, domain.LeaseRef{Subnet: l2.Subnet, JobID: l2.JobID, Token: l2.Token}); err != nil || done {
+		t.Errorf("Finished of a job under way = %v, %v; want false", done, err)
 	}
 }

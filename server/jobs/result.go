@@ -116,6 +116,27 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	return false, nil
 }
 
+// Finished reports a job leased again whose result was recorded already,
+// and settles its lease. Complete records the result before it takes the
+// job off the queue, so that a crash between the two loses nothing; the
+// job then comes back after its lease runs out, and without this check an
+// agent worked a provisioned device again and recorded a failure beside
+// the success (make chaos, server kill -9 mid-batch).
+func (p *Service) Finished(ctx context.Context, l domain.LeaseRef) (bool, error) {
+	if discover.IsJobID(l.JobID) {
+		return false, nil
+	}
+	job, err := p.leasedJob(ctx, l)
+	if err != nil || !job.State.Final() {
+		return false, ignoreNotFound(err)
+	}
+	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
+		return false, err
+	}
+	p.log.Info().Str("job", l.JobID).Str("state", string(job.State)).Msg("finished job leased again after a lost settle: taken off the queue")
+	return true, nil
+}
+
 // effectsTimeout bounds a result's effects once they no longer follow
 // the caller's context.
 const effectsTimeout = time.Minute

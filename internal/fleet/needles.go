@@ -133,7 +133,7 @@ func isText(b []byte) bool {
 // ID, its FQDN, the certificate it was issued): sealed to bind it to its
 // key, not because it is secret.
 func SealedMarker(name string) bool {
-	for _, suffix := range []string{"/activation", "/sign-on-device", "/signed"} {
+	for _, suffix := range []string{"/activation", "/sign-on-device", "/signed", "/result"} {
 		if strings.HasSuffix(name, suffix) {
 			return true
 		}

@@ -232,49 +232,93 @@ func (k *killedBeforeSettle) Complete(ctx context.Context, subnet netip.Prefix, 
 	return k.Queue.Complete(ctx, subnet, jobID, token)
 }
 
+// killedBeforeFinish fails the first FinishJob, as a server killed among
+// a success's effects: the device recorded provisioned, the job not yet
+// finished.
+type killedBeforeFinish struct {
+	Store
+	done bool
+}
+
+func (k *killedBeforeFinish) FinishJob(ctx context.Context, batchID, jobID string, state domain.JobState, errStep, errMsg string) (bool, error) {
+	if !k.done {
+		k.done = true
+		return false, errors.New("server killed")
+	}
+	return k.Store.FinishJob(ctx, batchID, jobID, state, errStep, errMsg)
+}
+
 // TestFinishedJobLeasedAgainIsSettled is make chaos's server kill -9: the
-// success was recorded, the lease not settled, the job came back when the
-// lease ran out, and an agent worked the provisioned device again,
-// recording a failure beside the success.
+// success was recorded, or its effects begun, but the lease not settled;
+// the job came back when the lease ran out, and an agent worked the
+// provisioned device again, recording a failure beside the success.
 func TestFinishedJobLeasedAgainIsSettled(t *testing.T) {
-	f := newFixture(t, nil, Site{})
-	ctx := context.Background()
-	d := f.device(t, "pc-killed")
-	task := f.task(t, "bk", d, domain.KindProvision)
-	if err := f.prov.Handle(ctx, task); err != nil {
-		t.Fatal(err)
-	}
-	_, l := f.leaseOne(t)
-	f.prov.queue = &killedBeforeSettle{Queue: f.queue}
-	if _, err := f.prov.Complete(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token},
-		Result{Outcome: domain.ResultSucceeded}); err == nil {
-		t.Fatal("complete: no error from the killed settle")
-	}
-	f.prov.queue = f.queue
-	if _, err := f.queue.Reap(ctx, l.Subnet, time.Now().Add(2*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	again, err := f.queue.Lease(ctx, "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute)
-	if err != nil || len(again) != 1 || again[0].Attempt != 2 {
-		t.Fatalf("leased again: %d jobs, %v; want the job's second attempt", len(again), err)
-	}
-	ref := domain.LeaseRef{Subnet: again[0].Subnet, JobID: again[0].JobID, Token: again[0].Token}
-	if done, err := f.prov.Finished(ctx, ref); err != nil || !done {
-		t.Fatalf("Finished = %v, %v; want true: its success is recorded", done, err)
-	}
-	if qj, err := f.queue.Job(ctx, ref.Subnet, ref.JobID); err != nil || qj.State != "completed" {
-		t.Errorf("lease %+v, %v; want completed", qj, err)
-	}
-	if got, err := f.queue.Lease(ctx, "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute); err != nil || len(got) != 0 {
-		t.Errorf("leased %d jobs after the settle, %v; want none", len(got), err)
-	}
-	// A job still under way is not finished.
-	d2 := f.device(t, "pc-live")
-	if err := f.prov.Handle(ctx, f.task(t, "bl", d2, domain.KindProvision)); err != nil {
-		t.Fatal(err)
-	}
-	_, l2 := f.leaseOne(t)
-	if done, err := f.prov.Finished(ctx, domain.LeaseRef{Subnet: l2.Subnet, JobID: l2.JobID, Token: l2.Token}); err != nil || done {
-		t.Errorf("Finished of a job under way = %v, %v; want false", done, err)
+	for _, tc := range []struct {
+		name  string
+		among bool // killed among the success's effects, else before the settle
+	}{
+		{name: "killed before the settle"},
+		{name: "killed among the success's effects", among: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil, Site{})
+			ctx := context.Background()
+			d := f.device(t, "pc-killed")
+			task := f.task(t, "bk", d, domain.KindProvision)
+			if err := f.prov.Handle(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+			_, l := f.leaseOne(t)
+			if tc.among {
+				f.prov.store = &killedBeforeFinish{Store: f.store}
+			} else {
+				f.prov.queue = &killedBeforeSettle{Queue: f.queue}
+			}
+			if _, err := f.prov.Complete(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token},
+				Result{Outcome: domain.ResultSucceeded, Facts: &domain.DeviceFacts{ProvisioningState: 2, ControlMode: domain.ControlModeAdmin}}); err == nil {
+				t.Fatal("complete: no error from the killed server")
+			}
+			f.prov.store, f.prov.queue = f.store, f.queue
+			if _, err := f.queue.Reap(ctx, l.Subnet, time.Now().Add(2*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			again, err := f.queue.Lease(ctx, "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute)
+			if err != nil || len(again) != 1 || again[0].Attempt != 2 {
+				t.Fatalf("leased again: %d jobs, %v; want the job's second attempt", len(again), err)
+			}
+			ref := domain.LeaseRef{Subnet: again[0].Subnet, JobID: again[0].JobID, Token: again[0].Token}
+			if done, err := f.prov.Finished(ctx, ref); err != nil || !done {
+				t.Fatalf("Finished = %v, %v; want true: its success is recorded", done, err)
+			}
+			if qj, err := f.queue.Job(ctx, ref.Subnet, ref.JobID); err != nil || qj.State != "completed" {
+				t.Errorf("lease %+v, %v; want completed", qj, err)
+			}
+			j, err := f.store.GetJob(ctx, task.BatchID, task.JobID)
+			if err != nil || j.State != domain.JobSucceeded {
+				t.Errorf("job %s, %v; want succeeded", j.State, err)
+			}
+			dev, err := f.store.GetDevice(ctx, d.ID)
+			if err != nil || dev.Status != domain.StatusProvisioned {
+				t.Errorf("device %s, %v; want provisioned", dev.Status, err)
+			}
+			if _, err := f.store.GetSecret(ctx, adminPasswordSecret(d.ID)); err != nil {
+				t.Errorf("the job's admin password is not current: %v", err)
+			}
+			if _, err := f.store.GetSecret(ctx, resultSecret(task.JobID)); !errors.Is(err, domain.ErrNotFound) {
+				t.Errorf("result mark left behind: %v", err)
+			}
+			if got, err := f.queue.Lease(ctx, "agent-1", []netip.Prefix{testSubnet}, 10, time.Minute); err != nil || len(got) != 0 {
+				t.Errorf("leased %d jobs after the settle, %v; want none", len(got), err)
+			}
+			// A job still under way is not finished.
+			d2 := f.device(t, "pc-live")
+			if err := f.prov.Handle(ctx, f.task(t, "bl", d2, domain.KindProvision)); err != nil {
+				t.Fatal(err)
+			}
+			_, l2 := f.leaseOne(t)
+			if done, err := f.prov.Finished(ctx, domain.LeaseRef{Subnet: l2.Subnet, JobID: l2.JobID, Token: l2.Token}); err != nil || done {
+				t.Errorf("Finished of a job under way = %v, %v; want false", done, err)
+			}
+		})
 	}
 }

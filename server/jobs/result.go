@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -78,6 +79,16 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 		return false, err
 	}
 	if r.Outcome == domain.ResultSucceeded {
+		// The success first, then its effects: a crash among them leaves
+		// the job leased again, and Finished completes them instead of
+		// handing a provisioned device to an agent.
+		b, err := json.Marshal(succeeding{Agent: agentID, Result: r})
+		if err != nil {
+			return false, err
+		}
+		if err := p.store.PutSecret(ctx, resultSecret(job.ID), b); err != nil {
+			return false, err
+		}
 		if err := p.succeed(ctx, agentID, job, r); err != nil {
 			return false, err
 		}
@@ -116,24 +127,49 @@ func (p *Service) Complete(ctx context.Context, agentID string, l domain.LeaseRe
 	return false, nil
 }
 
-// Finished reports a job leased again whose result was recorded already,
-// and settles its lease. Complete records the result before it takes the
-// job off the queue, so that a crash between the two loses nothing; the
-// job then comes back after its lease runs out, and without this check an
-// agent worked a provisioned device again and recorded a failure beside
-// the success (make chaos, server kill -9 mid-batch).
+// succeeding is a success Complete is recording (resultSecret).
+type succeeding struct {
+	Agent  string `json:"agent"`
+	Result Result `json:"result"`
+}
+
+// Finished reports a job leased again whose success was recorded already,
+// completes that success's effects if a crash had stopped them, and
+// settles the lease. Complete records the success before its effects and
+// settles the lease last, so that a crash loses nothing; the job then
+// comes back after its lease runs out, and without this check an agent
+// worked the provisioned device again and recorded a failure beside the
+// success (make chaos, server kill -9 mid-batch).
 func (p *Service) Finished(ctx context.Context, l domain.LeaseRef) (bool, error) {
 	if discover.IsJobID(l.JobID) {
 		return false, nil
 	}
 	job, err := p.leasedJob(ctx, l)
-	if err != nil || !job.State.Final() {
+	if err != nil {
 		return false, ignoreNotFound(err)
+	}
+	if !job.State.Final() {
+		b, err := p.store.GetSecret(ctx, resultSecret(job.ID))
+		if err != nil {
+			return false, ignoreNotFound(err)
+		}
+		var s succeeding
+		if err := json.Unmarshal(b, &s); err != nil {
+			return false, fmt.Errorf("jobs: decode result of %s: %w", job.ID, err)
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), effectsTimeout)
+		defer cancel()
+		if err := p.succeed(ctx, s.Agent, job, s.Result); err != nil {
+			return false, err
+		}
 	}
 	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
 		return false, err
 	}
-	p.log.Info().Str("job", l.JobID).Str("state", string(job.State)).Msg("finished job leased again after a lost settle: taken off the queue")
+	if err := p.store.DeleteSecret(ctx, resultSecret(job.ID)); err != nil {
+		p.log.Warn().Str("job", job.ID).Err(err).Msg("finished job's result mark not deleted")
+	}
+	p.log.Info().Str("job", l.JobID).Str("state", string(job.State)).Msg("finished job leased again after a crash: its success recorded, taken off the queue")
 	return true, nil
 }
 
@@ -256,6 +292,9 @@ func (p *Service) succeed(ctx context.Context, agentID string, job domain.Job, r
 	}
 	if err := p.finish(ctx, job.Kind, job.BatchID, job.ID, domain.JobSucceeded, "", ""); err != nil {
 		return err
+	}
+	if err := p.store.DeleteSecret(ctx, resultSecret(job.ID)); err != nil {
+		p.log.Warn().Str("job", job.ID).Err(err).Msg("finished job's result mark not deleted")
 	}
 	return p.store.AppendEvent(ctx, domain.OperationEvent{DeviceID: job.DeviceID, JobID: job.ID, Phase: 2, Step: "complete",
 		Outcome: domain.OutcomeOK, Detail: string(job.Kind) + " succeeded", Actor: agentID, Time: now})

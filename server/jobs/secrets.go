@@ -53,6 +53,10 @@ func kerberosSecret(deviceID string) string { return "device/" + deviceID + "/ke
 
 // jobSecrets are the names a finished job leaves behind; the device's
 // own secrets outlive it.
+// resultSecret holds a success being recorded (succeeding), until the
+// job is finished: sealed like the other job marks, and not secret.
+func resultSecret(jobID string) string { return "job/" + jobID + "/result" }
+
 func jobSecrets(jobID string) []string {
 	return []string{keySecret(jobID, domain.PurposeServerAuth), keySecret(jobID, domain.Purpose8021X),
 		keySecret(jobID, domain.PurposeWireless), signOnDeviceSecret(jobID), signedSecret(jobID), activationSecret(jobID)}

@@ -131,14 +131,7 @@ func TestIssuedCertificateIsRecordedOrRevoked(t *testing.T) {
 					t.Fatalf("phase 1: %v", err)
 				}
 				_, l := f.leaseOne(t)
-				key, err := pki.GenerateKey()
-				if err != nil {
-					t.Fatal(err)
-				}
-				csr, err := pki.CSR(key, d.FQDN())
-				if err != nil {
-					t.Fatal(err)
-				}
+				csr := deviceCSR(t, d.FQDN())
 				call = func() error {
 					_, err := f.prov.SignDeviceCSR(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token}, csr)
 					return err

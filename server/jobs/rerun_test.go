@@ -77,17 +77,25 @@ func TestPhase1RerunLeavesPhase2Alone(t *testing.T) {
 			if j.State != domain.JobPhase2 {
 				t.Errorf("job %s after the re-run, want phase2: its phase 2 is under way", j.State)
 			}
-			key, err := pki.GenerateKey()
-			if err != nil {
-				t.Fatal(err)
-			}
-			csr, err := pki.CSR(key, d.FQDN())
-			if err != nil {
-				t.Fatal(err)
-			}
+			csr := deviceCSR(t, d.FQDN())
 			if _, err := f.prov.SignDeviceCSR(ctx, "agent-1", domain.LeaseRef{Subnet: l.Subnet, JobID: l.JobID, Token: l.Token}, csr); err != nil {
 				t.Fatalf("the agent's SignDeviceCSR after the re-run: %v", err)
 			}
 		})
 	}
+}
+
+// deviceCSR is the PKCS#10 request a device makes for a key it generated
+// (key_on_device), for fqdn.
+func deviceCSR(t *testing.T, fqdn string) []byte {
+	t.Helper()
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.CSR(key, fqdn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
 }

@@ -67,8 +67,8 @@ var experiments = []experiment{
 }
 
 const (
-	simFaults     = "drop=0.05,http500=0.05,reboot=0.01"
-	stormRounds   = 3
+	simFaults   = "drop=0.05,http500=0.05,reboot=0.01"
+	stormRounds = 3
 )
 
 func names() []string {

@@ -148,7 +148,12 @@ func (p *Service) Finished(ctx context.Context, l domain.LeaseRef) (bool, error)
 	if err != nil {
 		return false, ignoreNotFound(err)
 	}
-	if !job.State.Final() {
+	if job.State.Final() {
+		// A crash after the finish left the mark, which succeed deletes.
+		if err := p.store.DeleteSecret(ctx, resultSecret(job.ID)); err != nil {
+			p.log.Warn().Str("job", job.ID).Err(err).Msg("finished job's result mark not deleted")
+		}
+	} else {
 		b, err := p.store.GetSecret(ctx, resultSecret(job.ID))
 		if err != nil {
 			return false, ignoreNotFound(err)
@@ -165,9 +170,6 @@ func (p *Service) Finished(ctx context.Context, l domain.LeaseRef) (bool, error)
 	}
 	if err := p.queue.Complete(ctx, l.Subnet, l.JobID, l.Token); err != nil {
 		return false, err
-	}
-	if err := p.store.DeleteSecret(ctx, resultSecret(job.ID)); err != nil {
-		p.log.Warn().Str("job", job.ID).Err(err).Msg("finished job's result mark not deleted")
 	}
 	p.log.Info().Str("job", l.JobID).Str("state", string(job.State)).Msg("finished job leased again after a crash: its success recorded, taken off the queue")
 	return true, nil
